@@ -1,0 +1,151 @@
+"""Typed, validated configuration loaded from YAML files plus ``key=value`` overrides.
+
+Every CLI takes ``--config PATH`` and any number of ``dotted.key=value`` overrides. Values in
+overrides are parsed as YAML (``fps=30`` is an int, ``enabled=false`` a bool, ``size=[640,480]`` a
+list). Config models are pydantic models that forbid unknown keys, so a typo in a file or an override
+is an error that names the key and the file, never a silently ignored setting.
+
+Config files may include others with a top-level ``defaults: [other.yaml, ...]`` list (paths relative
+to the including file); later entries and the including file override earlier ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid; the message names the key and the file."""
+
+
+class StrictModel(BaseModel):
+    """Base for every config model: unknown keys are errors, assignment is validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def _deep_merge(base: dict[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _deep_merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML config file, resolving its ``defaults:`` includes. Raises ConfigError."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
+    includes = data.pop("defaults", []) or []
+    merged: dict[str, Any] = {}
+    for inc in includes:
+        merged = _deep_merge(merged, read_yaml(path.parent / inc))
+    return _deep_merge(merged, data)
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=[1,2]"]`` into a nested dict. Raises ConfigError on malformed items."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
+        node = tree
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r} conflicts with another override of {part!r}")
+        node[parts[-1]] = value
+    return tree
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"unknown key '{key}' in {source}")
+        elif err["type"] == "missing":
+            lines.append(f"missing key '{key}' in {source}")
+        else:
+            got = err.get("input")
+            lines.append(f"key '{key}' in {source}: {err['msg']} (got {got!r})")
+    return "; ".join(lines)
+
+
+def build_config(model: type[M], data: Mapping[str, Any], source: str = "<dict>") -> M:
+    """Validate ``data`` into ``model``; errors name each bad key and ``source``."""
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from None
+
+
+def load_config(model: type[M], path: str | Path | None, overrides: Iterable[str] = ()) -> M:
+    """Load ``path`` (or only the model's defaults when None) with overrides applied.
+
+    Raises ConfigError naming the offending key and where it came from (the file or the override).
+    """
+    overrides = list(overrides)
+    data = read_yaml(path) if path is not None else {}
+    source = str(path) if path is not None else "<defaults>"
+    # Validate the file alone first so that an error in the file is blamed on the file.
+    if data:
+        build_config(model, data, source)
+    if overrides:
+        data = _deep_merge(data, parse_overrides(overrides))
+        source = f"{source} with overrides {' '.join(overrides)}"
+    return build_config(model, data, source)
+
+
+def config_path(name: str) -> Path:
+    """Resolve a config name: an existing path, or a path relative to ``configs/``."""
+    p = Path(name)
+    if p.is_file():
+        return p
+    q = CONFIG_DIR / name
+    if q.is_file():
+        return q
+    if q.with_suffix(".yaml").is_file():
+        return q.with_suffix(".yaml")
+    raise ConfigError(f"config {name!r} not found (looked at {p} and {q})")
+
+
+def add_config_arguments(parser: Any, default: str | None) -> None:
+    """Add the standard ``--config PATH`` option and ``key=value`` override positionals to argparse."""
+    parser.add_argument(
+        "--config",
+        default=default,
+        help=f"YAML config (a path, or a name under configs/; default: {default})",
+    )
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, dotted keys")
+
+
+def config_from_args(model: type[M], args: Any) -> M:
+    """Build the config from parsed ``--config``/overrides (see add_config_arguments)."""
+    path = config_path(args.config) if args.config else None
+    return load_config(model, path, args.overrides)
