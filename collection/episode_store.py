@@ -1,0 +1,725 @@
+"""Episode store: recorded demonstrations as one zarr group in the Diffusion Policy reference layout.
+
+Layout (readable by the Diffusion Policy ``ReplayBuffer`` and written by it, so reference datasets
+load here too)::
+
+    <store>/data/<key>          (T, ...) arrays, all episodes concatenated along axis 0
+    <store>/data/camera_<i>     (T, H, W, 3) uint8, one frame per chunk, image codec
+    <store>/data/timestamp      (T,) host monotonic seconds of each step
+    <store>/meta/episode_ends   (E,) int64, exclusive end index of each episode
+
+The key set is free: whatever keys the first episode carries (``camera_<i>``, ``robot_eef_pose``,
+``robot_joint``, ``action``, ``timestamp``, ...) are declared then, and every later episode must carry
+the same keys with the same per-step shapes. A key whose steps are uint8 images (H, W, C) with C in
+{1, 3, 4} is stored one frame per chunk with the image codec; every other key is stored with blosc
+zstd in chunks of up to 1024 steps.
+
+Crash safety. An episode becomes visible only when its ``meta/episode_ends`` entry is written, after
+all its data is written. zarr's local store writes every chunk and metadata file to a temporary file
+and renames it into place, so a killed process never leaves a torn file. A crash (even SIGKILL) in
+the middle of episode N+1 therefore leaves N intact episodes plus trailing data past
+``episode_ends[-1]``; opening the store in ``"a"`` mode truncates that trailing data and logs a
+warning saying how many steps were dropped (``store.dropped_steps``). Durable means durable against
+a crash of the process; against power loss only with ``fsync`` at the OS level (not done here).
+
+Timing contract. zarr's per-call overhead is several ms, so nothing here writes to zarr on the
+caller's thread while recording: ``EpisodeWriter.append`` copies one step into an in-memory batch
+(microseconds to ~1 ms for 640x480 frames) and, every ``batch_steps`` steps, hands the batch to the
+store's single writer thread, which writes whole chunks. ``append`` never blocks on zarr and never
+waits for the writer; if the writer falls behind, batches queue up in memory and a warning is
+logged. Episodes are written strictly in order, so ``begin_episode()`` may be called while the
+previous episode's ``commit(wait=False)`` is still being written.
+
+Image codec (``image_codec=``), measured by ``benchmarks/store_bench.py`` on a 2-core machine with
+rendered-looking frames (smooth gradients, shapes, sensor noise), through this writer:
+
+=================  ==========================  ===========  ===============================
+name               codec                       640x480      notes
+=================  ==========================  ===========  ===============================
+``jpegxl``         JPEG-XL lossy, distance 1,  ~16 kB/frame  default: ~50x smaller than raw,
+                   effort 3 (imagecodecs)      ~200 fps      visually lossless, fast enough
+``jpegxl_lossless``JPEG-XL lossless, effort 1  ~510 kB       exact; sensor noise is
+                                                             incompressible
+``jpeg2k``         JPEG 2000, level 50         ~280 kB       the reference's choice; ~30 fps
+                                                             at 640x480: too slow to record
+``blosc``          blosc zstd-3 bitshuffle     ~660 kB       exact, generic
+``raw``            uncompressed                 922 kB       exact
+=================  ==========================  ===========  ===============================
+
+The default is the smallest codec that sustains at least 60 frames/s at 640x480 (two cameras at
+30 Hz) on this machine: JPEG-XL lossy. The JPEG-XL and JPEG 2000 codecs plug into zarr only in
+zarr format 2 (``imagecodecs.numcodecs.register_codecs()``), so new stores are zarr format 2, like
+the reference's; stores in zarr format 3 (for example built by plain ``zarr`` with default codecs)
+are read and appended to with their own codecs.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Iterator, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import imagecodecs.numcodecs
+import numcodecs
+import numpy as np
+import zarr
+
+log = logging.getLogger(__name__)
+
+# Registers imagecodecs_jpegxl / imagecodecs_jpeg2k / ... with numcodecs so that zarr format 2 stores
+# written with them (ours, and the Diffusion Policy reference datasets) open.
+imagecodecs.numcodecs.register_codecs()
+
+DEFAULT_IMAGE_CODEC = "jpegxl"
+IMAGE_CODECS: tuple[str, ...] = ("jpegxl", "jpegxl_lossless", "jpeg2k", "blosc", "raw")
+DEFAULT_BATCH_STEPS = 8
+LOW_DIM_CHUNK_STEPS = 1024
+# Log a warning when this many steps wait for the writer (at 10 Hz: 30 s behind).
+BACKLOG_WARN_STEPS = 300
+
+Mode = Literal["r", "a", "w"]
+
+
+def make_image_codec(name: str) -> Any:
+    """The numcodecs codec object for an image codec name (None for ``raw``). Raises ValueError."""
+    if name == "jpegxl":
+        return imagecodecs.numcodecs.Jpegxl(distance=1.0, effort=3, lossless=False)
+    if name == "jpegxl_lossless":
+        return imagecodecs.numcodecs.Jpegxl(lossless=True, effort=1)
+    if name == "jpeg2k":
+        return imagecodecs.numcodecs.Jpeg2k(level=50)
+    if name == "blosc":
+        return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
+    if name == "raw":
+        return None
+    raise ValueError(f"unknown image codec {name!r}; choose one of {', '.join(IMAGE_CODECS)}")
+
+
+def _low_dim_codec() -> Any:
+    return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+def is_image_step(step_shape: tuple[int, ...], dtype: np.dtype) -> bool:
+    """Whether steps of this shape/dtype are stored as images (one frame per chunk, image codec)."""
+    return dtype == np.uint8 and len(step_shape) == 3 and step_shape[-1] in (1, 3, 4)
+
+
+@dataclass(frozen=True)
+class EpisodeInfo:
+    """One committed episode: steps ``[start, end)`` of every ``data/<key>`` array."""
+
+    index: int
+    start: int
+    end: int
+    length: int
+    duration_s: float  # timestamp[end-1] - timestamp[start]; NaN without a ``timestamp`` key
+
+
+@dataclass(frozen=True)
+class _KeySpec:
+    step_shape: tuple[int, ...]
+    dtype: np.dtype
+
+    @property
+    def is_image(self) -> bool:
+        return is_image_step(self.step_shape, self.dtype)
+
+
+class EpisodeStoreError(RuntimeError):
+    """The store cannot do what was asked (read-only, writer failed, not an episode store, ...)."""
+
+
+class _Job:
+    """One unit of work for the writer thread; ``future`` carries its result or exception."""
+
+    __slots__ = ("kind", "token", "arrays", "length", "future")
+
+    def __init__(
+        self,
+        kind: str,
+        token: int = -1,
+        arrays: dict[str, np.ndarray] | None = None,
+        length: int = 0,
+    ) -> None:
+        self.kind = kind
+        self.token = token
+        self.arrays = arrays
+        self.length = length
+        self.future: Future[Any] = Future()
+
+
+class EpisodeWriter:
+    """Streams one episode into the store, one step at a time. Get one from ``store.begin_episode()``.
+
+    Used from one thread. ``append`` is cheap and never touches zarr; ``commit`` makes the episode
+    visible once all its data is written; ``discard`` drops it.
+    """
+
+    def __init__(self, store: EpisodeStore, token: int, batch_steps: int) -> None:
+        self._store = store
+        self._token = token
+        self._batch_steps = batch_steps
+        self._buf: dict[str, np.ndarray] | None = None
+        self._n_buf = 0
+        self._n_steps = 0
+        self._open = True
+
+    @property
+    def n_steps(self) -> int:
+        """Steps appended so far."""
+        return self._n_steps
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    def append(self, step: Mapping[str, Any]) -> None:
+        """Add one step: ``{key: array}`` without the leading time axis (``timestamp`` a scalar).
+
+        Copies the arrays (the caller may reuse its buffers). Never blocks on zarr: every
+        ``batch_steps`` steps the batch is queued for the writer thread. The first step of the first
+        episode of an empty store declares the key set. Raises ValueError on a wrong key set, shape or
+        dtype, and EpisodeStoreError if the writer thread has failed.
+        """
+        self._check_open()
+        self._store._raise_writer_error()
+        schema = self._store._schema_for_step(step)
+        if self._buf is None:
+            self._buf = {
+                k: np.empty((self._batch_steps, *spec.step_shape), dtype=spec.dtype)
+                for k, spec in schema.items()
+            }
+        i = self._n_buf
+        for key, value in step.items():
+            self._buf[key][i] = value
+        self._n_buf += 1
+        self._n_steps += 1
+        if self._n_buf == self._batch_steps:
+            self._hand_over()
+
+    def flush(self, wait: bool = True) -> None:
+        """Hand the partial batch to the writer; with ``wait``, block until everything appended so far
+        is written to the data arrays (still invisible until ``commit``)."""
+        self._check_open()
+        self._hand_over()
+        job = self._store._submit(_Job("barrier"))
+        if wait:
+            job.future.result()
+
+    def commit(self, wait: bool = True) -> EpisodeInfo | Future[EpisodeInfo]:
+        """Finish the episode: its data is written, then its ``meta/episode_ends`` entry.
+
+        With ``wait`` (default) blocks until the episode is durable (survives a crash of this process)
+        and returns its EpisodeInfo; otherwise returns a Future of it at once, and
+        ``store.begin_episode()`` may be called right away. Raises ValueError for an empty episode
+        (discard it instead).
+        """
+        self._check_open()
+        if self._n_steps == 0:
+            raise ValueError("cannot commit an episode with no steps; call discard() instead")
+        self._hand_over()
+        self._open = False
+        job = self._store._submit(_Job("commit", token=self._token, length=self._n_steps))
+        self._store._episode_closed(self)
+        return job.future.result() if wait else job.future
+
+    def discard(self, wait: bool = True) -> None:
+        """Drop the episode: what was written of it is truncated away; it never becomes visible."""
+        self._check_open()
+        self._open = False
+        self._buf = None
+        self._n_buf = 0
+        job = self._store._submit(_Job("discard", token=self._token))
+        self._store._episode_closed(self)
+        if wait:
+            job.future.result()
+
+    def _hand_over(self) -> None:
+        if self._n_buf == 0 or self._buf is None:
+            return
+        n = self._n_buf
+        arrays = self._buf if n == self._batch_steps else {k: v[:n] for k, v in self._buf.items()}
+        self._buf = None  # the writer owns the old buffer now
+        self._n_buf = 0
+        self._store._submit(_Job("batch", token=self._token, arrays=arrays, length=n))
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise EpisodeStoreError("this episode was already committed or discarded; begin a new one")
+
+
+class EpisodeStore:
+    """A zarr episode store. Open with ``EpisodeStore.open(path, mode)``; use as a context manager.
+
+    Reads (``episodes``, ``get_episode``) run on the caller's thread; every write runs on one writer
+    thread, in the order it was asked for. ``n_episodes`` / ``n_steps`` count committed episodes.
+    """
+
+    def __init__(self, path: str | Path, mode: Mode, image_codec: str, batch_steps: int) -> None:
+        if mode not in ("r", "a", "w"):
+            raise ValueError(f"mode must be 'r', 'a' or 'w', got {mode!r}")
+        if batch_steps < 1:
+            raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
+        make_image_codec(image_codec)  # validate the name early
+        self.path = Path(path)
+        self.mode: Mode = mode
+        self.image_codec = image_codec
+        self._batch_steps = batch_steps
+        self.dropped_steps = 0
+        self._lock = threading.RLock()  # guards zarr metadata (shapes) between reader and writer
+        self._group = self._open_group()
+        self._schema: dict[str, _KeySpec] | None = None
+        self._arrays: dict[str, zarr.Array] = {}
+        self._ends: list[int] = []
+        self._load()
+        # Writer state (writer thread only, except where noted).
+        self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._writer_error: BaseException | None = None
+        self._w_token = -1
+        self._w_base = 0
+        self._w_written = 0
+        self._pending_steps = 0  # queued, not yet written (approximate; for the backlog warning)
+        self._backlog_warned = False
+        self._next_token = 0
+        self._open_episode: EpisodeWriter | None = None
+        self._closed = False
+
+    # ----------------------------------------------------------------------------- opening
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        mode: Mode = "a",
+        image_codec: str = DEFAULT_IMAGE_CODEC,
+        batch_steps: int = DEFAULT_BATCH_STEPS,
+    ) -> EpisodeStore:
+        """Open a store directory.
+
+        ``mode``: ``"r"`` read only (trailing unfinished data is ignored, not removed); ``"a"`` read
+        and append, created if missing, trailing data left by a crash truncated (with a logged
+        warning and ``store.dropped_steps`` set); ``"w"`` create, deleting any existing store.
+        ``image_codec`` applies to image arrays this store creates (see the module docstring);
+        existing arrays keep their codecs. ``batch_steps``: steps per write handed to the writer.
+        A path ending in ``.zip`` (a zipped reference dataset) opens read only.
+        """
+        return cls(path, mode, image_codec, batch_steps)
+
+    def _open_group(self) -> zarr.Group:
+        if self.path.suffix == ".zip":
+            if self.mode != "r":
+                raise EpisodeStoreError(f"{self.path}: zipped stores open read only (mode='r')")
+            return zarr.open_group(zarr.storage.ZipStore(self.path, mode="r"), mode="r")
+        if self.mode == "w":
+            return self._create_group()
+        if not self.path.exists():
+            if self.mode == "r":
+                raise FileNotFoundError(f"no episode store at {self.path}")
+            return self._create_group()
+        try:
+            return zarr.open_group(self.path, mode="r" if self.mode == "r" else "r+")
+        except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
+            raise EpisodeStoreError(
+                f"{self.path} is not a zarr episode store (expected a zarr group with data/ and "
+                "meta/episode_ends)"
+            ) from exc
+
+    def _create_group(self) -> zarr.Group:
+        root = zarr.open_group(self.path, mode="w", zarr_format=2)
+        root.create_group("data")
+        meta = root.create_group("meta")
+        meta.create_array(
+            "episode_ends", shape=(0,), chunks=(4096,), dtype="int64", compressors=None, fill_value=0
+        )
+        return root
+
+    def _load(self) -> None:
+        """Read the schema and episode ends; in "a" mode repair what a crash left behind."""
+        root = self._group
+        if "meta" not in root or "episode_ends" not in root["meta"] or "data" not in root:
+            raise EpisodeStoreError(
+                f"{self.path} is not an episode store: it lacks data/ or meta/episode_ends. "
+                "Check the path (it should point at the .zarr directory)."
+            )
+        self._ee: zarr.Array = root["meta"]["episode_ends"]
+        data = root["data"]
+        self._arrays = {name: arr for name, arr in data.arrays()}
+        ends = [int(e) for e in self._ee[:]] if self._ee.shape[0] else []
+        lengths = [a.shape[0] for a in self._arrays.values()]
+        min_len = min(lengths) if lengths else 0
+        max_len = max(lengths) if lengths else 0
+        # Keep the longest valid prefix: strictly increasing and backed by data in every array. A
+        # crash between resizing episode_ends and writing its new entry leaves a fill value (0).
+        n_valid = 0
+        prev = 0
+        for e in ends:
+            if e <= prev or e > min_len:
+                break
+            prev = e
+            n_valid += 1
+        self._ends = ends[:n_valid]
+        n_steps = self._ends[-1] if self._ends else 0
+        bad_ends = len(ends) - n_valid
+        self.dropped_steps = max_len - n_steps
+        if self._arrays:
+            self._schema = {
+                k: _KeySpec(tuple(a.shape[1:]), np.dtype(a.dtype)) for k, a in self._arrays.items()
+            }
+        if bad_ends or self.dropped_steps:
+            what = f"{self.dropped_steps} trailing steps of an unfinished episode"
+            if bad_ends:
+                what += f" and {bad_ends} invalid episode_ends entries"
+            if self.mode == "a":
+                log.warning("episode store %s: dropped %s (left by a crash)", self.path, what)
+                self._truncate_to(n_steps, n_episodes=n_valid)
+                if not self._ends and self._arrays:
+                    # Nothing committed: forget the declared keys so the next episode declares them.
+                    for name in list(self._arrays):
+                        del self._group["data"][name]
+                    self._arrays = {}
+                    self._schema = None
+            else:
+                log.info("episode store %s: ignoring %s (open with mode='a' to drop it)", self.path, what)
+
+    def _truncate_to(self, n_steps: int, n_episodes: int) -> None:
+        with self._lock:
+            if self._ee.shape[0] != n_episodes:
+                self._ee.resize((n_episodes,))
+            for arr in self._arrays.values():
+                if arr.shape[0] != n_steps:
+                    arr.resize((n_steps, *arr.shape[1:]))
+
+    # ----------------------------------------------------------------------------- reading
+    @property
+    def n_episodes(self) -> int:
+        """Committed episodes."""
+        return len(self._ends)
+
+    def __len__(self) -> int:
+        return len(self._ends)
+
+    @property
+    def n_steps(self) -> int:
+        """Steps in committed episodes."""
+        return self._ends[-1] if self._ends else 0
+
+    @property
+    def keys(self) -> list[str]:
+        """The data keys (empty until the first episode declares them)."""
+        return list(self._schema) if self._schema else []
+
+    @property
+    def episode_ends(self) -> np.ndarray:
+        return np.asarray(self._ends, dtype=np.int64)
+
+    def _bounds(self, index: int) -> tuple[int, int, int]:
+        ends = list(self._ends)
+        n = len(ends)
+        if not -n <= index < n:
+            raise IndexError(f"episode {index} out of range: the store at {self.path} has {n} episodes")
+        index %= n
+        start = ends[index - 1] if index > 0 else 0
+        return index, start, ends[index]
+
+    def episodes(self) -> list[EpisodeInfo]:
+        """Every committed episode, with ``duration_s`` from ``data/timestamp`` (NaN without it)."""
+        ends = list(self._ends)
+        if not ends:
+            return []
+        ts = None
+        if "timestamp" in self._arrays:
+            with self._lock:
+                ts = np.asarray(self._arrays["timestamp"][: ends[-1]], dtype=np.float64).reshape(ends[-1], -1)
+        out = []
+        start = 0
+        for i, end in enumerate(ends):
+            duration_s = float(ts[end - 1, 0] - ts[start, 0]) if ts is not None else float("nan")
+            out.append(EpisodeInfo(i, start, end, end - start, duration_s))
+            start = end
+        return out
+
+    def get_episode(self, index: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
+        """The arrays of one committed episode (negative index counts from the end)."""
+        _, start, end = self._bounds(index)
+        names = self.keys if keys is None else keys
+        with self._lock:
+            missing = [k for k in names if k not in self._arrays]
+            if missing:
+                raise KeyError(f"keys {missing} not in the store at {self.path}; it has {self.keys}")
+            return {k: self._arrays[k][start:end] for k in names}
+
+    def iter_episodes(self, keys: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
+        for i in range(self.n_episodes):
+            yield self.get_episode(i, keys)
+
+    # ----------------------------------------------------------------------------- writing
+    def begin_episode(self) -> EpisodeWriter:
+        """Start streaming a new episode. Only one episode may be open (not yet committed or
+        discarded) at a time; the previous one's commit may still be in flight."""
+        self._check_writable()
+        if self._open_episode is not None and self._open_episode.is_open:
+            raise EpisodeStoreError("an episode is already open; commit() or discard() it first")
+        self._raise_writer_error()
+        ep = EpisodeWriter(self, self._next_token, self._batch_steps)
+        self._next_token += 1
+        self._open_episode = ep
+        return ep
+
+    def add_episode(self, arrays: Mapping[str, Any], wait: bool = True) -> EpisodeInfo | Future[EpisodeInfo]:
+        """Append a whole episode ``{key: (T, ...) array}``; atomic (data first, then episode_ends).
+
+        Gives the same stored data as streaming the same steps. Blocks until durable and returns its
+        EpisodeInfo, or with ``wait=False`` returns a Future of it.
+        """
+        self._check_writable()
+        if self._open_episode is not None and self._open_episode.is_open:
+            raise EpisodeStoreError("an episode is being streamed; commit() or discard() it first")
+        self._raise_writer_error()
+        lengths = {k: np.shape(v)[0] if np.ndim(v) else None for k, v in arrays.items()}
+        if len(set(lengths.values())) != 1 or None in lengths.values():
+            raise ValueError(f"episode arrays must share their first (time) axis; got lengths {lengths}")
+        length = int(next(iter(lengths.values())))
+        if length == 0:
+            raise ValueError("cannot add an episode with no steps")
+        first = {k: np.asarray(v)[0] for k, v in arrays.items()}
+        schema = self._schema_for_step(first)
+        # Copy when the caller gets control back before the write (it may reuse its arrays).
+        batch = {
+            k: np.array(arrays[k], dtype=spec.dtype, copy=None if wait else True)
+            for k, spec in schema.items()
+        }
+        token = self._next_token
+        self._next_token += 1
+        self._submit(_Job("batch", token=token, arrays=batch, length=length))
+        job = self._submit(_Job("commit", token=token, length=length))
+        return job.future.result() if wait else job.future
+
+    def delete_last(self) -> EpisodeInfo:
+        """Delete the last committed episode (waits for pending writes) and return what it was.
+
+        episode_ends shrinks first, then the data: a crash in between leaves trailing data that the
+        next open in "a" mode drops.
+        """
+        self._check_writable()
+        if self._open_episode is not None and self._open_episode.is_open:
+            raise EpisodeStoreError("an episode is being streamed; commit() or discard() it first")
+        self.wait()
+        if not self._ends:
+            raise EpisodeStoreError(f"episode store {self.path} has no episode to delete")
+        return self._submit(_Job("delete_last")).future.result()
+
+    def wait(self) -> None:
+        """Block until every write asked for so far is done."""
+        if self._thread is not None:
+            self._submit(_Job("barrier")).future.result()
+
+    def close(self) -> None:
+        """Finish pending writes and stop the writer. An episode still open is discarded (logged)."""
+        if self._closed:
+            return
+        if self._open_episode is not None and self._open_episode.is_open:
+            log.warning(
+                "episode store %s: closing with an open episode of %d steps; it is discarded",
+                self.path,
+                self._open_episode.n_steps,
+            )
+            try:
+                self._open_episode.discard(wait=False)
+            except EpisodeStoreError:
+                pass
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+        self._closed = True
+        if self._writer_error is not None:
+            log.error("episode store %s: writer failed: %r", self.path, self._writer_error)
+
+    def __enter__(self) -> EpisodeStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def pending_steps(self) -> int:
+        """Steps queued for the writer thread and not yet written."""
+        return self._pending_steps
+
+    # ----------------------------------------------------------------------------- internals
+    def _check_writable(self) -> None:
+        if self._closed:
+            raise EpisodeStoreError(f"episode store {self.path} is closed")
+        if self.mode == "r":
+            raise EpisodeStoreError(f"episode store {self.path} is open read only; open it with mode='a'")
+
+    def _raise_writer_error(self) -> None:
+        if self._writer_error is not None:
+            raise EpisodeStoreError(
+                f"the writer of episode store {self.path} failed ({self._writer_error!r}); nothing more can "
+                "be written. Check free disk space and permissions, then reopen the store (unfinished data "
+                "is dropped on open)."
+            ) from self._writer_error
+
+    def _episode_closed(self, ep: EpisodeWriter) -> None:
+        if self._open_episode is ep:
+            self._open_episode = None
+
+    def _schema_for_step(self, step: Mapping[str, Any]) -> dict[str, _KeySpec]:
+        """Check one step against the declared keys (declaring them if none yet). Raises ValueError."""
+        schema = self._schema
+        if schema is None:
+            schema = {}
+            for k, v in step.items():
+                a = np.asarray(v)
+                if a.dtype == object:
+                    raise ValueError(f"key {k!r}: cannot store values of type {type(v).__name__}")
+                schema[k] = _KeySpec(tuple(a.shape), a.dtype)
+            self._schema = schema
+            return schema
+        if step.keys() != schema.keys():
+            missing = sorted(set(schema) - set(step))
+            extra = sorted(set(step) - set(schema))
+            raise ValueError(
+                f"step keys do not match the store's keys {sorted(schema)}: missing {missing}, extra {extra}"
+            )
+        for k, spec in schema.items():
+            v = step[k]
+            shape = np.shape(v)
+            if shape != spec.step_shape:
+                raise ValueError(
+                    f"key {k!r}: step shape {shape} does not match the store's {spec.step_shape}"
+                )
+            dtype = v.dtype if isinstance(v, np.ndarray) else np.asarray(v).dtype
+            if dtype != spec.dtype and not np.can_cast(dtype, spec.dtype, "same_kind"):
+                raise ValueError(f"key {k!r}: dtype {dtype} cannot be stored as the store's {spec.dtype}")
+        return schema
+
+    def _submit(self, job: _Job) -> _Job:
+        if self._closed:
+            raise EpisodeStoreError(f"episode store {self.path} is closed")
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._writer_loop, name=f"episode-writer:{self.path.name}")
+            self._thread.daemon = True  # a crash of the process is survivable by design
+            self._thread.start()
+        if job.kind == "batch":
+            self._pending_steps += job.length
+            if self._pending_steps > BACKLOG_WARN_STEPS and not self._backlog_warned:
+                self._backlog_warned = True
+                log.warning(
+                    "episode store %s: the writer is %d steps behind; the image codec %r may be too slow "
+                    "for this frame rate and camera count (memory grows until it catches up)",
+                    self.path,
+                    self._pending_steps,
+                    self.image_codec,
+                )
+        self._queue.put(job)
+        return job
+
+    def _writer_loop(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if job.kind == "batch":
+                self._pending_steps -= job.length
+            if self._writer_error is not None:
+                job.future.set_exception(
+                    EpisodeStoreError(
+                        f"episode store {self.path}: writer failed earlier: {self._writer_error!r}"
+                    )
+                )
+                continue
+            try:
+                with self._lock:
+                    result = getattr(self, f"_do_{job.kind}")(job)
+            except BaseException as exc:  # noqa: BLE001 - reported through the future and later calls
+                self._writer_error = exc
+                log.error("episode store %s: writing failed: %r", self.path, exc)
+                job.future.set_exception(exc)
+            else:
+                job.future.set_result(result)
+                if self._pending_steps < BACKLOG_WARN_STEPS // 2:
+                    self._backlog_warned = False
+
+    def _ensure_arrays(self) -> None:
+        assert self._schema is not None
+        data = self._group["data"]
+        for k, spec in self._schema.items():
+            if k in self._arrays:
+                continue
+            if spec.is_image:
+                chunks = (1, *spec.step_shape)
+                codec = make_image_codec(self.image_codec)
+            else:
+                step_bytes = max(1, int(np.prod(spec.step_shape, dtype=np.int64)) * spec.dtype.itemsize)
+                chunks = (max(1, min(LOW_DIM_CHUNK_STEPS, (4 << 20) // step_bytes)), *spec.step_shape)
+                codec = _low_dim_codec()
+            self._arrays[k] = data.create_array(
+                k,
+                shape=(self.n_steps, *spec.step_shape),
+                chunks=chunks,
+                dtype=spec.dtype,
+                compressors=codec,
+                fill_value=0,
+            )
+
+    def _do_barrier(self, job: _Job) -> None:
+        return None
+
+    def _do_batch(self, job: _Job) -> None:
+        if job.token != self._w_token:
+            self._w_token = job.token
+            self._w_base = self.n_steps
+            self._w_written = 0
+        self._ensure_arrays()
+        pos = self._w_base + self._w_written
+        n = job.length
+        assert job.arrays is not None
+        for k, arr in self._arrays.items():
+            if arr.shape[0] != pos + n:
+                arr.resize((pos + n, *arr.shape[1:]))
+            arr[pos : pos + n] = job.arrays[k]
+        self._w_written += n
+
+    def _do_commit(self, job: _Job) -> EpisodeInfo:
+        if job.token != self._w_token or self._w_written != job.length:
+            raise EpisodeStoreError(
+                f"internal: commit of {job.length} steps but {self._w_written} were written for this episode"
+            )
+        start = self._w_base
+        end = start + job.length
+        for arr in self._arrays.values():
+            if arr.shape[0] != end:
+                arr.resize((end, *arr.shape[1:]))
+        # Data is on disk (zarr writes synchronously); only now does the episode become visible.
+        e = len(self._ends)
+        self._ee.resize((e + 1,))
+        self._ee[e] = end
+        self._ends.append(end)
+        self._w_token = -1
+        duration_s = float("nan")
+        if "timestamp" in self._arrays:
+            ts = self._arrays["timestamp"]
+            duration_s = float(np.ravel(ts[end - 1])[0]) - float(np.ravel(ts[start])[0])
+        return EpisodeInfo(e, start, end, end - start, duration_s)
+
+    def _do_discard(self, job: _Job) -> None:
+        if job.token == self._w_token:
+            self._w_token = -1
+        for arr in self._arrays.values():
+            if arr.shape[0] != self.n_steps:
+                arr.resize((self.n_steps, *arr.shape[1:]))
+
+    def _do_delete_last(self, job: _Job) -> EpisodeInfo:
+        info = self.episodes()[-1]
+        self._ee.resize((len(self._ends) - 1,))
+        self._ends.pop()
+        for arr in self._arrays.values():
+            arr.resize((self.n_steps, *arr.shape[1:]))
+        return info

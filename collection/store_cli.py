@@ -1,0 +1,109 @@
+"""``rig episodes``: list, inspect and delete episodes of an episode store.
+
+    rig episodes list PATH              index, length (steps), duration (s) of every episode
+    rig episodes show PATH I            keys, shapes, dtypes and value ranges of episode I
+    rig episodes delete-last PATH       delete the last episode (asks first unless --yes)
+
+``list`` and ``show`` open the store read only and never change it; ``delete-last`` opens it for
+appending, which also drops trailing data left by a crash (and says so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from collection.episode_store import EpisodeInfo, EpisodeStore, EpisodeStoreError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rig episodes", description="List, inspect and delete recorded episodes."
+    )
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="index, length and duration of every episode")
+    ls.add_argument("path", type=Path, help="episode store (.zarr directory)")
+    show = sub.add_parser("show", help="keys, shapes and value ranges of one episode")
+    show.add_argument("path", type=Path)
+    show.add_argument("index", type=int, help="episode index (negative counts from the end)")
+    dl = sub.add_parser("delete-last", help="delete the last episode")
+    dl.add_argument("path", type=Path)
+    dl.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    return p
+
+
+def _describe(info: EpisodeInfo) -> str:
+    return f"episode {info.index} ({info.length} steps, {info.duration_s:.2f} s)"
+
+
+def _cmd_list(store: EpisodeStore) -> int:
+    infos = store.episodes()
+    print(f"{store.path}: {len(infos)} episodes, {store.n_steps} steps, keys: {', '.join(store.keys) or '-'}")
+    if store.dropped_steps:
+        print(
+            f"note: {store.dropped_steps} trailing steps of an unfinished episode (left by a crash); "
+            "they are dropped the next time the store is opened for appending"
+        )
+    if not infos:
+        return 0
+    print(f"{'index':>5}  {'length':>7}  {'duration s':>10}")
+    for info in infos:
+        print(f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}")
+    total_s = float(np.nansum([i.duration_s for i in infos]))
+    print(f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}")
+    return 0
+
+
+def _cmd_show(store: EpisodeStore, index: int) -> int:
+    info = store.episodes()[index] if -store.n_episodes <= index < store.n_episodes else None
+    if info is None:
+        print(f"rig episodes: no episode {index}; {store.path} has {store.n_episodes}", file=sys.stderr)
+        return 1
+    print(f"{_describe(info)}: steps [{info.start}, {info.end}) of {store.path}")
+    arrays = store.get_episode(info.index)
+    print(f"  {'key':<20} {'shape':<22} {'dtype':<8} {'min':>10} {'max':>10}")
+    for key, arr in arrays.items():
+        lo, hi = (f"{arr.min():.4g}", f"{arr.max():.4g}") if arr.size else ("-", "-")
+        print(f"  {key:<20} {str(arr.shape):<22} {str(arr.dtype):<8} {lo:>10} {hi:>10}")
+    return 0
+
+
+def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
+    if store.n_episodes == 0:
+        print(f"rig episodes: {store.path} has no episodes to delete", file=sys.stderr)
+        return 1
+    last = store.episodes()[-1]
+    if not yes:
+        try:
+            answer = input(f"Delete {_describe(last)} from {store.path}? [y/N] ")
+        except EOFError:
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("not deleted")
+            return 1
+    store.delete_last()
+    print(f"deleted {_describe(last)}; {store.n_episodes} episodes remain")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    mode = "a" if args.command == "delete-last" else "r"
+    if not args.path.exists():
+        print(f"rig episodes: no episode store at {args.path}", file=sys.stderr)
+        return 1
+    try:
+        with EpisodeStore.open(args.path, mode=mode) as store:
+            if args.command == "list":
+                return _cmd_list(store)
+            if args.command == "show":
+                return _cmd_show(store, args.index)
+            return _cmd_delete_last(store, args.yes)
+    except EpisodeStoreError as exc:
+        print(f"rig episodes: {exc}", file=sys.stderr)
+        return 1
