@@ -1,0 +1,239 @@
+"""Base class for device processes (arm controller, cameras, SpaceMouse, recorders).
+
+Shape (as in the Diffusion Policy real-world stack, plus what it lacks): configuration in
+``__init__``, shared memory created by the parent and handed over as constructor attributes,
+``start(wait)`` / ``stop(wait)`` / context manager in the parent, and in the child ``setup()`` ->
+ready handshake -> ``run_loop()`` -> ``teardown()`` (always).
+
+Contract:
+- ``start(wait=True)`` returns once the child's ``setup()`` finished; if it raised, or the child
+  died, or ``ready_timeout_s`` passed, it raises :class:`DeviceProcessError` with the child's traceback.
+- ``check()`` raises :class:`DeviceProcessError` (with the traceback) if the child failed or died
+  while running; call it from the main loop.
+- ``stop()`` asks the child to finish its loop and run ``teardown()``, waits ``stop_timeout_s``,
+  then terminates (SIGTERM, handled gracefully) and finally kills.
+- Watchdog: the child's ``should_stop()`` turns true when the parent process is gone or, if
+  ``heartbeat_timeout_s`` is set, when the parent has not called ``heartbeat()`` for that long.
+  SIGINT/SIGTERM in the child also end the loop gracefully (teardown runs), so Ctrl-C in a terminal,
+  which reaches every process of the foreground group, stops devices safely.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import traceback
+from typing import Any
+
+import multiprocess
+
+from robot.timing import now
+
+DEFAULT_START_METHOD = os.environ.get("RIG_START_METHOD", "spawn")
+
+
+class DeviceProcessError(RuntimeError):
+    """A device process failed; the message names the device and carries the child's traceback."""
+
+
+class DeviceProcess:
+    """Subclass and override ``setup``, ``loop_once`` (or ``run_loop``) and ``teardown``."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        ready_timeout_s: float = 20.0,
+        stop_timeout_s: float = 5.0,
+        heartbeat_timeout_s: float | None = None,
+        start_method: str | None = None,
+    ):
+        self.name = name
+        self.ready_timeout_s = ready_timeout_s
+        self.stop_timeout_s = stop_timeout_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
+        ctx = multiprocess.get_context(start_method or DEFAULT_START_METHOD)
+        self._ready = ctx.Event()
+        self._stop_event = ctx.Event()
+        self._err_recv, self._err_send = ctx.Pipe(duplex=False)
+        self._heartbeat = ctx.Value("d", now(), lock=False)
+        self._ctx = ctx
+        self._proc: Any = None
+        self._parent_pid = os.getpid()
+        self._error: str | None = None
+        self._stop_requested = False
+        self.stop_reason: str | None = None
+
+    # ------------------------------------------------------------------ child-side hooks
+    def setup(self) -> None:
+        """Open the device (runs in the child before the ready handshake)."""
+
+    def loop_once(self) -> None:
+        """One iteration of the device loop; the default run_loop calls it until should_stop()."""
+        raise NotImplementedError
+
+    def run_loop(self) -> None:
+        while not self.should_stop():
+            self.loop_once()
+
+    def teardown(self) -> None:
+        """Release the device; always runs in the child, after errors too."""
+
+    def should_stop(self) -> bool:
+        """True when the parent asked to stop, the parent died, or its heartbeat expired."""
+        if self.stop_reason is not None:
+            return True
+        if self._stop_event.is_set():
+            self.stop_reason = "stop requested"
+        elif os.getppid() != self._parent_pid:
+            self.stop_reason = "parent process died"
+        elif (
+            self.heartbeat_timeout_s is not None and now() - self._heartbeat.value > self.heartbeat_timeout_s
+        ):
+            self.stop_reason = f"no heartbeat from the parent for {self.heartbeat_timeout_s:.2f} s"
+        return self.stop_reason is not None
+
+    # ------------------------------------------------------------------ child entry
+    def _child_main(self) -> None:
+        def _graceful(signum: int, frame: object) -> None:
+            self.stop_reason = self.stop_reason or f"signal {signal.Signals(signum).name}"
+
+        signal.signal(signal.SIGINT, _graceful)
+        signal.signal(signal.SIGTERM, _graceful)
+        failed = False
+        try:
+            self.setup()
+            self._ready.set()
+            self.run_loop()
+        except BaseException:
+            failed = True
+            self._report(traceback.format_exc())
+        finally:
+            try:
+                self.teardown()
+            except BaseException:
+                failed = True
+                self._report("during teardown:\n" + traceback.format_exc())
+        if failed:
+            os._exit(1)
+
+    def _report(self, text: str) -> None:
+        try:
+            self._err_send.send(text)
+        except (OSError, ValueError):
+            pass
+
+    # ------------------------------------------------------------------ parent side
+    def start(self, wait: bool = True) -> None:
+        if self._proc is not None:
+            raise RuntimeError(f"{self.name}: already started")
+        self._heartbeat.value = now()
+        self._proc = self._ctx.Process(target=self._child_main, name=self.name, daemon=True)
+        self._proc.start()
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self, timeout_s: float | None = None) -> None:
+        """Block until the child is ready; raise DeviceProcessError if it fails or times out."""
+        deadline = now() + (self.ready_timeout_s if timeout_s is None else timeout_s)
+        while not self._ready.wait(0.02):
+            if self._poll_error() or not self._proc.is_alive():
+                self._proc.join(1.0)
+                self._raise_failure("failed to start")
+            if now() > deadline:
+                self._kill()
+                raise DeviceProcessError(
+                    f"{self.name}: not ready after {self.ready_timeout_s:.1f} s (device slow to open or hung "
+                    "in setup); the process was killed"
+                )
+
+    def _poll_error(self) -> bool:
+        try:
+            while self._err_recv.poll():
+                msg = self._err_recv.recv()
+                self._error = msg if self._error is None else self._error + "\n" + msg
+        except (EOFError, OSError):
+            pass
+        return self._error is not None
+
+    def _raise_failure(self, what: str) -> None:
+        code = self._proc.exitcode
+        detail = self._error or (
+            f"no traceback: exit code {code}"
+            + (f" (killed by {signal.Signals(-code).name})" if code and code < 0 else "")
+        )
+        raise DeviceProcessError(f"{self.name} {what}:\n{detail}")
+
+    def check(self) -> None:
+        """Raise DeviceProcessError if the child reported an error or died while it should run."""
+        if self._proc is None:
+            raise DeviceProcessError(f"{self.name}: not started")
+        if self._poll_error():
+            self._raise_failure("failed")
+        if not self._proc.is_alive() and not self._stop_requested:
+            self._proc.join(0.1)
+            self._poll_error()
+            self._raise_failure("died")
+
+    def heartbeat(self) -> None:
+        """Tell the child the parent is alive (needed only when heartbeat_timeout_s is set)."""
+        self._heartbeat.value = now()
+
+    def stop(self, wait: bool = True) -> None:
+        """Ask the child to stop; with ``wait``, join it (terminate/kill after stop_timeout_s)."""
+        self._stop_requested = True
+        self._stop_event.set()
+        if wait and self._proc is not None:
+            self.join(self.stop_timeout_s)
+
+    def join(self, timeout_s: float | None = None) -> None:
+        if self._proc is None:
+            return
+        self._proc.join(timeout_s)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join(1.0)
+        if self._proc.is_alive():
+            self._kill()
+        self._poll_error()
+
+    def _kill(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self._proc.kill()
+            self._proc.join(2.0)
+
+    @property
+    def is_alive(self) -> bool:
+        return self._proc is not None and self._proc.is_alive()
+
+    @property
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    @property
+    def exitcode(self) -> int | None:
+        return None if self._proc is None else self._proc.exitcode
+
+    @property
+    def error(self) -> str | None:
+        """The child's traceback text, if it reported one."""
+        if self._proc is not None:
+            self._poll_error()
+        return self._error
+
+    def __enter__(self) -> DeviceProcess:
+        self.start(wait=True)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop(wait=True)
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_proc"] = None  # the child never needs the parent's Process handle
+        state["_ctx"] = None
+        return state

@@ -1,0 +1,217 @@
+"""Lock-free single-writer, many-reader ring buffer of fixed records in shared memory.
+
+Timing contract: ``put`` never waits for readers (it is three atomic stores plus a copy of the record
+into its slot). Readers never block the writer; a read that races with the writer either retries or
+raises :class:`BufferOverrun`: a torn record (some fields or bytes from one write and some from
+another) is never returned.
+
+How: a global write counter ``count`` (records completely written) and a per-slot sequence number
+(a seqlock). Writing record ``c`` into slot ``c % capacity`` stores ``seq = 2c + 1`` (busy), copies
+the fields, stores ``seq = 2c + 2`` (done) and then ``count = c + 1``. A reader copies the slots it
+wants and then checks that each slot still holds ``2c + 2`` for the record it expected; any other
+value means the writer touched the slot during the copy. The counters are real atomics (the
+``atomics`` package, sequentially consistent), so the order of these stores is what readers see.
+
+Pass a RingBuffer to a child process as an argument: it pickles to its name and layout and the child
+attaches (without owning it). The creating process owns the segment and unlinks it (see robot.shm).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from robot.shm import attach_segment, create_segment, release_segment
+from robot.shm_layout import (
+    LayoutSpec,
+    SlotArrays,
+    check_record,
+    layout_from_example,
+    layout_to_spec,
+    parse_layout,
+)
+
+_COUNT_WORD = 0  # header word 0: records written; words 1..capacity: per-slot sequence numbers
+
+
+class BufferOverrun(RuntimeError):
+    """The writer overwrote the records a reader asked for before the reader could copy them."""
+
+
+class RingBuffer:
+    """Fixed-capacity ring of records ``{name: array of fixed shape and dtype}`` in shared memory.
+
+    Create with :meth:`create` (owner) or :meth:`from_example`; children get it by pickling.
+    """
+
+    def __init__(self, shm: Any, layout: LayoutSpec, capacity: int, max_retries: int = 64):
+        self._fields = parse_layout(layout)
+        if capacity < 2:
+            raise ValueError(f"ring buffer capacity must be >= 2, got {capacity}")
+        self.capacity = int(capacity)
+        self.max_retries = max_retries
+        self._shm = shm
+        self._slots = SlotArrays(shm, self._fields, self.capacity, n_words=1 + self.capacity)
+        self._count = self._slots.words[_COUNT_WORD]
+        self._seq = self._slots.words[1:]
+        self._arrays = self._slots.arrays
+        self._field_items = [(f.name, self._arrays[f.name]) for f in self._fields]
+        self._pid = os.getpid()
+
+    # ---- construction / lifecycle -------------------------------------------------------------
+    @classmethod
+    def create(cls, layout: LayoutSpec, capacity: int, label: str = "ring") -> RingBuffer:
+        fields = parse_layout(layout)
+        shm = create_segment(SlotArrays.segment_size(fields, capacity, 1 + capacity), label)
+        return cls(shm, layout_to_spec(fields), capacity)
+
+    @classmethod
+    def from_example(cls, example: Mapping[str, Any], capacity: int, label: str = "ring") -> RingBuffer:
+        return cls.create(layout_from_example(example), capacity, label)
+
+    @classmethod
+    def attach(cls, name: str, layout: LayoutSpec, capacity: int) -> RingBuffer:
+        return cls(attach_segment(name), layout, capacity)
+
+    def __reduce__(self) -> tuple:
+        return (RingBuffer.attach, (self.name, self.layout, self.capacity))
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    @property
+    def layout(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return layout_to_spec(self._fields)
+
+    @property
+    def keys(self) -> list[str]:
+        return [f.name for f in self._fields]
+
+    def close(self) -> None:
+        """Drop every view and close; the owner also unlinks. Idempotent."""
+        if self._shm is None:
+            return
+        self._field_items = []
+        self._arrays = {}
+        self._count = None
+        self._seq = []
+        self._slots.release()
+        release_segment(self._shm)
+        self._shm = None
+
+    def __enter__(self) -> RingBuffer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- writer -------------------------------------------------------------------------------
+    @property
+    def count(self) -> int:
+        """Number of records completely written so far (the next record's counter)."""
+        return self._count.load()
+
+    def put(self, record: Mapping[str, Any]) -> int:
+        """Write one record (every field of the layout, nothing else); returns its counter.
+
+        Never blocks. Only one process may write to a ring.
+        """
+        check_record(self._fields, record, f"ring buffer {self.name}")
+        c = self._count.load()
+        slot = c % self.capacity
+        seq = self._seq[slot]
+        seq.store(2 * c + 1)
+        for name, arr in self._field_items:
+            arr[slot] = record[name]
+        seq.store(2 * c + 2)
+        self._count.store(c + 1)
+        return c
+
+    # ---- readers ------------------------------------------------------------------------------
+    def _copy(self, counters: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Copy the records of ``counters``; returns the data and a mask of records that verified."""
+        slots = counters % self.capacity
+        out = {name: arr[slots] for name, arr in self._field_items}  # fancy indexing copies
+        ok = np.fromiter(
+            (
+                self._seq[s].load() == 2 * c + 2
+                for s, c in zip(slots.tolist(), counters.tolist(), strict=True)
+            ),
+            dtype=bool,
+            count=len(counters),
+        )
+        return out, ok
+
+    def _empty(self) -> dict[str, np.ndarray]:
+        out = {f.name: np.empty((0, *f.shape), f.dtype) for f in self._fields}
+        out["counter"] = np.empty(0, np.int64)
+        return out
+
+    def get_last(self, k: int = 1) -> dict[str, np.ndarray]:
+        """The ``k`` newest records, oldest first, as ``{name: (n, *shape)}`` plus ``counter`` (n,).
+
+        ``n = min(k, count)`` (0 before the first put). Non-blocking; retries when the writer laps
+        the copy and raises BufferOverrun if it keeps doing so. Every returned record is complete
+        and consistent across all its fields.
+        """
+        if not 1 <= k <= self.capacity:
+            raise ValueError(f"get_last(k): k must be in [1, {self.capacity}], got {k}")
+        for _ in range(self.max_retries):
+            c = self._count.load()
+            n = min(k, c)
+            if n == 0:
+                return self._empty()
+            counters = np.arange(c - n, c, dtype=np.int64)
+            out, ok = self._copy(counters)
+            if ok.all():
+                out["counter"] = counters
+                return out
+        raise BufferOverrun(
+            f"ring buffer {self.name}: the writer overwrote the newest {k} record(s) during "
+            f"{self.max_retries} consecutive reads; read fewer records or enlarge the ring"
+        )
+
+    def latest(self) -> dict[str, Any]:
+        """The newest record as ``{name: array of the field's shape}`` plus ``counter``; KeyError if empty."""
+        recs = self.get_last(1)
+        if len(recs["counter"]) == 0:
+            raise LookupError(f"ring buffer {self.name} is empty: nothing has been written yet")
+        return {k: v[0] for k, v in recs.items()}
+
+    def get_since(self, counter: int, skip_overwritten: bool = False) -> dict[str, np.ndarray]:
+        """Every record with counter >= ``counter``, oldest first (same format as get_last).
+
+        Use the returned ``counter[-1] + 1`` as the next call's argument. If records from
+        ``counter`` on were already overwritten, raises BufferOverrun naming how many were lost,
+        unless ``skip_overwritten`` is set: then the oldest still-intact records are returned and the
+        gap shows in ``counter``.
+        """
+        for _ in range(self.max_retries):
+            c = self._count.load()
+            start = max(int(counter), 0)
+            if start >= c:
+                return self._empty()
+            oldest_safe = c - self.capacity + 1  # slot of c - capacity is the writer's next target
+            if start < oldest_safe:
+                if not skip_overwritten:
+                    raise BufferOverrun(
+                        f"ring buffer {self.name}: records {start}..{oldest_safe - 1} were overwritten "
+                        f"before they were read ({oldest_safe - start} lost); read more often or enlarge the ring"
+                    )
+                start = oldest_safe
+            counters = np.arange(start, c, dtype=np.int64)
+            out, ok = self._copy(counters)
+            if ok.all():
+                out["counter"] = counters
+                return out
+            if skip_overwritten and ok[-1]:
+                # The writer lapped the oldest ones during the copy: keep the intact newest suffix.
+                keep = slice(int(np.flatnonzero(~ok)[-1]) + 1, None)
+                out = {k: v[keep] for k, v in out.items()}
+                out["counter"] = counters[keep]
+                return out
+        raise BufferOverrun(f"ring buffer {self.name}: reader kept being lapped by the writer in get_since")
