@@ -1,0 +1,40 @@
+"""The world-state record shared by the simulated arm (the only writer) and simulated cameras.
+
+The sim arm controller steps the world (arm, tool, task objects) and publishes one record per
+step into a :class:`~robot.ring_buffer.RingBuffer` with :data:`WORLD_STATE_LAYOUT`; each simulated
+camera reads the record nearest to the time it "exposes" a frame and renders it. No globals, no
+pickled state: the ring is the only channel.
+
+Frames and units: one world frame = the arm's base frame, metres and radians, z up, the table
+surface at ``z = TABLE_Z_M``. Poses are ``[x, y, z, rx, ry, rz]`` (rotation vector). ``time`` is host
+monotonic seconds: the physical time at which the world looked like this (not when it was written).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+MAX_OBJECTS = 8
+TABLE_Z_M = 0.0
+TOOL_TIP_RADIUS_M = 0.012  # the rendered tool tip (a disc/sphere at the TCP)
+TOOL_BODY_LENGTH_M = 0.10  # rendered tool body above the tip, along the tool z axis
+
+
+class ObjectKind(IntEnum):
+    """What an ``object_pose`` row is; sizes come from the task config shared by arm and cameras."""
+
+    NONE = 0
+    MARKER = 1  # flat disc lying on the table (reach target)
+    T_BLOCK = 2  # the Push-T block (extruded T), pose = its reference point, yaw about z
+    BOX = 3  # generic box
+
+
+WORLD_STATE_LAYOUT = {
+    "time": ((), "float64"),
+    "tcp_pose": ((6,), "float64"),
+    "q": ((6,), "float64"),
+    "object_pose": ((MAX_OBJECTS, 6), "float64"),
+    "object_kind": ((MAX_OBJECTS,), "int32"),
+    "object_size": ((MAX_OBJECTS, 3), "float64"),  # kind-specific extents in metres
+    "episode_seed": ((), "int64"),
+}
