@@ -1,0 +1,85 @@
+"""Checkpoint files of ``rig train`` and how to find them.
+
+A run directory holds ``checkpoints/step_<N>.pt``, a ``latest`` symlink to the newest one, the config
+(``config.yaml``), ``log.jsonl`` and ``loss.png``. A checkpoint is a ``torch.save`` dict of plain
+types and tensors (loadable with ``weights_only=True``):
+
+``format``, ``config`` (the full TrainConfig as a dict), ``shape_meta``, ``dt_s``, ``model`` (state
+dict), ``ema_model`` (state dict of the EMA weights, or None), ``ema_meta`` (EMA bookkeeping),
+``optimizer``, ``lr_scheduler``, ``step``, ``epoch``, ``git_revision``, ``history``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "rig-diffusion-policy/1"
+LATEST = "latest"
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (its ``latest`` link) -> the checkpoint file."""
+    p = Path(path)
+    if p.is_dir():
+        link = p / LATEST
+        if not link.exists():
+            raise FileNotFoundError(
+                f"run directory {p} has no '{LATEST}' checkpoint (did training save one?)"
+            )
+        p = link
+    if not p.is_file():
+        raise FileNotFoundError(f"checkpoint {p} does not exist")
+    return p.resolve()
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    p = resolve_checkpoint(path)
+    ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise ValueError(f"{p} is not a rig diffusion-policy checkpoint (format {FORMAT})")
+    ckpt["path"] = str(p)
+    return ckpt
+
+
+def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], keep: int) -> Path:
+    """Write ``checkpoints/step_<step>.pt`` atomically, repoint ``latest``, keep the newest ``keep``."""
+    ckpt_dir = run_dir / "checkpoints"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    path = ckpt_dir / f"step_{step:08d}.pt"
+    tmp = path.with_suffix(".pt.tmp")
+    torch.save({"format": FORMAT, **payload}, tmp)
+    os.replace(tmp, path)
+    link = run_dir / LATEST
+    tmp_link = run_dir / f".{LATEST}.tmp"
+    if tmp_link.is_symlink() or tmp_link.exists():
+        tmp_link.unlink()
+    tmp_link.symlink_to(path.relative_to(run_dir))
+    os.replace(tmp_link, link)
+    if keep > 0:
+        for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
+            old.unlink()
+    return path
+
+
+def git_revision() -> str | None:
+    """The project's git commit (with ``-dirty`` when the tree has changes), or None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        rev = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return None

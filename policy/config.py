@@ -1,0 +1,148 @@
+"""Config models for the diffusion policy and its training (``rig train``).
+
+One YAML file (``configs/policy/*.yaml``) holds three sections: ``policy`` (what the network sees and
+predicts, and its architecture), ``dataset`` (which episode store, split, downsampling, workers) and
+``training`` (optimizer, schedule, EMA, validation and checkpoint cadence). The observation and action
+*shapes* are not in the config: they are read from the episode store when training starts and saved in
+the checkpoint as ``shape_meta`` (see :func:`policy.dataset.build_shape_meta`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from robot.config import StrictModel
+
+
+class ObsKeyConfig(StrictModel):
+    """One observation stream: ``data/<key>`` in the episode store."""
+
+    type: Literal["rgb", "low_dim"]
+    # low_dim only: which columns of the stored array to use (None = all), e.g. [0, 1] for x, y.
+    dims: list[int] | None = None
+
+
+class VisionConfig(StrictModel):
+    """Per-camera image encoder: ResNet-18 layout with GroupNorm, pooled or spatial-softmax features."""
+
+    # Resize stored frames to (H, W) before cropping; None keeps the stored size. Done with OpenCV
+    # (INTER_AREA) in the data loader and in Policy.predict, identically.
+    image_size: tuple[int, int] | None = None
+    # Crop (H, W) of the (resized) image: random at train time, centered at inference. None = no crop.
+    crop_shape: tuple[int, int] | None = None
+    random_crop: bool = True
+    width: int = Field(64, ge=4, description="channels of the first stage; 64 is torchvision's ResNet-18")
+    layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])
+    pool: Literal["avg", "spatial_softmax"] = "avg"
+    num_keypoints: int = 32
+    share_encoder: bool = False
+    imagenet_norm: bool = False
+    # Optional torchvision-format ResNet-18 state dict (.pth) to initialise every camera encoder with.
+    pretrained: str | None = None
+
+
+class UnetConfig(StrictModel):
+    """1-D temporal conditional U-Net (the paper's CNN variant)."""
+
+    down_dims: list[int] = Field(default_factory=lambda: [256, 512, 1024])
+    kernel_size: int = 5
+    n_groups: int = 8
+    diffusion_step_embed_dim: int = 128
+    cond_predict_scale: bool = True
+
+
+class NoiseConfig(StrictModel):
+    """Diffusion schedule: DDPM for training, DDIM for sampling (both from diffusers)."""
+
+    num_train_timesteps: int = 100
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: Literal["epsilon", "sample"] = "epsilon"
+    clip_sample: bool = True
+    num_inference_steps: int = 16
+
+
+def _default_obs() -> dict[str, ObsKeyConfig]:
+    return {"camera_0": ObsKeyConfig(type="rgb"), "robot_eef_pose": ObsKeyConfig(type="low_dim")}
+
+
+class PolicyConfig(StrictModel):
+    """What the policy observes and predicts, and its network. Step counts are dataset steps."""
+
+    obs: dict[str, ObsKeyConfig] = Field(default_factory=_default_obs)
+    action_key: str = "action"
+    action_dims: list[int] | None = None  # subset of the stored action columns (None = all)
+    horizon: int = 16
+    n_obs_steps: int = 2
+    n_action_steps: int = 8
+    vision: VisionConfig = Field(default_factory=VisionConfig)
+    unet: UnetConfig = Field(default_factory=UnetConfig)
+    noise: NoiseConfig = Field(default_factory=NoiseConfig)
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> PolicyConfig:
+        if self.n_obs_steps < 1:
+            raise ValueError("n_obs_steps must be >= 1")
+        if self.n_obs_steps - 1 + self.n_action_steps > self.horizon:
+            raise ValueError(
+                f"n_obs_steps - 1 + n_action_steps ({self.n_obs_steps - 1 + self.n_action_steps}) "
+                f"must not exceed horizon ({self.horizon})"
+            )
+        factor = 2 ** (len(self.unet.down_dims) - 1)
+        if self.horizon % factor:
+            raise ValueError(f"horizon {self.horizon} must be divisible by {factor} (2^(len(down_dims)-1))")
+        if not self.obs:
+            raise ValueError("policy.obs is empty: give at least one observation key")
+        return self
+
+
+class DatasetConfig(StrictModel):
+    """Episode store reading: split, downsampling, decoding workers."""
+
+    path: str | None = None  # the zarr store; `rig train --dataset PATH` sets it
+    val_ratio: float = Field(0.1, ge=0.0, lt=1.0)
+    seed: int = 42
+    max_train_episodes: int | None = None
+    downsample: int = Field(1, ge=1, description="keep every k-th step of each episode")
+    # Step period of the store in seconds; None = median of data/timestamp differences.
+    # The policy's dt_s is this times `downsample`.
+    dt_s: float | None = None
+    num_workers: int = 0
+    # Decoded, resized frames kept per worker (bounded; 0 = off). Useful when frames are small.
+    image_cache_mb: float = 0.0
+
+
+class TrainingConfig(StrictModel):
+    """Optimisation and bookkeeping of ``rig train``."""
+
+    device: str = "auto"  # auto = cuda when available, else cpu
+    seed: int = 42
+    batch_size: int = 64
+    num_epochs: int = 100
+    max_steps: int | None = None  # stop after this many optimizer steps (whichever comes first)
+    lr: float = 1e-4
+    weight_decay: float = 1e-6
+    betas: tuple[float, float] = (0.95, 0.999)
+    lr_scheduler: str = "cosine"
+    lr_warmup_steps: int = 500
+    grad_clip_norm: float | None = 1.0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = "auto"  # auto: bf16 on GPU, off on CPU
+    use_ema: bool = True
+    ema_power: float = 0.75
+    ema_max_decay: float = 0.9999
+    val_every_steps: int = 500
+    val_batches: int = 4
+    sample_batches: int = 1  # batches of sampled chunks for the action-MSE metric
+    checkpoint_every_steps: int = 1000
+    keep_checkpoints: int = 3
+    log_every_steps: int = 10
+    torch_threads: int | None = None  # None: leave torch's default
+
+
+class TrainConfig(StrictModel):
+    """Top level of ``configs/policy/*.yaml``."""
+
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    dataset: DatasetConfig = Field(default_factory=DatasetConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)

@@ -1,0 +1,160 @@
+"""The diffusion policy network: observation encoder + conditional U-Net + noise schedules.
+
+Training (:meth:`DiffusionPolicy.compute_loss`): normalize actions, add DDPM noise at a random step
+(100 steps, squared-cosine schedule), regress the noise (epsilon) from the noisy action window and
+the observation feature of the first ``n_obs_steps`` steps (global FiLM conditioning).
+
+Sampling (:meth:`DiffusionPolicy.sample`): DDIM with ``num_inference_steps`` (16) steps from Gaussian
+noise drawn from a caller-given generator (so a seed fixes the result). Known leading actions are
+inpainted: at every step their positions are replaced by the known values noised to that step's
+level, and by the exact values at the end. The FiLM parameters of all steps are computed in one
+batched call before the loop (they depend only on step and observation).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from policy.config import PolicyConfig
+from policy.normalizer import LinearNormalizer
+from policy.obs_encoder import ObsEncoder
+from policy.unet import ConditionalUnet1D
+
+
+def make_schedulers(cfg: PolicyConfig) -> tuple[Any, Any]:
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    nc = cfg.noise
+    common = dict(
+        num_train_timesteps=nc.num_train_timesteps,
+        beta_schedule=nc.beta_schedule,
+        prediction_type=nc.prediction_type,
+        clip_sample=nc.clip_sample,
+    )
+    ddpm = DDPMScheduler(variance_type="fixed_small", **common)
+    ddim = DDIMScheduler(set_alpha_to_one=True, steps_offset=0, **common)
+    return ddpm, ddim
+
+
+class DiffusionPolicy(nn.Module):
+    def __init__(self, cfg: PolicyConfig, shape_meta: dict[str, Any]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.shape_meta = shape_meta
+        self.action_dim = int(shape_meta["action"]["shape"][0])
+        dims = {k: m["shape"][0] for k, m in shape_meta["obs"].items() if m["type"] == "low_dim"}
+        dims["action"] = self.action_dim
+        self.normalizer = LinearNormalizer(dims)
+        self.obs_encoder = ObsEncoder(shape_meta, cfg.vision, self.normalizer)
+        self.obs_feature_dim = self.obs_encoder.out_dim
+        u = cfg.unet
+        self.unet = ConditionalUnet1D(
+            input_dim=self.action_dim,
+            global_cond_dim=self.obs_feature_dim * cfg.n_obs_steps,
+            diffusion_step_embed_dim=u.diffusion_step_embed_dim,
+            down_dims=list(u.down_dims),
+            kernel_size=u.kernel_size,
+            n_groups=u.n_groups,
+            cond_predict_scale=u.cond_predict_scale,
+        )
+        self.train_scheduler, self.infer_scheduler = make_schedulers(cfg)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.unet.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.unet.parameters()).device
+
+    def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raw obs (B, >= n_obs_steps, ...) -> global condition (B, n_obs_steps * feature_dim)."""
+        n = self.cfg.n_obs_steps
+        feats = self.obs_encoder({k: v[:, :n] for k, v in obs.items()}, dtype=self.dtype)
+        return feats.reshape(feats.shape[0], -1)
+
+    def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Denoising MSE on a batch ``{"obs": {key: (B, T, ...)}, "action": (B, horizon, Da)}``."""
+        actions = self.normalizer.normalize("action", batch["action"].to(self.dtype))
+        global_cond = self.encode_obs(batch["obs"])
+        noise = torch.randn_like(actions)
+        b = actions.shape[0]
+        timesteps = torch.randint(
+            0, self.train_scheduler.config.num_train_timesteps, (b,), device=actions.device
+        )
+        noisy = self.train_scheduler.add_noise(actions, noise, timesteps)
+        pred = self.unet(noisy, timesteps, global_cond=global_cond)
+        target = noise if self.cfg.noise.prediction_type == "epsilon" else actions
+        return F.mse_loss(pred.float(), target.float())
+
+    def sample(
+        self,
+        global_cond: torch.Tensor,
+        generator: torch.Generator | None = None,
+        known: torch.Tensor | None = None,
+        known_start: int = 0,
+        cache_film: bool = True,
+    ) -> torch.Tensor:
+        """DDIM-sample normalized action windows (B, horizon, Da).
+
+        known: optional normalized actions (B, m, Da) that must occupy window positions
+        ``known_start .. known_start + m - 1`` (inpainting). Noise is drawn with ``generator`` (fp32,
+        on the generator's device) so that a seed gives the same chunk on any dtype.
+        """
+        b = global_cond.shape[0]
+        sched = self.infer_scheduler
+        sched.set_timesteps(self.cfg.noise.num_inference_steps)
+        shape = (b, self.cfg.horizon, self.action_dim)
+        gen_device = generator.device if generator is not None else self.device
+        traj = torch.randn(shape, generator=generator, device=gen_device, dtype=torch.float32)
+        traj = traj.to(self.device)
+        known_noise = None
+        sl = slice(0, 0)
+        if known is not None and known.shape[1] > 0:
+            sl = slice(known_start, known_start + known.shape[1])
+            known = known.to(device=self.device, dtype=torch.float32)
+            known_noise = torch.randn(known.shape, generator=generator, device=gen_device).to(self.device)
+        timesteps = sched.timesteps
+        films = None
+        if cache_film:
+            films = self.unet.film(timesteps.to(self.device), global_cond)
+        for i, t in enumerate(timesteps):
+            if known_noise is not None:
+                traj[:, sl] = sched.add_noise(known, known_noise, t.reshape(1))
+            if films is not None:
+                step_film = [f[i * b : (i + 1) * b] for f in films]
+                out = self.unet(traj.to(self.dtype), film=step_film)
+            else:
+                out = self.unet(traj.to(self.dtype), t.to(self.device), global_cond=global_cond)
+            traj = sched.step(out.float(), t, traj, generator=None).prev_sample
+        if known is not None and known.shape[1] > 0:
+            traj[:, sl] = known
+        return traj
+
+    def forward(self, batch: dict[str, Any]) -> torch.Tensor:
+        """Training forward (what DistributedDataParallel calls): the denoising loss."""
+        return self.compute_loss(batch)
+
+    def predict_action(
+        self,
+        obs: dict[str, torch.Tensor],
+        generator: torch.Generator | None = None,
+        committed: torch.Tensor | None = None,
+        cache_film: bool = True,
+    ) -> torch.Tensor:
+        """Raw obs -> raw action windows (B, horizon, Da); window index ``n_obs_steps - 1`` is the
+        action at the last observation's time. ``committed`` (B, m, Da) raw actions are inpainted
+        from that index on."""
+        global_cond = self.encode_obs(obs)
+        known = None
+        if committed is not None:
+            known = self.normalizer.normalize("action", committed.to(self.device, torch.float32))
+        norm = self.sample(
+            global_cond, generator, known=known, known_start=self.cfg.n_obs_steps - 1, cache_film=cache_film
+        )
+        self.last_normalized_actions = norm
+        return self.normalizer.unnormalize("action", norm.float())

@@ -1,0 +1,366 @@
+"""Training loop of ``rig train`` (see policy/train_cli.py for the command line).
+
+Single process on CPU or one GPU, or DistributedDataParallel when started by ``torchrun`` (which sets
+``WORLD_SIZE``/``RANK``/``LOCAL_RANK``): each rank reads its share of every epoch, rank 0 validates,
+logs and writes checkpoints. AdamW with linear warmup + cosine decay (diffusers ``get_scheduler``),
+EMA of the weights (diffusers ``EMAModel``, warmup power 0.75), gradient-norm clipping, autocast
+(bf16, or fp16 with a grad scaler) on GPU only unless configured otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from policy.checkpoint import git_revision, load_checkpoint, save_checkpoint
+from policy.config import TrainConfig
+from policy.dataset import EpisodeDataset, make_loader
+from policy.diffusion import DiffusionPolicy
+
+
+def _dist_info() -> tuple[bool, int, int, int]:
+    if "WORLD_SIZE" in os.environ and "RANK" in os.environ:
+        return (
+            True,
+            int(os.environ["RANK"]),
+            int(os.environ["WORLD_SIZE"]),
+            int(os.environ.get("LOCAL_RANK", 0)),
+        )
+    return False, 0, 1, 0
+
+
+def _pick_device(name: str, local_rank: int) -> torch.device:
+    if name == "auto":
+        return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"training.device={name} but no CUDA GPU is visible; use training.device=cpu")
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device(f"cuda:{local_rank}")
+    return dev
+
+
+def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
+    if mode == "no" or (mode == "auto" and device.type != "cuda"):
+        return None
+    if mode == "fp16":
+        return torch.float16
+    if mode == "auto" and not torch.cuda.is_bf16_supported():
+        return torch.float16
+    return torch.bfloat16
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return batch.to(device, non_blocking=True)
+
+
+def plot_losses(path: Path, history: dict[str, list]) -> None:
+    """Write the loss curve PNG (train loss per step, smoothed; validation loss points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    steps = np.asarray(history["train_step"])
+    losses = np.asarray(history["train_loss"])
+    if len(steps):
+        ax.plot(steps, losses, lw=0.5, alpha=0.4, label="train (per step)")
+        w = max(1, len(losses) // 50)
+        if w > 1:
+            smooth = np.convolve(losses, np.ones(w) / w, mode="valid")
+            ax.plot(steps[w - 1 :], smooth, lw=1.5, label=f"train ({w}-step mean)")
+    if history["val_step"]:
+        ax.plot(history["val_step"], history["val_loss"], "o-", label="validation (EMA)")
+    ax.set_yscale("log")
+    ax.set_xlabel("optimizer step")
+    ax.set_ylabel("denoising MSE")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+@torch.no_grad()
+def validate(
+    model: DiffusionPolicy, loader: Any, cfg: TrainConfig, device: torch.device, seed: int
+) -> dict[str, float]:
+    """Denoising loss on up to ``val_batches`` batches and action MSE of sampled chunks (normalized
+    units, executed part of the window) on ``sample_batches`` batches of held-out episodes."""
+    was_training = model.training
+    model.eval()
+    tc, pc = cfg.training, cfg.policy
+    losses, mses, raw_mses = [], [], []
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        gen = torch.Generator().manual_seed(seed)
+        for i, batch in enumerate(loader):
+            if i >= max(tc.val_batches, tc.sample_batches):
+                break
+            batch = _to_device(batch, device)
+            if i < tc.val_batches:
+                losses.append(float(model.compute_loss(batch)))
+            if i < tc.sample_batches:
+                pred = model.predict_action(batch["obs"], gen)
+                sl = slice(pc.n_obs_steps - 1, pc.n_obs_steps - 1 + pc.n_action_steps)
+                gt = batch["action"][:, sl].float()
+                norm = model.normalizer
+                mses.append(
+                    float(
+                        ((norm.normalize("action", pred[:, sl]) - norm.normalize("action", gt)) ** 2).mean()
+                    )
+                )
+                raw_mses.append(float(((pred[:, sl] - gt) ** 2).mean()))
+    model.train(was_training)
+    out = {}
+    if losses:
+        out["val_loss"] = float(np.mean(losses))
+    if mses:
+        out["val_action_mse"] = float(np.mean(mses))
+        out["val_action_mse_raw"] = float(np.mean(raw_mses))
+    return out
+
+
+def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
+    """Train (or resume) into ``run_dir``; returns the summary printed as the final JSON line."""
+    from diffusers.optimization import get_scheduler
+    from diffusers.training_utils import EMAModel
+    from tqdm import tqdm
+
+    distributed, rank, world, local_rank = _dist_info()
+    tc, pc = cfg.training, cfg.policy
+    device = _pick_device(tc.device, local_rank)
+    if distributed and not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if tc.torch_threads:
+        torch.set_num_threads(tc.torch_threads)
+    is_main = rank == 0
+    if cfg.dataset.path is None:
+        raise ValueError("no episode store given: pass --dataset PATH (or dataset.path=PATH)")
+
+    ckpt = load_checkpoint(run_dir, map_location="cpu") if resume else None
+    torch.manual_seed(tc.seed + rank + (ckpt["step"] if ckpt else 0))
+    np.random.seed((tc.seed + rank) % 2**32)
+
+    shape_meta = ckpt["shape_meta"] if ckpt else None
+    train_ds = EpisodeDataset(cfg.dataset.path, pc, cfg.dataset, "train", shape_meta=shape_meta)
+    shape_meta = train_ds.shape_meta
+    if len(train_ds) == 0:
+        raise ValueError(f"episode store {cfg.dataset.path} gives no training windows")
+    val_ds = None
+    if cfg.dataset.val_ratio > 0 and train_ds.n_episodes > 1:
+        val_ds = EpisodeDataset(cfg.dataset.path, pc, cfg.dataset, "val", shape_meta=shape_meta)
+    dt_s = ckpt["dt_s"] if ckpt else train_ds.dt_s
+
+    model = DiffusionPolicy(pc, shape_meta)
+    if ckpt:
+        model.load_state_dict(ckpt["model"])
+    else:
+        for key, data in train_ds.low_dim_data().items():
+            model.normalizer.fit(key, data)
+    model.to(device)
+
+    ema_model, ema = None, None
+    if tc.use_ema:
+        ema_model = copy.deepcopy(model).eval().requires_grad_(False)
+        ema = EMAModel(
+            model.parameters(), decay=tc.ema_max_decay, use_ema_warmup=True, inv_gamma=1.0, power=tc.ema_power
+        )
+        if ckpt and ckpt.get("ema_model") is not None:
+            ema_model.load_state_dict(ckpt["ema_model"])
+            meta = dict(ckpt["ema_meta"])
+            meta["shadow_params"] = [p.detach().clone() for p in ema_model.parameters()]
+            ema.load_state_dict(meta)
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    loader = make_loader(train_ds, tc.batch_size, True, cfg.dataset.num_workers, tc.seed, distributed)
+    val_loader = None
+    if val_ds is not None and len(val_ds) > 0 and is_main:
+        val_loader = make_loader(val_ds, tc.batch_size, True, 0, cfg.dataset.seed, False, drop_last=False)
+    per_epoch = len(loader)
+    total_steps = tc.num_epochs * per_epoch
+    if tc.max_steps is not None:
+        total_steps = min(total_steps, tc.max_steps) if tc.num_epochs > 0 else tc.max_steps
+    lr_sched = get_scheduler(
+        tc.lr_scheduler,
+        optimizer,
+        num_warmup_steps=tc.lr_warmup_steps,
+        num_training_steps=max(1, total_steps),
+    )
+    step, epoch = 0, 0
+    history: dict[str, list] = {
+        "train_step": [],
+        "train_loss": [],
+        "val_step": [],
+        "val_loss": [],
+        "val_action_mse": [],
+    }
+    if ckpt:
+        optimizer.load_state_dict(ckpt["optimizer"])
+        lr_sched.load_state_dict(ckpt["lr_scheduler"])
+        step, epoch = int(ckpt["step"]), int(ckpt["epoch"])
+        history = {k: list(v) for k, v in ckpt["history"].items()}
+
+    train_model: torch.nn.Module = model
+    if distributed:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    amp_dtype = _autocast_dtype(tc.mixed_precision, device)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log_path = run_dir / "log.jsonl"
+    rev = git_revision()
+    last_ckpt: Path | None = None
+    last_val: dict[str, float] = {}
+    start_step = step
+
+    def checkpoint() -> Path:
+        if ema is not None:
+            ema.copy_to(ema_model.parameters())
+        ema_meta = None
+        if ema is not None:
+            ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
+        payload = {
+            "config": cfg.model_dump(mode="json"),
+            "shape_meta": shape_meta,
+            "dt_s": float(dt_s),
+            "model": model.state_dict(),
+            "ema_model": ema_model.state_dict() if ema_model is not None else None,
+            "ema_meta": ema_meta,
+            "optimizer": optimizer.state_dict(),
+            "lr_scheduler": lr_sched.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "git_revision": rev,
+            "history": history,
+        }
+        path = save_checkpoint(run_dir, step, payload, tc.keep_checkpoints)
+        plot_losses(run_dir / "loss.png", history)
+        return path
+
+    def run_validation() -> dict[str, float]:
+        if val_loader is None:
+            return {}
+        if ema is not None:
+            ema.copy_to(ema_model.parameters())
+        metrics = validate(
+            ema_model if ema_model is not None else model, val_loader, cfg, device, cfg.dataset.seed
+        )
+        if "val_loss" in metrics:
+            history["val_step"].append(step)
+            history["val_loss"].append(metrics["val_loss"])
+            history["val_action_mse"].append(metrics.get("val_action_mse", float("nan")))
+        return metrics
+
+    t0 = time.monotonic()
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        disable=not is_main,
+        desc="train",
+        unit="step",
+        mininterval=0.5,
+        dynamic_ncols=True,
+    )
+    model.train()
+    done = step >= total_steps
+    with open(log_path, "a") if is_main else contextlib.nullcontext() as log:
+        while not done:
+            if distributed:
+                loader.sampler.set_epoch(epoch)
+            for batch in loader:
+                batch = _to_device(batch, device)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = train_model(batch)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if tc.grad_clip_norm:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                lr_sched.step()
+                if ema is not None:
+                    ema.step(model.parameters())
+                step += 1
+                loss_value = float(loss.detach())
+                if not math.isfinite(loss_value):
+                    raise FloatingPointError(
+                        f"training loss became {loss_value} at step {step}; "
+                        "lower training.lr or check the data"
+                    )
+                if is_main:
+                    history["train_step"].append(step)
+                    history["train_loss"].append(loss_value)
+                    bar.update(1)
+                    if step % tc.log_every_steps == 0:
+                        bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr_sched.get_last_lr()[0]:.2e}")
+                        log.write(
+                            json.dumps(
+                                {
+                                    "step": step,
+                                    "epoch": epoch,
+                                    "loss": loss_value,
+                                    "lr": lr_sched.get_last_lr()[0],
+                                }
+                            )
+                            + "\n"
+                        )
+                    if tc.val_every_steps > 0 and step % tc.val_every_steps == 0 and step < total_steps:
+                        last_val = run_validation()
+                        if last_val:
+                            log.write(json.dumps({"step": step, **last_val}) + "\n")
+                            bar.write(
+                                f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items())
+                            )
+                    if (
+                        tc.checkpoint_every_steps > 0
+                        and step % tc.checkpoint_every_steps == 0
+                        and step < total_steps
+                    ):
+                        last_ckpt = checkpoint()
+                if step >= total_steps:
+                    done = True
+                    break
+            else:
+                epoch += 1
+    bar.close()
+    train_seconds = time.monotonic() - t0
+    summary: dict[str, Any] = {}
+    if is_main:
+        last_val = run_validation() or last_val
+        if last_val:
+            with open(log_path, "a") as log:
+                log.write(json.dumps({"step": step, **last_val}) + "\n")
+        last_ckpt = checkpoint()
+        recent = history["train_loss"][-min(50, max(1, len(history["train_loss"]))) :]
+        summary = {
+            "final_loss": float(np.mean(recent)) if recent else float("nan"),
+            "train_seconds": round(train_seconds, 3),
+            "steps": step,
+            "steps_this_run": step - start_step,
+            "checkpoint": str(last_ckpt),
+            "run_dir": str(run_dir),
+            "dt_s": float(dt_s),
+            **last_val,
+        }
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()
+    return summary
