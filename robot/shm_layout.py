@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from multiprocessing import shared_memory
 from typing import Any
 
-import atomics
 import numpy as np
+
+from robot._atomic64 import load as _atomic_load
+from robot._atomic64 import store as _atomic_store
 
 ALIGN = 64
 RESERVED = ("counter",)
@@ -71,6 +73,26 @@ def _align(n: int) -> int:
     return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
+class AtomicWord:
+    """A 64-bit unsigned word in shared memory with sequentially consistent load/store.
+
+    Real atomics (GCC ``__atomic`` builtins in the ``robot._atomic64`` C extension), not numpy stores:
+    the order of stores to these words is the order every process observes. The address stays valid
+    while the owning :class:`SlotArrays` holds its view of the segment.
+    """
+
+    __slots__ = ("addr",)
+
+    def __init__(self, addr: int):
+        self.addr = addr
+
+    def load(self) -> int:
+        return _atomic_load(self.addr)
+
+    def store(self, value: int) -> None:
+        _atomic_store(self.addr, value)
+
+
 class SlotArrays:
     """One segment holding ``n_words`` atomic uint64 header words and ``capacity`` slots per field.
 
@@ -84,13 +106,10 @@ class SlotArrays:
         self.shm = shm
         self.fields = fields
         self.capacity = capacity
-        self._views = []
-        self.words = []
-        for i in range(n_words):
-            view = atomics.atomicview(buffer=shm.buf[i * 8 : i * 8 + 8], atype=atomics.UINT)
-            self._views.append(view)
-            # One view kept entered for the buffer's life: re-entering per call costs ~50 us.
-            self.words.append(view.__enter__())
+        # The header view pins the mapping (and the words' addresses) until release().
+        self._header = np.ndarray((n_words,), dtype=np.uint64, buffer=shm.buf, offset=0)
+        base = self._header.ctypes.data
+        self.words = [AtomicWord(base + 8 * i) for i in range(n_words)]
         offset = _align(n_words * 8)
         self.arrays: dict[str, np.ndarray] = {}
         for f in fields:
@@ -109,16 +128,7 @@ class SlotArrays:
     def release(self) -> None:
         self.arrays = {}
         self.words = []
-        views, self._views = self._views, []
-        for view in views:
-            try:
-                view.__exit__(None, None, None)
-            except Exception:
-                pass
-
-    def __del__(self) -> None:
-        # An attached ring dropped without close() (e.g. in a child at exit): leave the views cleanly.
-        self.release()
+        self._header = None
 
 
 def check_record(fields: tuple[Field, ...], record: Mapping[str, Any], what: str) -> None:

@@ -38,7 +38,8 @@ def writer(ring: RingBuffer, duration_s: float, start_event: Any = None) -> int:
 
 
 def reader(ring: RingBuffer, duration_s: float, k: int, result_conn: Any, start_event: Any = None) -> None:
-    """Call ``get_last(k)`` in a loop; send ``{"reads", "records", "torn", "overruns", "non_increasing"}``."""
+    """Call ``get_last(k)`` in a loop; send the counts of reads, records, torn records, overruns
+    (BufferOverrun raised), retries (torn copies detected and re-read) and non-increasing counters."""
     stats = {"reads": 0, "records": 0, "torn": 0, "overruns": 0, "non_increasing": 0}
     if start_event is not None:
         start_event.wait(10)
@@ -69,5 +70,6 @@ def reader(ring: RingBuffer, duration_s: float, k: int, result_conn: Any, start_
             if np.any(np.diff(counters) <= 0) or counters[-1] < last:
                 stats["non_increasing"] += 1
             last = int(counters[-1])
+    stats["retries"] = ring.read_retries
     result_conn.send(stats)
     ring.close()
