@@ -1,0 +1,253 @@
+"""``FakeURController``: the fixture-friendly handle on a fake UR controller, in-process or in a child.
+
+Usage in a test::
+
+    with FakeURController(version="5.11") as fake:       # e-Series, 500 Hz
+        rtde_r = rtde_receive.RTDEReceiveInterface(fake.host)
+        fake.inject_protective_stop()
+        fake.clear_faults()
+        fake.drop_connections()
+        fake.freeze()                                    # stops answering, sockets stay open
+        fake.state()["actual_tcp_pose"]
+
+``process=False`` (default) runs the server on threads of the calling process; ``process=True`` runs
+it in a child ``DeviceProcess`` and forwards every method over a pipe (each call blocks until the
+child answered, at most ``rpc_timeout_s``). Either way ``host`` is a loopback address of its own
+(127.x.y.z picked at random unless given) so several fakes and leftover sockets never collide: the
+ur_rtde client always uses the standard ports 30004/29999/30003 on the host it is given.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from robot.fake_ur.arm_model import ArmModel
+from robot.fake_ur.server import FakeURServer, ServerOptions, controller_rate_hz, parse_version
+from robot.process import DeviceProcess, DeviceProcessError
+
+# Methods of FakeURServer a handle may call (thread mode: directly; process mode: over the pipe).
+_REMOTE_METHODS = frozenset(
+    {
+        "inject_protective_stop",
+        "inject_emergency_stop",
+        "clear_faults",
+        "drop_connections",
+        "accept_connections",
+        "freeze",
+        "unfreeze",
+        "set_joint_positions",
+        "state",
+    }
+)
+
+
+def make_arm(kind: str, options: ServerOptions) -> ArmModel | None:
+    """Build the arm model named ``kind``: "kinematic" (built-in) or "sim" (robot/sim's UR5)."""
+    if kind == "kinematic":
+        return None  # the server's default KinematicArm
+    if kind == "sim":
+        from robot.fake_ur.sim_adapter import make_sim_arm
+
+        return make_sim_arm(options)
+    raise ValueError(f"fake UR: unknown arm model {kind!r}; use 'kinematic' or 'sim'")
+
+
+class _FakeURProcess(DeviceProcess):
+    """Child process hosting a FakeURServer; answers ``(method, args, kwargs)`` requests on a pipe."""
+
+    def __init__(self, options: ServerOptions, arm_kind: str, rpc_child: Any):
+        super().__init__(f"fake UR controller {options.version}", ready_timeout_s=20.0, stop_timeout_s=5.0)
+        self.options = options
+        self.arm_kind = arm_kind
+        self._rpc = rpc_child
+        self._server: FakeURServer | None = None
+
+    def setup(self) -> None:
+        self._server = FakeURServer(self.options, make_arm(self.arm_kind, self.options)).start()
+        self._rpc.send(("host", self._server.host))
+
+    def run_loop(self) -> None:
+        assert self._server is not None
+        while not self.should_stop():
+            if not self._rpc.poll(0.05):
+                continue
+            try:
+                name, args, kwargs = self._rpc.recv()
+            except (EOFError, OSError):
+                return  # parent gone
+            if name not in _REMOTE_METHODS:
+                self._rpc.send(("err", f"fake UR: no remote method {name!r}"))
+                continue
+            try:
+                result = getattr(self._server, name)(*args, **kwargs)
+            except Exception as exc:
+                self._rpc.send(("err", f"fake UR {name} failed: {exc!r}"))
+            else:
+                self._rpc.send(("ok", result))
+
+    def teardown(self) -> None:
+        if self._server is not None:
+            self._server.stop()
+
+
+class FakeURController:
+    """A fake UR controller the real ur_rtde client connects to (see the module docstring).
+
+    Args:
+        version: controller version reported to the client, "3.15" (CB3, 125 Hz) or "5.11"
+            (e-Series, 500 Hz); any "major.minor[.bugfix[.build]]".
+        host: loopback address to listen on; None picks a free 127.x.y.z.
+        process: run the server in a child process instead of threads of this process.
+        arm: an ``ArmModel`` instance (thread mode only); default the built-in ``KinematicArm``.
+        arm_kind: "kinematic" or "sim" (robot/sim's UR5 through ``sim_adapter``); used when ``arm``
+            is None, and the only choice in process mode.
+        rpc_timeout_s: process mode: how long a method call waits for the child's answer.
+        **options: further ``ServerOptions`` fields (``serial_number``, ``script_start_delay_s``,
+            ``initial_q``, ``port_offset``, ``check_registers_in_use``).
+    """
+
+    def __init__(
+        self,
+        version: str = "5.11",
+        host: str | None = None,
+        *,
+        process: bool = False,
+        arm: ArmModel | None = None,
+        arm_kind: str = "kinematic",
+        rpc_timeout_s: float = 10.0,
+        **options: Any,
+    ):
+        self.options = ServerOptions(version=version, host=host, **options)
+        self.version = version
+        self.rate_hz = controller_rate_hz(parse_version(version)[0])
+        self.process = process
+        if process and arm is not None:
+            raise ValueError("fake UR: pass arm_kind, not an arm instance, with process=True")
+        self._arm = arm
+        self._arm_kind = arm_kind
+        self._rpc_timeout_s = rpc_timeout_s
+        self._server: FakeURServer | None = None
+        self._proc: _FakeURProcess | None = None
+        self._rpc: Any = None
+        self.host: str | None = host
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> FakeURController:
+        """Start listening; returns once the ports are bound (``host`` is then set)."""
+        if self.process:
+            import multiprocess
+
+            from robot.process import DEFAULT_START_METHOD
+
+            parent, child = multiprocess.get_context(DEFAULT_START_METHOD).Pipe(duplex=True)
+            self._rpc = parent
+            self._proc = _FakeURProcess(self.options, self._arm_kind, child)
+            self._proc.start(wait=True)
+            if not parent.poll(self._rpc_timeout_s):
+                self.stop()
+                raise DeviceProcessError("fake UR controller process did not report its address")
+            _, self.host = parent.recv()
+        else:
+            arm = self._arm if self._arm is not None else make_arm(self._arm_kind, self.options)
+            self._server = FakeURServer(self.options, arm).start()
+            self.host = self._server.host
+        return self
+
+    def stop(self) -> None:
+        """Close every socket and stop the server (and its process). Idempotent."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+        if self._proc is not None:
+            self._proc.stop(wait=True)
+            self._proc = None
+        if self._rpc is not None:
+            self._rpc.close()
+            self._rpc = None
+
+    def __enter__(self) -> FakeURController:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def server(self) -> FakeURServer:
+        """The in-process server (thread mode only), for white-box tests."""
+        if self._server is None:
+            raise RuntimeError("fake UR: no in-process server (not started, or process=True)")
+        return self._server
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        if self._server is not None:
+            return getattr(self._server, name)(*args, **kwargs)
+        if self._proc is None or self._rpc is None:
+            raise RuntimeError("fake UR controller is not running; use it as a context manager")
+        self._proc.check()
+        self._rpc.send((name, args, kwargs))
+        if not self._rpc.poll(self._rpc_timeout_s):
+            raise DeviceProcessError(
+                f"fake UR controller process did not answer {name} in {self._rpc_timeout_s} s"
+            )
+        status, value = self._rpc.recv()
+        if status != "ok":
+            raise RuntimeError(value)
+        return value
+
+    # ------------------------------------------------------------------ faults
+    def inject_protective_stop(self) -> None:
+        """Protective stop: arm halts, program pauses, safety_status_bits bits 2 and 10 set."""
+        self._call("inject_protective_stop")
+
+    def inject_emergency_stop(self) -> None:
+        """Emergency stop: arm halts and powers off, program stops, safety bits 6, 7 and 10 set."""
+        self._call("inject_emergency_stop")
+
+    def clear_faults(self) -> None:
+        """Back to normal: safety cleared, powered, paused program resumed, connections answered."""
+        self._call("clear_faults")
+
+    def drop_connections(self, refuse_new: bool = False) -> int:
+        """Close every client socket now (returns how many); ``refuse_new`` also refuses reconnects
+        until ``accept_connections()``/``clear_faults()``."""
+        return int(self._call("drop_connections", refuse_new))
+
+    def accept_connections(self) -> None:
+        self._call("accept_connections")
+
+    def freeze(self) -> None:
+        """Stop answering: no data packages, no replies, sockets stay open (``unfreeze`` ends it)."""
+        self._call("freeze")
+
+    def unfreeze(self) -> None:
+        self._call("unfreeze")
+
+    # ------------------------------------------------------------------ state
+    def set_joint_positions(self, q: Any) -> None:
+        """Teleport the arm to joints ``q`` (rad), at rest."""
+        self._call("set_joint_positions", [float(v) for v in q])
+
+    def state(self) -> dict[str, Any]:
+        """Snapshot of the controller: see ``FakeURServer.state``."""
+        return dict(self._call("state"))
+
+    def wait_until(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 5.0, poll_s: float = 0.01
+    ) -> dict[str, Any]:
+        """Poll ``state()`` until ``predicate(state)`` holds; returns that state.
+
+        Raises TimeoutError with the last state's key fields after ``timeout_s``.
+        """
+        deadline = time.monotonic() + timeout_s
+        while True:
+            st = self.state()
+            if predicate(st):
+                return st
+            if time.monotonic() > deadline:
+                brief = {
+                    k: st[k] for k in ("runtime_state", "safety_status_bits", "robot_mode", "connections")
+                }
+                raise TimeoutError(f"fake UR: condition not met within {timeout_s} s; state {brief}")
+            time.sleep(poll_s)

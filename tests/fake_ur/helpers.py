@@ -1,0 +1,98 @@
+"""Run ur_client.py scenarios in a child process with a hard timeout (see ur_client.py for why)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ur_analytic_ik
+from scipy.spatial.transform import Rotation
+
+CLIENT = Path(__file__).with_name("ur_client.py")
+
+
+class ClientRun:
+    """A scenario running in a child; ``wait_ready()`` then ``result()``; always killed on exit."""
+
+    def __init__(self, scenario: str, host: str, args: dict | None = None, timeout_s: float = 30.0):
+        self.timeout_s = timeout_s
+        self.proc = subprocess.Popen(
+            [sys.executable, str(CLIENT), scenario, host, json.dumps(args or {})],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: list[str] = []
+        self._ready = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.append(line.rstrip("\n"))
+            if line.startswith("READY"):
+                self._ready.set()
+
+    def wait_ready(self, timeout_s: float = 15.0) -> None:
+        if not self._ready.wait(timeout_s):
+            self.kill()
+            raise AssertionError(f"ur_rtde client not ready after {timeout_s} s: {self._tail()}")
+
+    def result(self) -> dict[str, Any]:
+        try:
+            self.proc.wait(self.timeout_s)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"ur_rtde client hung (> {self.timeout_s} s): {self._tail()}") from None
+        self._reader.join(2.0)
+        if self.proc.returncode != 0 or not self._lines:
+            raise AssertionError(f"ur_rtde client failed (exit {self.proc.returncode}): {self._tail()}")
+        return json.loads(self._lines[-1])
+
+    def _tail(self) -> str:
+        err = self.proc.stderr.read()[-3000:] if self.proc.stderr and self.proc.poll() is not None else ""
+        return f"stdout={self._lines[-5:]} stderr={err!r}"
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5.0)
+
+    def __enter__(self) -> ClientRun:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.kill()
+        for f in (self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+
+def run_client(scenario: str, host: str, args: dict | None = None, timeout_s: float = 30.0) -> dict[str, Any]:
+    with ClientRun(scenario, host, args, timeout_s) as run:
+        return run.result()
+
+
+def fk_pose(q: Any, tcp_offset: Any = None) -> np.ndarray:
+    """Independent UR5 FK for assertions: ur_analytic_ik + scipy, base frame, rotation vector."""
+    qq = [float(v) for v in q]
+    T = ur_analytic_ik.ur5.forward_kinematics(*qq)
+    if tcp_offset is not None:
+        Tt = np.eye(4)
+        Tt[:3, :3] = Rotation.from_rotvec(tcp_offset[3:]).as_matrix()
+        Tt[:3, 3] = tcp_offset[:3]
+        T = T @ Tt
+    return np.concatenate([T[:3, 3], Rotation.from_matrix(T[:3, :3]).as_rotvec()])
+
+
+def pose_distance(a: Any, b: Any) -> tuple[float, float]:
+    """(position error m, rotation error rad) between two UR poses; rotvec sign flips don't count."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    rot = Rotation.from_rotvec(a[3:]) * Rotation.from_rotvec(b[3:]).inv()
+    return float(np.linalg.norm(a[:3] - b[:3])), float(rot.magnitude())

@@ -1,0 +1,202 @@
+"""Scenarios run by the REAL ur_rtde client against a fake UR controller, one per subprocess.
+
+A ur_rtde constructor talking to a silent peer blocks forever inside C++ (no timeout, no way for a
+Python thread to interrupt it), so the tests never call ur_rtde in the pytest process: each scenario
+runs here, in a child killed by ``subprocess.run(timeout=...)``, and prints one JSON object as its
+last stdout line.
+
+Usage: ``python ur_client.py SCENARIO HOST [JSON_ARGS]``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def _receive(host: str, **kw):
+    import rtde_receive
+
+    return rtde_receive.RTDEReceiveInterface(host, **kw)
+
+
+def _control(host: str, flags: int | None = None):
+    import rtde_control
+
+    if flags is None:
+        return rtde_control.RTDEControlInterface(host)
+    return rtde_control.RTDEControlInterface(host, -1.0, flags)
+
+
+def _wait(cond, timeout_s: float, poll_s: float = 0.005) -> float | None:
+    """Seconds until ``cond()`` held, or None after ``timeout_s``."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        if cond():
+            return time.monotonic() - t0
+        time.sleep(poll_s)
+    return None
+
+
+def scenario_receive(host: str, args: dict) -> dict:
+    r = _receive(host)
+    t_first = r.getTimestamp()
+    time.sleep(0.1)
+    out = {
+        "connected": r.isConnected(),
+        "actual_q": list(r.getActualQ()),
+        "actual_tcp_pose": list(r.getActualTCPPose()),
+        "target_q": list(r.getTargetQ()),
+        "target_tcp_pose": list(r.getTargetTCPPose()),
+        "timestamp_advance_s": r.getTimestamp() - t_first,
+        "robot_mode": r.getRobotMode(),
+        "safety_mode": r.getSafetyMode(),
+        "safety_status_bits": r.getSafetyStatusBits(),
+        "runtime_state": r.getRuntimeState(),
+        "protective_stopped": r.isProtectiveStopped(),
+        "emergency_stopped": r.isEmergencyStopped(),
+        "speed_scaling": r.getSpeedScaling(),
+        "payload": r.getPayload(),
+    }
+    r.disconnect()
+    return out
+
+
+def scenario_control_basics(host: str, args: dict) -> dict:
+    """Connect both interfaces, then moveL, moveJ, servoL stream, servoStop, setTcp, setPayload, stopScript."""
+    out: dict = {}
+    r = _receive(host)
+    t0 = time.monotonic()
+    c = _control(host, args.get("flags"))
+    out["control_connect_s"] = time.monotonic() - t0
+    out["program_running"] = c.isProgramRunning()
+    out["start_pose"] = list(r.getActualTCPPose())
+    out["start_q"] = list(r.getActualQ())
+
+    goal = list(out["start_pose"])
+    goal[2] += 0.05
+    goal[1] += 0.03
+    out["moveL_goal"] = goal
+    out["moveL_ok"] = c.moveL(goal, 0.25, 1.2)
+    time.sleep(0.02)
+    out["pose_after_moveL"] = list(r.getActualTCPPose())
+
+    q_goal = list(r.getActualQ())
+    q_goal[0] += 0.2
+    q_goal[5] -= 0.3
+    out["moveJ_goal"] = q_goal
+    out["moveJ_ok"] = c.moveJ(q_goal, 1.05, 1.4)
+    time.sleep(0.02)
+    out["q_after_moveJ"] = list(r.getActualQ())
+
+    # servoL: 0.5 s of a 500 Hz (e-Series) / 125 Hz (CB3) stream moving 4 cm along -x.
+    dt = float(args.get("servo_dt_s", 0.002))
+    p0 = list(r.getActualTCPPose())
+    out["servo_start_pose"] = p0
+    n = int(0.5 / dt)
+    servo_ok = True
+    for i in range(1, n + 1):
+        target = list(p0)
+        target[0] -= 0.04 * i / n
+        t_start = c.initPeriod()
+        servo_ok &= c.servoL(target, 0.5, 0.5, dt, 0.1, 300)
+        c.waitPeriod(t_start)
+    out["servo_ok"] = servo_ok
+    out["servo_final_target"] = target
+    time.sleep(0.2)
+    out["pose_after_servo"] = list(r.getActualTCPPose())
+    out["servoStop_ok"] = c.servoStop()
+
+    out["setTcp_ok"] = c.setTcp([0.0, 0.0, 0.1, 0.0, 0.0, 0.0])
+    time.sleep(0.05)
+    out["q_with_tcp"] = list(r.getActualQ())
+    out["pose_with_tcp"] = list(r.getActualTCPPose())
+    out["tcp_offset"] = list(c.getTCPOffset())
+    out["setPayload_ok"] = c.setPayload(1.5, [0.0, 0.0, 0.05])
+    time.sleep(0.05)
+    out["payload"] = r.getPayload()
+
+    c.stopScript()
+    out["program_running_after_stop"] = _wait(lambda: not c.isProgramRunning(), 2.0) is not None
+    c.disconnect()
+    r.disconnect()
+    return out
+
+
+def scenario_blocking_move_during_fault(host: str, args: dict) -> dict:
+    """Start a long blocking move; the test injects a fault meanwhile. Report what the client saw."""
+    r = _receive(host)
+    c = _control(host)
+    print("READY", flush=True)
+    q = list(r.getActualQ())
+    q[0] += 1.5
+    t0 = time.monotonic()
+    ok = c.moveJ(q, 0.3, 0.5)
+    out = {
+        "move_ok": ok,
+        "move_s": time.monotonic() - t0,
+        "protective_stopped": r.isProtectiveStopped(),
+        "emergency_stopped": r.isEmergencyStopped(),
+        "safety_status_bits": r.getSafetyStatusBits(),
+        "program_running": c.isProgramRunning(),
+    }
+    t1 = time.monotonic()
+    out["next_call_ok"] = c.moveL(list(r.getActualTCPPose()), 0.1, 0.5)
+    out["next_call_s"] = time.monotonic() - t1
+    return out
+
+
+def scenario_disconnect_detected(host: str, args: dict) -> dict:
+    """Wait (bounded) until both interfaces report a lost connection after the test's fault."""
+    r = _receive(host)
+    c = _control(host)
+    print("READY", flush=True)
+    limit = float(args.get("limit_s", 8.0))
+    t_recv = _wait(lambda: not r.isConnected(), limit)
+    t_ctrl = _wait(lambda: not c.isConnected(), limit)
+    return {"receive_lost_after_s": t_recv, "control_lost_after_s": t_ctrl}
+
+
+def scenario_stream_rate(host: str, args: dict) -> dict:
+    """Sample getTimestamp() for ``window_s``: distinct controller timestamps seen per second."""
+    r = _receive(host)
+    window = float(args.get("window_s", 1.0))
+    seen = []
+    last = r.getTimestamp()
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < window:
+        ts = r.getTimestamp()
+        if ts != last:
+            seen.append(ts)
+            last = ts
+        time.sleep(0.0002)
+    elapsed = time.monotonic() - t0
+    r.disconnect()
+    deltas = sorted(b - a for a, b in zip(seen, seen[1:], strict=False))
+    return {
+        "distinct_per_s": len(seen) / elapsed,
+        "median_timestamp_step_s": deltas[len(deltas) // 2] if deltas else None,
+        "controller_time_per_s": (seen[-1] - seen[0]) / elapsed if len(seen) > 1 else None,
+    }
+
+
+def scenario_second_control_refused(host: str, args: dict) -> dict:
+    c = _control(host)
+    try:
+        _control(host)
+    except RuntimeError as exc:
+        return {"second_error": str(exc), "first_still_running": c.isProgramRunning()}
+    return {"second_error": None}
+
+
+def main(argv: list[str]) -> int:
+    name, host = argv[1], argv[2]
+    args = json.loads(argv[3]) if len(argv) > 3 else {}
+    result = globals()[f"scenario_{name}"](host, args)
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
