@@ -37,4 +37,5 @@ WORLD_STATE_LAYOUT = {
     "object_kind": ((MAX_OBJECTS,), "int32"),
     "object_size": ((MAX_OBJECTS, 3), "float64"),  # kind-specific extents in metres
     "episode_seed": ((), "int64"),
+    "task_success": ((), "bool"),  # the task hook's success() after this step (added by the arm issue)
 }
