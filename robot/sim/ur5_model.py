@@ -1,0 +1,308 @@
+"""A steppable simulated UR5: command delay, tracking response, speed/accel limits, UR5 kinematics.
+
+Pure model: no processes, no threads, no wall clock. It advances only when :meth:`SimUR5.step` is
+called with a time (any monotonic seconds; the controller uses host monotonic time), so it can run
+behind the arm controller, behind the fake UR controller, or in a unit test at any speed.
+
+Dynamics (TCP space, base frame):
+
+- ``command_pose(pose, t)`` is a servo target (like ``servoL``). It becomes effective at
+  ``t + action_delay_s`` (pure delay); until then the previous effective target is tracked.
+- Tracking, first order: the TCP velocity is driven towards ``error / tau`` (exact exponential
+  discretisation), second order: ``accel = wn^2 * error - 2 * zeta * wn * velocity`` with
+  ``wn = 1 / tau``. In both, the linear and angular speeds and accelerations are clipped to the limits.
+- Joint positions come from the TCP pose by analytic UR5 inverse kinematics (``ur_analytic_ik.ur5``,
+  the solution closest to the previous joints), so ``forward_kinematics(q) == tcp_pose``; joint speeds
+  are finite differences. A commanded pose with no IK solution is *unreachable*: it is not accepted
+  (the arm keeps its previous target) and :attr:`SimUR5.unreachable` is set until a reachable command
+  arrives.
+- ``stop(t)`` drops pending commands and decelerates to rest at the acceleration limits.
+- ``halt(t)`` (protective stop / e-stop) stands still immediately.
+
+Units: m, rad, s; poses ``[x, y, z, rx, ry, rz]`` (rotation vector), TCP speed
+``[vx, vy, vz, wx, wy, wz]`` (m/s, rad/s, base frame).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import ur_analytic_ik
+from numpy.typing import ArrayLike, NDArray
+from scipy.spatial.transform import Rotation
+
+FloatArray = NDArray[np.float64]
+
+# Elbow-up, wrist-down configuration facing +x: IK solutions near it keep a tidy arm in the workspace.
+UR5_REFERENCE_Q = np.array([math.pi, -math.pi / 2, math.pi / 2, -math.pi / 2, -math.pi / 2, 0.0])
+
+_MAX_SUBSTEP_S = 0.002
+
+
+def pose_to_matrix(pose: ArrayLike) -> FloatArray:
+    """``[x, y, z, rx, ry, rz]`` -> 4x4 homogeneous transform."""
+    p = np.asarray(pose, dtype=np.float64)
+    T = np.eye(4)
+    T[:3, :3] = Rotation.from_rotvec(p[3:6]).as_matrix()
+    T[:3, 3] = p[:3]
+    return T
+
+
+def matrix_to_pose(T: ArrayLike) -> FloatArray:
+    """4x4 homogeneous transform -> ``[x, y, z, rx, ry, rz]``."""
+    M = np.asarray(T, dtype=np.float64)
+    return np.concatenate([M[:3, 3], Rotation.from_matrix(M[:3, :3]).as_rotvec()])
+
+
+def ur5_forward_kinematics(q: ArrayLike, tcp_offset_pose: ArrayLike | None = None) -> FloatArray:
+    """UR5 joints (rad) -> TCP pose in the base frame (``tcp_offset_pose`` relative to the flange)."""
+    qq = [float(v) for v in np.asarray(q, dtype=np.float64).reshape(6)]
+    if tcp_offset_pose is None:
+        return matrix_to_pose(ur_analytic_ik.ur5.forward_kinematics(*qq))
+    return matrix_to_pose(
+        ur_analytic_ik.ur5.forward_kinematics_with_tcp(*qq, pose_to_matrix(tcp_offset_pose))
+    )
+
+
+def ur5_inverse_kinematics(
+    pose: ArrayLike, q_near: ArrayLike, tcp_offset_pose: ArrayLike
+) -> FloatArray | None:
+    """The IK solution for TCP ``pose`` closest to ``q_near`` (each joint unwrapped to within pi of
+    ``q_near``), or None when the pose is out of the UR5's reach."""
+    qn = np.asarray(q_near, dtype=np.float64).reshape(6)
+    sols = ur_analytic_ik.ur5.inverse_kinematics_closest_with_tcp(
+        pose_to_matrix(pose), pose_to_matrix(tcp_offset_pose), *[float(v) for v in qn]
+    )
+    if not sols:
+        return None
+    q = np.asarray(sols[0], dtype=np.float64)
+    if not np.all(np.isfinite(q)):
+        return None
+    return qn + (q - qn + math.pi) % (2 * math.pi) - math.pi
+
+
+@dataclass(frozen=True)
+class UR5ModelParams:
+    """Ground truth of the simulated arm (see the module docstring). Units in the names."""
+
+    action_delay_s: float = 0.03
+    tracking_time_constant_s: float = 0.02
+    tracking_order: int = 1
+    damping_ratio: float = 1.0
+    max_linear_speed_m_s: float = 1.0
+    max_linear_accel_m_s2: float = 5.0
+    max_angular_speed_rad_s: float = 3.0
+    max_angular_accel_rad_s2: float = 15.0
+    tcp_offset_pose: tuple[float, ...] = (0.0, 0.0, 0.10, 0.0, 0.0, 0.0)
+
+    def __post_init__(self) -> None:
+        if self.tracking_order not in (1, 2):
+            raise ValueError(f"tracking_order must be 1 or 2, got {self.tracking_order}")
+        if self.action_delay_s < 0 or self.tracking_time_constant_s <= 0:
+            raise ValueError("action_delay_s must be >= 0 and tracking_time_constant_s > 0")
+
+
+def _clip_norm(v: FloatArray, max_norm: float) -> FloatArray:
+    n = float(np.linalg.norm(v))
+    return v * (max_norm / n) if n > max_norm else v
+
+
+def _braking_speed(error: FloatArray, accel: float) -> float:
+    return math.sqrt(2.0 * accel * float(np.linalg.norm(error)))
+
+
+class SimUR5:
+    """The simulated UR5 (see the module docstring).
+
+    Args:
+        params: dynamics and delay.
+        start_pose: initial TCP pose (the arm starts at rest there); must be reachable.
+        t0: model time of the start (s).
+        q_reference: joints used to pick the IK branch at the start (elbow up, facing +x by default).
+
+    Raises:
+        ValueError: ``start_pose`` is out of reach.
+    """
+
+    def __init__(
+        self,
+        params: UR5ModelParams,
+        start_pose: ArrayLike,
+        t0: float = 0.0,
+        q_reference: ArrayLike | None = None,
+    ):
+        self.params = params
+        self._tcp_offset = np.asarray(params.tcp_offset_pose, dtype=np.float64)
+        self._q_ref = np.asarray(UR5_REFERENCE_Q if q_reference is None else q_reference, dtype=np.float64)
+        self.reset(start_pose, t0)
+
+    # ------------------------------------------------------------------ commands
+    def reset(self, pose: ArrayLike, t: float) -> None:
+        """Place the arm at rest at TCP ``pose`` at time ``t``, dropping every command."""
+        pose = np.asarray(pose, dtype=np.float64).reshape(6)
+        q = ur5_inverse_kinematics(pose, self._q_ref, self._tcp_offset)
+        if q is None:
+            raise ValueError(f"simulated UR5: start pose {pose.round(4).tolist()} is out of the arm's reach")
+        self._t = float(t)
+        self._pos = pose[:3].copy()
+        self._rot = Rotation.from_rotvec(pose[3:])
+        self._vel = np.zeros(3)
+        self._omega = np.zeros(3)
+        self._q = q
+        self._qd = np.zeros(6)
+        self._target_pose = self.tcp_pose  # effective (delayed) target
+        self._commanded_pose = self._target_pose.copy()  # last accepted command (not yet delayed)
+        self._pending: deque[tuple[float, FloatArray]] = deque()
+        self._stopping = False
+        self._halted = False
+        self.unreachable = False
+        self._q_target_hint = q.copy()
+
+    def command_pose(self, pose: ArrayLike, t: float) -> bool:
+        """Servo target ``pose`` issued at time ``t``; it takes effect at ``t + action_delay_s``.
+
+        Returns False (and sets :attr:`unreachable`) when the pose has no IK solution; the command is
+        then ignored. A command also ends a ``stop``/``halt``.
+        """
+        pose = np.asarray(pose, dtype=np.float64).reshape(6)
+        q = ur5_inverse_kinematics(pose, self._q_target_hint, self._tcp_offset)
+        if q is None:
+            self.unreachable = True
+            return False
+        self.unreachable = False
+        self._q_target_hint = q
+        self._stopping = False
+        self._halted = False
+        self._commanded_pose = pose.copy()
+        self._pending.append((float(t) + self.params.action_delay_s, pose.copy()))
+        return True
+
+    def stop(self, t: float) -> None:
+        """Drop pending commands and decelerate to rest at the acceleration limits (servoStop)."""
+        self._pending.clear()
+        self._stopping = True
+
+    def halt(self, t: float) -> None:
+        """Stand still now and drop every command (protective stop / e-stop)."""
+        self._pending.clear()
+        self._halted = True
+        self._vel[:] = 0.0
+        self._omega[:] = 0.0
+        self._qd[:] = 0.0
+        self._target_pose = self.tcp_pose
+        self._commanded_pose = self._target_pose.copy()
+
+    # ------------------------------------------------------------------ dynamics
+    def step(self, t: float) -> None:
+        """Advance the model to time ``t`` (s). Times earlier than the model time are ignored."""
+        t = float(t)
+        if t <= self._t:
+            return
+        q_prev, t_prev = self._q, self._t
+        while self._t < t:
+            dt = min(_MAX_SUBSTEP_S, t - self._t)
+            if dt < 1e-9:
+                self._t = t
+                break
+            self._substep(self._t + dt, dt)
+        q = ur5_inverse_kinematics(self.tcp_pose, q_prev, self._tcp_offset)
+        if q is not None:
+            self._q = q
+            self._qd = (q - q_prev) / (t - t_prev)
+        self._t = t
+
+    def _substep(self, t_end: float, dt: float) -> None:
+        p = self.params
+        while self._pending and self._pending[0][0] <= t_end:
+            _, self._target_pose = self._pending.popleft()
+        if self._halted:
+            self._t = t_end
+            return
+        tau = p.tracking_time_constant_s
+        if self._stopping:
+            v_new = self._vel - _clip_norm(self._vel, p.max_linear_accel_m_s2 * dt)
+            w_new = self._omega - _clip_norm(self._omega, p.max_angular_accel_rad_s2 * dt)
+            self._advance(v_new, w_new, dt, t_end)
+            if not np.any(v_new) and not np.any(w_new):
+                # At rest: hold here from now on.
+                self._target_pose = self.tcp_pose
+                self._commanded_pose = self._target_pose.copy()
+            return
+        pos_err = self._target_pose[:3] - self._pos
+        rot_err = (Rotation.from_rotvec(self._target_pose[3:]) * self._rot.inv()).as_rotvec()
+        if p.tracking_order == 1:
+            # Velocity that closes the error exactly like exp(-dt/tau) over this step.
+            # Never faster than what can still brake to rest on the remaining error at the
+            # acceleration limit, so an accelerated step response does not overshoot.
+            gain = (1.0 - math.exp(-dt / tau)) / dt
+            v_des = _clip_norm(
+                pos_err * gain, min(p.max_linear_speed_m_s, _braking_speed(pos_err, p.max_linear_accel_m_s2))
+            )
+            w_des = _clip_norm(
+                rot_err * gain,
+                min(p.max_angular_speed_rad_s, _braking_speed(rot_err, p.max_angular_accel_rad_s2)),
+            )
+            v_new = self._vel + _clip_norm(v_des - self._vel, p.max_linear_accel_m_s2 * dt)
+            w_new = self._omega + _clip_norm(w_des - self._omega, p.max_angular_accel_rad_s2 * dt)
+        else:
+            wn = 1.0 / tau
+            zeta = p.damping_ratio
+            a = _clip_norm(wn * wn * pos_err - 2 * zeta * wn * self._vel, p.max_linear_accel_m_s2)
+            alpha = _clip_norm(wn * wn * rot_err - 2 * zeta * wn * self._omega, p.max_angular_accel_rad_s2)
+            v_new = _clip_norm(self._vel + a * dt, p.max_linear_speed_m_s)
+            w_new = _clip_norm(self._omega + alpha * dt, p.max_angular_speed_rad_s)
+        self._advance(v_new, w_new, dt, t_end)
+
+    def _advance(self, v_new: FloatArray, w_new: FloatArray, dt: float, t_end: float) -> None:
+        self._vel = v_new
+        self._omega = w_new
+        self._pos = self._pos + v_new * dt
+        self._rot = Rotation.from_rotvec(w_new * dt) * self._rot
+        self._t = t_end
+
+    # ------------------------------------------------------------------ state (copies)
+    @property
+    def time(self) -> float:
+        """Model time of the current state (s)."""
+        return self._t
+
+    @property
+    def tcp_pose(self) -> FloatArray:
+        return np.concatenate([self._pos, self._rot.as_rotvec()])
+
+    @property
+    def tcp_speed(self) -> FloatArray:
+        return np.concatenate([self._vel, self._omega])
+
+    @property
+    def q(self) -> FloatArray:
+        return self._q.copy()
+
+    @property
+    def qd(self) -> FloatArray:
+        return self._qd.copy()
+
+    @property
+    def target_pose(self) -> FloatArray:
+        """The last accepted command (before the delay)."""
+        return self._commanded_pose.copy()
+
+    @property
+    def effective_target_pose(self) -> FloatArray:
+        """The target the arm is tracking now (after the delay)."""
+        return self._target_pose.copy()
+
+    @property
+    def is_stopping(self) -> bool:
+        return self._stopping
+
+    @property
+    def is_halted(self) -> bool:
+        return self._halted
+
+    @property
+    def at_rest(self) -> bool:
+        return not np.any(self._vel) and not np.any(self._omega)
