@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Any
@@ -21,14 +22,18 @@ class ClientRun:
 
     def __init__(self, scenario: str, host: str, args: dict | None = None, timeout_s: float = 30.0):
         self.timeout_s = timeout_s
+        # stderr to a file: a chatty client (reconnect errors) must never block on a full pipe.
+        self._stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [sys.executable, str(CLIENT), scenario, host, json.dumps(args or {})],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stderr=self._stderr,
             text=True,
         )
         self._lines: list[str] = []
         self._ready = threading.Event()
+        self._marks: dict[str, threading.Event] = {}
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
@@ -36,13 +41,25 @@ class ClientRun:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
             self._lines.append(line.rstrip("\n"))
-            if line.startswith("READY"):
-                self._ready.set()
+            word = line.split(" ", 1)[0].strip()
+            self._marks.setdefault(word, threading.Event()).set()
+
+    def wait_line(self, word: str, timeout_s: float = 15.0) -> str:
+        """Wait for a stdout line starting with ``word``; returns the rest of that line."""
+        event = self._marks.setdefault(word, threading.Event())
+        if not event.wait(timeout_s):
+            self.kill()
+            raise AssertionError(f"ur_rtde client printed no {word} within {timeout_s} s: {self._tail()}")
+        line = next(x for x in self._lines if x.split(" ", 1)[0] == word)
+        return line[len(word) :].strip()
 
     def wait_ready(self, timeout_s: float = 15.0) -> None:
-        if not self._ready.wait(timeout_s):
-            self.kill()
-            raise AssertionError(f"ur_rtde client not ready after {timeout_s} s: {self._tail()}")
+        self.wait_line("READY", timeout_s)
+
+    def send_line(self, text: str = "") -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
 
     def result(self) -> dict[str, Any]:
         try:
@@ -56,7 +73,8 @@ class ClientRun:
         return json.loads(self._lines[-1])
 
     def _tail(self) -> str:
-        err = self.proc.stderr.read()[-3000:] if self.proc.stderr and self.proc.poll() is not None else ""
+        self._stderr.seek(0)
+        err = self._stderr.read()[-3000:]
         return f"stdout={self._lines[-5:]} stderr={err!r}"
 
     def kill(self) -> None:
@@ -69,7 +87,7 @@ class ClientRun:
 
     def __exit__(self, *exc: object) -> None:
         self.kill()
-        for f in (self.proc.stdout, self.proc.stderr):
+        for f in (self.proc.stdin, self.proc.stdout, self._stderr):
             if f is not None:
                 f.close()
 

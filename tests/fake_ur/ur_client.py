@@ -11,6 +11,7 @@ Usage: ``python ur_client.py SCENARIO HOST [JSON_ARGS]``.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 
@@ -124,8 +125,9 @@ def scenario_control_basics(host: str, args: dict) -> dict:
     return out
 
 
-def scenario_blocking_move_during_fault(host: str, args: dict) -> dict:
-    """Start a long blocking move; the test injects a fault meanwhile. Report what the client saw."""
+def scenario_fault_and_recover(host: str, args: dict) -> dict:
+    """Start a long blocking moveJ; the test injects a fault meanwhile and reports it on stdout
+    ("FAULT {...}"). Then wait for a line on stdin (the test cleared the fault) and try again."""
     r = _receive(host)
     c = _control(host)
     print("READY", flush=True)
@@ -142,8 +144,23 @@ def scenario_blocking_move_during_fault(host: str, args: dict) -> dict:
         "program_running": c.isProgramRunning(),
     }
     t1 = time.monotonic()
-    out["next_call_ok"] = c.moveL(list(r.getActualTCPPose()), 0.1, 0.5)
-    out["next_call_s"] = time.monotonic() - t1
+    out["call_during_fault_ok"] = c.moveL(list(r.getActualTCPPose()), 0.1, 0.5)
+    out["call_during_fault_s"] = time.monotonic() - t1
+    print("FAULT " + json.dumps(out), flush=True)
+    sys.stdin.readline()
+    time.sleep(0.05)
+    if args.get("reupload"):
+        out["first_call_after_clear_ok"] = c.moveL(list(r.getActualTCPPose()), 0.1, 0.5)
+        out["reupload_ok"] = c.reuploadScript()
+        # reuploadScript() returns before the controller runs the program: wait for it.
+        out["running_after_reupload_s"] = _wait(c.isProgramRunning, 3.0)
+    out["protective_stopped_after_clear"] = r.isProtectiveStopped()
+    out["emergency_stopped_after_clear"] = r.isEmergencyStopped()
+    pose = list(r.getActualTCPPose())
+    pose[2] += 0.01
+    out["move_after_clear_ok"] = c.moveL(pose, 0.1, 0.5)
+    c.disconnect()
+    r.disconnect()
     return out
 
 
@@ -155,7 +172,13 @@ def scenario_disconnect_detected(host: str, args: dict) -> dict:
     limit = float(args.get("limit_s", 8.0))
     t_recv = _wait(lambda: not r.isConnected(), limit)
     t_ctrl = _wait(lambda: not c.isConnected(), limit)
-    return {"receive_lost_after_s": t_recv, "control_lost_after_s": t_ctrl}
+    out = {"receive_lost_after_s": t_recv, "control_lost_after_s": t_ctrl}
+    if args.get("cleanup"):
+        t0 = time.monotonic()
+        r.disconnect()
+        c.disconnect()
+        out["cleanup_s"] = time.monotonic() - t0
+    return out
 
 
 def scenario_stream_rate(host: str, args: dict) -> dict:
@@ -190,11 +213,29 @@ def scenario_second_control_refused(host: str, args: dict) -> dict:
     return {"second_error": None}
 
 
+def scenario_reconnect_probe(host: str, args: dict) -> dict:
+    c = _control(host, args.get("flags"))
+    print("READY", flush=True)
+    t0 = time.monotonic()
+    log = []
+    while time.monotonic() - t0 < float(args.get("observe_s", 4.0)):
+        log.append((round(time.monotonic() - t0, 3), c.isConnected(), c.isProgramRunning()))
+        time.sleep(0.1)
+    out = {"log": log}
+    if args.get("move"):
+        out["move_ok"] = c.moveL(list(c.getActualToolFlangePose()), 0.1, 0.5)
+    return out
+
+
 def main(argv: list[str]) -> int:
     name, host = argv[1], argv[2]
     args = json.loads(argv[3]) if len(argv) > 3 else {}
     result = globals()[f"scenario_{name}"](host, args)
     print(json.dumps(result), flush=True)
+    if args.get("hard_exit"):
+        # After a lost link the client's destructors may wait on its reconnect thread: the
+        # scenario is over, so leave without running them.
+        os._exit(0)
     return 0
 
 
