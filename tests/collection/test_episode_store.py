@@ -295,3 +295,28 @@ def test_close_with_open_episode_discards_it(tmp_path: Path, caplog) -> None:
     assert "open episode of 5 steps" in caplog.text
     reopened = EpisodeStore.open(tmp_path / "s.zarr", "r")
     assert (reopened.n_episodes, reopened.dropped_steps) == (1, 0)
+
+
+def test_writer_failure_is_reported_and_earlier_episodes_survive(tmp_path: Path, monkeypatch) -> None:
+    path = tmp_path / "s.zarr"
+    store = EpisodeStore.open(path, "w", image_codec="raw", batch_steps=4)
+    store.add_episode(make_episode(0))
+
+    def disk_full(self, job):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(EpisodeStore, "_do_batch", disk_full)
+    ep = store.begin_episode()
+    episode = make_episode(1)
+    # append raises once the writer has failed (it may fail before the 8th step), else commit does
+    with pytest.raises(EpisodeStoreError, match="No space left on device"):
+        for t in range(8):
+            ep.append({k: v[t] for k, v in episode.items()})
+        ep.commit()
+    with pytest.raises(EpisodeStoreError, match="Check free disk space"):
+        store.begin_episode()
+    store.close()
+    monkeypatch.undo()
+    reopened = EpisodeStore.open(path, "a")
+    assert reopened.n_episodes == 1
+    assert_episode_equal(reopened.get_episode(0), make_episode(0))

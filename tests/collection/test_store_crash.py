@@ -84,6 +84,15 @@ def child_loop(path: str) -> None:
         i += 1
 
 
+def child_exit_without_close(path: str) -> None:
+    """Commit without waiting and leave the interpreter at once, never calling close()."""
+    store = EpisodeStore.open(path, "a", image_codec="blosc", batch_steps=4)
+    ep = store.begin_episode()
+    for step in steps(make_episode(0)):
+        ep.append(step)
+    ep.commit(wait=False)
+
+
 def _start(mode: str, path: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, __file__, mode, str(path)],
@@ -157,5 +166,14 @@ def test_sigkill_at_random_moments_never_loses_committed_episodes(tmp_path: Path
         assert arrays.dropped_steps == 0  # open in "a" mode repaired it
 
 
+def test_commit_in_flight_at_normal_exit_is_finished(tmp_path: Path) -> None:
+    path = tmp_path / "exit.zarr"
+    proc = _start("exit", path)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    _assert_intact(EpisodeStore.open(path, "r"), 1)
+
+
 if __name__ == "__main__":
-    {"mid": child_mid_episode, "loop": child_loop}[sys.argv[1]](sys.argv[2])
+    children = {"mid": child_mid_episode, "loop": child_loop, "exit": child_exit_without_close}
+    children[sys.argv[1]](sys.argv[2])
