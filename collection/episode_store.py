@@ -339,6 +339,12 @@ class EpisodeStore:
                 raise EpisodeStoreError(f"{self.path}: zipped stores open read only (mode='r')")
             return zarr.open_group(zarr.storage.ZipStore(self.path, mode="r"), mode="r")
         if self.mode == "w":
+            if self.path.exists() and not self._looks_like_zarr(self.path):
+                # mode "w" deletes the directory: never do that to something that is not a store
+                raise EpisodeStoreError(
+                    f"{self.path} exists and is not a zarr store; refusing to overwrite it (mode='w'). "
+                    "Choose a new path or delete it yourself."
+                )
             return self._create_group()
         if not self.path.exists():
             if self.mode == "r":
@@ -351,6 +357,10 @@ class EpisodeStore:
                 f"{self.path} is not a zarr episode store (expected a zarr group with data/ and "
                 "meta/episode_ends)"
             ) from exc
+
+    @staticmethod
+    def _looks_like_zarr(path: Path) -> bool:
+        return path.is_dir() and any((path / name).is_file() for name in (".zgroup", "zarr.json"))
 
     def _create_group(self) -> zarr.Group:
         root = zarr.open_group(self.path, mode="w", zarr_format=2)
@@ -429,7 +439,10 @@ class EpisodeStore:
     @property
     def n_steps(self) -> int:
         """Steps in committed episodes."""
-        return self._ends[-1] if self._ends else 0
+        try:
+            return self._ends[-1]
+        except IndexError:  # no episode (checked this way: the writer thread may pop meanwhile)
+            return 0
 
     @property
     def keys(self) -> list[str]:

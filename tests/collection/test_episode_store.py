@@ -320,3 +320,33 @@ def test_writer_failure_is_reported_and_earlier_episodes_survive(tmp_path: Path,
     reopened = EpisodeStore.open(path, "a")
     assert reopened.n_episodes == 1
     assert_episode_equal(reopened.get_episode(0), make_episode(0))
+
+
+def test_crash_during_first_episode_leaves_an_empty_store_that_takes_new_keys(tmp_path: Path, caplog) -> None:
+    path = tmp_path / "s.zarr"
+    with EpisodeStore.open(path, "w", image_codec="raw", batch_steps=2) as store:
+        ep = store.begin_episode()
+        for t in range(5):
+            ep.append({"camera_0": np.zeros((8, 8, 3), np.uint8), "x": np.float32(t)})
+        ep.flush()
+        # what a crash leaves: the data of an uncommitted first episode (no close, no discard)
+        store._open_episode = None
+    assert EpisodeStore.open(path, "r").dropped_steps == 5
+    with caplog.at_level(logging.WARNING, logger="collection.episode_store"):
+        store = EpisodeStore.open(path, "a")
+    assert "dropped 5 trailing steps" in caplog.text
+    assert store.keys == [] and store.n_episodes == 0
+    with store:
+        store.add_episode(make_episode(0))
+    assert set(EpisodeStore.open(path, "r").keys) == set(make_episode(0))
+
+
+def test_mode_w_refuses_to_wipe_a_directory_that_is_not_a_store(tmp_path: Path) -> None:
+    precious = tmp_path / "calibration"
+    precious.mkdir()
+    (precious / "intrinsics.yaml").write_text("fx: 600\n")
+    with pytest.raises(EpisodeStoreError, match="refusing to overwrite"):
+        EpisodeStore.open(precious, "w")
+    assert (precious / "intrinsics.yaml").read_text() == "fx: 600\n"
+    EpisodeStore.open(tmp_path / "s.zarr", "w").close()
+    EpisodeStore.open(tmp_path / "s.zarr", "w").close()  # an existing store may be overwritten
