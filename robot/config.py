@@ -5,8 +5,9 @@ overrides are parsed as YAML (``fps=30`` is an int, ``enabled=false`` a bool, ``
 list). Config models are pydantic models that forbid unknown keys, so a typo in a file or an override
 is an error that names the key and the file, never a silently ignored setting.
 
-Config files may include others with a top-level ``defaults: [other.yaml, ...]`` list (paths relative
-to the including file); later entries and the including file override earlier ones.
+Config files may include others with a top-level ``defaults:`` list (paths relative to the including
+file): ``other.yaml`` merges that file at the top level, ``{arm: ../arm/sim_ur5.yaml}`` merges it under
+the key ``arm``. Later entries and the including file itself override earlier ones.
 """
 
 from __future__ import annotations
@@ -57,7 +58,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     includes = data.pop("defaults", []) or []
     merged: dict[str, Any] = {}
     for inc in includes:
-        merged = _deep_merge(merged, read_yaml(path.parent / inc))
+        if isinstance(inc, Mapping):
+            for key, sub in inc.items():
+                merged = _deep_merge(merged, {key: read_yaml(path.parent / sub)})
+        else:
+            merged = _deep_merge(merged, read_yaml(path.parent / inc))
     return _deep_merge(merged, data)
 
 

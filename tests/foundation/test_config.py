@@ -58,6 +58,13 @@ def test_includes_are_merged(tmp_path):
     assert (cfg.name, cfg.rate_hz) == ("base", 500.0)
 
 
+def test_nested_includes_land_under_their_key(tmp_path):
+    (tmp_path / "limits.yaml").write_text("max_speed_m_s: 0.05\n")
+    (tmp_path / "rig.yaml").write_text("defaults: [{limits: limits.yaml}]\nname: nested\n")
+    cfg = load_config(_Rig, tmp_path / "rig.yaml")
+    assert cfg.limits.max_speed_m_s == 0.05 and cfg.name == "nested"
+
+
 def test_rig_help_lists_subcommands():
     out = subprocess.run(
         [sys.executable, "-m", "robot.cli", "--help"], capture_output=True, text=True, timeout=30

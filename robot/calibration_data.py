@@ -1,0 +1,133 @@
+"""The rig's calibration file (``configs/calibration/<rig>.yaml``): schema, load, save, staleness.
+
+Written by ``rig calibrate ...`` (calibration/), read by the env, collection and deployment, which
+print which values they use. Every value carries the date it was measured, the method and its
+residual, so a reader can judge it. A missing or stale file is a warning naming the command that
+fixes it, never a silent default.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field
+
+from robot.config import CONFIG_DIR, ConfigError, StrictModel, build_config
+
+log = logging.getLogger(__name__)
+
+CALIBRATION_VERSION = 1
+STALE_AFTER_DAYS = 30
+
+
+class Measured(StrictModel):
+    """Provenance of one calibrated quantity."""
+
+    date: str = Field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat(timespec="seconds"))
+    method: str = ""
+    residual: float | None = None
+    residual_unit: str = ""
+    n_samples: int | None = None
+
+
+class LatencyValue(Measured):
+    value_s: float
+    std_s: float | None = None
+
+
+class IntrinsicsValue(Measured):
+    width: int
+    height: int
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    distortion: list[float] = Field(default_factory=list)
+
+
+class ExtrinsicsValue(Measured):
+    mount: str = "world"
+    """``world``: pose is camera-in-base (T_base_cam); ``tool``: camera-in-TCP (T_tcp_cam)."""
+    pose: list[float]
+    """[x, y, z, rx, ry, rz] metres / rotation vector."""
+    rotation_residual_deg: float | None = None
+
+
+class CameraCalibration(StrictModel):
+    latency: LatencyValue | None = None
+    intrinsics: IntrinsicsValue | None = None
+    extrinsics: ExtrinsicsValue | None = None
+
+
+class RobotCalibration(StrictModel):
+    action_latency: LatencyValue | None = None
+    """Command target time -> arm actually there (s): waypoints are scheduled this much earlier."""
+    obs_latency: LatencyValue | None = None
+    """Age of a robot state when the host receives it (s)."""
+
+
+class CalibrationFile(StrictModel):
+    version: int = CALIBRATION_VERSION
+    rig: str = ""
+    updated: str = ""
+    cameras: dict[str, CameraCalibration] = Field(default_factory=dict)
+    robot: RobotCalibration = Field(default_factory=RobotCalibration)
+
+    def camera(self, name: str) -> CameraCalibration:
+        return self.cameras.setdefault(name, CameraCalibration())
+
+
+def default_path(rig_name: str) -> Path:
+    return CONFIG_DIR / "calibration" / f"{rig_name}.yaml"
+
+
+def load_calibration(path: str | Path) -> CalibrationFile:
+    """Load a calibration file; raises ConfigError on a malformed file or an unknown version."""
+    path = Path(path)
+    data: Any = yaml.safe_load(path.read_text()) or {}
+    cal = build_config(CalibrationFile, data, str(path))
+    if cal.version != CALIBRATION_VERSION:
+        raise ConfigError(
+            f"{path}: calibration file version {cal.version}, this build reads {CALIBRATION_VERSION}"
+        )
+    return cal
+
+
+def save_calibration(cal: CalibrationFile, path: str | Path) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written calibration."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cal.updated = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(yaml.safe_dump(cal.model_dump(mode="json", exclude_none=True), sort_keys=False))
+    tmp.replace(path)
+    return path
+
+
+def load_or_warn(path: str | Path | None, rig_name: str) -> CalibrationFile | None:
+    """The calibration to use, or None with a warning that names the command that creates it."""
+    path = Path(path) if path else default_path(rig_name)
+    if not path.is_file():
+        log.warning(
+            "no calibration file at %s: using the latencies from the config. Run `rig calibrate "
+            "camera-latency` and `rig calibrate robot-latency` to measure them.",
+            path,
+        )
+        return None
+    cal = load_calibration(path)
+    if cal.updated:
+        try:
+            age = dt.datetime.now(dt.UTC) - dt.datetime.fromisoformat(cal.updated)
+            if age.days > STALE_AFTER_DAYS:
+                log.warning(
+                    "calibration %s is %d days old: re-run `rig calibrate ...` if the rig changed",
+                    path,
+                    age.days,
+                )
+        except ValueError:
+            pass
+    return cal
