@@ -21,6 +21,8 @@ the middle of episode N+1 therefore leaves N intact episodes plus trailing data 
 ``episode_ends[-1]``; opening the store in ``"a"`` mode truncates that trailing data and logs a
 warning saying how many steps were dropped (``store.dropped_steps``). Durable means durable against
 a crash of the process; against power loss only with ``fsync`` at the OS level (not done here).
+One writer at a time: modes ``"a"``/``"w"`` take an exclusive ``flock`` on the store directory (the
+kernel drops it when the process dies); a second writer gets EpisodeStoreError, readers are free.
 
 Timing contract. zarr's per-call overhead is several ms, so nothing here writes to zarr on the
 caller's thread while recording: ``EpisodeWriter.append`` copies one step into an in-memory batch
@@ -60,7 +62,9 @@ appended to with their own codecs.
 
 from __future__ import annotations
 
+import fcntl
 import logging
+import os
 import queue
 import threading
 import weakref
@@ -293,11 +297,16 @@ class EpisodeStore:
         self._batch_steps = batch_steps
         self.dropped_steps = 0
         self._lock = threading.RLock()  # guards zarr metadata (shapes) between reader and writer
-        self._group = self._open_group()
+        self._lock_fd: int | None = None  # flock on the store directory while open for writing
         self._schema: dict[str, _KeySpec] | None = None
         self._arrays: dict[str, zarr.Array] = {}
         self._ends: list[int] = []
-        self._load()
+        try:
+            self._group = self._open_group()
+            self._load()
+        except BaseException:
+            self._release_writer_lock()
+            raise
         # Writer state (writer thread only, except where noted).
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
@@ -345,11 +354,19 @@ class EpisodeStore:
                     f"{self.path} exists and is not a zarr store; refusing to overwrite it (mode='w'). "
                     "Choose a new path or delete it yourself."
                 )
-            return self._create_group()
+            if self.path.exists():
+                self._acquire_writer_lock()  # never wipe a store another process is writing
+            root = self._create_group()
+            self._acquire_writer_lock()  # the wipe made a new directory
+            return root
         if not self.path.exists():
             if self.mode == "r":
                 raise FileNotFoundError(f"no episode store at {self.path}")
-            return self._create_group()
+            root = self._create_group()
+            self._acquire_writer_lock()
+            return root
+        if self.mode == "a" and self.path.is_dir():
+            self._acquire_writer_lock()
         try:
             return zarr.open_group(self.path, mode="r" if self.mode == "r" else "r+")
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
@@ -357,6 +374,26 @@ class EpisodeStore:
                 f"{self.path} is not a zarr episode store (expected a zarr group with data/ and "
                 "meta/episode_ends)"
             ) from exc
+
+    def _acquire_writer_lock(self) -> None:
+        """One writer per store: an exclusive flock on the store directory, released by close() or by
+        the kernel when the process dies (so a SIGKILLed collector never leaves a stale lock)."""
+        fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise EpisodeStoreError(
+                f"episode store {self.path} is already open for writing (by another process, e.g. a running "
+                "'rig collect', or another EpisodeStore in this one); close that first, or open with mode='r'"
+            ) from None
+        self._release_writer_lock()
+        self._lock_fd = fd
+
+    def _release_writer_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # closing the fd drops the flock
+            self._lock_fd = None
 
     @staticmethod
     def _looks_like_zarr(path: Path) -> bool:
@@ -573,6 +610,7 @@ class EpisodeStore:
             self._thread.join()
             self._thread = None
         self._closed = True
+        self._release_writer_lock()
         if self._writer_error is not None:
             log.error("episode store %s: writer failed: %r", self.path, self._writer_error)
 

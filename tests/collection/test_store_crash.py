@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from collection.episode_store import EpisodeStore
+from collection.episode_store import EpisodeStore, EpisodeStoreError
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -91,6 +91,15 @@ def child_exit_without_close(path: str) -> None:
     for step in steps(make_episode(0)):
         ep.append(step)
     ep.commit(wait=False)
+
+
+def child_hold(path: str) -> None:
+    """Hold the store open for writing (one episode committed) until killed."""
+    store = EpisodeStore.open(path, "a", image_codec="blosc")
+    store.add_episode(make_episode(0))
+    print("READY", flush=True)
+    while True:
+        time.sleep(1)
 
 
 def _start(mode: str, path: Path) -> subprocess.Popen:
@@ -174,6 +183,30 @@ def test_commit_in_flight_at_normal_exit_is_finished(tmp_path: Path) -> None:
     _assert_intact(EpisodeStore.open(path, "r"), 1)
 
 
+def test_second_writer_is_refused_until_the_first_dies(tmp_path: Path) -> None:
+    path = tmp_path / "held.zarr"
+    proc = _start("hold", path)
+    try:
+        _wait_line(proc, "READY")
+        with pytest.raises(EpisodeStoreError, match="already open for writing"):
+            EpisodeStore.open(path, "a")
+        with pytest.raises(EpisodeStoreError, match="already open for writing"):
+            EpisodeStore.open(path, "w")
+        _assert_intact(EpisodeStore.open(path, "r"), 1)  # readers are welcome
+    finally:
+        _kill(proc)
+    with EpisodeStore.open(path, "a") as store:  # the kernel dropped the dead writer's lock
+        store.add_episode(make_episode(1))
+        with pytest.raises(EpisodeStoreError, match="already open for writing"):
+            EpisodeStore.open(path, "a")  # also within one process
+    _assert_intact(EpisodeStore.open(path, "r"), 2)
+
+
 if __name__ == "__main__":
-    children = {"mid": child_mid_episode, "loop": child_loop, "exit": child_exit_without_close}
+    children = {
+        "mid": child_mid_episode,
+        "loop": child_loop,
+        "exit": child_exit_without_close,
+        "hold": child_hold,
+    }
     children[sys.argv[1]](sys.argv[2])
