@@ -29,7 +29,9 @@ from scipy.spatial.transform import Rotation, Slerp
 
 FloatArray = NDArray[np.float64]
 
-UR5_HOME_Q = np.array([0.0, -math.pi / 2, math.pi / 2, -math.pi / 2, -math.pi / 2, 0.0])
+# Elbow up, tool pointing down, flange at about [0.45, 0, 0.33] m: the rig's start pose region, and
+# away from the configurations where the analytic IK degenerates (shoulder/wrist aligned).
+UR5_HOME_Q = np.array([2.8966, -1.6587, 1.9171, -1.8292, -1.5708, -1.8158])
 UR5_JOINT_LIMIT_RAD = 2 * math.pi
 
 
@@ -237,6 +239,71 @@ def _trapezoid_fraction(tau: float, duration: float) -> float:
     return 0.5 * vmax * r + vmax * (x - r)
 
 
+class MoveProfile:
+    """A point-to-point move timed by a trapezoidal speed profile (UR moveJ / moveL, no blending).
+
+    ``kind == "joints"``: straight line in joint space, timed by the largest joint travel at
+    ``speed`` rad/s. ``kind == "pose"``: straight TCP line plus slerp of the orientation, timed by
+    the longer of the translation at ``speed`` m/s and the rotation at ``speed * rot_per_lin`` rad/s.
+    """
+
+    def __init__(self, kind: str, start: FloatArray, goal: FloatArray, t0: float, duration_s: float):
+        self.kind = kind
+        self.start = start
+        self.goal = goal
+        self.t0 = t0
+        self.duration_s = duration_s
+        self._slerp: Slerp | None = None
+        if kind == "pose":
+            self._slerp = Slerp([0.0, 1.0], Rotation.from_rotvec(np.stack([start[3:], goal[3:]])))
+
+    @classmethod
+    def joints(
+        cls, q_start: ArrayLike, q_goal: ArrayLike, speed: float, accel: float, t0: float
+    ) -> MoveProfile:
+        start = np.asarray(q_start, dtype=np.float64).copy()
+        goal = np.asarray(q_goal, dtype=np.float64).copy()
+        dist = float(np.max(np.abs(goal - start)))
+        return cls("joints", start, goal, t0, _trapezoid_duration(dist, max(speed, 1e-3), max(accel, 1e-3)))
+
+    @classmethod
+    def pose(
+        cls,
+        pose_start: ArrayLike,
+        pose_goal: ArrayLike,
+        speed: float,
+        accel: float,
+        t0: float,
+        rot_per_lin: float,
+    ) -> MoveProfile:
+        start = np.asarray(pose_start, dtype=np.float64).copy()
+        goal = np.asarray(pose_goal, dtype=np.float64).copy()
+        lin = float(np.linalg.norm(goal[:3] - start[:3]))
+        ang = float(np.linalg.norm(_rotation_delta(start[3:], goal[3:])))
+        v, a = max(speed, 1e-4), max(accel, 1e-4)
+        duration = max(
+            _trapezoid_duration(lin, v, a), _trapezoid_duration(ang, v * rot_per_lin, a * rot_per_lin)
+        )
+        return cls("pose", start, goal, t0, duration)
+
+    @property
+    def end_time(self) -> float:
+        return self.t0 + self.duration_s
+
+    def progress(self, t: float) -> float:
+        """Fraction of the time elapsed, 0..1."""
+        return 1.0 if self.duration_s <= 0 else min(1.0, max(0.0, (t - self.t0) / self.duration_s))
+
+    def at(self, t: float) -> FloatArray:
+        """Joints (kind "joints") or TCP pose (kind "pose") of the path at time ``t``."""
+        s = _trapezoid_fraction(t - self.t0, self.duration_s)
+        if self._slerp is None:
+            return self.start + s * (self.goal - self.start)
+        return np.concatenate(
+            [self.start[:3] + s * (self.goal[:3] - self.start[:3]), self._slerp(s).as_rotvec()]
+        )
+
+
 class KinematicArm:
     """Built-in UR5 model for the fake controller (see the module docstring for the dynamics).
 
@@ -270,7 +337,7 @@ class KinematicArm:
         self._q_target = self._q.copy()
         self._qd_target = np.zeros(6)
         self._mode = "hold"
-        self._move: dict | None = None
+        self._move: MoveProfile | None = None
         self._speed = np.zeros(6)
         self._t = None
         self._pose = ur5_fk(self._q, self._tcp)
@@ -305,38 +372,17 @@ class KinematicArm:
         self._speed = np.asarray(xd, dtype=np.float64).copy()
 
     def move_joints(self, q: ArrayLike, speed_rad_s: float, accel_rad_s2: float, t: float) -> bool:
-        goal = np.asarray(q, dtype=np.float64).copy()
-        start = self._q_target.copy()
-        dist = float(np.max(np.abs(goal - start)))
-        duration = _trapezoid_duration(dist, max(speed_rad_s, 1e-3), max(accel_rad_s2, 1e-3))
         self._mode = "move"
-        self._move = {"kind": "joints", "start": start, "goal": goal, "t0": t, "duration": duration}
+        self._move = MoveProfile.joints(self._q_target, q, speed_rad_s, accel_rad_s2, t)
         return True
 
     def move_pose(self, pose: ArrayLike, speed_m_s: float, accel_m_s2: float, t: float) -> bool:
-        goal = np.asarray(pose, dtype=np.float64).copy()
-        if ur5_ik_closest(goal, self._q_target, self._tcp) is None:
+        if ur5_ik_closest(pose, self._q_target, self._tcp) is None:
             self.unreachable_count += 1
             return False
         start = ur5_fk(self._q_target, self._tcp)
-        lin = float(np.linalg.norm(goal[:3] - start[:3]))
-        rots = Rotation.from_rotvec(np.stack([start[3:], goal[3:]]))
-        ang = float((rots[1] * rots[0].inv()).magnitude())
-        v = max(speed_m_s, 1e-4)
-        a = max(accel_m_s2, 1e-4)
-        duration = max(
-            _trapezoid_duration(lin, v, a),
-            _trapezoid_duration(ang, v * self._rot_per_lin, a * self._rot_per_lin),
-        )
         self._mode = "move"
-        self._move = {
-            "kind": "pose",
-            "start": start,
-            "goal": goal,
-            "slerp": Slerp([0.0, 1.0], rots),
-            "t0": t,
-            "duration": duration,
-        }
+        self._move = MoveProfile.pose(start, pose, speed_m_s, accel_m_s2, t, self._rot_per_lin)
         return True
 
     def stop(self, accel: float, t: float) -> None:
@@ -393,7 +439,7 @@ class KinematicArm:
                 _rotation_delta(pose_old[3:], self._pose[3:]) / dt,
             ]
         )
-        if self._mode == "move" and self._move is not None and t >= self._move["t0"] + self._move["duration"]:
+        if self._mode == "move" and self._move is not None and t >= self._move.end_time:
             if float(np.max(np.abs(self._q - self._q_target))) < 1e-4:
                 self._move = None
                 self._mode = "hold"
@@ -401,13 +447,9 @@ class KinematicArm:
     def _eval_move(self, t: float) -> FloatArray:
         m = self._move
         assert m is not None
-        s = _trapezoid_fraction(t - m["t0"], m["duration"])
-        if m["kind"] == "joints":
-            return m["start"] + s * (m["goal"] - m["start"])
-        pose = np.concatenate(
-            [m["start"][:3] + s * (m["goal"][:3] - m["start"][:3]), m["slerp"](s).as_rotvec()]
-        )
-        q = ur5_ik_closest(pose, self._q_target, self._tcp)
+        if m.kind == "joints":
+            return m.at(t)
+        q = ur5_ik_closest(m.at(t), self._q_target, self._tcp)
         if q is None:  # passes through a singularity / out of reach: stop where we are
             self.unreachable_count += 1
             self._move = None
@@ -421,8 +463,7 @@ class KinematicArm:
     def move_progress(self) -> float:
         if self._move is None or self._t is None:
             return 1.0
-        d = self._move["duration"]
-        return 1.0 if d <= 0 else min(1.0, max(0.0, (self._t - self._move["t0"]) / d))
+        return self._move.progress(self._t)
 
     # --- getters --------------------------------------------------------------------------------
     @property

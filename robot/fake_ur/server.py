@@ -227,6 +227,7 @@ class FakeURServer:
         self._input_write_time: dict[str, float] = {}
         self._watchdog: tuple[str, float, float] | None = None  # (input name, min Hz, armed at)
         self.watchdog_trips = 0
+        self.register_offset: int | None = None  # of the last program started (0, or 24 upper range)
         self.command_counts: Counter[int] = Counter()  # command id -> times executed, all programs
         self.unsupported_commands: Counter[int] = Counter()
         self._frozen = False
@@ -627,6 +628,7 @@ class FakeURServer:
             unsupported=self.unsupported_commands,
         )
         self._watchdog = None
+        self.register_offset = self.script.offset
         self.script.tcp_offset = self.tcp_offset.copy()
         self.script.payload_mass_kg = self.payload_mass_kg
         self.script.payload_cog_m = self.payload_cog_m.copy()
@@ -856,7 +858,7 @@ class FakeURServer:
                 "foreign_scripts": len(self.foreign_scripts),
                 "watchdog": list(self._watchdog[:2]) if self._watchdog else None,
                 "watchdog_trips": self.watchdog_trips,
-                "register_offset": script.offset if script else None,
+                "register_offset": self.register_offset,
                 "command_counts": {str(k): v for k, v in self.command_counts.items()},
                 "unsupported_commands": {str(k): v for k, v in self.unsupported_commands.items()},
                 "last_servo_target": (

@@ -34,12 +34,12 @@ def test_receive_interface_reads_state_consistent_with_fk():
 
 
 @pytest.mark.parametrize(
-    ("version", "servo_dt_s"),
-    [("5.11", 0.002), ("3.15", 0.008)],
-    ids=["e-series", "cb3"],
+    ("version", "servo_dt_s", "arm_kind"),
+    [("5.11", 0.002, "kinematic"), ("3.15", 0.008, "kinematic"), ("5.11", 0.002, "sim")],
+    ids=["e-series", "cb3", "e-series-sim-arm"],
 )
-def test_control_interface_runs_script_and_moves_the_arm(version, servo_dt_s):
-    with FakeURController(version=version, initial_q=Q_START) as fake:
+def test_control_interface_runs_script_and_moves_the_arm(version, servo_dt_s, arm_kind):
+    with FakeURController(version=version, initial_q=Q_START, arm_kind=arm_kind) as fake:
         out = run_client("control_basics", fake.host, {"servo_dt_s": servo_dt_s}, timeout_s=40)
         st = fake.state()
     assert out["program_running"] is True

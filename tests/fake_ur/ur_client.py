@@ -227,6 +227,19 @@ def scenario_reconnect_probe(host: str, args: dict) -> dict:
     return out
 
 
+def scenario_watchdog(host: str, args: dict) -> dict:
+    """setWatchdog(20 Hz), kick it for 0.3 s, then stop kicking."""
+    c = _control(host)
+    out = {"set_ok": c.setWatchdog(20.0)}
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 0.3:
+        c.kickWatchdog()
+        time.sleep(0.01)
+    out["running_while_kicked"] = c.isProgramRunning()
+    out["stopped_after_s"] = _wait(lambda: not c.isProgramRunning(), 2.0)
+    return out
+
+
 def main(argv: list[str]) -> int:
     name, host = argv[1], argv[2]
     args = json.loads(argv[3]) if len(argv) > 3 else {}
