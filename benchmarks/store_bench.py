@@ -4,7 +4,8 @@ For 640x480 and 320x240 frames and each image codec of ``collection.episode_stor
 jpegxl_lossless, jpeg2k, blosc, raw), one episode of one camera plus low-dim keys is streamed with
 ``EpisodeWriter.append`` as fast as the caller can and committed; measured:
 
-  fps            frames / (first append -> commit durable), the writer's sustained ceiling
+  fps            frames / (first append -> commit durable), the writer's sustained ceiling (wall)
+  CPU ms/frame   process CPU time (all threads) per frame: the cost, robust to load from others
   bytes/frame    bytes on disk of data/camera_0 per frame
   append p99 us  the caller's cost per ``append`` (what the control loop pays), 99th percentile
   read fps       frames decoded per second by ``get_episode`` (what training pays)
@@ -15,8 +16,9 @@ every key on the caller's thread (``zarr.Array.append``) -- the obvious way to w
 store; its "append" cost is what a control loop would be blocked for.
 
 Frames look rendered (smooth gradients, moving shapes, mild sensor noise), not random noise, so that
-codecs compress as they would on the rig. The chosen codec is the smallest at 640x480 that sustains
->= 60 frames/s (3x headroom over two cameras recorded at 10 Hz, the control rate) with PSNR >= 38 dB
+codecs compress as they would on the rig. The chosen codec is the smallest at 640x480 whose CPU cost
+lets one core write >= 60 frames/s (3x headroom over two cameras recorded at the 10 Hz control rate;
+judged on CPU time because wall-clock fps on a shared machine swings with others' load) with PSNR >= 38 dB
 (the frames carry sensor noise of std 2 levels, itself ~42 dB, which lossy codecs smooth away).
 
 Usage: python benchmarks/store_bench.py [--frames N] [--dir DIR]
@@ -39,7 +41,10 @@ import zarr
 from collection.episode_store import DEFAULT_IMAGE_CODEC, IMAGE_CODECS, EpisodeStore
 
 RESOLUTIONS = {640: (480, 640), 320: (240, 320)}
-MIN_FPS_640 = 60.0
+# Writer CPU budget: one core must encode >= 60 frames/s at 640x480 (3x headroom over two cameras
+# recorded at the 10 Hz control rate). Judged on CPU time, which load from other work barely moves,
+# unlike wall-clock fps on a shared machine.
+MAX_CPU_MS_PER_FRAME_640 = 1000.0 / 60.0
 MIN_PSNR_DB = 38.0
 
 
@@ -83,6 +88,7 @@ def bench_baseline(frames: np.ndarray, root: Path) -> dict[str, float]:
     ts = group.create_array("timestamp", shape=(0,), chunks=(1024,), dtype="f8")
     pose = np.random.default_rng(1).normal(size=(n, 6))
     append_s = np.empty(n)
+    c0 = time.process_time()
     t0 = time.perf_counter()
     for i, f in enumerate(frames):
         ta = time.perf_counter()
@@ -93,6 +99,7 @@ def bench_baseline(frames: np.ndarray, root: Path) -> dict[str, float]:
         append_s[i] = time.perf_counter() - ta
     return {
         "fps": n / (time.perf_counter() - t0),
+        "cpu_ms_per_frame": (time.process_time() - c0) * 1e3 / n,
         "append_p50_us": float(np.percentile(append_s, 50) * 1e6),
         "append_p99_us": float(np.percentile(append_s, 99) * 1e6),
     }
@@ -105,6 +112,7 @@ def bench_codec(codec: str, frames: np.ndarray, root: Path) -> dict[str, float]:
     pose = rng.normal(size=(n, 6))
     append_s = np.empty(n)
     with EpisodeStore.open(path, "w", image_codec=codec) as store:
+        c0 = time.process_time()
         t0 = time.perf_counter()
         ep = store.begin_episode()
         for i in range(n):
@@ -114,11 +122,13 @@ def bench_codec(codec: str, frames: np.ndarray, root: Path) -> dict[str, float]:
             append_s[i] = time.perf_counter() - ta
         ep.commit()
         write_s = time.perf_counter() - t0
+        cpu_s = time.process_time() - c0
         t0 = time.perf_counter()
         back = store.get_episode(0, keys=["camera_0"])["camera_0"]
         read_s = time.perf_counter() - t0
     return {
         "fps": n / write_s,
+        "cpu_ms_per_frame": cpu_s * 1e3 / n,
         "bytes_per_frame": dir_bytes(path / "data" / "camera_0") / n,
         "append_p50_us": float(np.percentile(append_s, 50) * 1e6),
         "append_p99_us": float(np.percentile(append_s, 99) * 1e6),
@@ -128,7 +138,11 @@ def bench_codec(codec: str, frames: np.ndarray, root: Path) -> dict[str, float]:
 
 
 def choose(results: dict[str, dict[str, float]]) -> str:
-    ok = [c for c, r in results.items() if r["fps"] >= MIN_FPS_640 and r["psnr_db"] >= MIN_PSNR_DB]
+    ok = [
+        c
+        for c, r in results.items()
+        if r["cpu_ms_per_frame"] <= MAX_CPU_MS_PER_FRAME_640 and r["psnr_db"] >= MIN_PSNR_DB
+    ]
     return min(ok, key=lambda c: results[c]["bytes_per_frame"]) if ok else "raw"
 
 
@@ -148,14 +162,16 @@ def main() -> None:
             b = bench_baseline(frames, root)
             base = b["fps"]
             figures[f"raw_zarr_baseline_fps_{wkey}"] = round(base, 1)
+            figures[f"raw_zarr_baseline_cpu_ms_per_frame_{wkey}"] = round(b["cpu_ms_per_frame"], 2)
             figures[f"raw_zarr_baseline_append_p99_us_{wkey}"] = round(b["append_p99_us"])
             per_res[wkey] = {}
             print(
                 f"\n{w}x{h}, {n} frames. Baseline, plain zarr raw appended per step on the caller's thread: "
-                f"{base:.1f} fps, caller blocked p50/p99 {b['append_p50_us']:.0f}/{b['append_p99_us']:.0f} us"
+                f"{base:.1f} fps, {b['cpu_ms_per_frame']:.1f} CPU ms/frame, caller blocked p50/p99 "
+                f"{b['append_p50_us']:.0f}/{b['append_p99_us']:.0f} us"
             )
             print(
-                f"  {'codec':<16} {'fps':>7} {'vs base':>8} {'kB/frame':>9} {'vs raw':>7} "
+                f"  {'codec':<16} {'fps':>7} {'vs base':>8} {'CPU ms/fr':>9} {'kB/frame':>9} {'vs raw':>7} "
                 f"{'append p50/p99 us':>18} {'read fps':>9} {'PSNR dB':>8}"
             )
             for codec in IMAGE_CODECS:
@@ -163,11 +179,13 @@ def main() -> None:
                 per_res[wkey][codec] = r
                 ratio = (h * w * 3) / r["bytes_per_frame"]
                 print(
-                    f"  {codec:<16} {r['fps']:>7.1f} {r['fps'] / base:>7.2f}x {r['bytes_per_frame'] / 1e3:>9.1f} "
+                    f"  {codec:<16} {r['fps']:>7.1f} {r['fps'] / base:>7.2f}x {r['cpu_ms_per_frame']:>9.1f} "
+                    f"{r['bytes_per_frame'] / 1e3:>9.1f} "
                     f"{ratio:>6.1f}x {r['append_p50_us']:>8.0f}/{r['append_p99_us']:<9.0f} "
                     f"{r['read_fps']:>9.1f} {r['psnr_db']:>8.1f}"
                 )
                 figures[f"{codec}_fps_{wkey}"] = round(r["fps"], 1)
+                figures[f"{codec}_cpu_ms_per_frame_{wkey}"] = round(r["cpu_ms_per_frame"], 2)
                 figures[f"{codec}_bytes_per_frame_{wkey}"] = round(r["bytes_per_frame"])
                 figures[f"{codec}_append_p99_us_{wkey}"] = round(r["append_p99_us"])
                 figures[f"{codec}_psnr_db_{wkey}"] = (
@@ -181,7 +199,8 @@ def main() -> None:
     figures["chosen_codec"] = chosen
     figures["default_codec"] = DEFAULT_IMAGE_CODEC
     print(
-        f"\nchosen: {chosen} (smallest at 640x480 with >= {MIN_FPS_640:.0f} fps and PSNR >= {MIN_PSNR_DB:.0f} dB);"
+        f"\nchosen: {chosen} (smallest at 640x480 costing <= {MAX_CPU_MS_PER_FRAME_640:.1f} CPU ms/frame "
+        f"and PSNR >= {MIN_PSNR_DB:.0f} dB);"
         f" store default: {DEFAULT_IMAGE_CODEC}"
         + ("" if chosen == DEFAULT_IMAGE_CODEC else "  <-- differs: reconsider DEFAULT_IMAGE_CODEC")
     )

@@ -33,26 +33,29 @@ logged. Episodes are written strictly in order, so ``begin_episode()`` may be ca
 previous episode's ``commit(wait=False)`` is still being written.
 
 Image codec (``image_codec=``), measured by ``benchmarks/store_bench.py`` through this writer on the
-2-core dev machine (shared, figures vary +-50% with load) with rendered-looking 640x480 frames
-(gradients, moving shapes, sensor noise of std 2 levels), one camera plus 3 low-dim keys:
+2-core dev machine with rendered-looking 640x480 frames (gradients, moving shapes, sensor noise of
+std 2 levels), one camera plus 3 low-dim keys. CPU ms/frame is process CPU time (all threads) per
+frame, stable under load; write fps is wall clock on an idle-ish machine and halves under load:
 
-===================  ====================================  ==========  =========  ========
-name                 codec                                 kB/frame    write fps  PSNR dB
-===================  ====================================  ==========  =========  ========
-``jpegxl`` (default) JPEG-XL lossy, distance 1.0, effort 3      8         ~125       40.6
-``jpegxl_lossless``  JPEG-XL lossless, effort 1               447         ~200       exact
-``jpeg2k``           JPEG 2000 level 50 (the reference's)     197          ~20       47.1
-``blosc``            blosc zstd-3 bitshuffle                  617         ~145       exact
-``raw``              uncompressed                             922         ~330       exact
-===================  ====================================  ==========  =========  ========
+===================  ====================================  ========  ===========  =========  =======
+name                 codec                                 kB/frame  CPU ms/fr    write fps  PSNR dB
+===================  ====================================  ========  ===========  =========  =======
+``jpegxl`` (default) JPEG-XL lossy, distance 1.0, effort 3      8          10        ~125      40.6
+``jpegxl_lossless``  JPEG-XL lossless, effort 1               447           4.4      ~200      exact
+``jpeg2k``           JPEG 2000 level 50 (the reference's)     197          53         ~20      47.1
+``blosc``            blosc zstd-3 bitshuffle                  617           6.6      ~145      exact
+``raw``              uncompressed                             922           3.0      ~330      exact
+===================  ====================================  ========  ===========  =========  =======
 
-Baseline in the same run: plain zarr, raw, every step appended on the caller's thread: ~130 fps with
-the caller blocked ~7 ms per step (p99 ~19 ms); through this writer ``append`` costs ~0.1 ms (p50;
-p99 1-5 ms, from GIL and CPU contention with the writer on 2 cores).
+Baseline in the same run: plain zarr, raw, every step appended on the caller's thread: ~9 CPU
+ms/frame, ~130 fps, and the caller blocked ~7 ms per step (p99 ~19 ms, idle machine). Through this
+writer ``append`` costs ~0.1 ms (p50); its p99 is 1-5 ms on an idle machine and tens of ms when the
+2 cores are oversubscribed (GIL and CPU shared with the writer thread and its encoders).
 
-The default is the smallest codec that sustains at least 60 frames/s at 640x480 (3x headroom over two
-cameras recorded at the 10 Hz control rate) with PSNR >= 38 dB: JPEG-XL lossy, ~110x smaller than raw
-(JPEG 2000 is ~7x too slow to record live). Use ``jpegxl_lossless`` where exact pixels matter.
+The default is the smallest codec whose CPU cost lets one core write >= 60 frames/s at 640x480 (3x
+headroom over two cameras recorded at the 10 Hz control rate) with PSNR >= 38 dB: JPEG-XL lossy,
+~110x smaller than raw (JPEG 2000 costs 5x too much CPU to record live). Use ``jpegxl_lossless``
+where exact pixels matter.
 
 The JPEG-XL and JPEG 2000 codecs plug into zarr only in zarr format 2
 (``imagecodecs.numcodecs.register_codecs()``), so new stores are zarr format 2, like the reference's.
