@@ -1,0 +1,290 @@
+"""``rig collect``: SpaceMouse teleoperation of the arm, recorded into an episode store.
+
+The control loop runs at ``rig.obs.dt_s`` on a fixed grid. Each step it reads the time-aligned
+observation, integrates the SpaceMouse axes into a TCP target (:mod:`collection.teleop`), schedules
+that target one step ahead (shifted by the calibrated action latency, see ``Env.exec_actions``), and,
+while an episode is recording, appends the observation and the commanded action to the store's
+streaming writer (which never blocks on disk). Full-rate per-camera mp4 videos are written alongside
+by the camera recorder, in separate processes.
+
+Keys (terminal, pipe, or the preview window): ``c`` start an episode, ``s`` stop and save it,
+``Backspace`` discard the last saved episode (asks ``y`` to confirm), ``q`` quit. ``s`` returns at
+once: the episode is committed in the background and ``c`` may start the next one immediately.
+
+Crash safety: an episode becomes visible in the store only after all its data is written, so Ctrl-C
+or a crash loses at most the episode being recorded, never a saved one.
+
+Auto mode (``auto.episodes > 0``, used by the demo on the simulated rig): the collector itself
+"presses" ``c`` after resetting the world and homing, and ``s`` once the task reports success (held
+for ``auto.success_hold_s``) or ``auto.episode_timeout_s`` passed; the motion still comes from the
+(scripted) SpaceMouse through the same teleop path a person uses.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import Field
+
+from collection.episode_store import EpisodeStore
+from collection.keys import BACKSPACE, KeyReader
+from collection.teleop import TeleopConfig, TeleopMapper
+from robot.config import StrictModel
+from robot.rig_config import RigConfig
+from robot.timing import RateLoop, now
+
+log = logging.getLogger("collection.collect")
+
+
+class AutoConfig(StrictModel):
+    episodes: int = Field(0, ge=0)
+    """>0: record this many episodes without a person (scripted SpaceMouse); 0: keys decide."""
+    episode_timeout_s: float = Field(20.0, gt=0)
+    success_hold_s: float = Field(0.3, ge=0)
+    """Keep recording this long after the task first reports success."""
+    save_failed: bool = False
+    """Save episodes that timed out without success (default: discard them)."""
+
+
+class CollectConfig(StrictModel):
+    rig: RigConfig = Field(default_factory=RigConfig)
+    teleop: TeleopConfig = Field(default_factory=TeleopConfig)
+    store: str = "data/demos.zarr"
+    image_codec: str = "jpegxl"
+    record_video: bool = True
+    video_dir: str | None = None
+    """Per-episode mp4s; default: ``<store>.videos/``."""
+    max_episode_s: float = Field(120.0, gt=0)
+    """An episode is saved automatically after this long."""
+    auto: AutoConfig = Field(default_factory=AutoConfig)
+    status_every_s: float = Field(1.0, gt=0)
+
+
+class Collector:
+    """Runs the collection loop (see module docstring). ``run()`` returns a summary dict."""
+
+    def __init__(self, config: CollectConfig, keys: KeyReader, out=sys.stdout):
+        self.cfg = config
+        self.keys = keys
+        self.out = out
+        self.store_path = Path(config.store)
+        self.video_dir = (
+            Path(config.video_dir) if config.video_dir else Path(str(self.store_path) + ".videos")
+        )
+        self.episode = None  # the EpisodeWriter being recorded
+        self.episode_start = 0.0
+        self.confirm_delete = False
+        self.quit = False
+        self.saved = 0
+        self.discarded = 0
+        self.seed = config.rig.task.seed
+        self.loop_errors_ms: list[float] = []
+        self._success_since: float | None = None
+        self.pending_commits: list[Any] = []
+        self.next_index = 0  # index the next saved episode will get in the store
+        self._last_recorded_t = -1.0
+        self.skipped_steps = 0
+        self._world_ready = False  # the sim world was already reset for the next episode
+
+    # ------------------------------------------------------------------ output
+    def say(self, msg: str) -> None:
+        print(msg, file=self.out, flush=True)
+
+    # ------------------------------------------------------------------ episode control
+    def start_episode(self, env: Any, store: EpisodeStore) -> None:
+        if self.episode is not None:
+            return
+        if env.config.is_sim and not self._world_ready:
+            env.reset_world(self.seed)
+        self._world_ready = False
+        self.episode_index = self.next_index
+        if self.cfg.record_video and env.cameras is not None:
+            env.cameras.start_recording(self.video_dir, self.episode_index)
+        self.episode = store.begin_episode()
+        self.episode_start = now()
+        self._success_since = None
+        self.say(f"episode {self.episode_index}: recording (seed {self.seed}); press s to save")
+
+    def stop_episode(self, env: Any, save: bool) -> None:
+        if self.episode is None:
+            return
+        ep, self.episode = self.episode, None
+        if env.cameras is not None and env.cameras.is_recording:
+            env.cameras.stop_recording()
+        duration = now() - self.episode_start
+        if save and ep.n_steps > 0:
+            self.pending_commits.append(ep.commit(wait=False))
+            self.saved += 1
+            self.next_index += 1
+            self.say(f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration:.1f} s")
+        else:
+            ep.discard(wait=False)
+            self.discarded += 1
+            self.say(f"episode {self.episode_index}: discarded")
+        self.seed += 1
+
+    def delete_last(self, store: EpisodeStore) -> None:
+        for fut in self.pending_commits:
+            fut.result()
+        self.pending_commits = []
+        if store.n_episodes == 0:
+            self.say("no saved episode to delete")
+            return
+        info = store.delete_last()
+        self.next_index -= 1
+        for path in self.video_dir.glob(f"episode_{info.index:06d}*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        self.saved -= 1
+        self.say(f"deleted episode {info.index} ({info.length} steps); {store.n_episodes} left")
+
+    def handle_key(self, key: str, env: Any, store: EpisodeStore) -> None:
+        if self.confirm_delete:
+            self.confirm_delete = False
+            if key in ("y", "Y"):
+                self.delete_last(store)
+            else:
+                self.say("delete cancelled")
+            return
+        if key == "c":
+            self.start_episode(env, store)
+        elif key == "s":
+            self.stop_episode(env, save=True)
+        elif key == BACKSPACE:
+            if self.episode is not None:
+                self.stop_episode(env, save=False)
+            else:
+                self.confirm_delete = True
+                self.say("delete the last saved episode? press y to confirm, any other key to cancel")
+        elif key == "q":
+            if self.episode is not None:
+                self.say("quitting: the episode being recorded is discarded (press s first to keep it)")
+                self.stop_episode(env, save=False)
+            self.quit = True
+
+    def _auto_keys(self, env: Any, t: float) -> list[str]:
+        auto = self.cfg.auto
+        if self.episode is None:
+            if self.saved + self.discarded >= auto.episodes:
+                return ["q"]
+            return ["c"]
+        elapsed = t - self.episode_start
+        if env.task_success():
+            self._success_since = self._success_since or t
+            if t - self._success_since >= auto.success_hold_s:
+                return ["s"]
+        if elapsed > auto.episode_timeout_s:
+            self.say(f"episode {self.episode_index}: no success within {auto.episode_timeout_s:.0f} s")
+            return ["s"] if auto.save_failed else [BACKSPACE]
+        return []
+
+    # ------------------------------------------------------------------ main loop
+    def run(self, env: Any) -> dict[str, Any]:
+        cfg = self.cfg
+        dt_s = cfg.rig.obs.dt_s
+        limits = cfg.rig.arm.limits
+        mapper = TeleopMapper(cfg.teleop, limits.workspace_min_m, limits.workspace_max_m)
+        self.say(f"timing: {env.describe_timing()}")
+        store = EpisodeStore.open(self.store_path, "a", image_codec=cfg.image_codec)
+        self.next_index = store.n_episodes
+        self.say(f"store {self.store_path}: {store.n_episodes} episodes already")
+        try:
+            env.home()
+            mapper.reset(env.arm.get_state()["target_tcp_pose"])
+            loop = RateLoop(1.0 / dt_s)
+            last_status = now()
+            auto = cfg.auto.episodes > 0
+            while not self.quit:
+                tick = loop.wait()
+                self.loop_errors_ms.append(tick.error_s * 1e3)
+                env.check()
+                env.heartbeat()
+                keys = self.keys.poll()
+                if auto:
+                    keys += self._auto_keys(env, tick.time)
+                reanchor = False
+                for key in keys:
+                    if auto and key == "c" and self.episode is None:
+                        # Auto episodes start from a fresh world and the home pose.
+                        env.reset_world(self.seed)
+                        self._world_ready = True
+                        env.home()
+                        reanchor = True
+                    self.handle_key(key, env, store)
+                    if self.quit:
+                        break
+                if self.quit:
+                    break
+                if reanchor:  # homing blocked the loop: re-anchor the teleop target and the grid
+                    mapper.reset(env.arm.get_state()["target_tcp_pose"])
+                    loop = RateLoop(1.0 / dt_s)
+                    continue
+                if self.keys.closed and not auto and self.episode is None:
+                    break  # stdin closed (scripted run) and nothing recording: done
+                obs = env.get_obs(1)
+                sm = env.spacemouse.latest()
+                target = mapper.update(sm["axes"], sm["buttons"], dt_s)
+                env.exec_actions(target[None], np.array([tick.deadline + dt_s]))
+                t_obs = float(obs["timestamp"][-1])
+                if self.episode is not None and t_obs <= self._last_recorded_t:
+                    self.skipped_steps += 1  # a late tick saw no new frame: never record an obs twice
+                elif self.episode is not None:
+                    self._last_recorded_t = t_obs
+                    step = {k: v[-1] for k, v in obs.items() if k.startswith("camera_") and v.ndim == 4}
+                    step.update(
+                        robot_eef_pose=obs["robot_eef_pose"][-1],
+                        robot_joint=obs["robot_joint"][-1],
+                        action=target,
+                        timestamp=obs["timestamp"][-1],
+                    )
+                    self.episode.append(step)
+                    if tick.time - self.episode_start > cfg.max_episode_s:
+                        self.say(f"episode reached max_episode_s={cfg.max_episode_s:.0f} s")
+                        self.stop_episode(env, save=True)
+                if tick.time - last_status > cfg.status_every_s:
+                    last_status = tick.time
+                    self._status(env, store, tick.time)
+        finally:
+            if self.episode is not None:  # Ctrl-C / error mid-episode: never save half an episode
+                self.say("interrupted: the episode being recorded is discarded")
+                self.stop_episode(env, save=False)
+            store.close()  # waits for pending commits: nothing already saved is lost
+        errs = np.abs(np.asarray(self.loop_errors_ms[1:] or [0.0]))
+        return {
+            "episodes_saved": self.saved,
+            "episodes_discarded": self.discarded,
+            "store": str(self.store_path),
+            "store_episodes": EpisodeStore.open(self.store_path, "r").n_episodes,
+            "loop_err_p99_ms": float(np.percentile(errs, 99)),
+            "skipped_duplicate_steps": self.skipped_steps,
+            "video_dir": str(self.video_dir) if cfg.record_video else None,
+        }
+
+    def _status(self, env: Any, store: EpisodeStore, t: float) -> None:
+        rec = f"REC {t - self.episode_start:5.1f} s" if self.episode is not None else "idle"
+        cams = ""
+        if env.cameras is not None:
+            stats = env.cameras.stats()
+            cams = " ".join(
+                f"{name} {s.get('fps', 0):.0f}fps drop {s.get('dropped', 0)}"
+                for name, s in (stats.items() if isinstance(stats, dict) else [])
+            )
+        self.say(f"[{rec}] saved {self.saved} | {cams}")
+
+
+def run_collect(config: CollectConfig, keys: KeyReader | None = None) -> dict[str, Any]:
+    """Start the rig, run the collector, stop the rig. Returns the summary."""
+    from robot.env import Env
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    with keys if keys is not None else KeyReader() as kr:
+        with Env(config.rig, spacemouse=True) as env:
+            summary = Collector(config, kr).run(env)
+    return summary

@@ -1,0 +1,125 @@
+"""`rig collect` through its real entry point on the simulated rig (scripted SpaceMouse)."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from collection.episode_store import EpisodeStore
+
+RIG = [sys.executable, "-m", "robot.cli", "collect", "--config", "collect/sim_reach.yaml"]
+FAST = ["auto.episode_timeout_s=10"]
+
+
+def _check_store(path, n):
+    store = EpisodeStore.open(path, "r")
+    assert store.n_episodes == n
+    for i in range(n):
+        ep = store.get_episode(i)
+        lengths = {k: len(v) for k, v in ep.items()}
+        assert len(set(lengths.values())) == 1, lengths
+        assert lengths["action"] > 3
+        assert np.all(np.diff(ep["timestamp"]) > 0)
+        assert ep["camera_0"].shape[1:] == (240, 320, 3)
+    return store
+
+
+@pytest.mark.timeout(180)
+def test_collect_records_n_scripted_episodes(tmp_path):
+    store = tmp_path / "demos.zarr"
+    out = subprocess.run(
+        [*RIG, f"store={store}", "auto.episodes=2", "record_video=false", *FAST],
+        capture_output=True,
+        text=True,
+        timeout=170,
+        stdin=subprocess.DEVNULL,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    assert summary["episodes_saved"] == 2 and summary["store_episodes"] == 2
+    s = _check_store(store, 2)
+    # The scripted expert really drove the arm to the marker: the last action is near the target.
+    ep = s.get_episode(1)
+    assert np.linalg.norm(ep["action"][-1, :2] - ep["action"][0, :2]) > 0.005
+
+
+@pytest.mark.timeout(180)
+def test_new_episode_starts_right_after_save_from_keys(tmp_path):
+    store = tmp_path / "keys.zarr"
+    proc = subprocess.Popen(
+        [*RIG, f"store={store}", "record_video=false"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_line(proc, "episodes already", 60)
+        for key, pause in (("c", 1.5), ("s", 0.0), ("c", 1.5), ("s", 0.3)):
+            proc.stdin.write(key)
+            proc.stdin.flush()
+            time.sleep(pause)
+        proc.stdin.close()  # stdin closed while idle: the collector finishes and exits
+        proc.stdin = None
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    s = _check_store(store, 2)
+    first, second = s.get_episode(0), s.get_episode(1)
+    gap_s = second["timestamp"][0] - first["timestamp"][-1]
+    # No wait for the first episode's write between `s` and `c`: the next control step records.
+    assert gap_s < 3 * 0.1 + 0.05, gap_s
+
+
+def _wait_line(proc, text, timeout_s):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if text in line:
+            return line
+        if not line and proc.poll() is not None:
+            raise AssertionError(f"collector exited: {proc.stderr.read()[-3000:]}")
+    raise AssertionError(f"no line containing {text!r}")
+
+
+@pytest.mark.timeout(240)
+def test_sigkill_mid_episode_keeps_saved_episodes_and_their_videos(tmp_path):
+    import av
+
+    pytest.importorskip("robot.video_recorder")  # lands with the camera issue's episode video
+    store = tmp_path / "kill.zarr"
+    proc = subprocess.Popen(
+        [*RIG, f"store={store}", "auto.episodes=5", *FAST],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_line(proc, "episode 1: saved", 150)
+        _wait_line(proc, "episode 2: recording", 60)
+        time.sleep(1.0)  # in the middle of episode 2
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(1.0)  # the orphaned device processes notice their parent is gone and exit
+    subprocess.run([sys.executable, "-m", "robot.cli", "shm", "clean", "--quiet"], timeout=30, check=True)
+    s = _check_store(store, 2)
+    with EpisodeStore.open(store, "a") as again:  # truncates the trailing data of episode 2
+        assert again.n_episodes == 2
+    videos = sorted((tmp_path / "kill.zarr.videos").glob("episode_00000[01]/*.mp4"))
+    assert len(videos) == 4, videos  # 2 episodes x 2 cameras
+    for v in videos:
+        with av.open(str(v)) as c:
+            n = sum(1 for _ in c.decode(video=0))
+        assert n > 10
+    assert s.n_episodes == 2
