@@ -230,7 +230,11 @@ class SpnavConnection:
         """The device name reported by spacenavd (protocol >= 1), else None. Blocks up to 0.4 s.
 
         Call before reading events: libspnav discards pending events when it sends a request.
+        libspnav 1.0 spins for ever if the daemon closes the socket while a request is pending (its
+        response flush loops on end-of-stream), so this first checks that the daemon is still
+        connected (raising SpnavDisconnected otherwise); what remains is a window of one round trip.
         """
+        self._check_not_closed_by_daemon()
         buf = ctypes.create_string_buffer(256)
         n = self._lib.spnav_dev_name(buf, len(buf))
         return buf.value.decode(errors="replace") if n >= 0 else None
@@ -259,23 +263,9 @@ class SpnavConnection:
         Raises SpnavDisconnected when spacenavd closed the connection (after every event it sent
         before closing was returned).
         """
-        if self._closed:
-            raise SpnavError("spacenavd connection is closed")
         while True:
-            try:
-                peeked = self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            if not self._check_not_closed_by_daemon():
                 return None
-            except OSError as exc:
-                raise SpnavDisconnected(
-                    f"lost the connection to spacenavd at {self.socket_path} ({exc}); check "
-                    "`systemctl status spacenavd` and the SpaceMouse USB cable"
-                ) from None
-            if not peeked:
-                raise SpnavDisconnected(
-                    f"spacenavd at {self.socket_path} closed the connection (daemon stopped, restarted or "
-                    "crashed); check `systemctl status spacenavd`, then restart the teleop"
-                )
             etype = self._lib.spnav_poll_event(ctypes.byref(self._event))
             if etype == SPNAV_EVENT_MOTION:
                 m = self._event.motion
@@ -286,6 +276,26 @@ class SpnavConnection:
             if etype == 0:
                 return None
             # device/config events: not needed here, read the next one
+
+    def _check_not_closed_by_daemon(self) -> bool:
+        """Peek at the socket: True if data is pending, False if none; SpnavDisconnected at end-of-stream."""
+        if self._closed:
+            raise SpnavError("spacenavd connection is closed")
+        try:
+            peeked = self._peek.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return False
+        except OSError as exc:
+            raise SpnavDisconnected(
+                f"lost the connection to spacenavd at {self.socket_path} ({exc}); check "
+                "`systemctl status spacenavd` and the SpaceMouse USB cable"
+            ) from None
+        if not peeked:
+            raise SpnavDisconnected(
+                f"spacenavd at {self.socket_path} closed the connection (daemon stopped, restarted or "
+                "crashed); check `systemctl status spacenavd`, then restart the teleop"
+            )
+        return True
 
     # ------------------------------------------------------------------------------------ lifecycle
     def close(self) -> None:

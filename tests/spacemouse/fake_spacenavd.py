@@ -80,9 +80,9 @@ class FakeSpacenavd:
             threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
 
     def _recv_exact(self, conn: socket.socket, n: int, timeout_s: float | None) -> bytes | None:
-        conn.settimeout(timeout_s)
         buf = b""
         try:
+            conn.settimeout(timeout_s)
             while len(buf) < n:
                 chunk = conn.recv(n - len(buf))
                 if not chunk:
