@@ -13,6 +13,7 @@ import json
 import signal
 import sys
 import threading
+from typing import Any
 
 from robot.config import ConfigError, StrictModel, add_config_arguments, config_from_args
 
@@ -28,6 +29,7 @@ class FakeURConfig(StrictModel):
     serial_number: str = "20185500001"
     script_start_delay_s: float = 0.05
     check_registers_in_use: bool = True
+    arm_params: dict[str, Any] = {}
 
 
 def main(argv: list[str] | None = None) -> int:

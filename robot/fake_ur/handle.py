@@ -105,7 +105,7 @@ class FakeURController:
             is None, and the only choice in process mode.
         rpc_timeout_s: process mode: how long a method call waits for the child's answer.
         **options: further ``ServerOptions`` fields (``serial_number``, ``script_start_delay_s``,
-            ``initial_q``, ``port_offset``, ``check_registers_in_use``).
+            ``initial_q``, ``port_offset``, ``check_registers_in_use``, ``arm_params``).
     """
 
     def __init__(

@@ -27,9 +27,9 @@ import socket
 import struct
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -94,6 +94,9 @@ class ServerOptions:
     script_start_delay_s: float = 0.05  # upload -> runtime_state PLAYING
     initial_q: tuple[float, ...] = tuple(float(v) for v in UR5_HOME_Q)
     check_registers_in_use: bool = True  # answer IN_USE when another connection owns an input
+    # Keyword arguments of the arm model's parameters; for arm_kind "sim" the fields of
+    # robot.sim.ur5_model.UR5ModelParams (e.g. {"action_delay_s": 0.03}).
+    arm_params: dict[str, Any] = field(default_factory=dict)
 
 
 class _Conn:
@@ -204,7 +207,9 @@ class FakeURServer:
         self.options = options or ServerOptions()
         self.version = parse_version(self.options.version)
         self.rate_hz = controller_rate_hz(self.version[0])
-        self.arm: ArmModel = arm if arm is not None else KinematicArm(self.options.initial_q)
+        self.arm: ArmModel = (
+            arm if arm is not None else KinematicArm(self.options.initial_q, **self.options.arm_params)
+        )
         self.host: str | None = self.options.host
         self.ports = {k: v + self.options.port_offset for k, v in DEFAULT_PORTS.items()}
 
@@ -216,9 +221,9 @@ class FakeURServer:
         self.safety_status_bits = 1 << SAFETY_BIT_NORMAL
         self.script: ControlScript | None = None
         self.script_uploads = 0
-        self.foreign_scripts: list[str] = []
+        self.foreign_scripts: deque[str] = deque(maxlen=20)  # uploaded non-rtde_control programs
         self.last_script: str | None = None
-        self.dashboard_log: list[str] = []
+        self.dashboard_log: deque[str] = deque(maxlen=200)
         self.tcp_offset = np.zeros(6)
         self.payload_mass_kg = 0.0
         self.payload_cog_m = np.zeros(3)
@@ -240,7 +245,7 @@ class FakeURServer:
         self._t0 = time.monotonic()
         self._ticks = 0
         self._tick_overruns = 0
-        self.errors: list[str] = []
+        self.errors: deque[str] = deque(maxlen=100)  # protocol errors seen (newest last)
 
     # ================================================================ lifecycle
     def start(self) -> FakeURServer:

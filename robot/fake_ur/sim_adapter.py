@@ -190,5 +190,5 @@ class SimArmAdapter:
 
 
 def make_sim_arm(options: ServerOptions) -> SimArmAdapter:
-    """The sim UR5 with its default parameters, at ``options.initial_q``."""
-    return SimArmAdapter(options.initial_q)
+    """The sim UR5 at ``options.initial_q`` with ``UR5ModelParams(**options.arm_params)``."""
+    return SimArmAdapter(options.initial_q, UR5ModelParams(**options.arm_params))
