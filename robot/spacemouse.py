@@ -145,6 +145,14 @@ class SpaceMouse(DeviceProcess):
             self.stop()
         self.ring.close()
 
+    def __enter__(self) -> SpaceMouse:
+        try:
+            self.start(wait=True)
+        except BaseException:
+            self.close()  # a failed start must not leave the ring behind
+            raise
+        return self
+
     def __exit__(self, *exc: object) -> None:
         self.stop(wait=True)
         self.ring.close()
