@@ -726,7 +726,20 @@ class FakeURServer:
                 return f"Robotmode: {names.get(self.robot_mode, str(self.robot_mode))}"
             if lower in ("safetymode", "safetystatus"):
                 names = {1: "NORMAL", 3: "PROTECTIVE_STOP", 7: "ROBOT_EMERGENCY_STOP"}
-                return f"Safetystatus: {names.get(self.safety_mode, str(self.safety_mode))}"
+                label = "Safetymode" if lower == "safetymode" else "Safetystatus"
+                return f"{label}: {names.get(self.safety_mode, str(self.safety_mode))}"
+            if lower == "get robot model":
+                return "UR5"
+            if lower.startswith("addtolog"):
+                return "Added log message"
+            if lower == "isprogramsaved":
+                return "true rtde_control"
+            if lower == "get loaded program":
+                return "No program loaded"
+            if lower == "restart safety":
+                return "Restarting safety"
+            if lower == "shutdown":
+                return "Shutting down"
             if lower == "running":
                 return f"Program running: {str(self.runtime_state == RUNTIME_PLAYING).lower()}"
             if lower == "programstate":

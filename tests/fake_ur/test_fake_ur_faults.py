@@ -10,7 +10,7 @@ import json
 import pytest
 
 from robot.fake_ur import FakeURController
-from tests.fake_ur.helpers import ClientRun
+from tests.fake_ur.helpers import ClientRun, run_client
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -104,3 +104,17 @@ def test_frozen_controller_is_noticed_in_bounded_time():
     assert out["control_lost_after_s"] is not None
     assert out["cleanup_s"] < 8.0
     assert st["frozen"] is True
+
+
+def test_dashboard_client_reports_and_unlocks_a_protective_stop():
+    with FakeURController(version="5.11") as fake:
+        fake.inject_protective_stop()
+        out = run_client("dashboard", fake.host, timeout_s=20)
+        st = fake.state()
+    errors = {k: v for k, v in out.items() if isinstance(v, str) and v.startswith("ERROR")}
+    assert not errors
+    assert out["polyscopeVersion"].startswith("5.11")
+    assert out["isInRemoteControl"] is True
+    assert out["safetystatus"] == "Safetystatus: PROTECTIVE_STOP"  # read before the unlock
+    assert st["safety_status_bits"] == 1  # unlockProtectiveStop cleared it
+    assert "unlock protective stop" in st["dashboard_commands"]

@@ -240,6 +240,37 @@ def scenario_watchdog(host: str, args: dict) -> dict:
     return out
 
 
+def scenario_dashboard(host: str, args: dict) -> dict:
+    """ur_rtde's DashboardClient calls a UR backend may use for status and recovery."""
+    import dashboard_client
+
+    d = dashboard_client.DashboardClient(host)
+    d.connect()
+    out = {"connected": d.isConnected()}
+    calls = {
+        "polyscopeVersion": d.polyscopeVersion,
+        "getSerialNumber": d.getSerialNumber,
+        "isInRemoteControl": d.isInRemoteControl,
+        "getRobotModel": d.getRobotModel,
+        "robotmode": d.robotmode,
+        "safetystatus": d.safetystatus,
+        "programState": d.programState,
+        "running": d.running,
+        "unlockProtectiveStop": d.unlockProtectiveStop,
+        "closeSafetyPopup": d.closeSafetyPopup,
+        "powerOn": d.powerOn,
+        "brakeRelease": d.brakeRelease,
+    }
+    for name, fn in calls.items():
+        try:
+            value = fn()
+            out[name] = value if isinstance(value, bool | int | float | str | type(None)) else str(value)
+        except Exception as exc:  # report which call the fake answered wrongly
+            out[name] = f"ERROR {exc}"
+    d.disconnect()
+    return out
+
+
 def main(argv: list[str]) -> int:
     name, host = argv[1], argv[2]
     args = json.loads(argv[3]) if len(argv) > 3 else {}
