@@ -349,6 +349,7 @@ class ArmController(DeviceProcess):
 
     def _hold(self, pose: FloatArray, t: float) -> None:
         self._last_cmd = np.asarray(pose, dtype=np.float64).copy()
+        self._last_cmd_time = t
         self._interp = PoseTrajectoryInterpolator([t], [self._last_cmd])
         self._last_waypoint_time: float | None = None
 
@@ -412,6 +413,7 @@ class ArmController(DeviceProcess):
                 flags |= StatusFlag.UNREACHABLE
             self._prev_cmd = self._last_cmd
             self._last_cmd = target
+            self._last_cmd_time = t
         if self._stopping_until is not None and t < self._stopping_until + 0.5:
             flags |= StatusFlag.STOPPING
         if self._exiting:
@@ -541,7 +543,9 @@ class ArmController(DeviceProcess):
             self._hold(self._last_cmd, t)
             self._stopping_until = t
             return
-        # Sampled constant-deceleration profile: s(tau) = tau - tau^2 / (2 T) (times the speed).
+        # Sampled constant-deceleration profile: s(tau) = tau - tau^2 / (2 T) (times the speed),
+        # starting from the last command at its time so that this tick continues the motion.
+        t = min(t, self._last_cmd_time)
         taus = np.linspace(0.0, stop_s, 9)
         frac = taus - taus**2 / (2 * stop_s)
         poses = np.empty((len(taus), 6))

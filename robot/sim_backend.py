@@ -99,6 +99,8 @@ class SimArmBackend:
         return reading
 
     def servo(self, pose: FloatArray, t: float) -> bool:
+        if self._fault:
+            return True  # like a real arm in a protective stop: commands are ignored, not refused
         return self.model.command_pose(pose, t)
 
     def stop(self, t: float) -> None:

@@ -203,7 +203,12 @@ class SimUR5:
             return
         q_prev, t_prev = self._q, self._t
         while self._t < t:
+            # Pending targets take effect exactly at their time: split the substep there.
+            while self._pending and self._pending[0][0] <= self._t:
+                _, self._target_pose = self._pending.popleft()
             dt = min(_MAX_SUBSTEP_S, t - self._t)
+            if self._pending:
+                dt = min(dt, self._pending[0][0] - self._t)
             if dt < 1e-9:
                 self._t = t
                 break
@@ -216,8 +221,6 @@ class SimUR5:
 
     def _substep(self, t_end: float, dt: float) -> None:
         p = self.params
-        while self._pending and self._pending[0][0] <= t_end:
-            _, self._target_pose = self._pending.popleft()
         if self._halted:
             self._t = t_end
             return
