@@ -69,6 +69,8 @@ class Env:
         task: sim task hook (default: built from ``config.task``).
         calibration: a loaded calibration, or None to load ``config.calibration_file`` /
             ``configs/calibration/<name>.yaml`` (a warning when missing).
+        screen_rings: sim only: ``{camera name: ring}`` of images for cameras with a ``screen`` plane
+            (see :func:`robot.sim_camera.create_screen_ring`); the caller owns the rings.
     """
 
     def __init__(
@@ -79,8 +81,10 @@ class Env:
         expert: Any = None,
         task: Any = None,
         calibration: CalibrationFile | None = None,
+        screen_rings: dict[str, Any] | None = None,
     ):
         self.config = config
+        self._screen_rings = dict(screen_rings or {})
         self.calibration = (
             calibration if calibration is not None else load_or_warn(config.calibration_file, config.name)
         )
@@ -141,7 +145,9 @@ class Env:
             self.arm = ArmController(self.config.arm, task=self.task)
             self.arm.start()
             if self.config.cameras.cameras:
-                self.cameras = MultiCamera(self.config.cameras, world_ring=self.arm.world_ring)
+                self.cameras = MultiCamera(
+                    self.config.cameras, world_ring=self.arm.world_ring, screen_rings=self._screen_rings
+                )
                 self.cameras.start()
             if self._want_spacemouse:
                 from robot.spacemouse import SpaceMouse
