@@ -130,7 +130,7 @@ class SimCameraConfig(StrictModel):
     )
     planes: dict[str, PlaneConfig] = Field(default_factory=dict)
     max_backlog_frames: int = Field(
-        3, ge=1, description="if the process falls this many frames behind (VM pause), skip frames"
+        10, ge=1, description="if the process falls this many frames behind (VM pause), skip frames"
     )
 
     _v_pose = field_validator("pose", "standalone_tcp_pose")(_check_pose)

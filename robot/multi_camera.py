@@ -252,22 +252,31 @@ class MultiCamera:
                 raise
             self._recorders = recorders
         paths = {}
+        self._record_start = {}
         for name, rec in self._recorders.items():
             paths[name] = out_dir / f"{name}.mp4"
-            rec.begin(paths[name], self.cameras[name].ring.count)
+            self._record_start[name] = self.cameras[name].ring.count
+            rec.begin(paths[name], self._record_start[name])
         self._recording = paths
         return paths
 
     def stop_recording(self, timeout_s: float = 60.0) -> dict[str, Path]:
         """Finish the episode's files: every frame received before this call is written (or counted as
         dropped if the writer fell more than a ring behind). Blocks until the files are closed.
-        Returns ``{name: mp4 path}``; per-camera results are in :attr:`last_recording`."""
+        Returns ``{name: mp4 path}``; per-camera results are in :attr:`last_recording`: ``{name: {"path",
+        "timestamps" (sidecar path), "frames" (written), "dropped" (lost by a writer that fell more than
+        a ring behind), "max_backlog", "start_counter", "end_counter"}}`` (ring counters: the episode
+        holds records start_counter .. end_counter - 1)."""
         if self._recording is None:
             raise RuntimeError("not recording")
         ends = {name: self.cameras[name].ring.count for name in self._recorders}
         for name, rec in self._recorders.items():
             rec.request_end(ends[name])
-        self.last_recording = {name: rec.wait_end(timeout_s) for name, rec in self._recorders.items()}
+        self.last_recording = {}
+        for name, rec in self._recorders.items():
+            result = rec.wait_end(timeout_s)
+            result.update(start_counter=self._record_start[name], end_counter=ends[name])
+            self.last_recording[name] = result
         paths = self._recording
         self._recording = None
         return paths
