@@ -35,6 +35,12 @@ class VisionConfig(StrictModel):
     random_crop: bool = True
     width: int = Field(64, ge=4, description="channels of the first stage; 64 is torchvision's ResNet-18")
     layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2])
+    # The stem: torchvision's is a stride-2 7x7 conv and a stride-2 max pool (32x total downsampling).
+    # Small images keep more of their resolution with stem_stride 1 and/or no stem pool, so that
+    # spatial softmax still has a map to find keypoints in (torchvision weights still load: the
+    # kernel shapes do not change).
+    stem_stride: int = Field(2, ge=1, le=2)
+    stem_pool: bool = True
     pool: Literal["avg", "spatial_softmax"] = "avg"
     num_keypoints: int = 32
     share_encoder: bool = False

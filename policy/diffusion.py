@@ -74,8 +74,8 @@ class DiffusionPolicy(nn.Module):
     def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw obs (B, >= n_obs_steps, ...) -> global condition (B, n_obs_steps * feature_dim)."""
         n = self.cfg.n_obs_steps
-        feats = self.obs_encoder({k: v[:, :n] for k, v in obs.items()}, dtype=self.dtype)
-        return feats.reshape(feats.shape[0], -1)
+        feats = self.obs_encoder({k: v[:, :n] for k, v in obs.items()})
+        return feats.reshape(feats.shape[0], -1).to(self.dtype)
 
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Denoising MSE on a batch ``{"obs": {key: (B, T, ...)}, "action": (B, horizon, Da)}``."""

@@ -43,9 +43,9 @@ class SpatialSoftmax(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    def __init__(self, cfg: VisionConfig, in_hw: tuple[int, int]) -> None:
+    def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
-        self.trunk = ResNetGN(cfg.width, cfg.layers)
+        self.trunk = ResNetGN(cfg.width, cfg.layers, cfg.stem_stride, cfg.stem_pool)
         if cfg.pretrained:
             state = torch.load(cfg.pretrained, map_location="cpu", weights_only=True)
             load_torchvision_state_dict(self.trunk, state)
@@ -57,7 +57,23 @@ class ImageEncoder(nn.Module):
             self.out_dim = 2 * cfg.num_keypoints
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.trunk(x))
+        """Float images (N, 3, h, w) -> features (N, out_dim) float32, computed in the weights' dtype."""
+        x = x.to(self.trunk.conv1.weight.dtype)
+        return self.pool(self.trunk(x)).float()
+
+
+def feature_map_size(cfg: VisionConfig, hw: tuple[int, int]) -> tuple[int, int]:
+    """(H, W) of the trunk's last feature map for (H, W) inputs."""
+
+    def down(n: int, stride: int) -> int:
+        return (n - 1) // stride + 1
+
+    h, w = down(hw[0], cfg.stem_stride), down(hw[1], cfg.stem_stride)
+    if cfg.stem_pool:
+        h, w = down(h, 2), down(w, 2)
+    for _ in range(3):
+        h, w = down(h, 2), down(w, 2)
+    return h, w
 
 
 class ObsEncoder(nn.Module):
@@ -74,9 +90,15 @@ class ObsEncoder(nn.Module):
             hw = tuple(cfg.image_size) if cfg.image_size else (h, w)
             if cfg.crop_shape and (cfg.crop_shape[0] > hw[0] or cfg.crop_shape[1] > hw[1]):
                 raise ValueError(f"crop_shape {cfg.crop_shape} is larger than the {key} image {hw}")
+            fh, fw = feature_map_size(cfg, tuple(cfg.crop_shape) if cfg.crop_shape else hw)
+            if cfg.pool == "spatial_softmax" and fh * fw < 4:
+                raise ValueError(
+                    f"{key}: the encoder's last feature map is {fh}x{fw} for {cfg.crop_shape or hw} inputs, too "
+                    "small for spatial softmax; use a larger image_size/crop_shape, stem_stride=1 or stem_pool=false"
+                )
             if cfg.share_encoder and self.encoders:
                 continue
-            enc = ImageEncoder(cfg, hw)
+            enc = ImageEncoder(cfg)
             self.encoders["shared" if cfg.share_encoder else key] = enc
         for key in self.rgb_keys:
             self.out_dim += self._encoder(key).out_dim
@@ -115,16 +137,17 @@ class ObsEncoder(nn.Module):
             x = (x - self.img_mean.to(dtype)) / self.img_std.to(dtype)
         return x.contiguous()
 
-    def forward(self, obs: dict[str, torch.Tensor], dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def forward(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Raw obs -> (B, T, out_dim) float32 features."""
         feats = []
         b, t = None, None
         for key in self.rgb_keys:
             img = obs[key]
             b, t = img.shape[:2]
-            x = self.preprocess(img.reshape(b * t, *img.shape[2:]), dtype)
+            x = self.preprocess(img.reshape(b * t, *img.shape[2:]), torch.float32)
             feats.append(self._encoder(key)(x).reshape(b, t, -1))
         for key in self.low_dim_keys:
             v = obs[key]
             b, t = v.shape[:2]
-            feats.append(self.normalizer.normalize(key, v.to(dtype)))
+            feats.append(self.normalizer.normalize(key, v.float()))
         return torch.cat(feats, dim=-1)

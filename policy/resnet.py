@@ -42,16 +42,23 @@ class BasicBlock(nn.Module):
 
 
 class ResNetGN(nn.Module):
-    """ResNet trunk (no pooling, no head): (N, 3, H, W) float -> (N, 8*width, H/32, W/32)."""
+    """ResNet trunk (no pooling, no head): (N, 3, H, W) float -> (N, 8*width, H/32, W/32) with the
+    torchvision stem (stride-2 conv, stride-2 max pool); /16 or /8 with a lighter stem."""
 
-    def __init__(self, width: int = 64, layers: Sequence[int] = (2, 2, 2, 2)) -> None:
+    def __init__(
+        self,
+        width: int = 64,
+        layers: Sequence[int] = (2, 2, 2, 2),
+        stem_stride: int = 2,
+        stem_pool: bool = True,
+    ) -> None:
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"resnet layers must list 4 stages, got {list(layers)}")
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.conv1 = nn.Conv2d(3, width, 7, stem_stride, 3, bias=False)
         self.bn1 = group_norm(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = nn.MaxPool2d(3, 2, 1) if stem_pool else nn.Identity()
         in_ch = width
         for i, n_blocks in enumerate(layers):
             out_ch = width * 2**i

@@ -14,6 +14,7 @@ import copy
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -135,7 +136,18 @@ def validate(
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
-    """Train (or resume) into ``run_dir``; returns the summary printed as the final JSON line."""
+    """Train (or resume) into ``run_dir``; returns the summary printed as the final JSON line
+    (empty on ranks other than 0). ``training.torch_threads`` applies for the call only."""
+    prev_threads = torch.get_num_threads()
+    if cfg.training.torch_threads:
+        torch.set_num_threads(cfg.training.torch_threads)
+    try:
+        return _train(cfg, run_dir, resume)
+    finally:
+        torch.set_num_threads(prev_threads)
+
+
+def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     from diffusers.optimization import get_scheduler
     from diffusers.training_utils import EMAModel
     from tqdm import tqdm
@@ -147,8 +159,6 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, An
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if tc.torch_threads:
-        torch.set_num_threads(tc.torch_threads)
     is_main = rank == 0
     if cfg.dataset.path is None:
         raise ValueError("no episode store given: pass --dataset PATH (or dataset.path=PATH)")
@@ -326,9 +336,8 @@ def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, An
                         last_val = run_validation()
                         if last_val:
                             log.write(json.dumps({"step": step, **last_val}) + "\n")
-                            bar.write(
-                                f"step {step}: " + ", ".join(f"{k}={v:.4f}" for k, v in last_val.items())
-                            )
+                            text = ", ".join(f"{k}={v:.4f}" for k, v in last_val.items())
+                            bar.write(f"step {step}: {text}", file=sys.stderr)
                     if (
                         tc.checkpoint_every_steps > 0
                         and step % tc.checkpoint_every_steps == 0

@@ -130,6 +130,11 @@ class ConditionalUnet1D(nn.Module):
         )
         self._res_blocks = [m for m in self.modules() if isinstance(m, ConditionalResidualBlock1D)]
 
+    def _step_embedding(self, timesteps: torch.Tensor) -> torch.Tensor:
+        enc = self.diffusion_step_encoder
+        dtype = enc[1].weight.dtype
+        return enc[1:](enc[0](timesteps).to(dtype))
+
     def film(self, timesteps: torch.Tensor, global_cond: torch.Tensor) -> list[torch.Tensor]:
         """FiLM parameters of every residual block for ``K`` timesteps and ``B`` observations.
 
@@ -137,7 +142,7 @@ class ConditionalUnet1D(nn.Module):
         (K * B, 2, C, 1), row ``k * B + b`` for timestep k and observation b.
         """
         k, b = timesteps.shape[0], global_cond.shape[0]
-        t_emb = self.diffusion_step_encoder(timesteps.to(global_cond.device)).to(global_cond.dtype)
+        t_emb = self._step_embedding(timesteps.to(global_cond.device))
         cond = torch.cat([t_emb.repeat_interleave(b, 0), global_cond.repeat(k, 1)], dim=-1)
         return [blk.film(cond) for blk in self._res_blocks]
 
@@ -156,7 +161,7 @@ class ConditionalUnet1D(nn.Module):
                 raise ValueError("give timestep and global_cond, or precomputed film")
             ts = torch.as_tensor(timestep, device=sample.device)
             ts = ts.expand(b) if ts.ndim == 0 else ts
-            t_emb = self.diffusion_step_encoder(ts).to(global_cond.dtype)
+            t_emb = self._step_embedding(ts)
             cond = torch.cat([t_emb, global_cond], dim=-1)
             film = [blk.film(cond) for blk in self._res_blocks]
         it = iter(film)

@@ -1,0 +1,133 @@
+"""Synthetic episode stores for the policy tests: a 2-D reach task rendered into small images.
+
+Each episode: a red target disc at a random (x, y) and a white tool disc at the end-effector (x, y);
+the action is the next target pose, a step of at most ``step_m`` towards the target, so the policy
+must read the target position from the image. z and the rotation are constant (zero-range dims for
+the normalizer).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+
+def _render(h: int, w: int, tool_xy: np.ndarray, target_xy: np.ndarray) -> np.ndarray:
+    img = np.full((h, w, 3), 40, dtype=np.uint8)
+    yy, xx = np.mgrid[0:h, 0:w]
+
+    def disc(xy: np.ndarray, color: tuple[int, int, int], r: float) -> None:
+        cx, cy = (xy[0] + 0.5) * (w - 1), (xy[1] + 0.5) * (h - 1)
+        m = (xx - cx) ** 2 + (yy - cy) ** 2 <= r**2
+        img[m] = color
+
+    disc(target_xy, (220, 30, 30), max(1.5, h / 10))
+    disc(tool_xy, (240, 240, 240), max(1.0, h / 14))
+    return img
+
+
+def write_reach_store(
+    path: Path,
+    n_episodes: int = 6,
+    length: int = 30,
+    hw: tuple[int, int] = (24, 24),
+    seed: int = 0,
+    dt_s: float = 0.1,
+    step_m: float = 0.06,
+    zarr_format: int = 3,
+) -> Path:
+    rng = np.random.default_rng(seed)
+    frames, poses, joints, actions, stamps, ends = [], [], [], [], [], []
+    t = 100.0
+    for _ in range(n_episodes):
+        target = rng.uniform(-0.4, 0.4, size=2)
+        pos = rng.uniform(-0.4, 0.4, size=2)
+        for _ in range(length):
+            pose = np.array([pos[0], pos[1], 0.1, 0.0, 3.14, 0.0])
+            delta = target - pos
+            dist = np.linalg.norm(delta)
+            nxt = target if dist <= step_m else pos + delta / dist * step_m
+            frames.append(_render(*hw, pos, target))
+            poses.append(pose)
+            joints.append(rng.normal(size=6))
+            actions.append(np.array([nxt[0], nxt[1], 0.1, 0.0, 3.14, 0.0]))
+            stamps.append(t)
+            t += dt_s
+            pos = nxt
+        ends.append(len(frames))
+    root = zarr.open_group(str(path), mode="w", zarr_format=zarr_format)
+    data = root.create_group("data")
+    meta = root.create_group("meta")
+    img = np.stack(frames)
+    arr = data.create_array("camera_0", shape=img.shape, chunks=(1, *img.shape[1:]), dtype="uint8")
+    arr[:] = img
+    for key, val in [("robot_eef_pose", poses), ("robot_joint", joints), ("action", actions)]:
+        v = np.asarray(val, dtype=np.float64)
+        data.create_array(key, shape=v.shape, dtype="float64")[:] = v
+    ts = np.asarray(stamps)
+    data.create_array("timestamp", shape=ts.shape, dtype="float64")[:] = ts
+    e = np.asarray(ends, dtype=np.int64)
+    meta.create_array("episode_ends", shape=e.shape, dtype="int64")[:] = e
+    return path
+
+
+@pytest.fixture
+def reach_store(tmp_path: Path) -> Path:
+    return write_reach_store(tmp_path / "reach.zarr")
+
+
+@pytest.fixture
+def make_reach_store(tmp_path: Path):
+    def make(name: str = "store.zarr", **kwargs) -> Path:
+        return write_reach_store(tmp_path / name, **kwargs)
+
+    return make
+
+
+# A very small policy so that a few hundred CPU training steps take ~20 s.
+TINY_TEST_OVERRIDES = [
+    "policy.vision.width=8",
+    "policy.vision.layers=[1,1,1,1]",
+    "policy.vision.image_size=null",
+    "policy.vision.stem_stride=1",
+    "policy.vision.stem_pool=false",
+    "policy.vision.crop_shape=[22,22]",
+    "policy.vision.num_keypoints=8",
+    "policy.unet.down_dims=[32,64]",
+    "policy.unet.diffusion_step_embed_dim=32",
+    "training.batch_size=32",
+    "training.lr=1e-3",
+    "training.lr_warmup_steps=20",
+    "training.val_every_steps=150",
+    "training.checkpoint_every_steps=150",
+    "training.log_every_steps=10",
+    "dataset.image_cache_mb=64",
+    "dataset.val_ratio=0.2",
+    # one thread: on a busy 2-core machine two OpenMP threads are several times slower
+    "training.torch_threads=1",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real `rig train` run (300 steps) on a synthetic reach store, shared by several tests."""
+    import json
+
+    from policy.train_cli import main
+
+    base = tmp_path_factory.mktemp("policy_run")
+    store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
+    run_dir = base / "run"
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main(
+            ["--dataset", str(store), "--out", str(run_dir), "--max-steps", "300", *TINY_TEST_OVERRIDES]
+        )
+    lines = out.getvalue().strip().splitlines()
+    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": json.loads(lines[-1]), "stdout": lines}
