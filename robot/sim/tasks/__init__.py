@@ -53,7 +53,7 @@ def _expert_class(name: str) -> type:
 
         return ReachExpert
     if name == "pusht":
-        from robot.sim.tasks.pusht import PushTExpert
+        from robot.sim.tasks.experts import PushTExpert
 
         return PushTExpert
     raise ValueError(f"no scripted expert for task {name!r}; experts exist for: {', '.join(EXPERT_NAMES)}")
