@@ -66,6 +66,8 @@ class SimArmConfig(StrictModel):
     """The published state describes the arm this long before it is published (0: exact)."""
     tcp_offset_pose: Pose6 = (0.0, 0.0, 0.10, 0.0, 0.0, 0.0)
     """TCP relative to the flange (m, rad): the simulated tool."""
+    initial_pose: Pose6 | None = None
+    """Where the simulated arm is when the controller starts (None: at ``start_pose``)."""
     world_every_n_ticks: int = Field(1, ge=1)
     """Write the world-state ring every n controller ticks (1 = every tick)."""
     world_ring_capacity: int = Field(256, ge=4)
@@ -88,6 +90,8 @@ class URArmConfig(StrictModel):
     """SCHED_FIFO priority of the controller process and of ur_rtde's threads (0 = don't ask)."""
     state_latency_s: float = Field(0.0, ge=0)
     """Age of a received state when it arrives (calibrated); capture_time = receive_time - this."""
+    state_timeout_s: float = Field(0.5, gt=0)
+    """No new RTDE package for this long counts as a lost connection."""
     stop_accel_m_s2: float = Field(1.0, gt=0)
     """servoStop deceleration on exit (m/s^2)."""
     connect_timeout_s: float = Field(10.0, gt=0)

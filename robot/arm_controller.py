@@ -261,20 +261,37 @@ class ArmController(DeviceProcess):
             self._wait_for(lambda s: s["world_resets"] > before, timeout_s, "reset the world")
 
     def reconnect(self, wait: bool = True, timeout_s: float = 30.0) -> None:
-        """After a fault: reconnect to the arm / clear the fault and hold the current pose. With
-        ``wait``, returns once the fault is gone (raises ArmFaultError if it persists)."""
-        before = self.state_ring.count
-        self._send(Cmd.RECONNECT)
-        if not wait:
-            return
+        """After a fault: reconnect to the arm / clear the fault and hold the current pose.
+
+        With ``wait``, retries every ~2 s (a cleared protective stop takes a moment to show in the
+        arm's state) until the fault is gone; raises ArmFaultError after ``timeout_s``.
+        """
         deadline = now() + timeout_s
-        while now() < deadline:
-            DeviceProcess.check(self)
-            recs = self.state_ring.get_since(before, skip_overwritten=True)
-            if len(recs["counter"]) > 1 and not recs["status_flags"][-1] & (FAULT_FLAGS | StatusFlag.FAULTED):
+        while True:
+            before = self.state_ring.count
+            self._send(Cmd.RECONNECT)
+            if not wait:
                 return
-            self._sleep_tick()
-        raise ArmFaultError(_fault_message(self.description, int(self.get_state()["status_flags"])))
+            retry_at = min(deadline, now() + 2.0)
+            while now() < retry_at:
+                DeviceProcess.check(self)
+                recs = self.state_ring.get_since(before, skip_overwritten=True)
+                if len(recs["counter"]) > 1 and not recs["status_flags"][-1] & (
+                    FAULT_FLAGS | StatusFlag.FAULTED
+                ):
+                    return
+                self._sleep_tick()
+            if now() >= deadline:
+                flags = int(self.get_state()["status_flags"])
+                raise ArmFaultError(
+                    f"arm ({self.description}): reconnect did not clear the fault within {timeout_s:.0f} s "
+                    f"(status {describe_flags(flags)}). "
+                    + (
+                        _fault_message(self.description, flags)
+                        if flags & FAULT_FLAGS
+                        else "See the controller log."
+                    )
+                )
 
     def inject_fault(self, flags: int) -> None:
         """Sim only, for tests and drills: make the simulated arm raise these StatusFlag fault bits

@@ -66,7 +66,8 @@ class SimArmBackend:
         self._last_world_t: float | None = None
 
     def connect(self, t: float) -> None:
-        self.model = SimUR5(model_params(self.config), self.config.start_pose, t0=t)
+        initial = self.config.sim.initial_pose
+        self.model = SimUR5(model_params(self.config), initial if initial else self.config.start_pose, t0=t)
         self.world.reset(self.config.sim.seed)
         self._last_world_t = t
         self._publish_world(t)

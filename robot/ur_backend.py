@@ -1,0 +1,324 @@
+"""Real UR arm backend through ur_rtde (``RTDEControlInterface`` + ``RTDEReceiveInterface``).
+
+Connect: the controller version is read from the dashboard server (port 29999) and a rate the arm
+cannot do is refused (CB3 / PolyScope 3.x: 125 Hz; e-Series 5.x: 500 Hz). Then the receive and
+control interfaces are opened at ``rate_hz`` (RTDE port 30004; the control interface uploads its
+script through port 30003), each attempt bounded by ``ur.connect_timeout_s`` because a peer that
+accepts TCP but never answers would otherwise hang the constructor. The TCP offset and (optionally)
+the payload are set, and the controller process asks for SCHED_FIFO ``ur.rt_priority`` if set.
+
+Per tick: ``read_state`` reads the newest RTDE package (a getter call: no network round trip, ur_rtde
+receives in its own thread), ``servo`` sends ``servoL(pose, 0, 0, period, lookahead, gain)``
+(non-blocking). ``capture_time = receive_time - ur.state_latency_s`` (calibrated).
+
+Faults: ``PROTECTIVE_STOP`` / ``EMERGENCY_STOP`` from the safety status bits; ``DISCONNECTED`` when
+either interface lost its link, the control script is not running, or the RTDE timestamp has not
+advanced for ``ur.state_timeout_s``. Exit: ``servoStop`` (decelerating) then ``stopScript`` and
+disconnect.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+from robot.arm_backend import ArmConnectionError, ArmReading, StatusFlag
+from robot.arm_config import ArmConfig
+from robot.timing import now
+
+log = logging.getLogger("robot.arm")
+
+FloatArray = NDArray[np.float64]
+T = TypeVar("T")
+
+RTDE_PORT = 30004
+DASHBOARD_PORT = 29999
+CB3_MAX_RATE_HZ = 125.0
+ESERIES_MAX_RATE_HZ = 500.0
+
+
+def _checklist(host: str) -> str:
+    return (
+        f"Check: the arm is powered on and booted; config 'host' ({host}) is the controller's IP "
+        f"(pendant: Settings > System > Network); this PC is on the same subnet (ping {host}); "
+        "on an e-Series, Remote Control is enabled; no other program holds the RTDE registers."
+    )
+
+
+def _with_timeout(fn: Callable[[], T], timeout_s: float, what: str, host: str, port: int) -> T:
+    """Run a blocking ur_rtde call in a daemon thread; ArmConnectionError if it fails or hangs."""
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # reported below, in the caller's thread
+            box["error"] = exc
+
+    th = threading.Thread(target=run, name=f"ur-connect-{what}", daemon=True)
+    th.start()
+    th.join(timeout_s)
+    if th.is_alive():
+        raise ArmConnectionError(
+            f"UR at {host}:{port}: {what} got no answer within {timeout_s:.0f} s (something accepts TCP "
+            f"there but does not speak the UR protocol?). {_checklist(host)}"
+        )
+    if "error" in box:
+        raise ArmConnectionError(
+            f"UR at {host}:{port}: {what} failed: {box['error']}. {_checklist(host)}"
+        ) from box["error"]
+    return box["value"]
+
+
+def parse_polyscope_version(text: str) -> tuple[int, int]:
+    """``"URSoftware 5.11.6.108 (Jul 13 2022)"`` -> (5, 11). Raises ValueError if there is none."""
+    m = re.search(r"(\d+)\.(\d+)\.\d+", text)
+    if not m:
+        raise ValueError(f"no version number in the dashboard reply {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def max_rate_hz(major: int) -> float:
+    return CB3_MAX_RATE_HZ if major <= 3 else ESERIES_MAX_RATE_HZ
+
+
+class URArmBackend:
+    """Implements :class:`robot.arm_backend.ArmBackend` with ur_rtde (see the module docstring)."""
+
+    def __init__(self, config: ArmConfig):
+        self.config = config
+        self.host = config.host
+        self.description = f"UR at {config.host}"
+        self.tcp_offset_pose = np.asarray(config.ur.tcp_offset_pose, dtype=np.float64)
+        self.version: tuple[int, int] | None = None
+        self._c: Any = None
+        self._r: Any = None
+        self._last: ArmReading | None = None
+        self._last_robot_time = -1.0
+        self._last_change = 0.0
+        self._closed = False
+
+    # ------------------------------------------------------------------ connection
+    def _detect_version(self) -> tuple[int, int]:
+        import dashboard_client
+
+        timeout_s = self.config.ur.connect_timeout_s
+
+        def query() -> str:
+            dash = dashboard_client.DashboardClient(self.host)
+            dash.connect(int(min(timeout_s, 5.0) * 1000))
+            try:
+                return dash.polyscopeVersion()
+            finally:
+                dash.disconnect()
+
+        text = _with_timeout(query, timeout_s, "dashboard PolyscopeVersion", self.host, DASHBOARD_PORT)
+        try:
+            return parse_polyscope_version(text)
+        except ValueError as exc:
+            raise ArmConnectionError(f"UR at {self.host}:{DASHBOARD_PORT}: {exc}") from None
+
+    def _set_rt_priority(self) -> None:
+        prio = self.config.ur.rt_priority
+        if prio <= 0:
+            return
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(prio))
+            log.info("%s: controller process runs SCHED_FIFO priority %d", self.description, prio)
+        except (PermissionError, OSError) as exc:
+            log.warning(
+                "%s: real-time priority %d not allowed (%s); running without. Grant it with "
+                "'ulimit -r %d' / rtprio in /etc/security/limits.conf or CAP_SYS_NICE",
+                self.description,
+                prio,
+                exc,
+                prio,
+            )
+
+    def connect(self, t: float) -> None:
+        import rtde_control
+        import rtde_receive
+
+        ur = self.config.ur
+        rate = self.config.rate_hz
+        self.version = self._detect_version()
+        major, minor = self.version
+        limit = max_rate_hz(major)
+        if rate > limit:
+            kind = "CB3" if major <= 3 else "e-Series"
+            raise ArmConnectionError(
+                f"UR at {self.host} runs PolyScope {major}.{minor} ({kind}): its RTDE interface runs at "
+                f"{limit:.0f} Hz, but rate_hz is {rate:g}. Set rate_hz: {limit:.0f} "
+                f"(configs/arm/{'ur5_cb3' if major <= 3 else 'ur5e'}.yaml)"
+            )
+        self._set_rt_priority()
+        prio = ur.rt_priority
+        self._r = _with_timeout(
+            lambda: rtde_receive.RTDEReceiveInterface(self.host, rate, [], False, False, prio),
+            ur.connect_timeout_s,
+            "RTDE receive interface",
+            self.host,
+            RTDE_PORT,
+        )
+        flags = rtde_control.RTDEControlInterface.FLAG_UPLOAD_SCRIPT if ur.upload_script else 0
+        self._c = _with_timeout(
+            lambda: rtde_control.RTDEControlInterface(self.host, rate, flags, 50002, prio),
+            ur.connect_timeout_s + 10.0,  # includes the script upload and start
+            "RTDE control interface (script upload)",
+            self.host,
+            RTDE_PORT,
+        )
+        if not self._c.setTcp(list(map(float, ur.tcp_offset_pose))):
+            raise ArmConnectionError(f"{self.description}: setTcp failed (is the control script running?)")
+        if ur.payload_kg is not None:
+            cog = list(map(float, ur.payload_cog_m)) if ur.payload_cog_m is not None else []
+            if not self._c.setPayload(float(ur.payload_kg), cog):
+                raise ArmConnectionError(f"{self.description}: setPayload failed")
+        self._wait_fresh_state()
+        self._last_change = now()
+        log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
+
+    def _wait_fresh_state(self, timeout_s: float = 2.0) -> None:
+        """Wait until RTDE packages from after setTcp arrive: an older actual_TCP_pose lacks the new
+        TCP offset, and holding it would make the arm move by the offset."""
+        import time
+
+        t_set = float(self._r.getTimestamp())
+        deadline = now() + timeout_s
+        while now() < deadline:
+            if float(self._r.getTimestamp()) >= t_set + 2.5 * self.config.period_s:
+                return
+            time.sleep(self.config.period_s / 2)
+        raise ArmConnectionError(
+            f"{self.description}: no RTDE state packages for {timeout_s:.0f} s after connecting. {_checklist(self.host)}"
+        )
+
+    # ------------------------------------------------------------------ per tick
+    def read_state(self, t: float) -> ArmReading:
+        receive_time = now()
+        flags = StatusFlag(0)
+        try:
+            if not (self._r.isConnected() and self._c.isConnected() and self._c.isProgramRunning()):
+                flags |= StatusFlag.DISCONNECTED
+            robot_time = float(self._r.getTimestamp())
+            reading = ArmReading(
+                tcp_pose=np.asarray(self._r.getActualTCPPose(), dtype=np.float64),
+                tcp_speed=np.asarray(self._r.getActualTCPSpeed(), dtype=np.float64),
+                q=np.asarray(self._r.getActualQ(), dtype=np.float64),
+                qd=np.asarray(self._r.getActualQd(), dtype=np.float64),
+                robot_time=robot_time,
+                capture_time=receive_time - self.config.ur.state_latency_s,
+                receive_time=receive_time,
+            )
+            if self._r.isProtectiveStopped():
+                flags |= StatusFlag.PROTECTIVE_STOP
+            if self._r.isEmergencyStopped():
+                flags |= StatusFlag.EMERGENCY_STOP
+        except Exception as exc:  # ur_rtde raises RuntimeError on a dead socket
+            log.error("%s: reading the state failed: %s", self.description, exc)
+            flags |= StatusFlag.DISCONNECTED
+            reading = self._stale_copy(receive_time)
+        if reading.tcp_pose.shape != (6,):  # no package received yet
+            flags |= StatusFlag.DISCONNECTED
+            reading = self._stale_copy(receive_time)
+        if reading.robot_time != self._last_robot_time:
+            self._last_robot_time = reading.robot_time
+            self._last_change = receive_time
+        elif receive_time - self._last_change > self.config.ur.state_timeout_s:
+            flags |= StatusFlag.DISCONNECTED
+        reading.flags = flags
+        if not flags & StatusFlag.DISCONNECTED:
+            self._last = reading
+        return reading
+
+    def _stale_copy(self, receive_time: float) -> ArmReading:
+        if self._last is None:
+            z = np.zeros(6)
+            return ArmReading(z, z, z, z, -1.0, receive_time, receive_time)
+        last = self._last
+        return ArmReading(
+            last.tcp_pose, np.zeros(6), last.q, np.zeros(6), last.robot_time, last.capture_time, receive_time
+        )
+
+    def servo(self, pose: FloatArray, t: float) -> bool:
+        ur = self.config.ur
+        try:
+            self._c.servoL(
+                [float(v) for v in pose],
+                0.0,
+                0.0,
+                self.config.period_s,
+                ur.servo_lookahead_time_s,
+                ur.servo_gain,
+            )
+        except Exception as exc:  # shows up as DISCONNECTED on the next read
+            log.error("%s: servoL failed: %s", self.description, exc)
+        return True
+
+    def stop(self, t: float) -> None:
+        try:
+            if self._c is not None and self._c.isConnected():
+                self._c.servoStop(self.config.ur.stop_accel_m_s2)
+        except Exception as exc:
+            log.error("%s: servoStop failed: %s", self.description, exc)
+
+    def reconnect(self, t: float) -> None:
+        ur = self.config.ur
+        if self._r is None or self._c is None:
+            self.connect(t)
+            return
+        if not self._r.isConnected():
+            _with_timeout(
+                self._r.reconnect, ur.connect_timeout_s, "RTDE receive reconnect", self.host, RTDE_PORT
+            )
+        if not self._c.isConnected():
+            _with_timeout(
+                self._c.reconnect, ur.connect_timeout_s + 10.0, "RTDE control reconnect", self.host, RTDE_PORT
+            )
+        if self._r.isEmergencyStopped():
+            raise ArmConnectionError(
+                f"{self.description}: the e-stop is still active; release it and unlock the arm"
+            )
+        if self._r.isProtectiveStopped():
+            raise ArmConnectionError(
+                f"{self.description}: still protective-stopped; unlock it on the pendant (or dashboard) first"
+            )
+        if not self._c.isProgramRunning():
+            _with_timeout(
+                self._c.reuploadScript, ur.connect_timeout_s + 10.0, "script re-upload", self.host, RTDE_PORT
+            )
+            self._c.setTcp(list(map(float, ur.tcp_offset_pose)))
+        self._last_change = now()
+
+    def reset_world(self, seed: int) -> None:
+        pass
+
+    def inject_fault(self, flags: int) -> None:
+        raise RuntimeError(f"{self.description}: fault injection is only for the simulated arm")
+
+    def after_tick(self, t: float) -> None:
+        pass
+
+    def world_success(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for what, fn in (
+            ("stopScript", lambda: self._c is not None and self._c.isConnected() and self._c.stopScript()),
+            ("disconnect control", lambda: self._c is not None and self._c.disconnect()),
+            ("disconnect receive", lambda: self._r is not None and self._r.disconnect()),
+        ):
+            try:
+                fn()
+            except Exception as exc:
+                log.error("%s: %s failed: %s", self.description, what, exc)
