@@ -89,6 +89,7 @@ class Collector:
         self.next_index = 0  # index the next saved episode will get in the store
         self._last_recorded_t = -1.0
         self.skipped_steps = 0
+        self.events: list[tuple[str, int, float]] = []  # (what, episode index, host time) for benchmarks
         self._world_ready = False  # the sim world was already reset for the next episode
 
     # ------------------------------------------------------------------ output
@@ -107,6 +108,7 @@ class Collector:
             env.cameras.start_recording(self.video_dir, self.episode_index)
         self.episode = store.begin_episode()
         self.episode_start = now()
+        self.events.append(("recording", self.episode_index, self.episode_start))
         self._success_since = None
         self.say(f"episode {self.episode_index}: recording (seed {self.seed}); press s to save")
 
@@ -118,7 +120,11 @@ class Collector:
             env.cameras.stop_recording()
         duration = now() - self.episode_start
         if save and ep.n_steps > 0:
-            self.pending_commits.append(ep.commit(wait=False))
+            index = self.episode_index
+            self.events.append(("save_pressed", index, now()))
+            fut = ep.commit(wait=False)
+            fut.add_done_callback(lambda _f, i=index: self.events.append(("on_disk", i, now())))
+            self.pending_commits.append(fut)
             self.saved += 1
             self.next_index += 1
             self.say(f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration:.1f} s")

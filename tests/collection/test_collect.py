@@ -93,7 +93,6 @@ def _wait_line(proc, text, timeout_s):
 def test_sigkill_mid_episode_keeps_saved_episodes_and_their_videos(tmp_path):
     import av
 
-    pytest.importorskip("robot.video_recorder")  # lands with the camera issue's episode video
     store = tmp_path / "kill.zarr"
     proc = subprocess.Popen(
         [*RIG, f"store={store}", "auto.episodes=5", *FAST],
