@@ -25,6 +25,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.transform import Rotation, Slerp
 
+from robot.pose_math import quat_mul, quat_to_rotvec, rotation_angle, rotvec_to_quat
+
 FloatArray = NDArray[np.float64]
 
 
@@ -33,8 +35,11 @@ def pose_distance(a: ArrayLike, b: ArrayLike) -> tuple[float, float]:
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
     lin = float(np.linalg.norm(a[:3] - b[:3]))
-    ang = float((Rotation.from_rotvec(b[3:6]) * Rotation.from_rotvec(a[3:6]).inv()).magnitude())
-    return lin, ang
+    return lin, rotation_angle(a[3:6], b[3:6])
+
+
+def _conj(q: tuple) -> tuple:
+    return (-q[0], -q[1], -q[2], q[3])
 
 
 class PoseTrajectoryInterpolator:
@@ -60,6 +65,13 @@ class PoseTrajectoryInterpolator:
         self._rotations = Rotation.from_rotvec(poses[:, 3:])
         # Slerp needs two keyframes; a single waypoint is a constant trajectory.
         self._slerp = Slerp(times, self._rotations) if len(times) > 1 else None
+        # Per-tick fast path (scalar t): the same slerp on Python floats, see robot/pose_math.py.
+        self._quats = [tuple(q) for q in self._rotations.as_quat().reshape(-1, 4).tolist()]
+        self._deltas = [
+            quat_to_rotvec(quat_mul(self._quats[i + 1], _conj(self._quats[i]))) for i in range(len(times) - 1)
+        ]
+        self._first = np.concatenate([self._positions[0], quat_to_rotvec(self._quats[0])])
+        self._last = np.concatenate([self._positions[-1], quat_to_rotvec(self._quats[-1])])
 
     # ------------------------------------------------------------------ inspection
     @property
@@ -89,14 +101,27 @@ class PoseTrajectoryInterpolator:
 
         Times outside ``[start_time, end_time]`` give the first/last pose (hold, no extrapolation).
         """
-        scalar = np.ndim(t) == 0
+        if np.ndim(t) == 0:
+            return self._eval_scalar(float(t))
         tt = np.clip(np.atleast_1d(np.asarray(t, dtype=np.float64)), self._times[0], self._times[-1])
         if self._slerp is None:
             out = np.tile(self.poses[0], (len(tt), 1))
         else:
             pos = np.stack([np.interp(tt, self._times, self._positions[:, i]) for i in range(3)], axis=1)
             out = np.concatenate([pos, self._slerp(tt).as_rotvec().reshape(-1, 3)], axis=1)
-        return out[0] if scalar else out
+        return out
+
+    def _eval_scalar(self, t: float) -> FloatArray:
+        times = self._times
+        if t <= times[0]:
+            return self._first.copy()
+        if t >= times[-1]:
+            return self._last.copy()
+        i = int(np.searchsorted(times, t, side="right")) - 1
+        s = (t - times[i]) / (times[i + 1] - times[i])
+        pos = self._positions[i] + s * (self._positions[i + 1] - self._positions[i])
+        q = quat_mul(rotvec_to_quat(self._deltas[i] * s), self._quats[i])
+        return np.concatenate([pos, quat_to_rotvec(q)])
 
     # ------------------------------------------------------------------ editing (returns new objects)
     def trim(self, start_time: float, end_time: float) -> PoseTrajectoryInterpolator:

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from scipy.spatial.transform import Rotation
 
 from robot.arm_config import ArmLimits
+from robot.pose_math import quat_angle, quat_conj, quat_mul, quat_to_rotvec, rotvec_to_quat
 
 FloatArray = NDArray[np.float64]
 
@@ -79,12 +79,12 @@ class SafetyFilter:
         if dist > self.max_step_m:
             pos = prev[:3] + d * (self.max_step_m / dist)
             limited = True
-        r_prev = Rotation.from_rotvec(prev[3:])
-        r_delta = Rotation.from_rotvec(t[3:]) * r_prev.inv()
-        angle = float(r_delta.magnitude())
+        q_prev = rotvec_to_quat(prev[3:])
+        q_delta = quat_mul(rotvec_to_quat(t[3:]), quat_conj(q_prev))
+        angle = quat_angle(q_delta)
         if angle > self.max_step_rad:
-            r_delta = Rotation.from_rotvec(r_delta.as_rotvec() * (self.max_step_rad / angle))
-            rotvec = (r_delta * r_prev).as_rotvec()
+            q_step = rotvec_to_quat(quat_to_rotvec(q_delta) * (self.max_step_rad / angle))
+            rotvec = quat_to_rotvec(quat_mul(q_step, q_prev))
             limited = True
         else:
             rotvec = t[3:]

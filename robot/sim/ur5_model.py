@@ -34,6 +34,15 @@ import ur_analytic_ik
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.transform import Rotation
 
+from robot.pose_math import (
+    quat_conj,
+    quat_mul,
+    quat_normalize,
+    quat_to_matrix,
+    quat_to_rotvec,
+    rotvec_to_quat,
+)
+
 FloatArray = NDArray[np.float64]
 
 # Elbow-up, wrist-down configuration facing +x: IK solutions near it keep a tidy arm in the workspace.
@@ -46,7 +55,7 @@ def pose_to_matrix(pose: ArrayLike) -> FloatArray:
     """``[x, y, z, rx, ry, rz]`` -> 4x4 homogeneous transform."""
     p = np.asarray(pose, dtype=np.float64)
     T = np.eye(4)
-    T[:3, :3] = Rotation.from_rotvec(p[3:6]).as_matrix()
+    T[:3, :3] = quat_to_matrix(rotvec_to_quat(p[3:6]))
     T[:3, 3] = p[:3]
     return T
 
@@ -148,7 +157,7 @@ class SimUR5:
             raise ValueError(f"simulated UR5: start pose {pose.round(4).tolist()} is out of the arm's reach")
         self._t = float(t)
         self._pos = pose[:3].copy()
-        self._rot = Rotation.from_rotvec(pose[3:])
+        self._quat = rotvec_to_quat(pose[3:])
         self._vel = np.zeros(3)
         self._omega = np.zeros(3)
         self._q = q
@@ -235,7 +244,7 @@ class SimUR5:
                 self._commanded_pose = self._target_pose.copy()
             return
         pos_err = self._target_pose[:3] - self._pos
-        rot_err = (Rotation.from_rotvec(self._target_pose[3:]) * self._rot.inv()).as_rotvec()
+        rot_err = quat_to_rotvec(quat_mul(rotvec_to_quat(self._target_pose[3:]), quat_conj(self._quat)))
         if p.tracking_order == 1:
             # Velocity that closes the error exactly like exp(-dt/tau) over this step.
             # Never faster than what can still brake to rest on the remaining error at the
@@ -263,7 +272,7 @@ class SimUR5:
         self._vel = v_new
         self._omega = w_new
         self._pos = self._pos + v_new * dt
-        self._rot = Rotation.from_rotvec(w_new * dt) * self._rot
+        self._quat = quat_normalize(quat_mul(rotvec_to_quat(w_new * dt), self._quat))
         self._t = t_end
 
     # ------------------------------------------------------------------ state (copies)
@@ -274,7 +283,7 @@ class SimUR5:
 
     @property
     def tcp_pose(self) -> FloatArray:
-        return np.concatenate([self._pos, self._rot.as_rotvec()])
+        return np.concatenate([self._pos, quat_to_rotvec(self._quat)])
 
     @property
     def tcp_speed(self) -> FloatArray:
