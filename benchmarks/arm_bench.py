@@ -123,9 +123,14 @@ def main() -> int:
     ap.add_argument("--rate-hz", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--load", choices=["cameras", "busy", "none"], default="cameras")
+    ap.add_argument(
+        "overrides", nargs="*", metavar="key=value", help="arm config overrides, e.g. spin_s=0.0002"
+    )
     args = ap.parse_args()
 
-    cfg = load_config(ArmConfig, config_path("arm/sim_ur5.yaml"), [f"rate_hz={args.rate_hz}"])
+    cfg = load_config(
+        ArmConfig, config_path("arm/sim_ur5.yaml"), [f"rate_hz={args.rate_hz}", *args.overrides]
+    )
     ctx = multiprocess.get_context("spawn")
     with ArmController(cfg) as arm:
         load = Load(args.load, ctx, arm.world_ring)
@@ -182,7 +187,11 @@ def main() -> int:
     elapsed = args.seconds
     fps = {k: (frames_after.get(k, 0) - frames_before.get(k, 0)) / elapsed for k in frames_after}
 
-    print(f"arm controller benchmark: {args.rate_hz:.0f} Hz, {args.seconds:.0f} s, load={args.load}", end="")
+    print(
+        f"arm controller benchmark: {args.rate_hz:.0f} Hz, {args.seconds:.0f} s, spin {cfg.spin_s * 1e3:.2f} ms, "
+        f"load={args.load}",
+        end="",
+    )
     print(f" ({', '.join(f'{k} {v:.1f} fps' for k, v in fps.items())})" if fps else "")
     print(f"{'loop':<28}{'rate Hz':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'late':>7}")
     for name, s in (("plain time.sleep loop", base_stats), ("arm controller (RateLoop)", ctl)):
@@ -209,6 +218,7 @@ def main() -> int:
         "baseline_sleep_rate_hz": round(base_stats["rate_hz"], 2),
         "command_tracking_rms_mm": round(float(np.sqrt(np.mean(cmd_err_mm**2))), 4),
         "load": args.load,
+        "spin_s": cfg.spin_s,
         "camera_fps": {k: round(v, 1) for k, v in fps.items()},
     }
     print(json.dumps(result))

@@ -97,6 +97,9 @@ class URArmConfig(StrictModel):
     connect_timeout_s: float = Field(10.0, gt=0)
     """The ur_rtde constructors are attempted in a thread for at most this long."""
     upload_script: bool = True
+    use_rtde_pacing: bool = False
+    """Pace the loop with ur_rtde's initPeriod()/waitPeriod() (its steady-clock sleep + spin) instead
+    of the controller's RateLoop on the host monotonic grid (which also reports skipped periods)."""
 
 
 class ArmConfig(StrictModel):
@@ -105,10 +108,15 @@ class ArmConfig(StrictModel):
     backend: Literal["sim", "ur"] = "sim"
     rate_hz: float = Field(125.0, gt=0, le=1000)
     """Control rate: 125 Hz for CB3, 500 Hz for e-Series. The UR backend refuses 500 Hz on a CB3."""
+    spin_s: float = Field(0.0005, ge=0, le=0.005)
+    """Each tick sleeps until this long before its deadline, then busy-waits (robot/timing.py): more
+    spin = less wake-up jitter but more CPU (at 500 Hz, 0.5 ms spin is 25% of a core)."""
     host: str = "127.0.0.1"
     """Robot controller address (ur backend)."""
     start_pose: Pose6 = (0.45, 0.0, 0.20, math.pi, 0.0, 0.0)
     """Home / start TCP pose (base frame, m and rotation vector rad): tool pointing down."""
+    kinematics: Literal["ur5", "ur5e"] = "ur5"
+    """Arm model for forward kinematics of ``start_joints_rad`` (the simulated arm is always a UR5)."""
     start_joints_rad: tuple[float, float, float, float, float, float] | None = None
     """If set, home goes to the TCP pose these joints give (forward kinematics), instead of start_pose."""
     home_speed_m_s: float = Field(0.05, gt=0)

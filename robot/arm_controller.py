@@ -238,12 +238,13 @@ class ArmController(DeviceProcess):
             return np.asarray(self.config.start_pose, dtype=np.float64)
         from robot.sim.ur5_model import ur5_forward_kinematics
 
-        offset = (
-            self.config.sim.tcp_offset_pose
-            if self.config.backend == "sim"
-            else self.config.ur.tcp_offset_pose
+        if self.config.backend == "sim":
+            return ur5_forward_kinematics(
+                self.config.start_joints_rad, self.config.sim.tcp_offset_pose, "ur5"
+            )
+        return ur5_forward_kinematics(
+            self.config.start_joints_rad, self.config.ur.tcp_offset_pose, self.config.kinematics
         )
-        return ur5_forward_kinematics(self.config.start_joints_rad, offset)
 
     def _at_pose(self, state: dict[str, Any], goal: FloatArray) -> bool:
         lin, ang = pose_distance(state["actual_tcp_pose"], goal)
@@ -371,7 +372,10 @@ class ArmController(DeviceProcess):
         self._last_waypoint_time: float | None = None
 
     def run_loop(self) -> None:
-        loop = RateLoop(self.config.rate_hz)
+        make_pacer = getattr(self.backend, "make_pacer", None)
+        loop = make_pacer() if make_pacer is not None else None
+        if loop is None:
+            loop = RateLoop(self.config.rate_hz, spin_s=self.config.spin_s)
         exit_deadline: float | None = None
         while True:
             if exit_deadline is None and self.should_stop():

@@ -31,7 +31,7 @@ from numpy.typing import NDArray
 
 from robot.arm_backend import ArmConnectionError, ArmReading, StatusFlag
 from robot.arm_config import ArmConfig
-from robot.timing import now
+from robot.timing import Tick, now
 
 log = logging.getLogger("robot.arm")
 
@@ -87,6 +87,39 @@ def parse_polyscope_version(text: str) -> tuple[int, int]:
 
 def max_rate_hz(major: int) -> float:
     return CB3_MAX_RATE_HZ if major <= 3 else ESERIES_MAX_RATE_HZ
+
+
+class _RtdePacer:
+    """Same interface as robot.timing.RateLoop (``wait() -> Tick``), paced by ur_rtde.
+
+    ``waitPeriod(t_start)`` sleeps + spins until one period after the previous ``initPeriod()``
+    (ur_rtde's steady clock). Ticks are stamped on the host monotonic clock; a tick that starts
+    more than half a period after the previous one's nominal end is reported as an overrun.
+    """
+
+    def __init__(self, rtde_c: Any, rate_hz: float):
+        self._c = rtde_c
+        self.period_s = 1.0 / rate_hz
+        self._t_start: Any = None
+        self._deadline: float | None = None
+        self._index = 0
+        self.overruns = 0
+        self.ticks = 0
+
+    def wait(self) -> Tick:
+        if self._t_start is not None:
+            self._c.waitPeriod(self._t_start)
+        self._t_start = self._c.initPeriod()
+        t = now()
+        deadline = t if self._deadline is None else self._deadline
+        overrun = t - deadline > 0.5 * self.period_s
+        skipped = max(0, int((t - deadline) / self.period_s)) if overrun else 0
+        if overrun:
+            self.overruns += 1
+        self._index += 1 + skipped
+        self.ticks += 1
+        self._deadline = max(deadline + (1 + skipped) * self.period_s, t)
+        return Tick(self._index, deadline, t, overrun, skipped)
 
 
 class URArmBackend:
@@ -199,6 +232,12 @@ class URArmBackend:
         raise ArmConnectionError(
             f"{self.description}: no RTDE state packages for {timeout_s:.0f} s after connecting. {_checklist(self.host)}"
         )
+
+    def make_pacer(self) -> _RtdePacer | None:
+        """``ur.use_rtde_pacing``: a loop pacer on ur_rtde's initPeriod()/waitPeriod()."""
+        if not self.config.ur.use_rtde_pacing:
+            return None
+        return _RtdePacer(self._c, self.config.rate_hz)
 
     # ------------------------------------------------------------------ per tick
     def read_state(self, t: float) -> ArmReading:

@@ -66,14 +66,16 @@ def matrix_to_pose(T: ArrayLike) -> FloatArray:
     return np.concatenate([M[:3, 3], Rotation.from_matrix(M[:3, :3]).as_rotvec()])
 
 
-def ur5_forward_kinematics(q: ArrayLike, tcp_offset_pose: ArrayLike | None = None) -> FloatArray:
-    """UR5 joints (rad) -> TCP pose in the base frame (``tcp_offset_pose`` relative to the flange)."""
+def ur5_forward_kinematics(
+    q: ArrayLike, tcp_offset_pose: ArrayLike | None = None, model: str = "ur5"
+) -> FloatArray:
+    """UR5 (or ``model="ur5e"``) joints (rad) -> TCP pose in the base frame (``tcp_offset_pose``
+    relative to the flange)."""
+    kin = getattr(ur_analytic_ik, model)
     qq = [float(v) for v in np.asarray(q, dtype=np.float64).reshape(6)]
     if tcp_offset_pose is None:
-        return matrix_to_pose(ur_analytic_ik.ur5.forward_kinematics(*qq))
-    return matrix_to_pose(
-        ur_analytic_ik.ur5.forward_kinematics_with_tcp(*qq, pose_to_matrix(tcp_offset_pose))
-    )
+        return matrix_to_pose(kin.forward_kinematics(*qq))
+    return matrix_to_pose(kin.forward_kinematics_with_tcp(*qq, pose_to_matrix(tcp_offset_pose)))
 
 
 def ur5_inverse_kinematics(

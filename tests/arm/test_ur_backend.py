@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import time
 
+import numpy as np
 import pytest
 
 from robot.arm_backend import StatusFlag
@@ -36,7 +37,7 @@ def wait_until(cond, timeout_s: float, what: str) -> None:
 @pytest.mark.timeout(120)
 def test_servo_fake_ur5e_fault_reconnect_and_clean_exit():
     with FakeURController("5.11", process=True, arm_kind="sim") as fake:
-        cfg = ur_config("ur5e", fake.host)
+        cfg = ur_config("ur5e", fake.host, "ur.use_rtde_pacing=true")
         with ArmController(cfg) as arm:
             p0 = arm.get_state()["actual_tcp_pose"]
             assert pose_distance(p0, fake.state()["actual_tcp_pose"])[0] < 1e-6
@@ -49,6 +50,9 @@ def test_servo_fake_ur5e_fault_reconnect_and_clean_exit():
             s = arm.get_state()
             assert pose_distance(s["actual_tcp_pose"], goal)[0] < 2e-3
             assert s["robot_time"] > 0 and s["receive_time"] >= s["capture_time"]
+            # Paced by ur_rtde's initPeriod/waitPeriod at the e-Series rate (median: robust to pauses).
+            ticks = arm.get_state_history(200)["tick_time"]
+            assert np.median(np.diff(ticks)) == pytest.approx(1 / 500, rel=0.2)
             # Protective stop: published, check() explains it, the controller stops commanding.
             fake.inject_protective_stop()
             wait_until(
