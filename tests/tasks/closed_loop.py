@@ -4,6 +4,8 @@ Each tick (``dt_s``): the expert sees what the SpaceMouse process would hand it 
 actual_tcp_pose, "world": SimWorld.record(...), "time": t}``), its axes become a base-frame TCP
 velocity ``v = axes[:3] * max_speed_m_s`` applied ``delay_ticks`` ticks later (the arm's lag), the
 TCP is clipped to the default workspace, held at ``z_m`` (planar teleop), and the world is stepped.
+``control_every``: the collector samples the axes every that many ticks and holds them (``rig
+collect`` runs its loop at ``obs.dt_s`` = 0.1 s while the expert runs at 100 Hz).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ def run_closed_loop(
     start_xy: tuple[float, float] = (0.45, 0.0),
     delay_ticks: int = 3,
     stop_on_success: bool = True,
+    control_every: int = 1,
 ) -> Rollout:
     world = SimWorld(task)
     world.reset(seed)
@@ -49,6 +52,8 @@ def run_closed_loop(
     t = 0.0
     t_success = None
     world.step(pose, 0.0)
+    tick = 0
+    held = np.zeros(3)
     for _ in range(int(round(max_time_s / dt_s))):
         obs = {
             "arm": {"actual_tcp_pose": pose.copy()},
@@ -58,7 +63,10 @@ def run_closed_loop(
         axes, buttons = expert(obs)
         axes = np.clip(np.asarray(axes, float), -1, 1)
         assert axes.shape == (6,) and np.all(axes[3:] == 0)
-        pending.append(axes[:3] * max_speed_m_s)
+        if tick % control_every == 0:  # a collector's control loop samples the axes at its own rate
+            held = axes[:3] * max_speed_m_s
+        tick += 1
+        pending.append(held)
         v = pending.popleft()
         pose[:3] = np.clip(pose[:3] + v * dt_s, lo, hi)
         pose[2] = z_m

@@ -182,6 +182,18 @@ def test_expert_solves_reach_in_closed_loop_on_at_least_19_of_20_seeds():
     assert max(times) < 5.0
 
 
+def test_expert_solves_reach_through_a_slow_collector_loop():
+    """The expert at 100 Hz, its axes sampled by a 10 Hz control loop and applied 130 ms later."""
+    cfg = load_task_config("reach")
+    results = [
+        run_closed_loop(
+            cfg.make_task(), cfg.make_expert(), seed=200 + s, max_time_s=8.0, control_every=10, delay_ticks=13
+        )
+        for s in range(20)
+    ]
+    assert sum(r.success for r in results) >= 19, [r.time_to_success_s for r in results]
+
+
 def test_expert_noise_is_seeded_and_varies_between_expert_seeds():
     def traj(expert_seed: int) -> np.ndarray:
         r = run_closed_loop(ReachTask(), ReachExpert(seed=expert_seed), seed=3, max_time_s=1.0)

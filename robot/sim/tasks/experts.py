@@ -279,12 +279,13 @@ class PushTExpert(ExpertBase):
     bar_width_m: float = 0.03
     pusher_radius_m: float = 0.012
     object_index: int = 0
-    kp_per_m: float = 12.0
+    kp_per_m: float = 20.0
+    approach_speed_min: float = 0.1
     rot_length_m: float = 0.06
     friction_radius_m: float = 0.04
-    push_gain_per_m: float = 6.0
+    push_gain_per_m: float = 12.0
     push_speed_min: float = 0.03
-    push_speed_max: float = 0.5
+    push_speed_max: float = 0.8
     lateral_gain_per_m: float = 20.0
     approach_gap_m: float = 0.01
     clearance_m: float = 0.005
@@ -417,7 +418,7 @@ class PushTExpert(ExpertBase):
                 # In contact (just pushed, or put down next to it): back off along the outward normal.
                 j = int(np.argmin(d_edges))
                 e = b[j] - a[j]
-                u[:2] = 0.3 * np.array([e[1], -e[0]]) / np.linalg.norm(e)
+                u[:2] = 0.6 * np.array([e[1], -e[0]]) / np.linalg.norm(e)
                 return u
             moved = self._path_pose is None or (
                 np.linalg.norm(pose[:2] - self._path_pose[:2]) > 0.002
@@ -441,7 +442,9 @@ class PushTExpert(ExpertBase):
             else:
                 gain = self.kp_per_m if len(self._path) == 1 else 3 * self.kp_per_m  # don't slow at corners
                 fade = 1.0 if len(self._path) > 1 else min(1.0, dist / 0.04)  # no wobble on arrival
-                u[:2] = saturate(gain * (target - tool) + fade * self.step_noise(dt_s))
+                # A floor on the speed: a pure P law would crawl the last centimetres.
+                speed = min(1.0, max(gain * dist, self.approach_speed_min))
+                u[:2] = saturate(speed * (target - tool) / max(dist, 1e-9) + fade * self.step_noise(dt_s))
                 return u
 
         # push
