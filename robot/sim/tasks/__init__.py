@@ -7,9 +7,10 @@
 - :func:`make_expert` ``(name, **params) -> Expert``: the scripted SpaceMouse expert of a task
   (see :mod:`robot.sim.tasks.experts` for the axes convention). Usable from a SpaceMouse config as
   ``scripted.expert: {target: "robot.sim.tasks:make_expert", kwargs: {name: reach, ...}}``.
-- :class:`TaskConfig` / :func:`load_task_config`: a YAML file with ``name``, ``params`` (task) and
-  ``expert`` (expert params); :meth:`TaskConfig.make_expert` passes the task geometry the expert needs
-  (e.g. the Push-T goal) from ``params`` so the two cannot disagree.
+- :class:`TaskConfig` / :func:`load_task_config`: a YAML file with ``name``, ``params`` (task),
+  ``expert`` (expert params) and ``seed``; :meth:`TaskConfig.make_expert` /
+  :func:`make_task_expert` pass the task geometry the expert needs (e.g. the Push-T goal) from
+  ``params`` so the two cannot disagree.
 """
 
 from __future__ import annotations
@@ -96,14 +97,27 @@ def expert_shared_params(name: str) -> tuple[str, ...]:
     return ()
 
 
+def make_task_expert(name: str, task_params: dict[str, Any], expert_params: dict[str, Any]) -> Expert:
+    """The expert of task ``name`` with ``expert_params``, plus the geometry it shares with the task
+    (e.g. the Push-T goal) taken from ``task_params`` unless ``expert_params`` sets it."""
+    shared = {k: task_params[k] for k in expert_shared_params(name) if k in task_params}
+    return make_expert(name, **{**shared, **expert_params})
+
+
 class TaskConfig(StrictModel):
-    """``configs/task/<name>.yaml``: which task, its parameters, and its expert's parameters."""
+    """``configs/task/<name>.yaml``: which task, its parameters, and its expert's parameters.
+
+    A superset of the rig config's ``task`` section (``name``, ``params``, ``seed``), so a rig file
+    can include a task file (``defaults: [{task: ../task/pusht.yaml}]``) if the rig uses this model.
+    """
 
     name: TaskName = "none"
     params: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the task class (see its docstring); missing ones take the defaults."""
     expert: dict[str, Any] = Field(default_factory=dict)
     """Keyword arguments of the task's scripted expert; ``max_speed_m_s`` must match the teleop."""
+    seed: int = 0
+    """Seed of the first episode (a collector uses the next seed for each later episode)."""
 
     @model_validator(mode="after")
     def _params_known(self) -> TaskConfig:
@@ -121,8 +135,7 @@ class TaskConfig(StrictModel):
 
     def make_expert(self) -> Expert:
         """A fresh expert; the shared geometry params of the task are passed on unless overridden."""
-        shared = {k: self.params[k] for k in expert_shared_params(self.name) if k in self.params}
-        return make_expert(self.name, **{**shared, **self.expert})
+        return make_task_expert(self.name, self.params, self.expert)
 
 
 def load_task_config(name_or_path: str | Path, overrides: Iterable[str] = ()) -> TaskConfig:
