@@ -27,8 +27,9 @@ def test_stream_rate_follows_the_controller_generation(version, period_s):
     with FakeURController(version=version) as fake:
         out = run_client("stream_rate", fake.host, {"window_s": 1.0}, timeout_s=20)
         st = fake.state()
-    # Consecutive packets the client parsed are one controller period apart...
-    assert out["median_timestamp_step_s"] == pytest.approx(period_s, rel=0.2)
+    # Consecutive packets the client parsed are one controller period apart (the short steps: under
+    # load the client drops queued packets, which makes some steps span several periods)...
+    assert out["p10_timestamp_step_s"] == pytest.approx(period_s, rel=0.2)
     # ...and it saw about that many per second (generous bounds: the machine is shared).
     rate_hz = 1 / period_s
     assert out["distinct_per_s"] <= 1.1 * rate_hz
