@@ -397,12 +397,14 @@ class ArmController(DeviceProcess):
             log.warning("%s: brought the arm to rest and exited: %s", self.name, reason)
 
     def _at_rest(self, reading: ArmReading) -> bool:
+        """The exit stop is over: the stop profile has ended and the arm no longer moves."""
+        if self._stopping_until is None:
+            return True
         return (
-            self._stopping_until is not None
-            and now() >= self._stopping_until
+            now() >= self._stopping_until
             and float(np.linalg.norm(reading.tcp_speed[:3])) < _REST_SPEED_M_S
             and float(np.linalg.norm(reading.tcp_speed[3:])) < _REST_SPEED_RAD_S
-        ) or (self._stopping_until is None)
+        )
 
     def teardown(self) -> None:
         backend = getattr(self, "backend", None)

@@ -260,6 +260,29 @@ def test_missing_heartbeat_stops_arm_and_check_says_why():
         arm.close()
 
 
+@pytest.mark.timeout(60)
+def test_ctrl_c_in_the_controller_decelerates_and_exits():
+    arm = ArmController(sim_config())
+    try:
+        arm.start()
+        p0 = arm.get_state()["actual_tcp_pose"]
+        arm.servo_to(p0 + [0.15, 0, 0, 0, 0, 0], 0.6)
+        time.sleep(0.3)
+        c0 = arm.get_state()["counter"]
+        os.kill(arm.pid, signal.SIGINT)  # what a terminal's Ctrl-C sends to every process of the group
+        wait_until(lambda: not arm.is_alive, 10)
+        h = history_since(arm, c0)
+        with pytest.raises(DeviceProcessError, match="signal SIGINT"):
+            arm.check()
+    finally:
+        arm.stop()
+        arm.close()
+    speeds = np.linalg.norm(h["actual_tcp_speed"][:, :3], axis=1)
+    assert speeds[0] > 0.1 and speeds[-1] < 1e-3
+    assert h["status_flags"][-1] & StatusFlag.WATCHDOG
+    assert h["actual_tcp_pose"][-1][0] < p0[0] + 0.15 - 0.01  # stopped, did not finish the move
+
+
 KILL_PARENT = textwrap.dedent(
     """
     import sys, time
