@@ -224,6 +224,13 @@ def test_pusht_config_passes_the_task_geometry_to_the_expert():
     pickle.loads(pickle.dumps(expert))
 
 
+def test_expert_defaults_match_the_task_defaults():
+    task, expert = PushTTask(), PushTExpert()
+    np.testing.assert_allclose(expert.goal_pose, task.goal_pose)
+    assert (expert.bar_length_m, expert.bar_width_m) == (task.bar_length_m, task.bar_width_m)
+    assert expert.pusher_radius_m == task.pusher_radius_m
+
+
 def test_expert_outputs_planar_axes_and_stops_when_solved():
     task = PushTTask()
     task.reset(2)

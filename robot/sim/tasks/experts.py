@@ -263,7 +263,9 @@ class PushTExpert(ExpertBase):
 
     - **approach**: back off to ``pusher_radius_m + clearance_m`` from the block if closer, then the
       shortest path to the pre-push point (``approach_gap_m`` outside the edge) that keeps that
-      clearance, through the T's corners pushed outwards (a visibility graph); noise only here;
+      clearance, through the T's corners pushed outwards (a visibility graph), at full speed except
+      on the last leg (``kp_per_m`` axis units per metre to go, at least ``approach_speed_min``);
+      the noise is added here only;
     - **push**: along the push direction, tracking the contact point as the block turns, at a speed
       proportional to the error (``push_speed_min``..``push_speed_max`` axis units); re-plan when the
       push has lost most of its rate, the tool lost contact, or another push is much better.
