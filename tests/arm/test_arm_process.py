@@ -163,6 +163,20 @@ def test_bad_targets_rejected_clipped_or_slowed():
 
 
 @pytest.mark.timeout(60)
+def test_unreachable_target_is_flagged_and_the_arm_holds_at_its_reach():
+    cfg = sim_config("limits.workspace_max_m=[1.5,0.35,0.4]", "limits.max_linear_speed_m_s=0.5")
+    with ArmController(cfg) as arm:
+        p0 = arm.get_state()["actual_tcp_pose"]
+        arm.servo_to(p0 + [0.9, 0, 0, 0, 0, 0], 0.1)  # x = 1.35 m: beyond the UR5's reach
+        wait_until(lambda: arm.get_state()["status_flags"] & StatusFlag.UNREACHABLE, 10, arm)
+        time.sleep(0.5)
+        s = arm.get_state()
+    assert s["status_flags"] & StatusFlag.UNREACHABLE
+    assert 0.6 < s["actual_tcp_pose"][0] < 1.0  # went as far as it could
+    assert np.linalg.norm(s["actual_tcp_speed"]) < 1e-3  # and holds there
+
+
+@pytest.mark.timeout(60)
 def test_stop_motion_decelerates_and_holds():
     cfg = sim_config()
     with ArmController(cfg) as arm:
