@@ -1,0 +1,494 @@
+"""Robot latency: action latency from a chirp through the waypoint path, observation latency from a
+camera watching a board on the tool.
+
+**Action latency.** The arm holds a centre pose, then follows a chirp along one axis (frequency
+``chirp_f0_hz`` -> ``chirp_f1_hz``, amplitude shrinking so that the speed stays below
+``max_speed_m_s``), sent as waypoints in batches through :meth:`robot.env.Env.exec_actions` (without
+latency compensation), exactly like a policy's action chunks. The arm controller logs, per tick,
+the target it sent (``target_tcp_pose`` at ``tick_time``) and the measured pose (``actual_tcp_pose``
+at ``capture_time``). The response is fitted with the model
+
+    measured(t) = first_order_lag_tau( sent target held per tick, delayed by d )(t)
+
+by least squares over (d, tau), starting from the cross-correlation peak of commanded and measured
+velocity (the total lag, ~d + tau). ``d`` (the dead time: a target sent at t starts moving the arm
+at t + d) is the action latency written to the file; tau and the total lag are reported.
+
+**Observation latency.** With a board on the tool in view of a world-mounted camera, the arm moves in
+a slow, large sinusoid; the board's image position (mean of its ChArUco corners) at each frame's
+capture time is matched against the robot's reported TCP position on the *receive* time axis shifted
+by L; the L with the smallest residual of an affine map position -> pixels is the age of a robot
+state when the host receives it. Camera capture times are the frames' ``capture_time`` (device
+stamps) or ``receive_time`` minus the calibrated camera latency (``obs.camera_time_source: receive``),
+so calibrate the camera latency first. (On the sim rig the cameras render the world as of the newest
+arm tick before the exposure: expect a few ms of error there.)
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import minimize
+from scipy.signal import lfilter
+
+from calibration.procedures import AXES, RobotLatencyProcedure
+from calibration.result import CalibrationError, progress
+from robot.calibration_data import LatencyValue
+from robot.timing import now
+
+_GRID_S = 0.0005
+
+
+# ---------------------------------------------------------------------------------------- signals
+def chirp_offsets(proc: RobotLatencyProcedure, t_rel: np.ndarray) -> np.ndarray:
+    """Displacement (m) along the axis at ``t_rel`` seconds into the chirp (0 outside), with smooth
+    0.3 s ramps at both ends so the arm starts and stops without a jerk."""
+    T = proc.duration_s
+    t = np.clip(t_rel, 0.0, T)
+    f = proc.chirp_f0_hz + (proc.chirp_f1_hz - proc.chirp_f0_hz) * t / T
+    phase = 2 * np.pi * (proc.chirp_f0_hz * t + (proc.chirp_f1_hz - proc.chirp_f0_hz) * t**2 / (2 * T))
+    amp = np.minimum(proc.amplitude_m, proc.max_speed_m_s / (2 * np.pi * f))
+    ramp = np.clip(np.minimum(t, T - t) / 0.3, 0.0, 1.0)
+    out = amp * np.sin(phase) * np.sin(0.5 * np.pi * ramp) ** 2
+    return np.where((t_rel >= 0) & (t_rel <= T), out, 0.0)
+
+
+def sine_offsets(amplitude_m: float, frequency_hz: float, duration_s: float, t_rel: np.ndarray) -> np.ndarray:
+    t = np.clip(t_rel, 0.0, duration_s)
+    ramp = np.clip(np.minimum(t, duration_s - t) / 0.5, 0.0, 1.0)
+    out = amplitude_m * np.sin(2 * np.pi * frequency_hz * t) * np.sin(0.5 * np.pi * ramp) ** 2
+    return np.where((t_rel >= 0) & (t_rel <= duration_s), out, 0.0)
+
+
+def run_excitation(
+    env, center: np.ndarray, axis: int, offsets, duration_s: float, proc, on_poll=None
+) -> dict:
+    """Send ``center + offsets(t - t_start)`` along ``axis`` as waypoints (every ``waypoint_dt_s``,
+    scheduled ``schedule_ahead_s`` ahead in batches) through ``env.exec_actions``; returns the arm's
+    state records from before the start to ``max_delay_s`` after the end. ``on_poll()`` runs between
+    batches (e.g. to copy camera frames)."""
+    ring = env.arm.state_ring
+    first = ring.count
+    chunks: list[dict] = []
+    counter = first
+
+    def drain() -> None:
+        nonlocal counter
+        recs = ring.get_since(counter, skip_overwritten=True)
+        if len(recs["counter"]):
+            chunks.append(recs)
+            counter = int(recs["counter"][-1]) + 1
+
+    t_start = now() + 0.3
+    t_end = t_start + duration_s
+    next_i = 0
+    n_wp = int(math.ceil(duration_s / proc.waypoint_dt_s)) + 1
+    while True:
+        env.check()
+        horizon = now() + proc.schedule_ahead_s
+        times = []
+        while next_i < n_wp and t_start + next_i * proc.waypoint_dt_s <= horizon:
+            times.append(t_start + next_i * proc.waypoint_dt_s)
+            next_i += 1
+        if times:
+            times_a = np.asarray(times)
+            poses = np.repeat(center[None, :], len(times_a), axis=0)
+            poses[:, axis] += offsets(times_a - t_start)
+            env.exec_actions(poses, times_a, compensate_latency=False)
+        drain()
+        if on_poll is not None:
+            on_poll()
+        if next_i >= n_wp and now() > t_end + proc.max_delay_s + 0.2:
+            break
+        time.sleep(0.04)
+    drain()
+    out = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    out["t_start"] = t_start
+    out["t_end"] = t_end
+    return out
+
+
+# ---------------------------------------------------------------------------------------- action
+def _zoh_first_order(grid: np.ndarray, t_cmd: np.ndarray, u_cmd: np.ndarray, y0: float, d: float, tau: float):
+    idx = np.searchsorted(t_cmd + d, grid, side="right") - 1
+    u = np.where(idx >= 0, u_cmd[np.clip(idx, 0, None)], y0)
+    alpha = math.exp(-_GRID_S / max(tau, 1e-5))
+    y, _ = lfilter([0.0, 1.0 - alpha], [1.0, -alpha], u, zi=[alpha * y0])
+    return y
+
+
+def xcorr_lag(t_a: np.ndarray, a: np.ndarray, t_b: np.ndarray, b: np.ndarray, max_lag_s: float) -> float:
+    """Lag (s) of signal b behind signal a from the peak of the cross-correlation of their velocities
+    (1 ms grid, parabolic peak refinement)."""
+    h = 0.001
+    grid = np.arange(max(t_a[0], t_b[0]), min(t_a[-1], t_b[-1]), h)
+    va = np.gradient(np.interp(grid, t_a, a), h)
+    vb = np.gradient(np.interp(grid, t_b, b), h)
+    n = int(max_lag_s / h)
+    lags = np.arange(0, n + 1)
+    c = np.array([np.dot(va[: len(va) - k], vb[k:]) for k in lags])
+    i = int(np.argmax(c))
+    if 0 < i < len(c) - 1:
+        den = c[i - 1] - 2 * c[i] + c[i + 1]
+        frac = 0.5 * (c[i - 1] - c[i + 1]) / den if den != 0 else 0.0
+    else:
+        frac = 0.0
+    return (i + frac) * h
+
+
+@dataclass
+class ActionFit:
+    dead_time_s: float
+    tau_s: float
+    total_lag_s: float
+    rms_m: float
+    n_samples: int
+    t: np.ndarray
+    commanded: np.ndarray
+    measured: np.ndarray
+    model: np.ndarray
+
+
+def fit_action_latency(recs: dict, axis: int, proc: RobotLatencyProcedure) -> ActionFit:
+    """Fit dead time + first-order lag to the sent targets vs measured poses (module docstring)."""
+    t0, t1 = recs["t_start"] - 0.2, recs["t_end"] + proc.max_delay_s
+    keep = (recs["capture_time"] >= t0) & (recs["capture_time"] <= t1)
+    t_cmd = recs["tick_time"][keep]
+    u = recs["target_tcp_pose"][keep, axis]
+    t_meas = recs["capture_time"][keep]
+    y = recs["actual_tcp_pose"][keep, axis]
+    if len(t_meas) < 50:
+        raise CalibrationError(
+            f"only {len(t_meas)} arm states recorded during the chirp: is the arm controller running?"
+        )
+    cmd_span = float(np.ptp(u))
+    meas_span = float(np.ptp(y))
+    if cmd_span < 0.2 * proc.amplitude_at(proc.chirp_f1_hz):
+        raise CalibrationError(
+            f"the arm controller sent almost no motion ({cmd_span * 1e3:.2f} mm): were the waypoints "
+            "dropped (clipped by the workspace, or scheduled in the past on a stalled host)?"
+        )
+    if meas_span < 0.3 * cmd_span:
+        raise CalibrationError(
+            f"the arm barely moved ({meas_span * 1e3:.2f} mm of {cmd_span * 1e3:.2f} mm commanded): is it "
+            "in a protective stop, or are its speed limits far below max_speed_m_s?"
+        )
+    total = xcorr_lag(t_cmd, u, t_meas, y, proc.max_delay_s)
+    grid = np.arange(t_meas[0], t_meas[-1], _GRID_S)
+    y0 = float(y[0])
+    weights_t = t_meas
+
+    def cost(params: np.ndarray) -> float:
+        d, log_tau = params
+        if d < 0 or d > proc.max_delay_s:
+            return 1e3
+        ym = np.interp(weights_t, grid, _zoh_first_order(grid, t_cmd, u, y0, d, math.exp(log_tau)))
+        return float(np.mean((ym - y) ** 2))
+
+    # Coarse search over the split of the total lag into dead time and tracking lag, then refine.
+    best = None
+    for tau in np.geomspace(0.002, max(0.2, total), 10):
+        for d in np.arange(max(0.0, total - tau - 0.03), total + 0.01, 0.004):
+            c = cost(np.array([d, math.log(tau)]))
+            if best is None or c < best[0]:
+                best = (c, d, tau)
+    res = minimize(
+        cost,
+        np.array([best[1], math.log(best[2])]),
+        method="Nelder-Mead",
+        options={"xatol": 1e-5, "fatol": 1e-14},
+    )
+    d, tau = float(res.x[0]), math.exp(float(res.x[1]))
+    model = np.interp(t_meas, grid, _zoh_first_order(grid, t_cmd, u, y0, d, tau))
+    rms = float(np.sqrt(np.mean((model - y) ** 2)))
+    if rms > proc.max_residual_m:
+        raise CalibrationError(
+            f"the arm's response does not fit a dead time + first-order lag (RMS {rms * 1e3:.3f} mm > "
+            f"{proc.max_residual_m * 1e3:.3f} mm): lower -p max_speed_m_s, or check the arm's tracking"
+        )
+    return ActionFit(d, tau, total, rms, len(t_meas), t_meas, np.interp(t_meas, t_cmd, u), y, model)
+
+
+# ---------------------------------------------------------------------------------------- observation
+@dataclass
+class ObsFit:
+    camera: str
+    latency_s: float
+    rms_px: float
+    n_frames: int
+    t: np.ndarray
+    pixel: np.ndarray
+    robot_aligned: np.ndarray
+
+
+def board_track(frames_color: list[np.ndarray], board) -> tuple[np.ndarray, np.ndarray]:
+    """Mean image position (px) of the ChArUco corners seen in (almost) every frame -> (N, 2), and
+    the mask of frames where all of them were found."""
+    import cv2
+
+    det = cv2.aruco.CharucoDetector(board)
+    per = []
+    for c in frames_color:
+        gray = cv2.cvtColor(c, cv2.COLOR_RGB2GRAY)
+        corners, ids, _, _ = det.detectBoard(gray)
+        per.append({} if ids is None else {int(i): corners[k, 0] for k, i in enumerate(ids.ravel())})
+    counts: dict[int, int] = {}
+    for p in per:
+        for i in p:
+            counts[i] = counts.get(i, 0) + 1
+    common = [i for i, n in counts.items() if n >= 0.9 * len(per)]
+    ok = np.array([bool(common) and all(i in p for i in common) for p in per])
+    pix = np.array(
+        [
+            np.mean([p[i] for i in common], axis=0) if k else [np.nan, np.nan]
+            for p, k in zip(per, ok, strict=True)
+        ]
+    )
+    return pix, ok
+
+
+def fit_obs_latency(
+    t_cam: np.ndarray, pix: np.ndarray, t_recv: np.ndarray, pos: np.ndarray, max_latency_s: float
+) -> tuple[float, float, np.ndarray]:
+    """L minimising the residual of ``pix ~ A pos(t_cam + L) + b`` (robot positions on their receive
+    time axis). Returns (L, rms px, aligned robot positions)."""
+    X1 = np.ones((len(t_cam), 2))
+
+    def resid(L: float) -> float:
+        X1[:, 0] = np.interp(t_cam + L, t_recv, pos)
+        coef, *_ = np.linalg.lstsq(X1, pix, rcond=None)
+        return float(np.mean((X1 @ coef - pix) ** 2))
+
+    lags = np.arange(-0.05, max_latency_s, 0.001)
+    c = np.array([resid(L) for L in lags])
+    i = int(np.argmin(c))
+    from scipy.optimize import minimize_scalar
+
+    lo, hi = lags[max(i - 2, 0)], lags[min(i + 2, len(lags) - 1)]
+    r = minimize_scalar(resid, bounds=(lo, hi), method="bounded", options={"xatol": 1e-5})
+    L = float(r.x)
+    return L, math.sqrt(resid(L)), np.interp(t_cam + L, t_recv, pos)
+
+
+# ---------------------------------------------------------------------------------------- result
+@dataclass
+class RobotLatencyResult:
+    action: ActionFit
+    obs: ObsFit | None
+    proc: RobotLatencyProcedure
+    plot_paths: list[Path]
+
+    def action_latency_value(self) -> LatencyValue:
+        a = self.action
+        return LatencyValue(
+            value_s=a.dead_time_s,
+            method=f"chirp {self.proc.chirp_f0_hz:g}-{self.proc.chirp_f1_hz:g} Hz along {self.proc.axis} through "
+            f"the waypoint path; dead time + first-order fit (tracking tau {a.tau_s * 1e3:.1f} ms, total "
+            f"lag {a.total_lag_s * 1e3:.1f} ms)",
+            residual=a.rms_m * 1e3,
+            residual_unit="mm RMS",
+            n_samples=a.n_samples,
+        )
+
+    def obs_latency_value(self) -> LatencyValue:
+        o = self.obs
+        return LatencyValue(
+            value_s=o.latency_s,
+            method=f"tool board seen by camera {o.camera} vs robot state receive times",
+            residual=o.rms_px,
+            residual_unit="px RMS",
+            n_samples=o.n_frames,
+        )
+
+    def summary(self) -> dict:
+        a = self.action
+        out = {
+            "action_latency_ms": round(a.dead_time_s * 1e3, 3),
+            "tracking_tau_ms": round(a.tau_s * 1e3, 3),
+            "total_lag_ms": round(a.total_lag_s * 1e3, 3),
+            "action_rms_mm": round(a.rms_m * 1e3, 4),
+        }
+        if self.obs is not None:
+            out["obs_latency_ms"] = round(self.obs.latency_s * 1e3, 3)
+            out["obs_rms_px"] = round(self.obs.rms_px, 4)
+            out["obs_camera"] = self.obs.camera
+        return out
+
+
+def _plot_action(fit: ActionFit, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = fit.t - fit.t[0]
+    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    axes[0].plot(t, fit.commanded * 1e3, lw=0.8, label="sent target")
+    axes[0].plot(t, fit.measured * 1e3, lw=0.8, label="measured TCP")
+    axes[0].plot(
+        t,
+        fit.model * 1e3,
+        "--",
+        lw=0.8,
+        label=f"model: dead time {fit.dead_time_s * 1e3:.1f} ms, tau {fit.tau_s * 1e3:.1f} ms",
+    )
+    axes[0].set_ylabel("position (mm)")
+    axes[0].legend(fontsize=7)
+    axes[1].plot(t, (fit.measured - fit.model) * 1e3, lw=0.8, color="k")
+    axes[1].set_ylabel("measured - model (mm)")
+    axes[1].set_xlabel("time (s)")
+    fig.suptitle(f"action latency {fit.dead_time_s * 1e3:.1f} ms (RMS {fit.rms_m * 1e3:.3f} mm)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _plot_obs(fit: ObsFit, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = fit.t - fit.t[0]
+    # Show both signals in pixels: the robot positions through the fitted affine map.
+    X = np.column_stack([fit.robot_aligned, np.ones(len(t))])
+    coef, *_ = np.linalg.lstsq(X, fit.pixel, rcond=None)
+    pred = X @ coef
+    k = int(np.argmax(np.ptp(fit.pixel, axis=0)))
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    ax.plot(t, fit.pixel[:, k], ".", ms=3, label="board seen by the camera")
+    ax.plot(t, pred[:, k], lw=0.8, label=f"robot state shifted by {fit.latency_s * 1e3:.1f} ms")
+    ax.set_xlabel("camera capture time (s)")
+    ax.set_ylabel("image " + "uv"[k] + " (px)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"observation latency {fit.latency_s * 1e3:.1f} ms (RMS {fit.rms_px:.2f} px)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---------------------------------------------------------------------------------------- procedure
+def _obs_camera(rig, proc: RobotLatencyProcedure) -> str | None:
+    if not proc.obs.enabled or not rig.cameras.cameras:
+        return None
+    if proc.obs.camera:
+        if proc.obs.camera not in rig.cameras.cameras:
+            raise CalibrationError(
+                f"obs.camera {proc.obs.camera!r} is not a camera of the rig ({list(rig.cameras.cameras)})"
+            )
+        return proc.obs.camera
+    for name, cam in rig.cameras.cameras.items():
+        mount = cam.sim.mount if cam.backend == "sim" else "world"
+        if mount == "world":
+            return name
+    return None
+
+
+def measure(rig, calibration, proc: RobotLatencyProcedure, plots: Path) -> RobotLatencyResult:
+    from calibration.rig_session import home_pose, move_and_settle, open_env, with_sim_plane
+    from robot.camera_config import PlaneConfig
+    from robot.sim.render import charuco_board
+
+    axis = AXES[proc.axis]
+    cam_name = _obs_camera(rig, proc)
+    if cam_name is not None and rig.is_sim and rig.cameras.cameras[cam_name].backend == "sim":
+        plane = PlaneConfig(kind="charuco", mount="tool", pose=list(proc.sim_board_pose), charuco=proc.board)
+        rig = with_sim_plane(rig, cam_name, "calibration_tool_board", plane)
+    center = home_pose(rig)
+    center[:3] += np.asarray(proc.center_offset_m)
+    lo, hi = np.asarray(rig.arm.limits.workspace_min_m), np.asarray(rig.arm.limits.workspace_max_m)
+    reach = max(proc.amplitude_m, proc.obs.amplitude_m if cam_name else 0.0)
+    if (
+        not (lo[axis] + reach <= center[axis] <= hi[axis] - reach)
+        or np.any(center[:3] < lo)
+        or np.any(center[:3] > hi)
+    ):
+        raise CalibrationError(
+            f"the excitation around {np.round(center[:3], 3).tolist()} +- {reach} m along {proc.axis} leaves the "
+            f"workspace {lo.tolist()}..{hi.tolist()}: change -p center_offset_m"
+        )
+    progress(f"robot-latency: starting the rig (observation latency camera: {cam_name or 'none'})")
+    paths: list[Path] = []
+    obs_fit = None
+    with open_env(rig, calibration) as env:
+        progress("robot-latency: moving to the excitation centre")
+        move_and_settle(env, center)
+        progress(
+            f"robot-latency: chirp {proc.chirp_f0_hz:g}->{proc.chirp_f1_hz:g} Hz along {proc.axis} for {proc.duration_s:g} s"
+        )
+        recs = run_excitation(env, center, axis, lambda t: chirp_offsets(proc, t), proc.duration_s, proc)
+        dropped = int(recs["dropped_waypoints"][-1] - recs["dropped_waypoints"][0])
+        if dropped:
+            progress(f"robot-latency: {dropped} waypoints arrived after their time (busy host)")
+        if cam_name is not None:
+            o = proc.obs
+            cam = env.cameras.cameras[cam_name]
+            frames: dict[str, list] = {"color": [], "capture_time": [], "receive_time": []}
+            next_counter = [cam.ring.count]
+
+            def poll() -> None:
+                r = cam.ring.get_since(next_counter[0], skip_overwritten=True)
+                if len(r["counter"]):
+                    for k in frames:
+                        frames[k].extend(list(r[k]))
+                    next_counter[0] = int(r["counter"][-1]) + 1
+
+            progress(
+                f"robot-latency: sinusoid {o.amplitude_m * 1e3:g} mm at {o.frequency_hz:g} Hz, camera {cam_name} watching"
+            )
+            orecs = run_excitation(
+                env,
+                center,
+                axis,
+                lambda t: sine_offsets(o.amplitude_m, o.frequency_hz, o.duration_s, t),
+                o.duration_s,
+                proc,
+                poll,
+            )
+            poll()
+            use_receive = env.config.obs.camera_time_source == "receive"
+            cam_latency = env.camera_latency_s.get(cam_name, 0.0)
+        move_and_settle(env, home_pose(rig), settle_s=0.0)
+    fit = fit_action_latency(recs, axis, proc)
+    progress(
+        f"robot-latency: action latency (dead time) {fit.dead_time_s * 1e3:.2f} ms, tracking tau "
+        f"{fit.tau_s * 1e3:.2f} ms, total lag {fit.total_lag_s * 1e3:.2f} ms, RMS {fit.rms_m * 1e6:.1f} um"
+    )
+    paths.append(_plot_action(fit, plots / "robot_action_latency.png"))
+    if cam_name is not None:
+        o = proc.obs
+        t_cap = (
+            np.asarray(frames["receive_time"]) - cam_latency
+            if use_receive
+            else np.asarray(frames["capture_time"])
+        )
+        inside = (t_cap >= orecs["t_start"]) & (t_cap <= orecs["t_end"])
+        colors = [c for c, k in zip(frames["color"], inside, strict=True) if k]
+        if len(colors) < o.min_frames:
+            raise CalibrationError(
+                f"camera {cam_name}: only {len(colors)} frames during the motion (need {o.min_frames})"
+            )
+        pix, ok = board_track(colors, charuco_board(proc.board))
+        if ok.sum() < o.min_frames:
+            raise CalibrationError(
+                f"camera {cam_name}: the tool board was seen in only {int(ok.sum())} of {len(colors)} frames "
+                f"(need {o.min_frames}). Mount the board on the tool facing the camera, or set -p obs.enabled=false"
+            )
+        tc = t_cap[inside][ok]
+        L, rms, aligned = fit_obs_latency(
+            tc, pix[ok], orecs["receive_time"], orecs["actual_tcp_pose"][:, axis], o.max_latency_s
+        )
+        obs_fit = ObsFit(cam_name, L, rms, int(ok.sum()), tc, pix[ok], aligned)
+        progress(
+            f"robot-latency: observation latency {L * 1e3:.2f} ms (RMS {rms:.3f} px over {int(ok.sum())} frames)"
+        )
+        paths.append(_plot_obs(obs_fit, plots / "robot_obs_latency.png"))
+    for p in paths:
+        progress(f"robot-latency: plot {p}")
+    return RobotLatencyResult(fit, obs_fit, proc, paths)

@@ -1,0 +1,129 @@
+"""Camera and robot latency calibration on the sim rig, through ``rig calibrate``, against injected
+ground truth (odd values the procedures cannot guess)."""
+
+from __future__ import annotations
+
+import pytest
+
+from robot.calibration_data import load_calibration
+from tests.calibration.helpers import run_cli
+
+
+@pytest.mark.timeout(120)
+def test_camera_latency_recovers_injected_latency_per_camera(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    rc, res, text = run_cli(
+        capsys,
+        [
+            "camera-latency",
+            "--out",
+            str(out),
+            "cameras.cameras.scene.sim.latency_s=0.1637",
+            "cameras.cameras.scene.sim.jitter_s=0.003",
+            "cameras.cameras.wrist.sim.latency_s=0.0342",
+        ],
+    )
+    assert rc == 0, text
+    got = {c["camera"]: c for c in res["cameras"]}
+    assert abs(got["scene"]["latency_ms"] - 163.7) < 3.0, got
+    assert abs(got["wrist"]["latency_ms"] - 34.2) < 3.0, got
+    assert got["scene"]["std_ms"] > got["wrist"]["std_ms"]  # the injected jitter shows
+    cal = load_calibration(out)
+    assert abs(cal.cameras["scene"].latency.value_s - 0.1637) < 0.003
+    assert abs(cal.cameras["wrist"].latency.value_s - 0.0342) < 0.003
+    assert cal.cameras["scene"].latency.n_samples >= 60
+    assert (tmp_path / "camera_latency_scene.png").stat().st_size > 1000
+
+
+@pytest.mark.timeout(90)
+def test_camera_latency_fails_cleanly_when_the_screen_is_not_in_view(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    # The "operator" put the screen behind the camera.
+    screen = (
+        "{kind: screen, pose: [1.5, 0.0, 0.6, 0.0, 0.0, 0.0], screen_width_px: 180, screen_height_px: 96}"
+    )
+    rc, res, text = run_cli(
+        capsys,
+        [
+            "camera-latency",
+            "--out",
+            str(out),
+            "-p",
+            "cameras=[scene]",
+            "-p",
+            "duration_s=1.5",
+            f"cameras.cameras.scene.sim.planes={{screen: {screen}}}",
+        ],
+    )
+    assert rc == 1
+    assert "never seen" in text and "camera scene" in text
+    assert "error" in res
+    assert not out.exists()
+
+
+@pytest.mark.timeout(150)
+def test_robot_latency_recovers_action_and_observation_latency(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    rc, res, text = run_cli(
+        capsys,
+        [
+            "robot-latency",
+            "--out",
+            str(out),
+            "arm.sim.action_delay_s=0.1313",
+            "arm.sim.state_latency_s=0.027",
+        ],
+    )
+    assert rc == 0, text
+    assert abs(res["action_latency_ms"] - 131.3) < 8.0, res  # one control tick at 125 Hz
+    assert abs(res["obs_latency_ms"] - 27.0) < 8.0, res
+    cal = load_calibration(out)
+    assert abs(cal.robot.action_latency.value_s - 0.1313) < 0.008
+    assert abs(cal.robot.obs_latency.value_s - 0.027) < 0.008
+    assert (tmp_path / "robot_action_latency.png").is_file()
+    assert (tmp_path / "robot_obs_latency.png").is_file()
+
+    # `show` prints what was written.
+    rc, shown, text = run_cli(capsys, ["show", "--file", str(out)])
+    assert rc == 0
+    assert "robot action latency" in text
+    assert abs(shown["robot"]["action_latency"]["value_s"] - cal.robot.action_latency.value_s) < 1e-9
+
+
+@pytest.mark.timeout(120)
+def test_robot_action_latency_small_delay_slow_tracking(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    rc, res, text = run_cli(
+        capsys,
+        [
+            "robot-latency",
+            "--out",
+            str(out),
+            "-p",
+            "obs.enabled=false",
+            "arm.sim.action_delay_s=0.0117",
+            "arm.sim.tracking_time_constant_s=0.037",
+        ],
+    )
+    assert rc == 0, text
+    assert abs(res["action_latency_ms"] - 11.7) < 8.0, res
+    assert abs(res["tracking_tau_ms"] - 37.0) < 10.0, res
+    assert "obs_latency_ms" not in res
+    assert load_calibration(out).robot.obs_latency is None
+
+
+def test_robot_latency_refuses_an_excitation_outside_the_workspace(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    rc, res, text = run_cli(capsys, ["robot-latency", "--out", str(out), "-p", "center_offset_m=[0, 0.5, 0]"])
+    assert rc == 1
+    assert "workspace" in text
+    assert not out.exists()
+
+
+def test_show_without_a_file_names_the_commands(tmp_path, capsys):
+    rc = __import__("calibration.cli", fromlist=["main"]).main(
+        ["show", "--file", str(tmp_path / "none.yaml")]
+    )
+    err = capsys.readouterr().err
+    assert rc == 1
+    assert "rig calibrate camera-latency" in err
