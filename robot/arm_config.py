@@ -111,6 +111,9 @@ class ArmConfig(StrictModel):
     spin_s: float = Field(0.0005, ge=0, le=0.005)
     """Each tick sleeps until this long before its deadline, then busy-waits (robot/timing.py): more
     spin = less wake-up jitter but more CPU (at 500 Hz, 0.5 ms spin is 25% of a core)."""
+    nice: int | None = Field(-10, ge=-20, le=19)
+    """Scheduling niceness of the controller process (lower = more CPU when contended, fewer late
+    ticks); applied when permitted (root / CAP_SYS_NICE), else a warning. None: leave it."""
     host: str = "127.0.0.1"
     """Robot controller address (ur backend)."""
     start_pose: Pose6 = (0.45, 0.0, 0.20, math.pi, 0.0, 0.0)

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from enum import IntEnum
 from typing import Any
 
@@ -348,6 +349,13 @@ class ArmController(DeviceProcess):
 
     def setup(self) -> None:
         cfg = self.config
+        if cfg.nice is not None:
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, cfg.nice)
+            except OSError as exc:
+                log.warning(
+                    "%s: cannot set niceness %d (%s); late ticks are more likely", self.name, cfg.nice, exc
+                )
         self.backend = self._make_backend()
         self.safety = SafetyFilter(cfg.limits, cfg.period_s)
         t = now()

@@ -78,7 +78,14 @@ def test_waypoints_reached_on_time_within_speed_limits():
 
     tt = h["tick_time"]
     assert np.all(np.diff(h["capture_time"]) > 0)
+    checked = 0
     for wt, wp in waypoints[0::2]:  # arrivals (each is held for 0.3 s)
+        # A tick the machine delayed (reported as an overrun) near the arrival holds the command
+        # back; the timing promise is for ticks that ran on time.
+        window = (tt > wt - 0.2) & (tt < wt + delay + 2 * dt)
+        if h["tick_overrun"][window].any():
+            continue
+        checked += 1
         # Commanded target: at the waypoint within one tick of its time.
         i = np.searchsorted(tt, wt + dt)
         assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6
@@ -86,6 +93,7 @@ def test_waypoints_reached_on_time_within_speed_limits():
         ct = h["capture_time"]
         j = np.searchsorted(ct, wt + delay + dt)
         assert pose_distance(h["actual_tcp_pose"][j], wp)[0] < 0.1 * tau * 1.5 + 0.001
+    assert checked >= 2, f"only {checked} of 4 arrivals ran without late ticks: machine too loaded"
     # The too-fast segment is stretched: never faster than the limit, arrives at distance / vmax.
     steps = np.linalg.norm(np.diff(h["target_tcp_pose"][:, :3], axis=0), axis=1)
     assert steps.max() <= vmax * dt * (1 + 1e-6)
