@@ -6,7 +6,7 @@ Runs, under the same background load (default: the two simulated cameras of
 configs/cameras/sim_2cam.yaml rendering the arm's world at 30 fps; ``busy``: two processes spinning
 on numpy work, the stand-in named in the issue):
 
-1. baseline: a plain ``time.sleep`` loop at the same rate in its own process;
+1. baseline: a plain ``time.sleep`` loop at the same rate and niceness in its own process;
 2. the arm controller process (simulated UR5, configs/arm/sim_ur5.yaml at ``--rate-hz``), fed a
    10 Hz waypoint stream along a circle (radius 5 cm, 4 s per turn, each waypoint scheduled 0.1 s
    ahead, as a policy would).
@@ -40,8 +40,14 @@ from robot.arm_controller import ArmController  # noqa: E402
 from robot.config import config_path, load_config  # noqa: E402
 
 
-def _sleep_loop(rate_hz: float, seconds: float, out: object) -> None:
-    """Baseline: a plain time.sleep loop on the same grid; returns wake-up times."""
+def _sleep_loop(rate_hz: float, seconds: float, nice: int | None, out: object) -> None:
+    """Baseline: a plain time.sleep loop on the same grid, at the controller's niceness; sends its
+    wake-up times."""
+    if nice is not None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, 0, nice)
+        except OSError:
+            pass
     period = 1.0 / rate_hz
     t0 = time.monotonic()
     wakes = []
@@ -138,7 +144,9 @@ def main() -> int:
             time.sleep(1.0)  # let the load settle
             # 1. baseline under the same load
             recv, send = ctx.Pipe(duplex=False)
-            base = ctx.Process(target=_sleep_loop, args=(args.rate_hz, min(args.seconds, 5.0), send))
+            base = ctx.Process(
+                target=_sleep_loop, args=(args.rate_hz, min(args.seconds, 5.0), cfg.nice, send)
+            )
             base.start()
             wakes = recv.recv()
             base.join()
@@ -189,6 +197,7 @@ def main() -> int:
 
     print(
         f"arm controller benchmark: {args.rate_hz:.0f} Hz, {args.seconds:.0f} s, spin {cfg.spin_s * 1e3:.2f} ms, "
+        f"nice {cfg.nice} (both loops), "
         f"load={args.load}",
         end="",
     )
