@@ -75,10 +75,11 @@ class ChunkSafety:
         self.max_step_rad = limits.max_angular_speed_rad_s * speed_factor * self.dt_s
         self.max_rotvec_norm_rad = limits.max_rotvec_norm_rad
 
-    def check(self, actions: ArrayLike, chunk_index: int, start_pose: ArrayLike | None = None) -> ChunkCheck:
-        """Validate a chunk of TCP poses ``(n, 6)``. ``start_pose``: the pose the arm is committed to
-        just before the chunk's first action (the per-step limit starts from it; None: no limit on
-        the first step). Raises :class:`PolicySafetyStop` on non-finite values or a wrong shape."""
+    def check(self, actions: ArrayLike, chunk_index: int, start_row: int | None = None) -> ChunkCheck:
+        """Validate a chunk of TCP poses ``(n, 6)``. ``start_row``: rows up to and including it are
+        already committed (inpainted copies of what the arm executes): the per-step limit applies to
+        the rows after it, starting from it (None: from row 0). Raises :class:`PolicySafetyStop` on
+        non-finite values or a wrong shape."""
         a = np.asarray(actions, dtype=np.float64)
         if a.ndim != 2 or a.shape[1] != 6 or len(a) == 0:
             raise PolicySafetyStop(
@@ -111,8 +112,9 @@ class ChunkSafety:
             )
             out[:, :3] = clipped
         limited = False
-        prev = None if start_pose is None else np.asarray(start_pose, dtype=np.float64)
-        for i in range(len(out)):
+        first = 0 if start_row is None else int(start_row)
+        prev = None
+        for i in range(first, len(out)):
             if prev is not None:
                 d = out[i, :3] - prev[:3]
                 dist = float(np.linalg.norm(d))

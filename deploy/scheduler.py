@@ -125,6 +125,8 @@ class PlannedAction:
     target_time: float
     chunk: int
     row: int
+    asap: bool = False
+    """The no-burst fallback: meant for the earliest feasible time, re-timed if sent later."""
 
 
 @dataclass
@@ -221,6 +223,9 @@ class ActionPlan:
         if len(poses) != len(times) or len(poses) == 0:
             raise ValueError(f"ActionPlan.merge: {len(poses)} poses and {len(times)} target times")
         res = MergeResult(superseded=len(self.pending))
+        if not self.committed:
+            # The arm holds until it receives the first waypoint: its first segment starts now.
+            self.hold_time = max(self.hold_time, float(now))
         last = self.last_committed_time
         after = np.ones(len(times), bool) if last is None else times > last + 1e-9
         res.already_committed = int(np.count_nonzero(~after))
@@ -238,7 +243,7 @@ class ActionPlan:
             i = len(poses) - 1
             res.dropped -= 1  # the newest row is moved, not dropped
             t = t_early if last is None else max(t_early, last + MIN_LEAD_S)
-            new_rows = [PlannedAction(poses[i].copy(), t, chunk, i)]
+            new_rows = [PlannedAction(poses[i].copy(), t, chunk, i, asap=True)]
         else:
             new_rows = []
         self.pending = new_rows
@@ -264,6 +269,8 @@ class ActionPlan:
         t_min = earliest_feasible_time(now, action_latency_s, margin_s)
         while self.pending and self.pending[0].target_time <= horizon:
             row = self.pending.pop(0)
+            if row.asap and row.target_time < t_min:
+                row.target_time = max(t_min, (self.last_committed_time or -np.inf) + MIN_LEAD_S)
             if row.target_time < t_min:
                 self.dropped_due += 1
                 continue

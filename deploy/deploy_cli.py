@@ -1,0 +1,140 @@
+"""``rig deploy --checkpoint PATH [--config deploy/sim.yaml] [--episodes N] [--mode sync|async] [key=value ...]``
+
+Runs a trained policy on the rig (the simulated rig by default) with latency-compensated action
+chunks; see deploy/runner.py for the loop. Keys (terminal or pipe): ``t`` takeover on/off (the arm
+follows the SpaceMouse; also SpaceMouse button ``takeover.button``), ``q`` quit after saving the
+current episode.
+
+Prints the timing numbers in use at start, one line per episode, a summary table, and as the very
+last line one JSON object: ``mode``, ``episodes``, ``success_rate`` (sim; null on a real rig),
+``inference_p50_ms``, ``inference_p99_ms``, ``inference_mean_ms``, ``actions_dropped``,
+``actions_superseded``, ``safety_events``, ``episode_durations_s``, ``per_episode`` (list of dicts),
+``safety_stop`` (the message, or null), ``store``.
+
+Exit status: 0 done, 3 stopped by the safety layer (NaN policy...), 2 config error.
+``--checkpoint`` takes a checkpoint file / run directory, or ``py:module:Factory`` for a stand-in
+policy built with ``policy_kwargs`` (see deploy/standin.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Any
+
+from deploy.config import DeployConfig
+from deploy.policy_client import PolicySpec
+from robot.config import ConfigError, add_config_arguments, config_from_args
+
+
+def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
+    """The policy client for ``config``: remote (``server``), an inference process (async,
+    ``inference: process``), or in-process (sync: the reference behaviour; or ``inference: inline``)."""
+    if config.server:
+        from deploy.serving import RemotePolicyClient
+
+        return RemotePolicyClient(config.server)
+    if config.mode == "async" and config.inference == "process":
+        from deploy.inference_process import InferenceProcess
+
+        proc = InferenceProcess(spec)
+        proc.start()
+        return proc
+    from deploy.policy_client import LocalPolicyClient, load_policy
+
+    return LocalPolicyClient(load_policy(spec), spec.describe())
+
+
+def close_client(client: Any) -> None:
+    stop = getattr(client, "stop", None)
+    if stop is not None:
+        stop()
+    client.close()
+
+
+def run_deploy(
+    config: DeployConfig, checkpoint: str, keys: Any = None, out: Any = sys.stdout
+) -> dict[str, Any]:
+    """Start the rig and the policy, run the episodes, stop everything. Returns the summary."""
+    from collection.episode_store import EpisodeStore
+    from collection.keys import KeyReader
+    from deploy.runner import DeployRunner
+    from robot.env import Env
+
+    spec = PolicySpec(checkpoint, config.device, tuple(sorted(config.policy_kwargs.items())))
+    client = make_client(config, spec)
+    try:
+        with (
+            keys if keys is not None else KeyReader() as kr,
+            Env(config.rig, spacemouse=config.spacemouse) as env,
+        ):
+            store = (
+                EpisodeStore.open(config.store, "a", image_codec=config.image_codec) if config.store else None
+            )
+            try:
+                runner = DeployRunner(config, env, client, keys=kr, out=out)
+                summary = runner.run(store)
+            finally:
+                if store is not None:
+                    store.close()
+    finally:
+        close_client(client)
+    summary["store"] = config.store
+    return summary
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    rows = [("episode", "seed", "result", "duration s", "chunks", "p50 ms", "dropped", "safety")]
+    for e in summary["per_episode"]:
+        rows.append(
+            (
+                str(e["index"]),
+                str(e["seed"]),
+                "success" if e["success"] else e["end_reason"],
+                f"{e['duration_s']:.1f}",
+                str(e["chunks"]),
+                "-" if e["inference_p50_ms"] is None else f"{e['inference_p50_ms']:.0f}",
+                str(e["actions_dropped"]),
+                str(e["safety_events"]),
+            )
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    sr = summary["success_rate"]
+    lines.append(
+        f"success rate {'n/a' if sr is None else f'{sr:.0%}'} | inference p50 {summary['inference_p50_ms']} ms, "
+        f"p99 {summary['inference_p99_ms']} ms | dropped {summary['actions_dropped']} | "
+        f"safety events {summary['safety_events']}"
+    )
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="rig deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--checkpoint", required=True, help="checkpoint .pt / run dir, or py:module:Factory")
+    parser.add_argument(
+        "--episodes", type=int, default=None, help="number of episodes (overrides the config)"
+    )
+    parser.add_argument("--mode", choices=["sync", "async"], default=None, help="overrides the config's mode")
+    add_config_arguments(parser, default="deploy/sim.yaml")
+    args = parser.parse_args(argv)
+    if args.episodes is not None:
+        args.overrides = [*args.overrides, f"episodes={args.episodes}"]
+    if args.mode is not None:
+        args.overrides = [*args.overrides, f"mode={args.mode}"]
+    config = config_from_args(DeployConfig, args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        summary = run_deploy(config, args.checkpoint)
+    except (FileNotFoundError, ValueError) as exc:
+        if isinstance(exc, ConfigError):
+            raise
+        print(f"rig deploy: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(summary), flush=True)
+    print(json.dumps(summary), flush=True)
+    return 3 if summary["safety_stop"] else 0

@@ -1,0 +1,150 @@
+"""Policy inference in its own process, overlapping with execution (async deployment).
+
+:class:`InferenceProcess` is a :class:`robot.process.DeviceProcess`: the child loads the policy in
+``setup()`` (a checkpoint: torch and the weights live only there) and answers one request at a time.
+The parent side is a policy client (see :mod:`deploy.policy_client`): ``request`` hands the
+observation and the committed actions over a pipe and returns at once; ``poll`` returns the result
+when it is there. Observations are small (a few frames of at most 640x480), so a pickle over a pipe
+costs about a millisecond; ``ChunkResult.latency_s - compute_s`` shows it.
+
+Timing contract: ``request`` never blocks on inference (a pipe write of the obs); ``poll`` never
+blocks. ``start()`` returns once the policy is loaded (a failing load raises DeviceProcessError with
+the child's traceback: wrong checkpoint path, a missing key...). A policy that raises in ``predict``
+does not kill the process: the error comes back in ``ChunkResult.error``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from deploy.policy_client import ChunkResult, PolicyMeta, PolicySpec, load_policy, policy_meta, run_predict
+from robot.process import DeviceProcess, DeviceProcessError
+from robot.timing import now
+
+
+class InferenceProcess(DeviceProcess):
+    """Runs ``predict`` of the policy in ``spec`` in a child process (see module docstring).
+
+    Args:
+        spec: where the policy comes from (checkpoint path and device, or a ``py:`` factory).
+        ready_timeout_s: how long loading the policy may take (s).
+    """
+
+    def __init__(self, spec: PolicySpec, ready_timeout_s: float = 120.0) -> None:
+        super().__init__(
+            f"inference process ({spec.describe()})", ready_timeout_s=ready_timeout_s, stop_timeout_s=5.0
+        )
+        self.spec = spec
+        ctx = self._ctx
+        self._req_recv, self._req_send = ctx.Pipe(duplex=False)
+        self._res_recv, self._res_send = ctx.Pipe(duplex=False)
+        self.meta: PolicyMeta | None = None
+        self._next_id = 0
+        self._in_flight: tuple[int, float] | None = None
+        self._cancelled: set[int] = set()
+        self.transport = "inference process"
+
+    # ================================================================== parent side
+    def start(self, wait: bool = True) -> None:
+        super().start(wait=wait)
+        if wait:
+            self._read_meta()
+
+    def _read_meta(self) -> None:
+        deadline = now() + 10.0
+        while not self._res_recv.poll(0.05):
+            self.check()
+            if now() > deadline:
+                raise DeviceProcessError(f"{self.name}: loaded but sent no policy description")
+        kind, payload = self._res_recv.recv()
+        if kind != "meta":
+            raise DeviceProcessError(f"{self.name}: protocol error, expected meta, got {kind}")
+        self.meta = PolicyMeta.from_dict(payload)
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight is not None
+
+    def request(
+        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+    ) -> int:
+        """Send one request (non-blocking). Raises RuntimeError if one is already in flight."""
+        if self._in_flight is not None:
+            raise RuntimeError(f"{self.name}: a request is already in flight (poll() it first)")
+        rid = self._next_id
+        self._next_id += 1
+        t0 = now()
+        self._req_send.send(("predict", rid, obs, committed_actions, seed))
+        self._in_flight = (rid, t0)
+        return rid
+
+    def poll(self) -> ChunkResult | None:
+        """The finished request, or None (non-blocking). Raises DeviceProcessError if the child died."""
+        while self._res_recv.poll():
+            kind, payload = self._res_recv.recv()
+            if kind != "result" or self._in_flight is None:
+                continue
+            rid, actions, first, err, compute_s = payload
+            if rid != self._in_flight[0]:
+                continue
+            t0 = self._in_flight[1]
+            self._in_flight = None
+            if rid in self._cancelled:
+                self._cancelled.discard(rid)
+                continue
+            return ChunkResult(rid, actions, first, t0, now(), err, compute_s)
+        if self._in_flight is not None:
+            self.check()
+        return None
+
+    def wait(self, timeout_s: float | None = None) -> ChunkResult | None:
+        """Block until the in-flight request finishes (or ``timeout_s`` passes: None)."""
+        deadline = None if timeout_s is None else now() + timeout_s
+        while self._in_flight is not None:
+            res = self.poll()
+            if res is not None:
+                return res
+            if deadline is not None and now() > deadline:
+                return None
+            self._res_recv.poll(0.002)
+        return None
+
+    def cancel(self) -> None:
+        """Forget the in-flight request (its result will be discarded when it arrives)."""
+        if self._in_flight is not None:
+            self._cancelled.add(self._in_flight[0])
+            # Keep _in_flight: the child is still busy; poll() clears it when the result arrives.
+
+    def close(self) -> None:
+        for conn in (self._req_recv, self._req_send, self._res_recv, self._res_send):
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            self.stop(wait=True)
+        finally:
+            self.close()
+
+    # ================================================================== child side
+    def setup(self) -> None:
+        self.policy = load_policy(self.spec)
+        self._res_send.send(("meta", policy_meta(self.policy, self.spec.describe()).to_dict()))
+
+    def run_loop(self) -> None:
+        while not self.should_stop():
+            if not self._req_recv.poll(0.05):
+                continue
+            try:
+                msg = self._req_recv.recv()
+            except EOFError:
+                return
+            kind, rid, obs, committed, seed = msg
+            if kind != "predict":
+                continue
+            actions, first, err, compute_s = run_predict(self.policy, obs, committed, seed)
+            self._res_send.send(("result", (rid, actions, first, err, compute_s)))

@@ -1,0 +1,195 @@
+"""How the deployment loop talks to a policy: in-process, in an inference process, or over the network.
+
+Every client has the same non-blocking shape, so the runner does not care where inference runs::
+
+    client.request(obs, committed_actions, seed) -> request id   # at most one request in flight
+    client.poll() -> ChunkResult | None                          # the finished request, if any
+    client.wait(timeout_s) -> ChunkResult | None                 # block until it finishes
+    client.meta -> PolicyMeta                                    # n_obs_steps, dt_s, shape_meta, ...
+
+:class:`LocalPolicyClient` runs ``predict`` inside ``request`` (blocking: the reference behaviour,
+used by sync mode). :class:`deploy.inference_process.InferenceProcess` runs it in its own process
+and :class:`deploy.serving.RemotePolicyClient` on another machine; both overlap with execution.
+
+``ChunkResult.latency_s`` is measured on the rig's side, from the moment the request was handed to
+the client to the moment the result was available to the runner (host monotonic s): inference,
+transfer and queueing together, which is what the scheduler has to compensate.
+
+Policy specs (``--checkpoint``): a checkpoint file or run directory (loaded with
+``policy.inference.Policy.load``), or ``py:package.module:Factory`` for any object with the
+``predict`` API, built with the config's ``policy_kwargs`` (e.g. ``py:deploy.standin:ReferencePolicy``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from robot.timing import now
+
+
+@dataclass(frozen=True)
+class ActionChunk:
+    """Same contract as ``policy.inference.ActionChunk`` (raw actions, ``actions[i]`` meant for
+    ``t_obs + (first_index + i) * dt_s``), without importing torch."""
+
+    actions: np.ndarray
+    first_index: int
+
+
+@dataclass(frozen=True)
+class PolicyMeta:
+    """What the loop needs to know about a policy (step counts are in steps of ``dt_s`` seconds)."""
+
+    n_obs_steps: int
+    n_action_steps: int
+    horizon: int
+    dt_s: float
+    obs_keys: tuple[str, ...]
+    action_dim: int
+    description: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_obs_steps": self.n_obs_steps,
+            "n_action_steps": self.n_action_steps,
+            "horizon": self.horizon,
+            "dt_s": self.dt_s,
+            "obs_keys": list(self.obs_keys),
+            "action_dim": self.action_dim,
+            "description": self.description,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyMeta:
+        return cls(
+            int(d["n_obs_steps"]),
+            int(d["n_action_steps"]),
+            int(d["horizon"]),
+            float(d["dt_s"]),
+            tuple(d["obs_keys"]),
+            int(d["action_dim"]),
+            str(d["description"]),
+        )
+
+
+@dataclass
+class ChunkResult:
+    """A finished request. ``actions`` is None when ``error`` says why inference failed."""
+
+    request_id: int
+    actions: np.ndarray | None
+    first_index: int
+    t_request: float
+    t_done: float
+    error: str | None = None
+    compute_s: float = float("nan")
+    """Time spent in ``predict`` itself (s); ``latency_s - compute_s`` is transport and queueing."""
+
+    @property
+    def latency_s(self) -> float:
+        return self.t_done - self.t_request
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """Where to get the policy from; picklable, so an inference process or a server can load it."""
+
+    checkpoint: str
+    device: str = "cpu"
+    kwargs: tuple[tuple[str, Any], ...] = ()
+
+    def describe(self) -> str:
+        return self.checkpoint
+
+
+def load_policy(spec: PolicySpec) -> Any:
+    """Build the policy object of ``spec`` (see module docstring). Raises a clear error."""
+    ckpt = spec.checkpoint
+    if ckpt.startswith("py:"):
+        target = ckpt[3:]
+        module_name, _, attr = target.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"policy {ckpt!r}: cannot import {target!r}: {exc}") from exc
+        return factory(**dict(spec.kwargs))
+    if spec.kwargs:
+        raise ValueError(f"policy_kwargs are only for py: policies, got {dict(spec.kwargs)} for {ckpt}")
+    path = Path(ckpt)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"checkpoint {ckpt} does not exist: pass a .pt file or a run directory from `rig train`"
+        )
+    from policy.inference import Policy
+
+    return Policy.load(path, device=spec.device)
+
+
+def policy_meta(policy: Any, description: str) -> PolicyMeta:
+    return PolicyMeta(
+        n_obs_steps=int(policy.n_obs_steps),
+        n_action_steps=int(policy.n_action_steps),
+        horizon=int(policy.horizon),
+        dt_s=float(policy.dt_s),
+        obs_keys=tuple(policy.shape_meta["obs"].keys()),
+        action_dim=int(policy.shape_meta["action"]["shape"][0]),
+        description=description,
+    )
+
+
+def run_predict(policy: Any, obs: dict[str, Any], committed: np.ndarray | None, seed: int | None) -> tuple:
+    """Call ``predict``; returns ``(actions, first_index, error_text, compute_s)`` and never raises
+    (a failing policy is reported to the runner, which holds the arm and says why)."""
+    t0 = now()
+    try:
+        chunk = policy.predict(obs, committed_actions=committed, seed=seed)
+        actions = np.asarray(chunk.actions, dtype=np.float64)
+        return actions, int(chunk.first_index), None, now() - t0
+    except Exception as exc:  # reported, not raised: the loop must hold the arm first
+        return None, 0, f"{type(exc).__name__}: {exc}", now() - t0
+
+
+class LocalPolicyClient:
+    """Runs ``predict`` in the caller's thread inside :meth:`request` (sync mode, the reference)."""
+
+    def __init__(self, policy: Any, description: str = "in-process policy") -> None:
+        self.policy = policy
+        self.meta = policy_meta(policy, description)
+        self._result: ChunkResult | None = None
+        self._next_id = 0
+        self.transport = "in-process"
+
+    @property
+    def busy(self) -> bool:
+        return False
+
+    def request(
+        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+    ) -> int:
+        rid = self._next_id
+        self._next_id += 1
+        t0 = now()
+        actions, first, err, compute_s = run_predict(self.policy, obs, committed_actions, seed)
+        self._result = ChunkResult(rid, actions, first, t0, now(), err, compute_s)
+        return rid
+
+    def poll(self) -> ChunkResult | None:
+        out, self._result = self._result, None
+        return out
+
+    def wait(self, timeout_s: float | None = None) -> ChunkResult | None:
+        return self.poll()
+
+    def cancel(self) -> None:
+        self._result = None
+
+    def check(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,128 @@
+"""A stand-in policy with the :class:`policy.inference.Policy` predict API, for tests and benchmarks.
+
+It emits a *known smooth reference trajectory* as action chunks, after an injected inference
+latency, so that deployment timing (stamping, dropping, async joining) is measured against ground
+truth without training a network. The reference is a circle in the x-y plane traversed at constant
+speed, as a function of absolute host time::
+
+    ref(t) = start + radius_m * [cos(w (t - t0)) - 1, sin(w (t - t0)), 0]   (t >= t0; start before)
+
+``t0_s`` defaults to the first observation's time. Each chunk may carry a per-chunk offset along z
+(``chunk_offset_m * (-1)^k``) so that consecutive chunks disagree like independent diffusion samples
+do; like the real policy it honours ``committed_actions`` by inpainting: the first rows equal them
+and the deviation of the rest from the reference ramps from the committed rows' deviation to the
+chunk's own offset over ``ramp_steps`` steps (continuity comes only from conditioning). ``nan_after_chunks=k`` makes every
+chunk from the k-th on (0-based) all NaN.
+
+The observation must carry ``timestamp`` (declared in :attr:`shape_meta`, so the runner passes it);
+``t_obs = obs["timestamp"][-1]``. Picklable: it runs in the inference process too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from deploy.policy_client import ActionChunk
+
+
+class ReferencePolicy:
+    """See the module docstring. Latencies in seconds, lengths in metres, ``omega_rad_s`` in rad/s."""
+
+    def __init__(
+        self,
+        latency_s: float = 0.15,
+        latency_jitter_s: float = 0.0,
+        dt_s: float = 0.1,
+        n_obs_steps: int = 2,
+        n_action_steps: int = 8,
+        horizon: int = 16,
+        start_pose: list[float] | None = None,
+        radius_m: float = 0.05,
+        omega_rad_s: float = 2.0,
+        t0_s: float | None = None,
+        chunk_offset_m: float = 0.0,
+        ramp_steps: int = 4,
+        nan_after_chunks: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        self.latency_s = float(latency_s)
+        self.latency_jitter_s = float(latency_jitter_s)
+        self.dt_s = float(dt_s)
+        self.n_obs_steps = int(n_obs_steps)
+        self.n_action_steps = int(n_action_steps)
+        self.horizon = int(horizon)
+        self.start_pose = np.asarray(
+            start_pose if start_pose is not None else [0.45, 0.0, 0.2, np.pi, 0.0, 0.0], dtype=np.float64
+        )
+        self.radius_m = float(radius_m)
+        self.omega_rad_s = float(omega_rad_s)
+        self.t0_s = t0_s
+        self.chunk_offset_m = float(chunk_offset_m)
+        self.ramp_steps = max(1, int(ramp_steps))
+        self.nan_after_chunks = nan_after_chunks
+        self.calls = 0
+        self._rng = np.random.default_rng(seed)
+        self.shape_meta = {
+            "obs": {"timestamp": {"type": "low_dim", "shape": []}},
+            "action": {"shape": [6]},
+        }
+
+    @property
+    def action_dim(self) -> int:
+        return 6
+
+    @property
+    def speed_m_s(self) -> float:
+        return self.radius_m * self.omega_rad_s
+
+    def reference(self, t: np.ndarray | float) -> np.ndarray:
+        """Reference pose(s) at host time(s) ``t``: (6,) or (n, 6)."""
+        scalar = np.ndim(t) == 0
+        tt = np.atleast_1d(np.asarray(t, dtype=np.float64))
+        t0 = self.t0_s if self.t0_s is not None else float(tt[0])
+        phase = self.omega_rad_s * np.maximum(tt - t0, 0.0)
+        out = np.tile(self.start_pose, (len(tt), 1))
+        out[:, 0] += self.radius_m * (np.cos(phase) - 1.0)
+        out[:, 1] += self.radius_m * np.sin(phase)
+        return out[0] if scalar else out
+
+    def chunk_offset(self, k: int) -> float:
+        return self.chunk_offset_m * (1.0 if k % 2 == 0 else -1.0)
+
+    def predict(
+        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+    ) -> ActionChunk:
+        """Sleep the injected latency, then return the reference at ``t_obs + i * dt_s``."""
+        t_start = time.monotonic()
+        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
+        if self.t0_s is None:
+            self.t0_s = t_obs
+        k = self.calls
+        self.calls += 1
+        n_out = self.horizon - self.n_obs_steps + 1
+        times = t_obs + np.arange(n_out) * self.dt_s
+        actions = self.reference(times)
+        own = np.array([0.0, 0.0, self.chunk_offset(k)])
+        m = 0 if committed_actions is None else len(committed_actions)
+        if m:
+            # Continue from where the committed actions leave the reference, back to this chunk's own
+            # offset over ramp_steps steps (what inpainting gives a trained policy: no jump).
+            committed = np.asarray(committed_actions, dtype=np.float64)
+            d0 = committed[-1, :3] - actions[m - 1, :3]
+            ramp = np.clip((np.arange(n_out) - m + 1) / self.ramp_steps, 0.0, 1.0)[:, None]
+            actions[:, :3] += d0 + (own - d0) * ramp
+            actions[:m] = committed
+        else:
+            actions[:, :3] += own
+        if self.nan_after_chunks is not None and k >= self.nan_after_chunks:
+            actions[:] = np.nan
+        delay = self.latency_s + (
+            self._rng.uniform(0, self.latency_jitter_s) if self.latency_jitter_s else 0.0
+        )
+        remaining = t_start + delay - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        return ActionChunk(actions=actions, first_index=0)

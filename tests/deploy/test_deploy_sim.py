@@ -1,0 +1,320 @@
+"""Deployment on the simulated rig through the real processes (arm, cameras, SpaceMouse, inference).
+
+A stand-in policy (deploy/standin.py) emits a known smooth reference (a circle in x-y) as action
+chunks after an injected inference latency; consecutive chunks disagree in z by +-4 mm unless the
+policy is conditioned on the committed actions, like independent diffusion samples. The simulated
+arm has a 40 ms action delay and the calibration says so.
+"""
+
+import io
+import json
+import math
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collection.episode_store import EpisodeStore
+from deploy.config import DeployConfig
+from deploy.deploy_cli import close_client, make_client
+from deploy.evaluation import arrival_errors, executed_path, idle_ticks
+from deploy.policy_client import PolicySpec
+from deploy.runner import DeployRunner
+from robot.calibration_data import CalibrationFile, LatencyValue, RobotCalibration
+from robot.config import config_path, load_config
+from robot.env import Env
+
+DELAY_S = 0.04
+START = [0.45, 0.0, 0.2, math.pi, 0.0, 0.0]
+RIG = [
+    f"rig.arm.sim.action_delay_s={DELAY_S}",
+    f"rig.latency.action_latency_s={DELAY_S}",
+    f"rig.arm.start_pose={START}",
+    "rig.spacemouse.scripted.expert=null",
+    "rig.spacemouse.scripted.loop=true",
+    # A person pushing the SpaceMouse to +y (only obeyed during takeover).
+    "rig.spacemouse.scripted.trajectory=[{time_s: 0, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]},"
+    " {time_s: 1000, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]}]",
+    "teleop.lock_z_m=null",
+]
+STANDIN = "py:deploy.standin:ReferencePolicy"
+
+
+def deploy_config(tmp_path, *overrides):
+    return load_config(
+        DeployConfig,
+        config_path("deploy/sim_reach.yaml"),
+        [*RIG, f"store={tmp_path / 'eval.zarr'}", *overrides],
+    )
+
+
+@pytest.fixture(scope="module")
+def env():
+    cfg = deploy_config(Path("/tmp"))
+    cal = CalibrationFile(robot=RobotCalibration(action_latency=LatencyValue(value_s=DELAY_S)))
+    with Env(cfg.rig, spacemouse=True, calibration=cal) as e:
+        yield e
+
+
+class TimedKeys:
+    """Presses keys at given times after the first poll (a scripted person at the keyboard)."""
+
+    closed = False
+
+    def __init__(self, presses):
+        self.presses = sorted(presses)
+        self.t0 = None
+
+    def poll(self):
+        t = time.monotonic()
+        if self.t0 is None:
+            self.t0 = t
+        out = []
+        while self.presses and t - self.t0 >= self.presses[0][0]:
+            out.append(self.presses.pop(0)[1])
+        return out
+
+
+def run_one(env, tmp_path, mode, policy_kwargs, *overrides, keys=None):
+    cfg = deploy_config(tmp_path, f"mode={mode}", *overrides)
+    kwargs = {"start_pose": START, **policy_kwargs}
+    client = make_client(cfg, PolicySpec(STANDIN, kwargs=tuple(sorted(kwargs.items()))))
+    out = io.StringIO()
+    store = EpisodeStore.open(cfg.store, "a")
+    try:
+        runner = DeployRunner(cfg, env, client, keys=keys, out=out, keep_logs=True)
+        result = runner.run_episode(0, None, store)
+    finally:
+        store.close()
+        close_client(client)
+    return runner, result, out.getvalue(), cfg
+
+
+def first_merge_time(runner):
+    return min(c["t_done"] for c in runner.chunk_log)
+
+
+# ---------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def async_run(env, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("async")
+    return run_one(
+        env,
+        tmp,
+        "async",
+        {"latency_s": 0.15, "chunk_offset_m": 0.006, "ramp_steps": 12},
+        "max_episode_s=5.0",
+        "policy_seed=0",
+    )
+
+
+@pytest.mark.timeout(90)
+def test_executed_actions_reach_their_targets_at_the_stamped_time(env, async_run):
+    runner, result, _, _ = async_run
+    assert result.chunks >= 5 and result.end_reason == "max_episode_s"
+    arm = runner.arm_history()
+    tick = env.config.arm.period_s
+    tau = env.config.arm.sim.tracking_time_constant_s
+    t_from = first_merge_time(runner) + 0.5
+    sent = [w for w in runner.sent_log if w["chunk"] >= 0]
+    cmd_err, act_err, dist = arrival_errors(sent, arm, DELAY_S, t_from, arm["tick_time"][-1] - 0.15)
+    assert len(cmd_err) >= 8  # (waypoints around which a loaded machine starved the controller are skipped)
+    # The controller commands each pose one action latency early, to within a control tick (a few
+    # outliers allowed: a process starved by a loaded 2-core machine)...
+    assert np.median(np.abs(cmd_err)) <= 1.5e-3, cmd_err
+    assert np.mean(np.abs(cmd_err) <= tick + 1e-3) >= 0.8, cmd_err
+    # ...so the delayed arm (40 ms) is there at the stamped time: typically within a tick plus its
+    # tracking lag (uncompensated it would be 40 ms later still), nearly always within a tick plus
+    # the delay.
+    assert np.median(np.abs(act_err)) <= tick + tau + 3e-3, act_err
+    assert np.mean(np.abs(act_err) <= tick + DELAY_S) >= 0.9, act_err
+    assert np.median(dist) < 1e-3
+
+
+@pytest.mark.timeout(90)
+def test_superseded_actions_are_never_executed(env, async_run):
+    runner, result, _, _ = async_run
+    assert result.actions_superseded > 0
+    merged_at = {c["chunk"]: c["t_done"] for c in runner.chunk_log}
+    for w in runner.sent_log:
+        newer = [t for k, t in merged_at.items() if k > w["chunk"]]
+        # Nothing of a chunk is sent once a newer chunk has been merged.
+        assert not newer or w["send_time"] <= min(newer) + 0.05, w
+    # The arm follows the newest chunk where it disagrees with the superseded rows (z offsets).
+    arm = runner.arm_history()
+    path = executed_path(runner.sent_log)
+    checked = 0
+    for c in runner.chunk_log[:-1]:
+        sent_rows = {w["row"] for w in runner.sent_log if w["chunk"] == c["chunk"]}
+        for i, (T, pose) in enumerate(zip(c["times"], c["poses"], strict=True)):
+            if i in sent_rows or i < c["committed_rows"] or T > arm["capture_time"][-1] - 0.1:
+                continue
+            executed_z = path(T)[2]
+            if abs(pose[2] - executed_z) < 0.0012 or T < first_merge_time(runner) + 0.3:
+                continue
+            actual_z = np.interp(T + 0.02, arm["capture_time"], arm["actual_tcp_pose"][:, 2])
+            assert abs(actual_z - executed_z) < 0.0005, (T, actual_z, executed_z, pose[2])
+            assert abs(actual_z - pose[2]) > 0.0007
+            checked += 1
+    assert checked >= 3, checked
+
+
+@pytest.mark.timeout(90)
+def test_async_chunks_join_without_jump_or_idle(env, async_run, tmp_path):
+    runner, result, _, _ = async_run
+    limits = env.config.arm.limits
+    jump_limit = min(limits.max_linear_speed_m_s * env.config.arm.period_s, limits.max_step_m)
+    later = runner.chunk_log[1:]
+    assert all(c["committed_rows"] >= 1 and not c["fallback"] for c in later)
+    jumps = np.array([c["jump_m"] for c in later])
+    assert jumps.max() <= jump_limit, jumps
+    # The arm never waits for a chunk: (almost) no control tick without motion. A few are allowed for
+    # a loop stalled by a loaded 2-core machine; the sync reference idles ~30 % of the time.
+    arm = runner.arm_history()
+    t0, t1 = first_merge_time(runner) + 0.3, arm["tick_time"][-1] - 0.05
+    _, idle_s = idle_ticks(arm, t0, t1)
+    assert idle_s <= 0.03 * (t1 - t0)
+    # The evaluation episode is in the store with its chunk boundaries and latencies.
+    store = EpisodeStore.open(runner.cfg.store, "r")
+    ep = store.get_episode(store.n_episodes - 1)
+    assert len(ep["action"]) == result.steps >= 30
+    assert ep["chunk_start"].sum() >= result.chunks - 1
+    assert np.nanmax(ep["inference_latency_s"]) >= 0.15
+    assert np.all(np.diff(ep["dropped_actions"]) >= 0) and ep["dropped_actions"][-1] <= result.actions_dropped
+    assert ep["dropped_actions"][-1] >= 1  # the first chunk's rows before the first feasible one
+    side_path = Path(runner.cfg.store + ".deploy") / f"episode_{store.n_episodes - 1:06d}.json"
+    side = json.loads(side_path.read_text())
+    assert len(side["chunks"]) == result.chunks and side["chunks"][1]["committed_rows"] >= 1
+
+
+@pytest.mark.timeout(90)
+def test_sync_reference_idles_and_jumps_at_chunk_boundaries(env, tmp_path):
+    # The reference loop with the same policy: the metrics above do see the problem it has.
+    runner, result, _, _ = run_one(
+        env, tmp_path, "sync", {"latency_s": 0.15, "chunk_offset_m": 0.004}, "max_episode_s=3.5"
+    )
+    arm = runner.arm_history()
+    t0, t1 = first_merge_time(runner) + 0.3, arm["tick_time"][-1] - 0.05
+    _, idle_s = idle_ticks(arm, t0, t1)
+    assert result.chunks >= 3
+    assert idle_s / result.chunks > 0.1 and idle_s > 0.15 * (t1 - t0)
+    limits = env.config.arm.limits
+    jump_limit = min(limits.max_linear_speed_m_s * env.config.arm.period_s, limits.max_step_m)
+    assert max(c["jump_m"] for c in runner.chunk_log[1:]) > 3 * jump_limit
+
+
+@pytest.mark.timeout(90)
+def test_inference_slower_than_the_chunk_holds_then_continues_without_burst(env, tmp_path):
+    # 0.9 s of inference for a chunk that covers 0.6 s from the observation: nothing is feasible.
+    policy = {"latency_s": 0.9, "horizon": 8, "n_action_steps": 6}
+    runner, result, _, _ = run_one(env, tmp_path, "async", policy, "max_episode_s=4.5")
+    assert result.chunks >= 3
+    margin = runner.cfg.action_margin_s
+    for c in runner.chunk_log[:-1]:
+        assert c["fallback"] and c["planned"] == 1
+        rows = [w for w in runner.sent_log if w["chunk"] == c["chunk"]]
+        assert len(rows) == 1  # only the newest action, never the stale ones in a burst
+        assert rows[0]["row"] == c["rows"] - 1
+        lead = rows[0]["target_time"] - c["t_done"]
+        assert DELAY_S + margin <= lead <= DELAY_S + margin + 0.05
+    arm = runner.arm_history()
+    _, idle_s = idle_ticks(arm, first_merge_time(runner), arm["tick_time"][-1])
+    assert idle_s > 0.5  # it holds while waiting...
+    # ...and continues: it reached each chunk's newest action before the next chunk came.
+    sent = [w for w in runner.sent_log if w["chunk"] >= 0]
+    for w, w_next in zip(sent[:-1], sent[1:], strict=True):
+        i = np.searchsorted(arm["capture_time"], w_next["send_time"])
+        assert np.linalg.norm(arm["actual_tcp_pose"][i, :3] - w["pose"][:3]) < 2e-3
+
+
+@pytest.mark.timeout(90)
+def test_nan_policy_holds_the_arm_says_why_and_saves_the_episode(env, tmp_path):
+    runner, result, out, cfg = run_one(
+        env, tmp_path, "async", {"latency_s": 0.1, "nan_after_chunks": 3}, "max_episode_s=10"
+    )
+    assert result.end_reason == "safety_stop" and result.chunks == 4
+    assert "SAFETY STOP: the policy produced non-finite actions (NaN/inf) in chunk 3" in out
+    assert "holds its pose" in out
+    assert not [w for w in runner.sent_log if w["chunk"] >= 3]
+    assert all(np.all(np.isfinite(w["pose"])) for w in runner.sent_log)
+    time.sleep(0.4)  # the decelerating stop is over
+    hist = env.arm.get_state_history(40)
+    assert np.ptp(hist["target_tcp_pose"][:, :3], axis=0).max() < 1e-6
+    assert np.linalg.norm(hist["actual_tcp_speed"][-1, :3]) < 1e-3
+    store = EpisodeStore.open(cfg.store, "r")
+    assert store.n_episodes == 1
+    ep = store.get_episode(0)
+    assert len(ep["timestamp"]) == result.steps > 5
+    assert np.all(np.isfinite(ep["action"]))
+    assert runner.summary()["safety_stop"].startswith("SAFETY STOP")
+
+
+@pytest.mark.timeout(90)
+def test_takeover_key_pauses_the_policy_and_the_arm_follows_the_spacemouse(env, tmp_path):
+    keys = TimedKeys([(1.5, "t"), (3.0, "t")])
+    runner, result, out, cfg = run_one(
+        env, tmp_path, "async", {"latency_s": 0.1}, "max_episode_s=4.5", keys=keys
+    )
+    assert "TAKEOVER" in out and "takeover released" in out
+    assert 1.3 < result.takeover_s < 1.7
+    t_on = keys.t0 + 1.5
+    t_off = keys.t0 + 3.0
+    during = [w for w in runner.sent_log if t_on + 0.05 < w["send_time"] < t_off - 0.05]
+    assert during and all(w["chunk"] == -1 for w in during)  # only SpaceMouse targets
+    after = [w for w in runner.sent_log if w["send_time"] > t_off + 0.05]
+    assert any(w["chunk"] >= 0 for w in after)  # the policy took over again
+    arm = runner.arm_history()
+    y = np.interp([t_on + 0.2, t_off], arm["capture_time"], arm["actual_tcp_pose"][:, 1])
+    moved = y[1] - y[0]
+    expected = 0.6 * cfg.teleop.max_linear_speed_m_s * (t_off - t_on - 0.2)
+    assert 0.6 * expected < moved < 1.3 * expected
+    ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
+    assert 10 <= ep["takeover"].sum() <= 18
+
+
+@pytest.mark.timeout(120)
+def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
+    store = tmp_path / "eval.zarr"
+    cmd = [
+        sys.executable,
+        "-m",
+        "robot.cli",
+        "deploy",
+        "--checkpoint",
+        STANDIN,
+        "--episodes",
+        "2",
+        "--mode",
+        "async",
+        f"store={store}",
+        "max_episode_s=1.5",
+        "spacemouse=false",
+        f"policy_kwargs={{latency_s: 0.12, start_pose: {START}}}",
+        "rig.calibration_file=/nonexistent/cal.yaml",
+        *RIG,
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.strip().splitlines()
+    assert any(line.startswith("timing:") and "action latency 40.0 ms" in line for line in lines)
+    assert sum(line.startswith("episode ") for line in lines) >= 2
+    summary = json.loads(lines[-1])
+    for key in (
+        "episodes",
+        "success_rate",
+        "inference_p50_ms",
+        "inference_p99_ms",
+        "actions_dropped",
+        "safety_events",
+        "episode_durations_s",
+    ):
+        assert key in summary, key
+    assert summary["episodes"] == 2 and len(summary["episode_durations_s"]) == 2
+    assert 120 <= summary["inference_p50_ms"] < 400
+    assert summary["per_episode"][1]["seed"] == 100_001
+    s = EpisodeStore.open(store, "r")
+    assert s.n_episodes == 2
+    assert {"action", "chunk_index", "inference_latency_s", "dropped_actions", "camera_0"} <= set(s.keys)
