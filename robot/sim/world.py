@@ -98,7 +98,11 @@ class TouchMarkerTask:
         x = rng.uniform(*self.x_range_m)
         y = rng.uniform(*self.y_range_m)
         self._marker = WorldObject(
-            ObjectKind.MARKER, np.array([x, y, TABLE_Z_M, 0, 0, 0.0]), np.array([self.radius_m, 0, 0])
+            ObjectKind.MARKER,
+            np.array([x, y, TABLE_Z_M, 0, 0, 0.0]),
+            np.array(
+                [2 * self.radius_m, 2 * self.radius_m, 0.002]
+            ),  # renderer: diameters x, y and a thickness
         )
         self._touched = False
         return self.objects()
