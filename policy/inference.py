@@ -97,14 +97,28 @@ class Policy:
         return int(self.shape_meta["action"]["shape"][0])
 
     def optimize_for_inference(
-        self, dtype: torch.dtype | None = torch.bfloat16, compile: bool = False
+        self,
+        dtype: torch.dtype | None = torch.bfloat16,
+        encoder_dtype: torch.dtype | None = None,
+        split_input: bool = True,
+        compile: bool = False,
     ) -> None:
-        """Fast path: weights of the encoders and the U-Net in ``dtype`` (the normalizer stays fp32)
-        and optionally ``torch.compile`` of the U-Net. Actions change by well under 1% of the
-        normalized range for bf16 (checked by benchmarks/policy_bench.py)."""
-        if dtype is not None:
-            self.model.unet.to(dtype)
-            self.model.obs_encoder.encoders.to(dtype)
+        """Switch to the fast path (irreversible for this object).
+
+        The U-Net's convolutions become matmuls on pre-laid-out weights in ``dtype`` with fp32
+        activations (see policy/fast_inference.py; ``split_input`` keeps the matmul inputs exact), the
+        camera encoders run in ``encoder_dtype`` with channels-last layout, the normalizer stays fp32,
+        and ``compile=True`` wraps the U-Net in ``torch.compile``. FiLM parameters are computed once
+        per chunk either way (``cache_film``). ``None`` means fp32. On trained policies bf16 changes
+        the normalized actions by ~0.005 (1% of the range is 0.02); benchmarks/policy_bench.py
+        measures it.
+        """
+        from policy.fast_inference import convert_unet_for_inference
+
+        convert_unet_for_inference(self.model.unet, dtype or torch.float32, split_input)
+        self.model.obs_encoder.encoders.to(
+            dtype=encoder_dtype or torch.float32, memory_format=torch.channels_last
+        )
         if compile and not self._compiled:
             self.model.unet.forward = torch.compile(self.model.unet.forward, dynamic=False)
             self._compiled = True

@@ -58,7 +58,11 @@ class ImageEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float images (N, 3, h, w) -> features (N, out_dim) float32, computed in the weights' dtype."""
-        x = x.to(self.trunk.conv1.weight.dtype)
+        w = self.trunk.conv1.weight
+        if w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous():
+            x = x.to(dtype=w.dtype, memory_format=torch.channels_last)
+        else:
+            x = x.to(w.dtype)
         return self.pool(self.trunk(x)).float()
 
 

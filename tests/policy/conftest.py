@@ -131,3 +131,15 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
     lines = out.getvalue().strip().splitlines()
     return {"rc": rc, "store": store, "run_dir": run_dir, "summary": json.loads(lines[-1]), "stdout": lines}
+
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Policy tests use one torch thread: on a busy 2-core machine two OpenMP threads that spin-wait
+    for each other are several times slower than one. Restored after each test."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(prev)

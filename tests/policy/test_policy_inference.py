@@ -67,16 +67,19 @@ def test_committed_actions_are_reproduced_exactly_and_continued(trained_run):
     )
 
 
-def test_fast_path_stays_close_to_fp32(trained_run):
+def test_fast_path_stays_within_1_percent_of_the_normalized_range(trained_run):
+    import torch
+
     policy = Policy.load(trained_run["run_dir"])
-    obs = _obs_from_store(trained_run["store"])
-    ref = policy.predict(obs, seed=2).actions
-    policy.cache_film = False
-    np.testing.assert_allclose(policy.predict(obs, seed=2).actions, ref, atol=1e-5)
-    policy.cache_film = True
-    policy.optimize_for_inference(dtype=__import__("torch").bfloat16)
-    fast = policy.predict(obs, seed=2).actions
-    span = np.ptp(np.asarray(zarr.open_group(str(trained_run["store"]))["data/action"][:]), axis=0)
-    span = np.where(span < 1e-4, 1.0, span)
-    # within 2% of the action range (1% of the normalized [-1, 1] range is 0.02 / 2)
-    assert (np.abs(fast - ref) / span).max() < 0.02
+    fast = Policy.load(trained_run["run_dir"])
+    fast.optimize_for_inference(dtype=torch.bfloat16, encoder_dtype=torch.bfloat16)
+    policy.cache_film = False  # the reference: FiLM recomputed at every step
+    worst = 0.0
+    for step in (5, 77, 222):
+        obs = _obs_from_store(trained_run["store"], step)
+        ref = policy.predict(obs, seed=step)
+        ref_norm = policy.model.last_normalized_actions.clone()
+        out = fast.predict(obs, seed=step)
+        worst = max(worst, float((fast.model.last_normalized_actions - ref_norm).abs().max()))
+        assert out.actions.shape == ref.actions.shape
+    assert worst <= 0.02, f"bf16 fast path differs by {worst:.4f} normalized units"

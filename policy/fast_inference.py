@@ -1,0 +1,115 @@
+"""Inference fast path for the conditional U-Net: convolutions as matrix products on reduced-precision,
+pre-laid-out weights.
+
+Why: at inference the U-Net runs with batch 1 on a 16-step sequence, so every denoising step is a
+pass over all ~300 M weights (paper config) with almost no arithmetic per weight -- the step is bound
+by how fast the weights stream from memory. PyTorch's CPU conv1d at batch 1 takes slow paths (im2col
+into a generic conv kernel, ~1 GB/s, and far worse for bf16), while a plain ``linear`` on a contiguous
+bf16 (Cout, Cin*k) matrix streams weights at close to memory bandwidth. So each ``Conv1d`` becomes
+"pad, unfold the (tiny) input, one matmul", and each ``ConvTranspose1d`` becomes "one matmul, then an
+overlap-add of the k taps". Numerically the same convolution up to the weights' rounding.
+
+Precision: only the big weight matrices are reduced. Activations, residual sums, GroupNorm, FiLM and
+biases stay fp32. A bf16 matmul would also round its *input* to bf16; with ``split_input`` the fp32
+input is written as ``hi + lo`` (two bf16 rows each) and both go through the same matmul, so the
+weights are still read once (the step stays memory-bound) and only the weight rounding remains.
+
+The FiLM parameters (per-block Linear on [step embedding, observation feature]) do not depend on the
+noisy actions; :meth:`policy.unet.ConditionalUnet1D.film` computes them for all steps at once, so
+they are not part of the per-step weight traffic at all.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _matmul(x: torch.Tensor, weight: torch.Tensor, split_input: bool) -> torch.Tensor:
+    """``x @ weight.T`` for fp32 ``x`` (..., K) and ``weight`` (N, K) in any dtype; fp32 result."""
+    if weight.dtype == torch.float32:
+        return F.linear(x.float(), weight)
+    if not split_input:
+        return F.linear(x.to(weight.dtype), weight).float()
+    hi = x.to(weight.dtype)
+    lo = (x - hi.float()).to(weight.dtype)
+    both = F.linear(torch.cat([hi, lo], dim=-2), weight).float()
+    n = x.shape[-2]
+    return both[..., :n, :] + both[..., n:, :]
+
+
+class LinearConv1d(nn.Module):
+    """A Conv1d (any stride/padding, dilation 1, groups 1) evaluated as unfold + one matmul."""
+
+    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, split_input: bool = True) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.dilation != (1,) or conv.padding_mode != "zeros":
+            raise ValueError("LinearConv1d supports groups=1, dilation=1, zero padding only")
+        self.k, self.stride, self.pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        self.split_input = split_input
+        w = conv.weight.detach()
+        self.weight = nn.Parameter(w.reshape(w.shape[0], -1).to(dtype).contiguous(), requires_grad=False)
+        bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().float(), requires_grad=False)
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, L) -> (B, Cout, Lout), fp32
+        x = x.float()
+        if self.k == 1 and self.stride == 1 and self.pad == 0:
+            cols = x.transpose(1, 2)
+        else:
+            x = F.pad(x, (self.pad, self.pad))
+            cols = x.unfold(2, self.k, self.stride)  # (B, Cin, Lout, k)
+            b, c, lo, k = cols.shape
+            cols = cols.permute(0, 2, 1, 3).reshape(b, lo, c * k)
+        y = _matmul(cols, self.weight, self.split_input)
+        if self.bias is not None:
+            y = y + self.bias
+        return y.transpose(1, 2)
+
+
+class LinearConvTranspose1d(nn.Module):
+    """A ConvTranspose1d (dilation 1, groups 1, no output padding) as one matmul + overlap-add."""
+
+    def __init__(self, conv: nn.ConvTranspose1d, dtype: torch.dtype, split_input: bool = True) -> None:
+        super().__init__()
+        if conv.groups != 1 or conv.dilation != (1,) or conv.output_padding != (0,):
+            raise ValueError("LinearConvTranspose1d supports groups=1, dilation=1, output_padding=0 only")
+        self.k, self.stride, self.pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
+        self.split_input = split_input
+        w = conv.weight.detach()  # (Cin, Cout, k)
+        self.cout = w.shape[1]
+        # rows ordered (k, Cout): tap j of output channel o is row j * Cout + o
+        w = w.permute(2, 1, 0).reshape(self.k * self.cout, w.shape[0])
+        self.weight = nn.Parameter(w.to(dtype).contiguous(), requires_grad=False)
+        bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().float(), requires_grad=False)
+        self.bias = bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, L) -> (B, Cout, (L-1)*s - 2p + k)
+        b, _, length = x.shape
+        z = _matmul(x.float().transpose(1, 2), self.weight, self.split_input)
+        z = z.reshape(b, length, self.k, self.cout)
+        full = (length - 1) * self.stride + self.k
+        y = torch.zeros(b, self.cout, full, dtype=z.dtype, device=z.device)
+        span = (length - 1) * self.stride + 1
+        for j in range(self.k):
+            y[:, :, j : j + span : self.stride] += z[:, :, j].transpose(1, 2)
+        y = y[:, :, self.pad : full - self.pad]
+        if self.bias is not None:
+            y = y + self.bias[None, :, None]
+        return y
+
+
+def convert_unet_for_inference(
+    unet: nn.Module, dtype: torch.dtype = torch.bfloat16, split_input: bool = True
+) -> nn.Module:
+    """Replace every Conv1d / ConvTranspose1d of ``unet`` (in place) by its matmul form with weights
+    in ``dtype``; everything else stays fp32. Inference only (no gradients)."""
+    for name, child in list(unet.named_children()):
+        if isinstance(child, nn.Conv1d):
+            setattr(unet, name, LinearConv1d(child, dtype, split_input))
+        elif isinstance(child, nn.ConvTranspose1d):
+            setattr(unet, name, LinearConvTranspose1d(child, dtype, split_input))
+        else:
+            convert_unet_for_inference(child, dtype, split_input)
+    return unet.requires_grad_(False)
