@@ -56,7 +56,9 @@ class MultiCamera:
     or a sequence of CameraConfig (unnamed ones become ``camera_<i>``). ``world_ring``: the sim arm's
     world-state ring, given to every sim camera. ``screen_rings``: ``{camera name: ring}`` for sim
     cameras with a screen plane. ``video``: episode video settings (default: from the
-    MultiCameraConfig, else defaults).
+    MultiCameraConfig, else defaults). ``preload_video``: start the video writer processes together
+    with the cameras (else at the first :meth:`start_recording`): spawning them costs ~1-2 s of both
+    cores on a small machine, during which cameras may skip frames, so a recorder should preload.
     """
 
     def __init__(
@@ -65,6 +67,7 @@ class MultiCamera:
         world_ring: RingBuffer | None = None,
         screen_rings: Mapping[str, RingBuffer] | None = None,
         video: VideoConfig | None = None,
+        preload_video: bool = False,
     ):
         cfgs, video_cfg = _as_config_map(configs)
         if not cfgs:
@@ -86,6 +89,7 @@ class MultiCamera:
         self._recorders: dict[str, Any] = {}
         self._recording: dict[str, Path] | None = None
         self._started = False
+        self._preload_video = preload_video
 
     # ------------------------------------------------------------------ lifecycle
     def start(self, wait: bool = True) -> None:
@@ -97,6 +101,8 @@ class MultiCamera:
         try:
             for cam in self.cameras.values():
                 cam.start(wait=False)
+            if self._preload_video:
+                self._start_recorders()
             if wait:
                 self.wait_ready()
         except BaseException:
@@ -230,27 +236,13 @@ class MultiCamera:
         (H.264) plus ``<name>.timestamps.npz`` (per-frame ``frame_index``, ``capture_time``,
         ``receive_time``). Encoding happens in one writer process per camera (started on the first
         call, reused afterwards), never in the capture processes. Returns the mp4 paths."""
-        from robot.video_recorder import VideoRecorder, episode_dir
+        from robot.video_recorder import episode_dir
 
         if self._recording is not None:
             raise RuntimeError("already recording; call stop_recording() first")
         out_dir = episode_dir(directory, episode)
         out_dir.mkdir(parents=True, exist_ok=True)
-        if not self._recorders:
-            recorders = {
-                name: VideoRecorder(cam.ring, name, cam.config.fps, self.video_config)
-                for name, cam in self.cameras.items()
-            }
-            try:
-                for rec in recorders.values():
-                    rec.start(wait=False)
-                for rec in recorders.values():
-                    rec.wait_ready()
-            except BaseException:
-                for rec in recorders.values():
-                    rec.stop()
-                raise
-            self._recorders = recorders
+        self._start_recorders()
         paths = {}
         self._record_start = {}
         for name, rec in self._recorders.items():
@@ -280,6 +272,27 @@ class MultiCamera:
         paths = self._recording
         self._recording = None
         return paths
+
+    def _start_recorders(self) -> None:
+        """Start one writer process per camera (once; they serve every later episode)."""
+        from robot.video_recorder import VideoRecorder
+
+        if self._recorders:
+            return
+        recorders = {
+            name: VideoRecorder(cam.ring, name, cam.config.fps, self.video_config)
+            for name, cam in self.cameras.items()
+        }
+        try:
+            for rec in recorders.values():
+                rec.start(wait=False)
+            for rec in recorders.values():
+                rec.wait_ready()
+        except BaseException:
+            for rec in recorders.values():
+                rec.stop()
+            raise
+        self._recorders = recorders
 
     @property
     def is_recording(self) -> bool:

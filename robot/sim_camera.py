@@ -30,7 +30,8 @@ from robot.ring_buffer import RingBuffer
 from robot.sim.render import SceneRenderer, pose_to_matrix
 from robot.timing import now, precise_wait
 
-RENDER_GUARD_S = 0.001  # render this long after the exposure so the arm's record for it has landed
+RENDER_GUARD_S = 0.001
+SPIN_S = 0.0003  # short busy-wait: receive_time is the scheduled time, sub-ms wake-up is enough  # render this long after the exposure so the arm's record for it has landed
 _WORLD_LOOKBACK = 16
 
 
@@ -133,15 +134,15 @@ class SimCameraBackend:
             if self._pending and self._pending[0].receive_time <= t_cap + RENDER_GUARD_S:
                 p = self._pending[0]
                 if p.receive_time > deadline:
-                    precise_wait(deadline)
+                    precise_wait(deadline, SPIN_S)
                     return None
-                precise_wait(p.receive_time)
+                precise_wait(p.receive_time, SPIN_S)
                 self._pending.popleft()
                 return Frame(p.color, p.depth, p.capture_time, p.receive_time, p.frame_index)
             if t_cap + RENDER_GUARD_S > deadline:
-                precise_wait(deadline)
+                precise_wait(deadline, SPIN_S)
                 return None
-            t = precise_wait(t_cap + RENDER_GUARD_S)
+            t = precise_wait(t_cap + RENDER_GUARD_S, SPIN_S)
             if t - t_cap > sim.max_backlog_frames * self._period_s:
                 k_now = int((t - self._t0) / self._period_s)
                 self.skipped_frames += k_now - self._k

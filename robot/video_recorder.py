@@ -14,6 +14,7 @@ times = capture times relative to the episode's first frame, 1/90000 s time base
 
 from __future__ import annotations
 
+import os
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -152,6 +153,9 @@ class VideoRecorder(DeviceProcess):
     # ------------------------------------------------------------------ child side
     def setup(self) -> None:
         import av  # noqa: F401  (fail at start, not at the first episode, if PyAV is missing)
+
+        if self.config.nice:
+            os.nice(self.config.nice)  # capture processes win the CPU; a late writer only drops, counted
 
         layout = self.ring.layout
         if "color" not in layout:

@@ -50,7 +50,8 @@ MAX_TEXELS_PER_PIXEL = 0.7
 # ChArUco corners within ~0.05-0.08 px of their projection (0.17 px at grazing angles, where the
 # detector itself is the limit); the table is drawn with one sample.
 PLANE_SUPERSAMPLE = 3
-OBJECT_SUPERSAMPLE = 4  # samples per pixel (per axis) of solid objects and the tool
+OBJECT_SUPERSAMPLE = 4  # samples per pixel (per axis) of solid objects and the tool ...
+SUPERSAMPLE_BUDGET_PX = 120_000  # ... reduced for objects whose bounding box is large
 WALL_RGB = (88, 94, 104)
 BACK_RGB = (150, 150, 150)
 TOOL_TIP_RGB = (255, 140, 0)
@@ -480,7 +481,8 @@ class SceneRenderer:
             return
         x0, y0, x1, y1 = roi
         w, h = x1 - x0, y1 - y0
-        ss = OBJECT_SUPERSAMPLE
+        # Fewer samples for big things (close to the camera), to bound the cost per group.
+        ss = int(max(1, min(OBJECT_SUPERSAMPLE, np.sqrt(SUPERSAMPLE_BUDGET_PX / (w * h)))))
         hi_color = np.zeros((h * ss, w * ss, 3), np.uint8)
         hi_mask = np.zeros((h * ss, w * ss), np.uint8)
         offset = np.array([x0, y0], float)
