@@ -25,7 +25,7 @@ from calibration.result import (
     update_calibration,
 )
 from robot.calibration_data import LatencyValue, load_calibration
-from robot.config import add_config_arguments, config_from_args
+from robot.config import ConfigError, add_config_arguments, config_from_args
 from robot.rig_config import RigConfig
 
 DEFAULT_RIG = "rig/sim.yaml"
@@ -192,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
         print("no calibration file was written", file=sys.stderr)
         emit_json({"error": str(exc)})
         return 1
+    except ConfigError as exc:
+        print(f"rig calibrate {args.what}: config error: {exc}", file=sys.stderr)
+        emit_json({"error": f"config error: {exc}"})
+        return 2
 
 
 if __name__ == "__main__":

@@ -129,3 +129,113 @@ def load_procedure(model: type, name: str, path: str | Path | None, overrides: l
     if path is None and not p.is_file():
         p = None
     return load_config(model, p, overrides)
+
+
+def _tool_board() -> CharucoSpec:
+    return CharucoSpec(
+        squares_x=5, squares_y=4, square_length_m=0.035, marker_length_m=0.026, dictionary="DICT_4X4_50"
+    )
+
+
+def _table_board() -> CharucoSpec:
+    return CharucoSpec(
+        squares_x=7, squares_y=5, square_length_m=0.04, marker_length_m=0.03, dictionary="DICT_5X5_100"
+    )
+
+
+class PoseSetConfig(StrictModel):
+    """The automatically generated set of arm poses the board is photographed from.
+
+    Poses spread (Halton sequence, seeded) around ``home pose + centre offset`` (per camera mount):
+    translations in a box of +-``translation_range_m``, the tool tilted by up to ``tilt_deg`` about a
+    horizontal axis of every direction and turned by up to +-``yaw_deg`` about the vertical, visited
+    in a short order at no more than ``speed_m_s`` / ``angular_speed_rad_s``.
+    """
+
+    n_poses: int = Field(14, ge=1)
+    seed: int = 0
+    world_camera_center_offset_m: tuple[float, float, float] = (0.08, 0.0, -0.12)
+    """Eye-to-hand (board on the tool): centre of the pose set relative to the home pose."""
+    tool_camera_center_offset_m: tuple[float, float, float] = (0.0, 0.0, 0.05)
+    """Eye-in-hand (camera on the tool, board on the table)."""
+    translation_range_m: tuple[float, float, float] = (0.06, 0.06, 0.04)
+    tilt_deg: float = Field(22.0, ge=0, le=60)
+    yaw_deg: float = Field(30.0, ge=0, le=90)
+    speed_m_s: float = Field(0.15, gt=0)
+    angular_speed_rad_s: float = Field(0.8, gt=0)
+    settle_s: float = Field(0.15, ge=0)
+    """Wait after the arm is at rest before taking the frame (vibrations on a real arm)."""
+
+
+class CaptureProcedure(StrictModel):
+    """Shared by ``intrinsics`` (charuco) and ``hand-eye``: which camera, which board, which poses."""
+
+    camera: str = ""
+    """The camera to calibrate ('' = the rig's first camera)."""
+    mount: Literal["auto", "world", "tool"] = "auto"
+    """``world``: static camera, board on the tool (eye-to-hand); ``tool``: camera on the tool, board on
+    the table (eye-in-hand); ``auto``: the sim camera's mount, else the calibration file's, else world."""
+    poses: PoseSetConfig = Field(default_factory=PoseSetConfig)
+    min_poses: int = Field(6, ge=3)
+    """Fewer usable views than this is a failure ("too few poses")."""
+    abort_after_missing: int = Field(3, ge=1)
+    """Stop early when the board is not seen at any of the first this many poses."""
+    min_corners: int = Field(6, ge=4)
+    tool_board: CharucoSpec = Field(default_factory=_tool_board)
+    """The board mounted on the tool (eye-to-hand)."""
+    table_board: CharucoSpec = Field(default_factory=_table_board)
+    """The board lying on the table (eye-in-hand)."""
+    sim_tool_board_pose: list[float] = Field(default_factory=lambda: [-0.0875, -0.07, -0.1, 0.0, 0.0, 0.0])
+    """Sim: board-to-tool pose of the tool board (printed side facing the tool's -z, i.e. up)."""
+    sim_table_board: Literal["under_camera"] | list[float] = "under_camera"
+    """Sim: board-to-world pose of the table board, or ``under_camera``: centred where the camera's
+    optical axis meets the table at the pose set's centre."""
+
+
+class IntrinsicsProcedure(CaptureProcedure):
+    """``rig calibrate intrinsics``."""
+
+    source: Literal["auto", "factory", "charuco"] = "auto"
+    """``factory``: the device's intrinsics (RealSense calibration in the camera; sim: its model);
+    ``charuco``: calibrate from board views; ``auto``: charuco."""
+    distortion_model: Literal["none", "k1k2", "k1k2p1p2", "k1k2p1p2k3"] = "k1k2"
+    """Radial k1, k2 by default: tangential terms (p1p2) trade off against the principal point when the
+    views are few; enable them for lenses that need them."""
+    max_rms_px: float = Field(1.0, gt=0)
+    """Overall reprojection RMS above this is a failure."""
+    frame_outlier_factor: float = Field(3.0, gt=1)
+    """A view whose reprojection RMS is above this times the median (and above 0.3 px) is dropped."""
+    min_coverage: float = Field(0.25, gt=0, le=1)
+    """Fraction of an 8x6 grid of image cells that must contain board corners over all used views."""
+    duplicate_px: float = Field(3.0, ge=0)
+    """A view whose corners all lie within this of an already used view's is a duplicate (dropped)."""
+
+
+class HandEyeProcedure(CaptureProcedure):
+    """``rig calibrate hand-eye``."""
+
+    intrinsics: Literal["auto", "calibration", "device", "charuco"] = "auto"
+    """Camera model for board poses: ``calibration`` (the file's), ``device`` (the camera's reported
+    intrinsics), ``charuco`` (calibrate from these views), ``auto``: the file's if present, else device."""
+    methods: list[str] = Field(
+        default_factory=lambda: ["TSAI", "PARK", "HORAUD", "ANDREFF", "DANIILIDIS", "SHAH", "LI"]
+    )
+    """``cv2.calibrateHandEye`` methods (TSAI, PARK, HORAUD, ANDREFF, DANIILIDIS) and
+    ``cv2.calibrateRobotWorldHandEye`` methods (SHAH, LI) to compare; the best by residual is kept."""
+    refine: bool = True
+    """Refine the best solution by minimising the corners' reprojection error over all views."""
+    outlier_factor: float = Field(3.0, gt=1)
+    """A view whose residual is above this times the median (and above 0.5 px) is dropped and the
+    solution recomputed."""
+    max_rms_px: float = Field(1.5, gt=0)
+    """Reprojection RMS of the final solution above this is a failure."""
+
+
+class BoardProcedure(StrictModel):
+    """``rig calibrate board``: which board to print."""
+
+    preset: Literal["table", "tool", "custom"] = "table"
+    """``table``/``tool``: the hand-eye/intrinsics boards of the capture procedure; ``custom``: ``board``."""
+    board: CharucoSpec = Field(default_factory=_table_board)
+    margin_m: float = Field(0.01, ge=0)
+    """White margin printed around the board."""

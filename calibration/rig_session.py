@@ -78,15 +78,22 @@ def home_pose(rig: RigConfig) -> np.ndarray:
     return np.asarray(rig.arm.start_pose, dtype=np.float64)
 
 
-def move_and_settle(env: Env, pose: np.ndarray, speed_m_s: float = 0.1, settle_s: float = 0.3) -> None:
-    """Move the arm to ``pose`` (speed-limited by the controller) and wait until it is there."""
+def move_and_settle(
+    env: Env,
+    pose: np.ndarray,
+    speed_m_s: float = 0.1,
+    settle_s: float = 0.3,
+    angular_speed_rad_s: float = 0.5,
+) -> None:
+    """Move the arm to ``pose`` at no more than ``speed_m_s`` / ``angular_speed_rad_s`` (the controller
+    also applies its own limits), wait until it is at rest there, then ``settle_s`` more."""
     import time
 
     from robot.interpolator import pose_distance
 
     state = env.arm.get_state()
     lin, ang = pose_distance(state["actual_tcp_pose"], pose)
-    duration = max(lin / speed_m_s, ang / 0.5, 0.2)
+    duration = max(lin / speed_m_s, ang / angular_speed_rad_s, 0.2)
     env.arm.servo_to(pose, duration)
     deadline = time.monotonic() + duration + 10.0
     while time.monotonic() < deadline:

@@ -454,7 +454,6 @@ def measure(rig, calibration, proc: RobotLatencyProcedure, plots: Path) -> Robot
             poll()
             use_receive = env.config.obs.camera_time_source == "receive"
             cam_latency = env.camera_latency_s.get(cam_name, 0.0)
-        move_and_settle(env, home_pose(rig), settle_s=0.0)
     fit = fit_action_latency(recs, axis, proc)
     progress(
         f"robot-latency: action latency (dead time) {fit.dead_time_s * 1e3:.2f} ms, tracking tau "
