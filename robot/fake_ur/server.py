@@ -237,6 +237,7 @@ class FakeURServer:
         self.watchdog_trips = 0
         self.register_offset: int | None = None  # of the last program started (0, or 24 upper range)
         self.command_counts: Counter[int] = Counter()  # command id -> times executed, all programs
+        self.command_packets: Counter[int] = Counter()  # command id -> data packages received carrying it
         self.unsupported_commands: Counter[int] = Counter()
         self._frozen = False
         self._refusing = False
@@ -380,8 +381,9 @@ class FakeURServer:
                     for name in [n for n, cid in self._input_owner.items() if cid == conn.conn_id]:
                         del self._input_owner[name]
 
-    def _recv_chunks(self, conn: _Conn):
-        """Yield received byte chunks until EOF, error, close or server stop."""
+    def _recv_chunks(self, conn: _Conn, swallow_when_frozen: bool = True):
+        """Yield received byte chunks until EOF, error, close or server stop (while frozen, chunks
+        are swallowed unless ``swallow_when_frozen`` is False: the caller then drops them itself)."""
         while not self._stop_event.is_set() and not conn.closed:
             try:
                 data = conn.sock.recv(65536)
@@ -391,7 +393,7 @@ class FakeURServer:
                 return
             if not data:
                 return
-            if self._frozen:  # a hung controller: requests vanish unanswered
+            if self._frozen and swallow_when_frozen:  # a hung controller: requests vanish unanswered
                 continue
             yield data
 
@@ -399,16 +401,39 @@ class FakeURServer:
     def _serve_rtde(self, conn: _Conn) -> None:
         assert isinstance(conn, _RTDEConn)
         reader = P.PacketReader()
-        for data in self._recv_chunks(conn):
+        for data in self._recv_chunks(conn, swallow_when_frozen=False):
             try:
                 packets = list(reader.feed(data))
             except ValueError as exc:
                 self.errors.append(f"rtde connection {conn.conn_id}: {exc}")
                 return
             for packet_type, payload in packets:
+                self._count_command_packet(conn, packet_type, payload)
+                if self._frozen:  # a hung controller: requests vanish unanswered
+                    continue
                 reply = self._handle_rtde(conn, packet_type, payload)
                 if reply:
                     conn.send(reply)
+
+    def _count_command_packet(self, conn: _RTDEConn, packet_type: int, payload: bytes) -> None:
+        """``command_packets``: every input data package that carries a command id (the first int
+        register of the control interface: ``input_int_register_0``, or 24 in upper-range mode),
+        counted per id as it arrives on the wire, even while frozen. Unlike ``command_counts`` (what
+        the script executed: a streamed servoL counts once per run of packets), this shows whether
+        a client is still sending: one servoL call is one package."""
+        if packet_type != P.RTDE_DATA_PACKAGE or not payload:
+            return
+        recipe = conn.input_recipes.get(payload[0])
+        if recipe is None:
+            return
+        try:
+            values = recipe.unpack(payload[1:])
+        except ValueError:
+            return
+        cmd = values.get("input_int_register_0", values.get("input_int_register_24"))
+        if cmd is not None:
+            with self._lock:
+                self.command_packets[int(cmd)] += 1
 
     def _handle_rtde(self, conn: _RTDEConn, packet_type: int, payload: bytes) -> bytes | None:
         if packet_type == P.RTDE_REQUEST_PROTOCOL_VERSION:
@@ -881,6 +906,7 @@ class FakeURServer:
                 "watchdog_trips": self.watchdog_trips,
                 "register_offset": self.register_offset,
                 "command_counts": {str(k): v for k, v in self.command_counts.items()},
+                "command_packets": {str(k): v for k, v in self.command_packets.items()},
                 "unsupported_commands": {str(k): v for k, v in self.unsupported_commands.items()},
                 "last_servo_target": (
                     script.last_servo_target.tolist()
