@@ -12,9 +12,20 @@ receives in its own thread), ``servo`` sends ``servoL(pose, 0, 0, period, lookah
 (non-blocking). ``capture_time = receive_time - ur.state_latency_s`` (calibrated).
 
 Faults: ``PROTECTIVE_STOP`` / ``EMERGENCY_STOP`` from the safety status bits; ``DISCONNECTED`` when
-either interface lost its link, the control script is not running, or the RTDE timestamp has not
-advanced for ``ur.state_timeout_s``. Exit: ``servoStop`` (decelerating) then ``stopScript`` and
-disconnect.
+either interface lost its link, the RTDE timestamp has not advanced for ``ur.state_timeout_s`` (a
+controller that stopped answering: ur_rtde itself notices only after 2.5 s), or the control script
+stopped for another reason than a safety stop (for ``_SCRIPT_STOP_GRACE_S``: the program pauses at a
+protective stop and the safety bits can arrive a package later on the other RTDE connection).
+
+Reconnect: a lost link is fatal for the ur_rtde interfaces (after a drop, RTDEControlInterface's own
+reconnect loop can misbehave; its receive twin never comes back), so they are disconnected
+(bounded) and new ones are built, exactly as at connect. After a cleared protective stop or e-stop
+with the link intact, the control script is uploaded again, and the TCP offset and payload are sent
+again once it runs (a new program starts with the installation's TCP).
+
+Exit: ``servoStop`` (decelerating) then ``stopScript`` and disconnect, each bounded in time
+(``_EXIT_CALL_TIMEOUT_S``) and skipped when the link is known to be dead: a ur_rtde call that waits
+for the controller's answer on a silent link would otherwise block the controller's exit for minutes.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import logging
 import os
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -42,6 +54,9 @@ RTDE_PORT = 30004
 DASHBOARD_PORT = 29999
 CB3_MAX_RATE_HZ = 125.0
 ESERIES_MAX_RATE_HZ = 500.0
+_SCRIPT_STOP_GRACE_S = 0.05  # script not running, no safety bit yet: wait this long before DISCONNECTED
+_EXIT_CALL_TIMEOUT_S = 2.0  # servoStop / stopScript / disconnect at exit or before a reconnect
+_SCRIPT_START_TIMEOUT_S = 5.0  # reuploadScript() -> isProgramRunning()
 
 
 def _checklist(host: str) -> str:
@@ -75,6 +90,33 @@ def _with_timeout(fn: Callable[[], T], timeout_s: float, what: str, host: str, p
             f"UR at {host}:{port}: {what} failed: {box['error']}. {_checklist(host)}"
         ) from box["error"]
     return box["value"]
+
+
+def _bounded(fn: Callable[[], Any], timeout_s: float, what: str, description: str) -> bool:
+    """Run a ur_rtde call that may block on a dead link in a daemon thread, for at most ``timeout_s``.
+
+    ur_rtde releases the GIL in its calls, so an abandoned call does not stall this process; it
+    ends when its socket is closed (or with the process). Returns True if it finished without
+    raising; failures and timeouts are logged.
+    """
+    box: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    th = threading.Thread(target=run, name=f"ur-{what}", daemon=True)
+    th.start()
+    th.join(timeout_s)
+    if th.is_alive():
+        log.error("%s: %s did not return within %.1f s; abandoned", description, what, timeout_s)
+        return False
+    if "error" in box:
+        log.error("%s: %s failed: %s", description, what, box["error"])
+        return False
+    return True
 
 
 def parse_polyscope_version(text: str) -> tuple[int, int]:
@@ -136,6 +178,9 @@ class URArmBackend:
         self._last: ArmReading | None = None
         self._last_robot_time = -1.0
         self._last_change = 0.0
+        self._link_lost = False  # an interface dropped its link or the state went stale
+        self._silent = False  # no new RTDE package for state_timeout_s (controller not answering)
+        self._script_stopped_since: float | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ connection
@@ -208,21 +253,26 @@ class URArmBackend:
             self.host,
             RTDE_PORT,
         )
+        self._send_tool_settings()
+        self._wait_fresh_state()
+        self._last_change = now()
+        self._link_lost = self._silent = False
+        self._script_stopped_since = None
+        log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
+
+    def _send_tool_settings(self) -> None:
+        """setTcp (and setPayload if configured): a new control program starts without them."""
+        ur = self.config.ur
         if not self._c.setTcp(list(map(float, ur.tcp_offset_pose))):
             raise ArmConnectionError(f"{self.description}: setTcp failed (is the control script running?)")
         if ur.payload_kg is not None:
             cog = list(map(float, ur.payload_cog_m)) if ur.payload_cog_m is not None else []
             if not self._c.setPayload(float(ur.payload_kg), cog):
                 raise ArmConnectionError(f"{self.description}: setPayload failed")
-        self._wait_fresh_state()
-        self._last_change = now()
-        log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
 
     def _wait_fresh_state(self, timeout_s: float = 2.0) -> None:
         """Wait until RTDE packages from after setTcp arrive: an older actual_TCP_pose lacks the new
         TCP offset, and holding it would make the arm move by the offset."""
-        import time
-
         t_set = float(self._r.getTimestamp())
         deadline = now() + timeout_s
         while now() < deadline:
@@ -243,9 +293,12 @@ class URArmBackend:
     def read_state(self, t: float) -> ArmReading:
         receive_time = now()
         flags = StatusFlag(0)
+        program_running = True
         try:
-            if not (self._r.isConnected() and self._c.isConnected() and self._c.isProgramRunning()):
+            if not (self._r.isConnected() and self._c.isConnected()):
                 flags |= StatusFlag.DISCONNECTED
+                self._link_lost = True
+            program_running = bool(self._c.isProgramRunning())
             robot_time = float(self._r.getTimestamp())
             reading = ArmReading(
                 tcp_pose=np.asarray(self._r.getActualTCPPose(), dtype=np.float64),
@@ -263,7 +316,16 @@ class URArmBackend:
         except Exception as exc:  # ur_rtde raises RuntimeError on a dead socket
             log.error("%s: reading the state failed: %s", self.description, exc)
             flags |= StatusFlag.DISCONNECTED
+            self._link_lost = True
             reading = self._stale_copy(receive_time)
+        # The script pauses/stops at a safety stop: that is the safety fault, not a lost connection.
+        if program_running or flags & (StatusFlag.PROTECTIVE_STOP | StatusFlag.EMERGENCY_STOP):
+            self._script_stopped_since = None
+        else:
+            if self._script_stopped_since is None:
+                self._script_stopped_since = receive_time
+            if receive_time - self._script_stopped_since >= _SCRIPT_STOP_GRACE_S:
+                flags |= StatusFlag.DISCONNECTED
         if reading.tcp_pose.shape != (6,):  # no package received yet
             flags |= StatusFlag.DISCONNECTED
             reading = self._stale_copy(receive_time)
@@ -272,6 +334,7 @@ class URArmBackend:
             self._last_change = receive_time
         elif receive_time - self._last_change > self.config.ur.state_timeout_s:
             flags |= StatusFlag.DISCONNECTED
+            self._link_lost = self._silent = True
         reading.flags = flags
         if not flags & StatusFlag.DISCONNECTED:
             self._last = reading
@@ -302,25 +365,31 @@ class URArmBackend:
         return True
 
     def stop(self, t: float) -> None:
-        try:
-            if self._c is not None and self._c.isConnected():
-                self._c.servoStop(self.config.ur.stop_accel_m_s2)
-        except Exception as exc:
-            log.error("%s: servoStop failed: %s", self.description, exc)
+        """servoStop (decelerating), bounded; skipped when the link is dead (nothing can be sent)."""
+        c = self._c
+        if c is None or self._link_lost:
+            log.warning(
+                "%s: link lost, no servoStop sent (the arm holds its last servo target)", self.description
+            )
+            return
+        accel = self.config.ur.stop_accel_m_s2
+        _bounded(
+            lambda: c.isConnected() and c.servoStop(accel),
+            _EXIT_CALL_TIMEOUT_S,
+            "servoStop",
+            self.description,
+        )
 
     def reconnect(self, t: float) -> None:
+        """After a fault: new interfaces if the link was lost, else re-upload a stopped script.
+
+        Raises ArmConnectionError (saying what to do) while the arm is still safety-stopped or
+        cannot be reached."""
         ur = self.config.ur
-        if self._r is None or self._c is None:
+        if self._r is None or self._c is None or self._link_lost:
+            log.warning("%s: link lost: building new RTDE interfaces", self.description)
+            self._drop_interfaces(stop_script=False)
             self.connect(t)
-            return
-        if not self._r.isConnected():
-            _with_timeout(
-                self._r.reconnect, ur.connect_timeout_s, "RTDE receive reconnect", self.host, RTDE_PORT
-            )
-        if not self._c.isConnected():
-            _with_timeout(
-                self._c.reconnect, ur.connect_timeout_s + 10.0, "RTDE control reconnect", self.host, RTDE_PORT
-            )
         if self._r.isEmergencyStopped():
             raise ArmConnectionError(
                 f"{self.description}: the e-stop is still active; release it and unlock the arm"
@@ -333,8 +402,37 @@ class URArmBackend:
             _with_timeout(
                 self._c.reuploadScript, ur.connect_timeout_s + 10.0, "script re-upload", self.host, RTDE_PORT
             )
-            self._c.setTcp(list(map(float, ur.tcp_offset_pose)))
+            # reuploadScript() returns before the program runs.
+            deadline = now() + _SCRIPT_START_TIMEOUT_S
+            while not self._c.isProgramRunning():
+                if now() > deadline:
+                    raise ArmConnectionError(
+                        f"{self.description}: the control script did not start within "
+                        f"{_SCRIPT_START_TIMEOUT_S:.0f} s after re-upload (is the arm powered on, brakes "
+                        "released, in remote control?)"
+                    )
+                time.sleep(0.01)
+            self._send_tool_settings()
+            self._wait_fresh_state()
         self._last_change = now()
+        self._script_stopped_since = None
+
+    def _drop_interfaces(self, stop_script: bool) -> None:
+        """Disconnect both interfaces (bounded; ``stop_script`` first stops the control script if
+        the link still answers) and forget them."""
+        c, r = self._c, self._r
+        self._c = self._r = None
+        if c is not None and stop_script and not self._silent:
+            _bounded(
+                lambda: c.isConnected() and c.isProgramRunning() and c.stopScript(),
+                _EXIT_CALL_TIMEOUT_S,
+                "stopScript",
+                self.description,
+            )
+        if c is not None:
+            _bounded(c.disconnect, _EXIT_CALL_TIMEOUT_S, "disconnect control", self.description)
+        if r is not None:
+            _bounded(r.disconnect, _EXIT_CALL_TIMEOUT_S, "disconnect receive", self.description)
 
     def reset_world(self, seed: int) -> None:
         pass
@@ -349,15 +447,8 @@ class URArmBackend:
         return False
 
     def close(self) -> None:
+        """stopScript (unless the controller stopped answering), then disconnect; bounded. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        for what, fn in (
-            ("stopScript", lambda: self._c is not None and self._c.isConnected() and self._c.stopScript()),
-            ("disconnect control", lambda: self._c is not None and self._c.disconnect()),
-            ("disconnect receive", lambda: self._r is not None and self._r.disconnect()),
-        ):
-            try:
-                fn()
-            except Exception as exc:
-                log.error("%s: %s failed: %s", self.description, what, exc)
+        self._drop_interfaces(stop_script=True)
