@@ -124,4 +124,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "list":
         return _list()
-    return _preview(args)
+    from robot.process import DeviceProcessError
+
+    try:
+        return _preview(args)
+    except (RuntimeError, DeviceProcessError) as exc:
+        print(f"rig cameras preview: {exc}", file=sys.stderr)
+        return 1

@@ -208,7 +208,7 @@ class MultiCamera:
         out = {}
         for name, cam in self.cameras.items():
             span = float(newest[name] - targets[0])
-            n = min(cam.ring.capacity, max(2, int(math.ceil(span * cam.config.fps)) + 3))
+            n = min(cam.ring.capacity - 1, max(2, int(math.ceil(span * cam.config.fps)) + 3))
             recs = cam.ring.get_last(n)
             idx = align_indices(recs["capture_time"], targets)
             sel = {key: v[idx] for key, v in recs.items()}

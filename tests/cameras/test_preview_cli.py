@@ -116,3 +116,16 @@ def test_cameras_preview_runs_a_config_headless_and_prints_stats():
         timeout=30,
     )
     assert bad.returncode == 2 and "unknown key 'cameras.scene.fsp'" in bad.stderr
+
+
+def test_cameras_preview_of_realsense_without_cameras_explains_what_to_check():
+    r = subprocess.run(
+        [*RIG, "cameras", "preview", "--config", "cameras/realsense_2cam.yaml", "--seconds", "1"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert r.returncode == 1
+    assert "RealSense" in r.stderr and "connect them or set serial" in r.stderr
+    assert "Traceback" not in r.stderr

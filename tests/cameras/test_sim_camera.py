@@ -224,3 +224,90 @@ def test_frame_shows_the_world_state_at_its_capture_time():
         assert abs(c[0] - expected[0]) < 1.0 and abs(c[1] - expected[1]) < 8
         checked += 1
     assert checked >= 10
+
+
+def test_screen_plane_shows_the_image_displayed_at_capture_time():
+    """The calibration code puts (image, display_time) records; each frame shows the image whose
+    display_time is the newest at or before its capture_time (not the newest put)."""
+    screen = PlaneConfig(
+        kind="screen",
+        pose=[0.55, -0.15, 0.3, -np.pi / 2, 0, 0],
+        width_m=0.3,
+        height_m=0.2,
+        screen_width_px=64,
+        screen_height_px=48,
+    )
+    # Camera at the front looking at the screen (screen plane faces -y: its -z side toward the camera).
+    cfg = CameraConfig(
+        name="screencam",
+        width=320,
+        height=240,
+        sim={
+            "pose": [0.7, -0.8, 0.2, 0, 0, 0],
+            "look_at": [0.7, -0.15, 0.2],
+            "intrinsics": {"fx": 300.0, "fy": 300.0, "cx": 159.5, "cy": 119.5},
+            "latency_s": 0.05,
+            "planes": {"screen": screen},
+        },
+    )
+    from robot.sim_camera import create_screen_ring
+
+    ring = create_screen_ring(screen)
+    shown = []  # (display_time, level)
+    stop = threading.Event()
+
+    def display():
+        i = 0
+        while not stop.is_set():
+            level = 20 + (i * 37) % 220
+            t_disp = time.monotonic() + 0.03  # shown 30 ms after it is handed over
+            ring.put({"image": np.full((48, 64, 3), level, np.uint8), "display_time": t_disp})
+            shown.append((t_disp, level))
+            i += 1
+            time.sleep(0.045)
+
+    th = threading.Thread(target=display, daemon=True)
+    try:
+        with Camera(cfg, screen_ring=ring) as cam:
+            th.start()
+            time.sleep(1.5)
+            frames = cam.ring.get_last(25)
+    finally:
+        stop.set()
+        th.join()
+        ring.close()
+    disp = np.array(shown)
+    checked = 0
+    for img, t_cap in zip(frames["color"], frames["capture_time"], strict=True):
+        i = np.searchsorted(disp[:, 0], t_cap, side="right") - 1
+        if i < 0:
+            continue
+        # The centre of the screen (projects to the image centre for this camera).
+        assert abs(int(img[120, 160, 0]) - int(disp[i, 1])) <= 1, (t_cap, disp[i], img[120, 160])
+        checked += 1
+    assert checked >= 15
+
+
+def test_board_on_the_tool_is_seen_by_a_fixed_camera_where_the_tool_puts_it():
+    """Eye-to-hand setup: a ChArUco board mounted on the tool, seen by a world camera."""
+    board_in_tool = [-0.14, 0.10, 0.03, np.pi, 0.0, 0.0]  # its face (plane -z) looks along tool +z
+    plane = _board_plane(board_in_tool).model_copy(update={"mount": "tool"})
+    cam_pose = [0.5, 0.0, 0.9, np.pi, 0, 0]  # looking straight down from 0.9 m
+    tcp = [0.48, 0.02, 0.35, 0.15, -0.1, 0.4]  # tool z about up: the board faces the camera
+    cfg = CameraConfig(name="e2h", sim={"pose": cam_pose, "planes": {"b": plane}})
+    world = make_world_ring()
+    try:
+        world.put(empty_world_record(0.0, tcp))
+        with Camera(cfg, world_ring=world) as cam:
+            deadline = time.monotonic() + 10
+            while cam.ring.count == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+            frame = cam.ring.latest()
+    finally:
+        world.close()
+    corners, ids, obj = _detect_charuco(frame["color"], plane)
+    T_world_board = T_from_pose(tcp) @ T_from_pose(board_in_tool)
+    pts = obj[ids] @ T_world_board[:3, :3].T + T_world_board[:3, 3]
+    K = np.array([[615.0, 0, 319.5], [0, 615.0, 239.5], [0, 0, 1]])
+    err = np.linalg.norm(corners - project(K, T_from_pose(cam_pose), pts), axis=1)
+    assert err.mean() < 0.1 and err.max() < 0.3, err
