@@ -84,3 +84,32 @@ def test_playback_of_a_missing_file_or_wrong_size_fails_with_a_clear_message(tmp
             cam.start()
     finally:
         cam.close()
+
+
+@pytest.mark.parametrize(
+    "serial,devices,message",
+    [
+        ("123", [], r"no RealSense camera is connected; check the USB3 cable"),
+        ("123", [("555", "3.2"), ("777", "3.2")], r"serial 123 not found; connected: 555, 777"),
+        ("555", [("555", "2.1")], r"USB 2.1 link; it needs USB3"),
+        (
+            None,
+            [("555", "3.2"), ("777", "3.2")],
+            r"several cameras are connected \(\['555', '777'\]\); set serial",
+        ),
+    ],
+)
+def test_live_camera_problems_are_explained(monkeypatch, serial, devices, message):
+    """The checks before a live pipeline starts (what the person at the rig sees); no hardware here, so
+    the device list is faked."""
+    import robot.realsense_backend as rsb
+
+    fake = [
+        {"name": "Intel RealSense D435", "serial": s, "firmware": "5.16", "usb": u, "product_line": "D400"}
+        for s, u in devices
+    ]
+    monkeypatch.setattr(rsb, "list_devices", lambda: fake)
+    backend = rsb.RealSenseBackend(CameraConfig(name="scene", backend="realsense", serial=serial))
+    with pytest.raises(RuntimeError, match=message) as exc:
+        backend.open()
+    assert "camera scene" in str(exc.value)
