@@ -64,6 +64,12 @@ class CameraIntrinsics:
     def K(self) -> np.ndarray:
         return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
 
+    def cropped(self, x: int, y: int, width: int, height: int) -> CameraIntrinsics:
+        """Intrinsics of the ``width x height`` window at pixel ``(x, y)`` of these images."""
+        return CameraIntrinsics(
+            self.fx, self.fy, self.cx - x, self.cy - y, width, height, self.distortion, self.depth_scale_m
+        )
+
     def resized(self, width: int, height: int) -> CameraIntrinsics:
         """Intrinsics of the same camera after resizing its images to ``width x height``."""
         sx, sy = width / self.width, height / self.height
@@ -174,6 +180,8 @@ class Camera(DeviceProcess):
                 f"camera {cfg.name}: device delivers {intr.width}x{intr.height}, config asks "
                 f"{cfg.width}x{cfg.height}; fix width/height in the camera config"
             )
+        if cfg.crop:
+            intr = intr.cropped(*cfg.crop)
         if cfg.resize:
             intr = intr.resized(cfg.out_width, cfg.out_height)
         s = self._shared
@@ -184,6 +192,8 @@ class Camera(DeviceProcess):
         s[_I_READY] = 1.0
         self._last_index: int | None = None
         self._resize = tuple(cfg.resize) if cfg.resize else None
+        x, y, w, h = cfg.crop or (0, 0, cfg.width, cfg.height)
+        self._crop = (slice(y, y + h), slice(x, x + w)) if cfg.crop else None
 
     def run_loop(self) -> None:
         s = self._shared
@@ -194,6 +204,9 @@ class Camera(DeviceProcess):
             if frame is None:
                 continue
             color, depth = frame.color, frame.depth
+            if self._crop is not None:
+                color = color[self._crop]
+                depth = None if depth is None else depth[self._crop]
             if self._resize is not None:
                 color = cv2.resize(color, self._resize, interpolation=cv2.INTER_AREA)
                 if depth is not None:

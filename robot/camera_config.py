@@ -164,8 +164,8 @@ class PlaybackConfig(StrictModel):
 class CameraConfig(StrictModel):
     """One camera.
 
-    ``width x height @ fps`` is the native capture mode; ``resize: [w, h]`` resizes in the camera
-    process (intrinsics are scaled accordingly). ``depth`` adds an aligned uint16 depth image
+    ``width x height @ fps`` is the native capture mode; ``crop: [x, y, w, h]`` (native pixels) then
+    ``resize: [w, h]`` happen in the camera process (the published intrinsics follow both). ``depth`` adds an aligned uint16 depth image
     (``depth_scale_m`` per unit, published with the intrinsics). ``exposure_us``/``gain``/
     ``white_balance_k``: None = auto, a number = fixed (RealSense only). ``sync``: RealSense hardware
     sync role (``master`` drives the sync cable, ``slave`` follows). ``ring_capacity``: frames kept in
@@ -182,6 +182,7 @@ class CameraConfig(StrictModel):
     exposure_us: int | None = None
     gain: int | None = None
     white_balance_k: int | None = None
+    crop: list[int] | None = None
     resize: list[int] | None = None
     sync: Literal["none", "master", "slave"] = "none"
     ring_capacity: int = Field(30, ge=4)
@@ -195,13 +196,28 @@ class CameraConfig(StrictModel):
             raise ValueError("resize is [width, height] in pixels")
         return v
 
+    @field_validator("crop")
+    @classmethod
+    def _v_crop(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (len(v) != 4 or min(v) < 0 or min(v[2:]) < 8):
+            raise ValueError("crop is [x, y, width, height] in native pixels")
+        return v
+
+    @model_validator(mode="after")
+    def _crop_inside(self) -> CameraConfig:
+        if self.crop and (
+            self.crop[0] + self.crop[2] > self.width or self.crop[1] + self.crop[3] > self.height
+        ):
+            raise ValueError(f"crop {self.crop} does not fit in {self.width}x{self.height}")
+        return self
+
     @property
     def out_width(self) -> int:
-        return self.resize[0] if self.resize else self.width
+        return self.resize[0] if self.resize else (self.crop[2] if self.crop else self.width)
 
     @property
     def out_height(self) -> int:
-        return self.resize[1] if self.resize else self.height
+        return self.resize[1] if self.resize else (self.crop[3] if self.crop else self.height)
 
 
 class VideoConfig(StrictModel):

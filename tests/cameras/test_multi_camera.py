@@ -38,7 +38,14 @@ def test_camera_configs_load_and_override_by_name():
 
 def _cams(**overrides) -> dict[str, CameraConfig]:
     a = CameraConfig(width=320, height=240, fps=30, sim={"latency_s": 0.05, "seed": 1})
-    b = CameraConfig(width=320, height=240, fps=15, resize=[160, 120], sim={"latency_s": 0.09, "seed": 2})
+    b = CameraConfig(
+        width=320,
+        height=240,
+        fps=15,
+        crop=[40, 30, 240, 180],
+        resize=[160, 120],
+        sim={"latency_s": 0.09, "seed": 2},
+    )
     return {"a": a, "b": b}
 
 
@@ -59,7 +66,10 @@ def test_frames_are_time_aligned_by_capture_time_and_stats_are_per_camera():
     # The newest target is the older camera's newest frame, which is included (lag 0).
     assert min(frames["a"]["target_time"][-1] - frames[n]["capture_time"][-1] for n in "ab") == 0.0
     assert frames["b"]["color"].shape == (4, 120, 160, 3)
-    assert intr["b"].width == 160 and abs(intr["b"].fx - 615.0 / 2) < 1e-9
+    # Crop then resize, with the intrinsics following: cx' = (cx - x + 0.5) * s - 0.5.
+    s = 160 / 240
+    assert intr["b"].width == 160 and abs(intr["b"].fx - 615.0 * s) < 1e-9
+    assert abs(intr["b"].cx - ((319.5 - 40 + 0.5) * s - 0.5)) < 1e-9
     assert abs(stats["a"]["fps"] - 30) < 1.5 and abs(stats["b"]["fps"] - 15) < 1
     assert abs(stats["a"]["latency_mean_s"] - 0.05) < 1e-3 and abs(stats["b"]["latency_mean_s"] - 0.09) < 1e-3
     assert stats["a"]["dropped"] == 0

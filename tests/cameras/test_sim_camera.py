@@ -93,14 +93,20 @@ def _detect_charuco(img_rgb: np.ndarray, plane: PlaneConfig):
     return corners.reshape(-1, 2), ids.ravel(), board.getChessboardCorners()
 
 
-def test_charuco_corners_land_at_their_pinhole_projection():
-    # Non-default intrinsics and a tilted board, so nothing matches by accident.
+@pytest.mark.parametrize("crop,resize", [(None, None), ([60, 40, 520, 400], [390, 300])])
+def test_charuco_corners_land_at_their_pinhole_projection(crop, resize):
+    # Non-default intrinsics and a tilted board, so nothing matches by accident; with crop + resize
+    # the published intrinsics must describe the published images.
     board_pose = [0.42, 0.08, 0.0005, np.pi, 0.0, 0.35]
     plane = _board_plane(board_pose)
     cam_pose = [0.95, 0.05, 0.55, -1.8, -1.6, 0.8]
     intr = {"fx": 640.0, "fy": 628.0, "cx": 331.7, "cy": 228.4}
     cfg = CameraConfig(
-        name="pinhole", depth=True, sim={"pose": cam_pose, "intrinsics": intr, "planes": {"b": plane}}
+        name="pinhole",
+        depth=True,
+        crop=crop,
+        resize=resize,
+        sim={"pose": cam_pose, "intrinsics": intr, "planes": {"b": plane}},
     )
     with Camera(cfg) as cam:
         deadline = time.monotonic() + 10
@@ -108,14 +114,23 @@ def test_charuco_corners_land_at_their_pinhole_projection():
             time.sleep(0.01)
         frame = cam.ring.latest()
         got_intr = cam.intrinsics
-    assert (got_intr.fx, got_intr.fy, got_intr.cx, got_intr.cy) == (640.0, 628.0, 331.7, 228.4)
+    if crop is None:
+        assert (got_intr.fx, got_intr.fy, got_intr.cx, got_intr.cy) == (640.0, 628.0, 331.7, 228.4)
+    else:
+        assert frame["color"].shape == (300, 390, 3) and (got_intr.width, got_intr.height) == (390, 300)
     corners, ids, obj = _detect_charuco(frame["color"], plane)
     K = got_intr.K
     T_world_cam = T_from_pose(cam_pose)
     pts_world = obj[ids] @ T_from_pose(board_pose)[:3, :3].T + T_from_pose(board_pose)[:3, 3]
     expected = project(K, T_world_cam, pts_world)
     err = np.linalg.norm(corners - expected, axis=1)
-    assert err.mean() < 0.1 and err.max() < 0.3, err
+    # No systematic offset (a half-pixel convention slip would show here), and small scatter (larger
+    # in the 0.75x resized image, where the squares are smaller).
+    assert np.linalg.norm((corners - expected).mean(axis=0)) < 0.05
+    limit_mean, limit_max = (0.1, 0.3) if resize is None else (0.15, 0.45)
+    assert err.mean() < limit_mean and err.max() < limit_max, err
+    if crop is not None:
+        return
     # Depth (mm along the optical axis) at the detected corners matches the geometry within 1 mm.
     z_expected = (pts_world @ np.linalg.inv(T_world_cam)[:3, :3].T + np.linalg.inv(T_world_cam)[:3, 3])[:, 2]
     uv = np.round(corners).astype(int)
