@@ -200,3 +200,15 @@ def test_controller_that_never_answers_at_connect_is_bounded_and_named():
     msg = str(err.value)
     assert f"UR at {fake.host}:29999" in msg and "got no answer within 2 s" in msg
     assert "Check:" in msg
+
+
+@pytest.mark.timeout(60)
+def test_frozen_controller_answers_again_then_reconnect_resumes():
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        p0 = fault_stops_commanding(arm, fake, fake.freeze, CONNECTION_LOST, 0.5 + 3.0)
+        fake.unfreeze()
+        # The old interfaces (ur_rtde's control one may be stuck reconnecting) are dropped, new ones built.
+        arm.reconnect(timeout_s=20)
+        resumes(arm, fake, p0)
+        stops_cleanly(arm)
