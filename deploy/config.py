@@ -79,8 +79,14 @@ class DeployConfig(StrictModel):
     """Where async inference runs: its own process (default) or inline (blocks the loop)."""
     server: str | None = None
     """Policy server address (``tcp://host:5555``, deploy/serving.py): inference runs there."""
+    server_timeout_s: float = Field(10.0, gt=0)
+    """A policy server request unanswered this long stops the run (the arm holds)."""
     device: str = "cpu"
     """Torch device of the policy (``cpu``, ``cuda``, ``cuda:0``)."""
+    torch_threads: int | None = Field(1, ge=1)
+    """CPU threads torch may use for inference (None: all cores; the rig's processes need some)."""
+    fast_inference: bool = False
+    """bf16 weights and cached FiLM (``Policy.optimize_for_inference``); see policy_bench."""
     policy_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Arguments of a ``py:module:Factory`` policy (stand-ins for tests and benchmarks)."""
     store: str | None = "data/eval.zarr"

@@ -35,7 +35,7 @@ def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
     if config.server:
         from deploy.serving import RemotePolicyClient
 
-        return RemotePolicyClient(config.server)
+        return RemotePolicyClient(config.server, timeout_s=config.server_timeout_s)
     if config.mode == "async" and config.inference == "process":
         from deploy.inference_process import InferenceProcess
 
@@ -63,7 +63,13 @@ def run_deploy(
     from deploy.runner import DeployRunner
     from robot.env import Env
 
-    spec = PolicySpec(checkpoint, config.device, tuple(sorted(config.policy_kwargs.items())))
+    spec = PolicySpec(
+        checkpoint,
+        config.device,
+        tuple(sorted(config.policy_kwargs.items())),
+        torch_threads=config.torch_threads,
+        fast_inference=config.fast_inference,
+    )
     client = make_client(config, spec)
     try:
         with (

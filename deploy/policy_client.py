@@ -52,6 +52,9 @@ class PolicyMeta:
     obs_keys: tuple[str, ...]
     action_dim: int
     description: str
+    obs_shapes: dict[str, list[int]] | None = None
+    """Per observation key, the per-step shape the policy expects: images (H, W, 3) as stored,
+    low-dim (D,). None: not declared (the runner does not pre-check)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -62,6 +65,7 @@ class PolicyMeta:
             "obs_keys": list(self.obs_keys),
             "action_dim": self.action_dim,
             "description": self.description,
+            "obs_shapes": self.obs_shapes,
         }
 
     @classmethod
@@ -74,6 +78,7 @@ class PolicyMeta:
             tuple(d["obs_keys"]),
             int(d["action_dim"]),
             str(d["description"]),
+            d.get("obs_shapes"),
         )
 
 
@@ -102,6 +107,10 @@ class PolicySpec:
     checkpoint: str
     device: str = "cpu"
     kwargs: tuple[tuple[str, Any], ...] = ()
+    torch_threads: int | None = 1
+    """CPU threads of torch where the policy runs (None: torch's default, all cores)."""
+    fast_inference: bool = False
+    """``Policy.optimize_for_inference()`` (bf16 weights, see benchmarks/policy_bench.py)."""
 
     def describe(self) -> str:
         return self.checkpoint
@@ -125,9 +134,27 @@ def load_policy(spec: PolicySpec) -> Any:
         raise FileNotFoundError(
             f"checkpoint {ckpt} does not exist: pass a .pt file or a run directory from `rig train`"
         )
+    import torch
+
     from policy.inference import Policy
 
-    return Policy.load(path, device=spec.device)
+    if spec.torch_threads is not None:
+        # The rig's processes need the other cores; one intra-op thread also gives the steadiest latency.
+        torch.set_num_threads(spec.torch_threads)
+    policy = Policy.load(path, device=spec.device)
+    if spec.fast_inference:
+        policy.optimize_for_inference()
+    return policy
+
+
+def _obs_shapes(shape_meta: dict[str, Any]) -> dict[str, list[int]]:
+    out = {}
+    for key, meta in shape_meta["obs"].items():
+        shape = [int(x) for x in meta.get("shape", [])]
+        if meta.get("type") == "rgb" and len(shape) == 3:
+            shape = [shape[1], shape[2], shape[0]]  # shape_meta is (C, H, W); frames are (H, W, C)
+        out[key] = shape
+    return out
 
 
 def policy_meta(policy: Any, description: str) -> PolicyMeta:
@@ -139,6 +166,7 @@ def policy_meta(policy: Any, description: str) -> PolicyMeta:
         obs_keys=tuple(policy.shape_meta["obs"].keys()),
         action_dim=int(policy.shape_meta["action"]["shape"][0]),
         description=description,
+        obs_shapes=_obs_shapes(policy.shape_meta),
     )
 
 

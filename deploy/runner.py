@@ -200,6 +200,32 @@ class DeployRunner:
             out[key] = obs[key]
         return out
 
+    def check_observations(self) -> None:
+        """Before the first episode: the rig's observations have the keys and per-step shapes the
+        policy was trained on. Raises ValueError naming each mismatch and what to change."""
+        shapes = self.meta.obs_shapes
+        obs = self.env.get_obs(self.meta.n_obs_steps)
+        errors = []
+        for key in self.meta.obs_keys:
+            if key not in obs:
+                errors.append(f"the policy needs {key!r}, the rig provides {sorted(obs)}")
+                continue
+            if shapes is None or key not in shapes:
+                continue
+            got = list(np.asarray(obs[key]).shape[1:])
+            want = list(shapes[key])
+            if want and got != want and not (want == [1] and got == []):
+                hint = ""
+                if key.startswith("camera_") and len(want) == 3:
+                    i = int(key.split("_")[1])
+                    name = self.env.camera_names[i] if i < len(self.env.camera_names) else key
+                    hint = f" (set rig.cameras.cameras.{name}.width={want[1]} height={want[0]}, as when collecting)"
+                errors.append(
+                    f"{key!r}: the rig gives {tuple(got)} per step, the checkpoint expects {tuple(want)}{hint}"
+                )
+        if errors:
+            raise ValueError("the rig does not match the checkpoint: " + "; ".join(errors))
+
     def _commanded_pose(self) -> np.ndarray:
         return np.asarray(self.env.arm.get_state()["target_tcp_pose"], dtype=np.float64).copy()
 
@@ -287,7 +313,10 @@ class DeployRunner:
             self.safety_events += len(check.events)
             ep["safety_events"] += len(check.events)
             for e in check.events:
-                self.say(f"safety: {e}")
+                self.safety_messages.append(e)
+                n = len(self.safety_messages)
+                if n <= 5 or n % 20 == 0:  # tell the person, without flooding the terminal
+                    self.say(f"safety: {e}" + (f" ({n} safety events so far)" if n > 5 else ""))
         times = stamp_chunk(n_use, res.first_index, req["t_obs"], self.dt_s)
         info: dict[str, Any] = {
             "chunk": k,
@@ -480,6 +509,7 @@ class DeployRunner:
                 t = tick.time
                 env.check()
                 env.heartbeat()
+                self.client.check()
                 self._collect_arm_log()
                 keys = self.keys.poll()
                 if "q" in keys:
@@ -621,6 +651,7 @@ class DeployRunner:
     def run(self, store: Any = None) -> dict[str, Any]:
         """Run ``config.episodes`` episodes (stops early on a safety stop or ``q``); the summary."""
         self.say(f"timing: {self.describe_timing()}")
+        self.check_observations()
         for i, seed in enumerate(self.seeds()):
             r = self.run_episode(i, seed if self.env.config.is_sim else None, store)
             lat = np.asarray(r.inference_latency_s or [np.nan]) * 1e3

@@ -135,6 +135,4 @@ class ChunkSafety:
                 f"chunk {chunk_index}: steps faster than the speed limits were slowed down "
                 f"(max {self.max_step_m * 1e3:.1f} mm per {self.dt_s * 1e3:.0f} ms step)"
             )
-        for e in events:
-            log.warning("safety: %s", e)
         return ChunkCheck(out, events)

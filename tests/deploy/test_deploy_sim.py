@@ -318,3 +318,24 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     s = EpisodeStore.open(store, "r")
     assert s.n_episodes == 2
     assert {"action", "chunk_index", "inference_latency_s", "dropped_actions", "camera_0"} <= set(s.keys)
+
+
+@pytest.mark.timeout(90)
+def test_async_deploy_through_a_policy_server(env, tmp_path):
+    from tests.deploy.test_serving import start_server, stop_server
+
+    kwargs = json.dumps({"latency_s": 0.1, "start_pose": START})
+    proc, address = start_server("--checkpoint", STANDIN, "--policy-kwargs", kwargs)
+    try:
+        runner, result, out, _ = run_one(env, tmp_path, "async", {}, "max_episode_s=3.0", f"server={address}")
+    finally:
+        stop_server(proc)
+    assert result.chunks >= 4 and result.end_reason == "max_episode_s"
+    lat = np.array(result.inference_latency_s)
+    assert np.all(lat >= 0.1)
+    computed = np.array([c["compute_s"] for c in runner.chunk_log])
+    assert np.all(lat - computed < 0.1)  # what the network adds is measured, and small on localhost
+    arm = runner.arm_history()
+    t0, t1 = first_merge_time(runner) + 0.3, arm["tick_time"][-1] - 0.05
+    _, idle_s = idle_ticks(arm, t0, t1)
+    assert idle_s <= 0.03 * (t1 - t0)

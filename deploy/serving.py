@@ -1,0 +1,238 @@
+"""Policy serving over the network: the policy on a GPU machine, the rig on the robot PC.
+
+Transport: ZeroMQ request/reply (``pyzmq``) with msgpack messages; numpy arrays travel as raw bytes
+with dtype and shape (no pickle: a server never unpickles what the network sends). The same policy
+client API as in-process and the inference process (see deploy/policy_client.py), so the runner's
+scheduling is unchanged: the latency it measures and compensates (``ChunkResult.latency_s``) is the
+round trip, i.e. inference plus the added network latency; ``ChunkResult.compute_s`` is the server's
+own ``predict`` time, so ``latency_s - compute_s`` is what serving adds.
+
+Server (on the GPU machine)::
+
+    python -m deploy.serving --checkpoint runs/x/train --bind tcp://*:5555 --device cuda
+
+Rig side: ``rig deploy --checkpoint runs/x/train server=tcp://gpu-host:5555`` (the checkpoint path
+is only shown in the log then; the server's policy is used).
+
+Messages: ``{"op": "meta"}`` -> PolicyMeta as a dict; ``{"op": "predict", "id", "obs", "committed",
+"seed"}`` -> ``{"id", "actions", "first_index", "error", "compute_s"}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+import msgpack
+import numpy as np
+import zmq
+
+from deploy.policy_client import ChunkResult, PolicyMeta, PolicySpec, load_policy, policy_meta, run_predict
+from robot.timing import now
+
+log = logging.getLogger("deploy.serving")
+
+
+# ------------------------------------------------------------------ encoding
+def _enc(obj: Any) -> Any:
+    if isinstance(obj, np.ndarray):
+        arr = np.ascontiguousarray(obj)
+        return {"__nd__": True, "dtype": arr.dtype.str, "shape": list(arr.shape), "data": arr.tobytes()}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    raise TypeError(f"cannot send {type(obj).__name__} to/from the policy server")
+
+
+def _dec(obj: dict) -> Any:
+    if obj.get("__nd__"):
+        return np.frombuffer(obj["data"], dtype=np.dtype(obj["dtype"])).reshape(obj["shape"]).copy()
+    return obj
+
+
+def pack(msg: Any) -> bytes:
+    return msgpack.packb(msg, default=_enc, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, object_hook=_dec, raw=False)
+
+
+# ------------------------------------------------------------------ server
+class PolicyServer:
+    """Answers meta and predict requests on ``bind`` (one at a time, in order).
+
+    ``serve_forever`` returns when ``stop()`` is called (from a signal handler or another thread).
+    """
+
+    def __init__(self, spec: PolicySpec, bind: str = "tcp://*:5555") -> None:
+        self.spec = spec
+        self.policy = load_policy(spec)
+        self.meta = policy_meta(self.policy, spec.describe())
+        self.ctx = zmq.Context.instance()
+        self.sock = self.ctx.socket(zmq.REP)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.bind(bind)
+        self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._running = True
+        self.served = 0
+
+    def stop(self) -> None:
+        self._running = False
+
+    def serve_forever(self, poll_ms: int = 100) -> None:
+        try:
+            while self._running:
+                if not self.sock.poll(poll_ms):
+                    continue
+                msg = unpack(self.sock.recv())
+                self.sock.send(pack(self.handle(msg)))
+        finally:
+            self.sock.close(0)
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        op = msg.get("op")
+        if op == "meta":
+            return self.meta.to_dict()
+        if op == "predict":
+            actions, first, err, compute_s = run_predict(
+                self.policy, msg["obs"], msg.get("committed"), msg.get("seed")
+            )
+            self.served += 1
+            return {
+                "id": msg["id"],
+                "actions": actions,
+                "first_index": first,
+                "error": err,
+                "compute_s": compute_s,
+            }
+        return {"error": f"unknown op {op!r}"}
+
+
+# ------------------------------------------------------------------ client
+class RemotePolicyClient:
+    """Policy client talking to a :class:`PolicyServer` (same API as the inference process).
+
+    Args:
+        address: ``tcp://host:port`` of the server.
+        timeout_s: a request not answered within this long makes :meth:`check` raise (the runner then
+            stops the arm and says so); also the connect/meta timeout.
+    """
+
+    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+        self.address = address
+        self.timeout_s = float(timeout_s)
+        self.transport = f"policy server {address}"
+        self.ctx = zmq.Context.instance()
+        self.sock = self._connect()
+        self._next_id = 0
+        self._in_flight: tuple[int, float] | None = None
+        self._cancelled: set[int] = set()
+        self.sock.send(pack({"op": "meta"}))
+        if not self.sock.poll(int(self.timeout_s * 1000)):
+            self.close()
+            raise ConnectionError(
+                f"policy server at {address} did not answer within {self.timeout_s:.0f} s: is "
+                "`python -m deploy.serving --checkpoint ... --bind tcp://*:PORT` running there, and the port open?"
+            )
+        self.meta = PolicyMeta.from_dict(unpack(self.sock.recv()))
+
+    def _connect(self) -> Any:
+        sock = self.ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(self.address)
+        return sock
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight is not None
+
+    def request(
+        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+    ) -> int:
+        if self._in_flight is not None:
+            raise RuntimeError(f"{self.transport}: a request is already in flight")
+        rid = self._next_id
+        self._next_id += 1
+        t0 = now()
+        obs = {k: np.asarray(v) for k, v in obs.items()}
+        self.sock.send(
+            pack({"op": "predict", "id": rid, "obs": obs, "committed": committed_actions, "seed": seed})
+        )
+        self._in_flight = (rid, t0)
+        return rid
+
+    def poll(self) -> ChunkResult | None:
+        if self._in_flight is None or not self.sock.poll(0):
+            return None
+        msg = unpack(self.sock.recv())
+        rid, t0 = self._in_flight
+        self._in_flight = None
+        if rid in self._cancelled:
+            self._cancelled.discard(rid)
+            return None
+        return ChunkResult(
+            rid,
+            msg.get("actions"),
+            int(msg.get("first_index", 0)),
+            t0,
+            now(),
+            msg.get("error"),
+            msg.get("compute_s", np.nan),
+        )
+
+    def wait(self, timeout_s: float | None = None) -> ChunkResult | None:
+        if self._in_flight is None:
+            return None
+        ms = -1 if timeout_s is None else int(timeout_s * 1000)
+        if not self.sock.poll(ms):
+            return None
+        return self.poll()
+
+    def cancel(self) -> None:
+        if self._in_flight is not None:
+            self._cancelled.add(self._in_flight[0])
+
+    def check(self) -> None:
+        """Raise ConnectionError if the in-flight request is older than ``timeout_s``."""
+        if self._in_flight is not None and now() - self._in_flight[1] > self.timeout_s:
+            raise ConnectionError(
+                f"{self.transport} did not answer a request within {self.timeout_s:.0f} s: server down or "
+                "network lost. The arm holds; restart the server and deploy again."
+            )
+
+    def close(self) -> None:
+        self.sock.close(0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m deploy.serving", description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoint", required=True, help="checkpoint .pt / run dir, or py:module:Factory")
+    ap.add_argument("--bind", default="tcp://*:5555")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--torch-threads", type=int, default=None)
+    ap.add_argument("--fast-inference", action="store_true")
+    ap.add_argument("--policy-kwargs", default="{}", help="JSON object for py: policies")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    spec = PolicySpec(
+        args.checkpoint,
+        args.device,
+        tuple(sorted(json.loads(args.policy_kwargs).items())),
+        torch_threads=args.torch_threads,
+        fast_inference=args.fast_inference,
+    )
+    server = PolicyServer(spec, args.bind)
+    signal.signal(signal.SIGTERM, lambda *_: server.stop())
+    signal.signal(signal.SIGINT, lambda *_: server.stop())
+    print(f"serving {spec.describe()} on {server.address}", flush=True)
+    server.serve_forever()
+    print(f"served {server.served} requests", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

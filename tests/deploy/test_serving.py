@@ -1,0 +1,91 @@
+"""Policy serving over ZeroMQ + msgpack: a real server process, the client the runner uses."""
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from deploy.serving import RemotePolicyClient, pack, unpack
+from deploy.standin import ReferencePolicy
+
+
+def start_server(*args):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.serving", "--bind", "tcp://127.0.0.1:*", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    assert line.startswith("serving"), proc.stderr.read()
+    return proc, line.split(" on ")[-1].strip()
+
+
+def stop_server(proc):
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def test_arrays_round_trip_without_pickle():
+    msg = {"a": np.arange(12, dtype=np.uint8).reshape(2, 2, 3), "b": np.eye(3), "c": None, "d": 3}
+    out = unpack(pack(msg))
+    assert out["a"].dtype == np.uint8 and np.array_equal(out["a"], msg["a"])
+    assert np.array_equal(out["b"], msg["b"]) and out["c"] is None and out["d"] == 3
+
+
+@pytest.mark.timeout(60)
+def test_remote_policy_predicts_like_local_and_reports_the_added_latency():
+    proc, address = start_server(
+        "--checkpoint",
+        "py:deploy.standin:ReferencePolicy",
+        "--policy-kwargs",
+        '{"latency_s": 0.05, "t0_s": 0.0}',
+    )
+    try:
+        client = RemotePolicyClient(address, timeout_s=10)
+        try:
+            assert client.meta.n_action_steps == 8 and client.meta.obs_keys == ("timestamp",)
+            local = ReferencePolicy(latency_s=0.0, t0_s=0.0)
+            overheads = []
+            frames = np.random.default_rng(0).integers(0, 255, (2, 240, 320, 3), dtype=np.uint8)
+            for i in range(8):
+                t_obs = 10.0 + i
+                committed = local.reference(t_obs + np.arange(3) * 0.1) + 0.001
+                obs = {"timestamp": np.array([t_obs - 0.1, t_obs]), "camera_0": frames}
+                client.request(obs, committed, seed=i)
+                assert client.busy
+                res = client.wait(5.0)
+                assert res is not None and res.error is None
+                want = local.predict({"timestamp": obs["timestamp"]}, committed).actions
+                assert np.allclose(res.actions, want)
+                assert np.array_equal(res.actions[:3], committed)  # inpainting contract over the wire
+                assert res.latency_s >= res.compute_s >= 0.05
+                overheads.append(res.latency_s - res.compute_s)
+            print(f"serving overhead p50 {np.median(overheads) * 1e3:.2f} ms (2 x 240x320 frames)")
+            assert np.median(overheads) < 0.1
+        finally:
+            client.close()
+    finally:
+        stop_server(proc)
+
+
+@pytest.mark.timeout(60)
+def test_client_says_when_the_server_is_gone():
+    proc, address = start_server(
+        "--checkpoint", "py:deploy.standin:ReferencePolicy", "--policy-kwargs", '{"latency_s": 0.0}'
+    )
+    client = RemotePolicyClient(address, timeout_s=0.5)
+    stop_server(proc)
+    client.request({"timestamp": np.array([0.0, 0.1])})
+    time.sleep(0.7)
+    with pytest.raises(ConnectionError, match="did not answer"):
+        client.check()
+    client.close()
+    with pytest.raises(ConnectionError, match="is `python -m deploy.serving"):
+        RemotePolicyClient(address, timeout_s=0.3)
