@@ -9,7 +9,8 @@ the 2 cameras without recording.
     python benchmarks/camera_bench.py [--seconds 30]
 
 The last line is one JSON object: fps_2cam, drops_2cam, fps_4cam, drops_4cam (mean fps per camera,
-total drops = capture + writer), plus the baseline and backlog figures.
+total drops = capture + writer), plus the baseline, backlog figures and the machine's load average
+(other work on a shared 2-core machine starves the pipeline; read the figures with it).
 """
 
 from __future__ import annotations
@@ -102,6 +103,7 @@ def run(n: int, seconds: float, record: bool, out_dir: Path) -> dict:
             time.sleep(seconds)
             wall = time.monotonic() - t0
             cpu1 = {k: cpu_seconds(p) for k, p in procs.items()}
+            load = os.getloadavg()[0]
             counts1 = {k: c.ring.count for k, c in mc.cameras.items()}
             s1 = mc.stats()
             results = mc.stop_recording() and mc.last_recording if record else {}
@@ -120,7 +122,7 @@ def run(n: int, seconds: float, record: bool, out_dir: Path) -> dict:
             "encode_ms": s1[k].get("video_encode_ms", float("nan")),
         }
     cpu = {k: 100 * (cpu1[k] - cpu0[k]) / wall for k in procs}
-    return {"cams": per_cam, "cpu": cpu}
+    return {"cams": per_cam, "cpu": cpu, "load": load}
 
 
 def main() -> int:
@@ -149,6 +151,7 @@ def main() -> int:
             )
         cpu = ", ".join(f"{k} {v:.0f}%" for k, v in r["cpu"].items())
         print(f"{'':<34} CPU (% of one core): {cpu}")
+        print(f"{'':<34} machine load average (1 min) at the end: {r['load']:.1f} on {os.cpu_count()} cores")
         summary[label] = {
             "fps": float(np.mean([c["fps"] for c in r["cams"].values()])),
             "drops": int(sum(c["capture_drops"] + c["writer_drops"] for c in r["cams"].values())),
@@ -167,6 +170,8 @@ def main() -> int:
                 "max_backlog_2cam": two["max_backlog"],
                 "max_backlog_4cam": four["max_backlog"],
                 "seconds": args.seconds,
+                "load_avg_2cam": round(runs[list(runs)[1]]["load"], 1),
+                "load_avg_4cam": round(runs[list(runs)[2]]["load"], 1),
             }
         )
     )
