@@ -12,7 +12,7 @@ further than ``outlier_mads`` scaled MADs from the median, e.g. a stalled screen
 the mean and standard deviation of the rest are the result, with a histogram PNG.
 
 On the sim rig the screen is a ``screen`` plane in front of the sim camera, fed through its screen
-ring by a writer thread that publishes each image (with its display time) a few ms before it is due,
+ring by a writer thread that publishes each image (with its display time) ~20 ms before it is due,
 so scheduling noise on the host does not change what the camera sees. The injected
 ``sim.latency_s`` is then the ground truth. On a real rig (``screen: window``) an OpenCV window shows
 the code; put it in front of the camera and set ``display_delay_s`` to the monitor's input lag.
@@ -101,7 +101,7 @@ class SimScreenWriter(threading.Thread):
     """Feeds the sim screens: image ``k`` appears at ``t0 + k / refresh_hz`` and is written into every
     screen ring ``lead_s`` before that (the ring's ``display_time`` is when it appears)."""
 
-    def __init__(self, rings: list[RingBuffer], code: TimeCode, refresh_hz: float, lead_s: float = 0.004):
+    def __init__(self, rings: list[RingBuffer], code: TimeCode, refresh_hz: float, lead_s: float = 0.02):
         super().__init__(name="sim-screen-writer", daemon=True)
         self.rings, self.code, self.period_s, self.lead_s = rings, code, 1.0 / refresh_hz, lead_s
         self._stop_event = threading.Event()

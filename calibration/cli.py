@@ -192,6 +192,15 @@ def main(argv: list[str] | None = None) -> int:
         print("no calibration file was written", file=sys.stderr)
         emit_json({"error": str(exc)})
         return 1
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        # A device failed (process died, arm fault, camera silent): say so, with the details.
+        import traceback
+
+        traceback.print_exc(file=sys.stderr)
+        print(f"rig calibrate {args.what}: FAILED: {exc}", file=sys.stderr)
+        print("no calibration file was written", file=sys.stderr)
+        emit_json({"error": f"{type(exc).__name__}: {exc}"})
+        return 1
     except ConfigError as exc:
         print(f"rig calibrate {args.what}: config error: {exc}", file=sys.stderr)
         emit_json({"error": f"config error: {exc}"})

@@ -14,7 +14,8 @@ from robot.rig_config import RigConfig
 from robot.sim.render import camera_to_parent, charuco_board, pose_to_matrix
 from tests.calibration.helpers import run_cli
 
-FAST = ["-p", "poses.n_poses=10"]
+FAST = ["-p", "poses.n_poses=10"]  # intrinsics: views spread over the image
+FAST_HE = ["-p", "poses.n_poses=8"]  # hand-eye: fewer views are plenty
 
 
 def _gt_camera_pose(overrides: list[str], camera: str) -> np.ndarray:
@@ -54,7 +55,9 @@ def test_hand_eye_eye_to_hand_recovers_static_camera_pose(tmp_path, capsys):
         "cameras.cameras.scene.sim.pose=[0.737, 0.023, 0.607, 0, 0, 0]",
         "cameras.cameras.scene.sim.look_at=[0.462, -0.017, 0.03]",
     ]
-    rc, res, text = run_cli(capsys, ["hand-eye", "--out", str(out), "-p", "camera=scene", *FAST, *rig_over])
+    rc, res, text = run_cli(
+        capsys, ["hand-eye", "--out", str(out), "-p", "camera=scene", *FAST_HE, *rig_over]
+    )
     assert rc == 0, text
     assert res["setup"] == "eye-to-hand" and res["frame"] == "T_base_cam"
     assert len(res["methods_rms_px"]) >= 5  # the OpenCV methods were compared
@@ -74,7 +77,17 @@ def test_hand_eye_eye_in_hand_recovers_wrist_camera_pose_with_charuco_intrinsics
     ]
     rc, res, text = run_cli(
         capsys,
-        ["hand-eye", "--out", str(out), "-p", "camera=wrist", "-p", "intrinsics=charuco", *FAST, *rig_over],
+        [
+            "hand-eye",
+            "--out",
+            str(out),
+            "-p",
+            "camera=wrist",
+            "-p",
+            "intrinsics=charuco",
+            *FAST_HE,
+            *rig_over,
+        ],
     )
     assert rc == 0, text
     assert res["setup"] == "eye-in-hand" and res["frame"] == "T_tcp_cam"
