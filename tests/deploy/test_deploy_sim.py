@@ -39,6 +39,10 @@ RIG = [
     "rig.spacemouse.scripted.trajectory=[{time_s: 0, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]},"
     " {time_s: 1000, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]}]",
     "teleop.lock_z_m=null",
+    # Small scene frames: cheap to render, and the tiny trained checkpoint below is trained on them.
+    "rig.cameras.cameras.scene.width=32",
+    "rig.cameras.cameras.scene.height=24",
+    "rig.cameras.cameras.scene.sim.intrinsics={fx: 28.0, fy: 28.0, cx: 15.5, cy: 11.5}",
 ]
 STANDIN = "py:deploy.standin:ReferencePolicy"
 
@@ -339,3 +343,89 @@ def test_async_deploy_through_a_policy_server(env, tmp_path):
     t0, t1 = first_merge_time(runner) + 0.3, arm["tick_time"][-1] - 0.05
     _, idle_s = idle_ticks(arm, t0, t1)
     assert idle_s <= 0.03 * (t1 - t0)
+
+
+# A real checkpoint, trained in-test for 20 steps: the real Policy through the inference process.
+TINY_POLICY = [
+    "policy.obs={camera_0: {type: rgb}, robot_eef_pose: {type: low_dim}}",
+    "policy.vision.width=8",
+    "policy.vision.image_size=null",
+    "policy.vision.stem_stride=1",
+    "policy.vision.stem_pool=false",
+    "policy.vision.crop_shape=[22,30]",
+    "policy.vision.num_keypoints=8",
+    "policy.unet.down_dims=[32,64]",
+    "policy.unet.diffusion_step_embed_dim=32",
+    "training.batch_size=8",
+    "training.val_every_steps=1000",
+    "training.checkpoint_every_steps=1000",
+    "training.torch_threads=1",
+    "dataset.val_ratio=0.25",
+]
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    import contextlib
+    import io as _io
+
+    from policy.train_cli import main as train_main
+
+    base = tmp_path_factory.mktemp("tiny_ckpt")
+    store = EpisodeStore.open(base / "demos.zarr", "w")
+    rng = np.random.default_rng(0)
+    for e in range(4):
+        n = 20
+        pose = np.tile(START, (n, 1))
+        pose[:, 0] += 0.002 * np.arange(n) * (1 if e % 2 else -1)
+        pose[:, 1] += rng.uniform(-0.02, 0.02)
+        action = np.roll(pose, -1, axis=0)
+        action[-1] = pose[-1]
+        frames = rng.integers(0, 255, (n, 24, 32, 3), dtype=np.uint8)
+        store.add_episode(
+            {
+                "camera_0": frames,
+                "robot_eef_pose": pose,
+                "action": action,
+                "timestamp": 100.0 + 0.1 * np.arange(n),
+            }
+        )
+    store.close()
+    with contextlib.redirect_stdout(_io.StringIO()), contextlib.redirect_stderr(_io.StringIO()):
+        rc = train_main(
+            [
+                "--config",
+                "policy/tiny.yaml",
+                "--dataset",
+                str(base / "demos.zarr"),
+                "--out",
+                str(base / "run"),
+                "--max-steps",
+                "20",
+                *TINY_POLICY,
+            ]
+        )
+    assert rc == 0
+    return str(base / "run")
+
+
+@pytest.mark.timeout(120)
+def test_a_trained_checkpoint_runs_async_with_inpainting(env, tmp_path, tiny_checkpoint):
+    # Inline inference: the real Policy.predict with committed actions, without paying a second torch
+    # import in an inference process (the process path is covered with the stand-in above).
+    cfg = deploy_config(tmp_path, "mode=async", "inference=inline", "max_episode_s=3.0", "policy_seed=0")
+    client = make_client(cfg, PolicySpec(tiny_checkpoint))
+    store = EpisodeStore.open(cfg.store, "a")
+    try:
+        runner = DeployRunner(cfg, env, client, out=io.StringIO(), keep_logs=True)
+        runner.check_observations()
+        result = runner.run_episode(0, None, store)
+    finally:
+        store.close()
+        close_client(client)
+    assert runner.meta.obs_keys == ("camera_0", "robot_eef_pose")
+    assert result.end_reason == "max_episode_s" and result.chunks >= 3, runner.chunk_log
+    assert all(c["committed_rows"] >= 1 for c in runner.chunk_log[1:])
+    assert runner.sent_log and all(np.all(np.isfinite(w["pose"])) for w in runner.sent_log)
+    ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
+    assert len(ep["action"]) == result.steps and np.all(np.isfinite(ep["action"]))
