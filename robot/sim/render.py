@@ -265,7 +265,7 @@ def object_footprint(kind: int, size: np.ndarray) -> np.ndarray | None:
                 [-W / 2, W],
                 [-L / 2, W],
             ]
-        )[::-1]  # the listing above is clockwise seen from +z
+        )  # counter-clockwise seen from +z (positive signed area), like the other footprints
     return None
 
 

@@ -263,3 +263,11 @@ def test_expert_solves_pusht_in_closed_loop_on_most_seeds():
     solved = sum(ok for ok, _, _ in results)
     print(f"pusht expert: {solved}/20 solved; times {[t for _, t, _ in results]}")
     assert solved >= 16, results
+
+
+def test_renderer_footprints_are_counter_clockwise_so_side_faces_point_outwards():
+    # prism_faces derives outward normals from the winding: a clockwise footprint renders inside out.
+    for kind, size in ((ObjectKind.T_BLOCK, [L, W, 0.03]), (ObjectKind.BOX, [0.05, 0.03, 0.02])):
+        p = object_footprint(kind, np.array(size))
+        signed_area = 0.5 * np.sum(p[:, 0] * np.roll(p[:, 1], -1) - np.roll(p[:, 0], -1) * p[:, 1])
+        assert signed_area > 0, kind
