@@ -1,0 +1,170 @@
+"""``rig demo``: the whole product on the simulated rig, each stage through its own CLI.
+
+1. ``rig collect`` records ``--episodes`` reach demonstrations, the scripted SpaceMouse expert driving
+   the simulated arm through the same teleop path a person uses;
+2. ``rig train`` trains the tiny diffusion policy on them;
+3. ``rig deploy`` runs the trained policy on the simulated arm for ``--eval-episodes`` episodes whose
+   seeds were not used for collection, and reports the task's success rate.
+
+Everything goes under ``runs/<UTC time>/`` (dataset, training run, evaluation store, logs), ending
+with ``summary.json`` and a table. ``--dataset`` / ``--checkpoint`` reuse earlier stages' outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EVAL_SEED_OFFSET = 100_000  # evaluation seeds never overlap the collection seeds
+
+
+def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
+    """Run one CLI, streaming its output to the terminal and to ``log_path``; return its JSON line."""
+    print(f"\n=== {name}: {' '.join(cmd[2:])}", flush=True)
+    t0 = time.monotonic()
+    last_json: dict[str, Any] | None = None
+    with (
+        open(log_path, "w") as log,
+        subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            bufsize=1,
+        ) as proc,
+    ):
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            sys.stdout.write(f"  {line}" if not line.startswith("\r") else line)
+            sys.stdout.flush()
+            stripped = line.strip()
+            if stripped.startswith("{") and stripped.endswith("}"):
+                try:
+                    last_json = json.loads(stripped)
+                except json.JSONDecodeError:
+                    pass
+        rc = proc.wait()
+    if rc != 0:
+        raise SystemExit(f"rig demo: stage '{name}' failed (exit {rc}); see {log_path}")
+    if last_json is None:
+        raise SystemExit(f"rig demo: stage '{name}' printed no JSON summary; see {log_path}")
+    last_json["_wall_s"] = time.monotonic() - t0
+    return last_json
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="rig demo", description=__doc__.splitlines()[0])
+    ap.add_argument("--episodes", type=int, default=40, help="demonstrations to collect")
+    ap.add_argument("--eval-episodes", type=int, default=20, help="deployment episodes to evaluate")
+    ap.add_argument("--train-steps", type=int, default=None, help="optimizer steps (default: the config's)")
+    ap.add_argument("--out", default=None, help="run folder (default runs/<UTC time>)")
+    ap.add_argument("--dataset", default=None, help="reuse this episode store: skip collection")
+    ap.add_argument(
+        "--checkpoint", default=None, help="reuse this checkpoint/run: skip collection and training"
+    )
+    ap.add_argument("--collect-config", default="collect/sim_reach.yaml")
+    ap.add_argument("--policy-config", default="policy/tiny.yaml")
+    ap.add_argument("--deploy-config", default="deploy/sim_reach.yaml")
+    ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
+    args = ap.parse_args(argv)
+
+    out = Path(args.out or Path("runs") / time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
+    out.mkdir(parents=True, exist_ok=True)
+    rig = [sys.executable, "-m", "robot.cli"]
+    print(f"rig demo: outputs under {out}/")
+    t_start = time.monotonic()
+    summary: dict[str, Any] = {"run_dir": str(out)}
+
+    dataset = args.dataset
+    if args.checkpoint is None and dataset is None:
+        dataset = str(out / "demos.zarr")
+        col = _run_stage(
+            "collect",
+            [
+                *rig,
+                "collect",
+                "--config",
+                args.collect_config,
+                f"store={dataset}",
+                f"auto.episodes={args.episodes}",
+                "record_video=false",
+            ],
+            out / "collect.log",
+        )
+        summary["episodes"] = col["store_episodes"]
+        summary["collect_seconds"] = round(col["_wall_s"], 1)
+    elif dataset is not None:
+        from collection.episode_store import EpisodeStore
+
+        summary["episodes"] = EpisodeStore.open(dataset, "r").n_episodes
+
+    checkpoint = args.checkpoint
+    if checkpoint is None:
+        train_cmd = [
+            *rig,
+            "train",
+            "--config",
+            args.policy_config,
+            "--dataset",
+            dataset,
+            "--out",
+            str(out / "train"),
+        ]
+        if args.train_steps is not None:
+            train_cmd += ["--max-steps", str(args.train_steps)]
+        tr = _run_stage("train", train_cmd, out / "train.log")
+        checkpoint = str(out / "train")
+        summary["train_seconds"] = round(float(tr["train_seconds"]), 1)
+        summary["final_loss"] = float(tr["final_loss"])
+        summary["train_steps"] = int(tr["steps"])
+
+    dep = _run_stage(
+        "deploy",
+        [
+            *rig,
+            "deploy",
+            "--checkpoint",
+            checkpoint,
+            "--config",
+            args.deploy_config,
+            "--episodes",
+            str(args.eval_episodes),
+            f"store={out / 'eval.zarr'}",
+            f"seed={EVAL_SEED_OFFSET}",
+            *args.overrides,
+        ],
+        out / "deploy.log",
+    )
+    for key in ("success_rate", "inference_p50_ms", "inference_p99_ms", "actions_dropped", "safety_events"):
+        if key in dep:
+            summary[key] = dep[key]
+    summary["eval_episodes"] = dep.get("episodes", args.eval_episodes)
+    summary["total_seconds"] = round(time.monotonic() - t_start, 1)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+    rows = [
+        ("episodes collected", summary.get("episodes", "-")),
+        ("training time (s)", summary.get("train_seconds", "-")),
+        ("final training loss", f"{summary['final_loss']:.4f}" if "final_loss" in summary else "-"),
+        ("evaluation episodes", summary["eval_episodes"]),
+        ("success rate", f"{100 * summary.get('success_rate', 0):.0f} %"),
+        (
+            "inference p50 / p99 (ms)",
+            f"{summary.get('inference_p50_ms', 0):.1f} / {summary.get('inference_p99_ms', 0):.1f}",
+        ),
+        ("actions dropped", summary.get("actions_dropped", "-")),
+        ("total time (s)", summary["total_seconds"]),
+    ]
+    print("\n=== rig demo summary")
+    for k, v in rows:
+        print(f"  {k:<26} {v}")
+    print(f"  written: {out / 'summary.json'}")
+    print(json.dumps(summary))
+    return 0
