@@ -156,6 +156,38 @@ def encoder_ms(policy: Policy, obs: dict[str, np.ndarray], runs: int, device: to
     return float(np.median(time_fn(enc, runs, device)))
 
 
+def bench_variant(
+    base: Policy,
+    obs: dict[str, np.ndarray],
+    ref: torch.Tensor,
+    runs: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
+    encoder_dtype: torch.dtype | None,
+    compile_: bool,
+    seed: int,
+) -> dict:
+    """One fast-path variant on a copy of ``base``'s weights: latency, encoder time, accuracy, bytes."""
+    fast = Policy(copy.deepcopy(base.model), base.config, base.shape_meta, base.dt_s, device)
+    fast.optimize_for_inference(dtype, encoder_dtype=encoder_dtype, compile=compile_)
+    out = fast_predict(fast, obs, seed)  # also the warm-up (and the compile, if any)
+    ms = time_fn(lambda: fast_predict(fast, obs, seed), runs, device, warmup=0)
+    wb = weight_bytes(fast)
+    result = {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "encoder_ms": encoder_ms(fast, obs, max(1, runs // 2), device),
+        "max_abs_diff": float((out - ref).abs().max()),
+        "bytes_per_step": wb["per_step"],
+        "bytes_once": wb["once"],
+        "matmul_convs": sum(
+            isinstance(m, LinearConv1d | LinearConvTranspose1d) for m in fast.model.unet.modules()
+        ),
+    }
+    fast.model.to("meta")  # free its weights before the next variant
+    return result
+
+
 def bench_config(
     name: str,
     stored_hw: tuple[int, int],
@@ -164,60 +196,46 @@ def bench_config(
     compile_: bool,
     encoder_dtype: torch.dtype | None,
 ) -> dict:
-    """Time eager and fast predictions of one config (fresh weights, same obs, seed and noise)."""
+    """Eager fp32 and two fast variants (fp32 / bf16 U-Net weights), fresh weights, same obs/seed/noise."""
+    seed = 123
     eager = make_policy(name, stored_hw, device)
     obs = make_obs(eager)
-    seed = 123
-    n_params = sum(p.numel() for p in eager.model.unet.parameters())
-    ref = eager_predict(eager, obs, seed)
-    eager_ms = time_fn(lambda: eager_predict(eager, obs, seed), runs, device)
-    fast = Policy(copy.deepcopy(eager.model), eager.config, eager.shape_meta, eager.dt_s, device)
-    eager_enc = encoder_ms(eager, obs, max(1, runs // 2), device)
-    eager.model.to("meta")  # free the fp32 copy (1.2 GB for the paper config)
-    gc.collect()
-    fast.optimize_for_inference(torch.bfloat16, encoder_dtype=encoder_dtype, compile=compile_)
-    out = fast_predict(fast, obs, seed)
-    fast_ms = time_fn(lambda: fast_predict(fast, obs, seed), runs, device)
-    diff = float((out - ref).abs().max())
-    enc = encoder_ms(fast, obs, max(1, runs // 2), device)
-    wb = weight_bytes(fast)
-    convs = sum(isinstance(m, LinearConv1d | LinearConvTranspose1d) for m in fast.model.unet.modules())
-    return {
+    ref = eager_predict(eager, obs, seed)  # also the warm-up
+    eager_ms = time_fn(lambda: eager_predict(eager, obs, seed), runs, device, warmup=0)
+    row = {
         "config": name,
-        "unet_params_m": n_params / 1e6,
+        "unet_params_m": sum(p.numel() for p in eager.model.unet.parameters()) / 1e6,
+        "steps": eager.config.policy.noise.num_inference_steps,
         "eager_p50_ms": float(np.percentile(eager_ms, 50)),
         "eager_p99_ms": float(np.percentile(eager_ms, 99)),
-        "fast_p50_ms": float(np.percentile(fast_ms, 50)),
-        "fast_p99_ms": float(np.percentile(fast_ms, 99)),
-        "fast_encoder_ms": enc,
-        "eager_encoder_ms": eager_enc,
-        "max_abs_diff": diff,
-        "bytes_per_step": wb["per_step"],
-        "bytes_once": wb["once"],
-        "steps": fast.config.policy.noise.num_inference_steps,
-        "matmul_convs": convs,
+        "eager_encoder_ms": encoder_ms(eager, obs, max(1, runs // 2), device),
     }
+    row["fp32"] = bench_variant(eager, obs, ref, runs, device, None, None, compile_, seed)
+    row["bf16"] = bench_variant(eager, obs, ref, runs, device, torch.bfloat16, encoder_dtype, compile_, seed)
+    eager.model.to("meta")
+    gc.collect()
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=3, help="timed chunks per path for the paper config")
     p.add_argument("--tiny-runs", type=int, default=20, help="timed chunks per path for the tiny config")
-    p.add_argument("--compile", action="store_true", help="also torch.compile the U-Net in the fast path")
+    p.add_argument("--compile", action="store_true", help="also torch.compile the U-Net in the fast paths")
     p.add_argument("--device", default="auto", help="cpu, cuda, or auto")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument(
         "--encoder-dtype",
         choices=["bf16", "fp32"],
         default="fp32",
-        help="camera encoder weights in the fast path",
+        help="camera encoders in the bf16 fast path",
     )
+    p.add_argument("--bound", type=float, default=0.02, help="max |fast - eager|, normalized action units")
     args = p.parse_args(argv)
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
+    if args.device == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        device = torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     enc_dtype = torch.bfloat16 if args.encoder_dtype == "bf16" else None
@@ -225,49 +243,59 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, copy bandwidth {bw:.1f} GB/s (read + write)"
     )
-    rows = [
-        bench_config("policy/paper.yaml", (240, 320), args.runs, device, args.compile, enc_dtype),
-        bench_config("policy/tiny.yaml", (96, 128), args.tiny_runs, device, args.compile, enc_dtype),
-    ]
+    paper = bench_config("policy/paper.yaml", (240, 320), args.runs, device, args.compile, enc_dtype)
+    tiny = bench_config("policy/tiny.yaml", (96, 128), args.tiny_runs, device, args.compile, enc_dtype)
     print()
-    hdr = (
-        f"{'config':<18} {'U-Net M':>8} {'eager p50':>10} {'eager p99':>10} {'fast p50':>9} {'fast p99':>9} "
-    )
-    hdr += f"{'encoder':>8} {'limit':>8} {'speedup':>8} {'max|d|':>8}"
+    hdr = f"{'config':<7} {'path':<24} {'p50 ms':>9} {'p99 ms':>9} {'encoder':>9} {'limit ms':>9} {'speedup':>8} {'max|d|':>8}"
     print(hdr)
     print("-" * len(hdr))
-    for r in rows:
-        r["limit_ms"] = (r["steps"] * r["bytes_per_step"] + r["bytes_once"]) / (bw * 1e9) * 1e3
-        r["speedup"] = r["eager_p50_ms"] / r["fast_p50_ms"]
+    for row in (paper, tiny):
+        cfg = Path(row["config"]).stem
         print(
-            f"{Path(r['config']).stem:<18} {r['unet_params_m']:8.1f} {r['eager_p50_ms']:9.1f}ms {r['eager_p99_ms']:9.1f}ms"
-            f" {r['fast_p50_ms']:8.1f}ms {r['fast_p99_ms']:8.1f}ms {r['fast_encoder_ms']:7.1f}ms {r['limit_ms']:7.1f}ms"
-            f" {r['speedup']:7.2f}x {r['max_abs_diff']:8.4f}"
+            f"{cfg:<7} {'eager fp32':<24} {row['eager_p50_ms']:9.1f} {row['eager_p99_ms']:9.1f} "
+            f"{row['eager_encoder_ms']:9.1f} {'':>9} {1.0:7.2f}x {0.0:8.4f}"
         )
-    paper, tiny = rows
+        for key, label in (("fp32", "fast, fp32 weights"), ("bf16", "fast, bf16 U-Net weights")):
+            v = row[key]
+            v["limit_ms"] = (row["steps"] * v["bytes_per_step"] + v["bytes_once"]) / (bw * 1e9) * 1e3
+            v["speedup"] = row["eager_p50_ms"] / v["p50_ms"]
+            print(
+                f"{'':<7} {label:<24} {v['p50_ms']:9.1f} {v['p99_ms']:9.1f} {v['encoder_ms']:9.1f} "
+                f"{v['limit_ms']:9.1f} {v['speedup']:7.2f}x {v['max_abs_diff']:8.4f}"
+            )
+        # The fast path is bf16 where the actions stay within the bound, otherwise fp32 weights.
+        row["fast"] = "bf16" if row["bf16"]["max_abs_diff"] <= args.bound else "fp32"
     print()
+    pf = paper[paper["fast"]]
     print(
-        f"paper fast path: {paper['steps']} U-Net steps x {paper['bytes_per_step'] / 1e6:.0f} MB of bf16 weights "
-        f"+ {paper['bytes_once'] / 1e6:.0f} MB once = {paper['limit_ms']:.0f} ms at {bw:.1f} GB/s; "
-        f"measured {paper['fast_p50_ms']:.0f} ms of which the camera encoders take {paper['fast_encoder_ms']:.0f} ms "
-        f"(compute-bound convolutions on 4 images of 216x288)"
+        f"paper fast path ({paper['fast']}): {paper['steps']} U-Net steps x {pf['bytes_per_step'] / 1e6:.0f} MB of "
+        f"conv weights + {pf['bytes_once'] / 1e6:.0f} MB once (FiLM, encoders) = {pf['limit_ms']:.0f} ms at "
+        f"{bw:.1f} GB/s; measured {pf['p50_ms']:.0f} ms, of which the camera encoders (compute-bound, "
+        f"4 images of 216x288) take {pf['encoder_ms']:.0f} ms"
     )
-    ok = paper["max_abs_diff"] <= 0.02 and tiny["max_abs_diff"] <= 0.02
-    print(
-        f"max |fast - eager| in normalized action units: paper {paper['max_abs_diff']:.4f}, "
-        f"tiny {tiny['max_abs_diff']:.4f} (bound 0.02): {'OK' if ok else 'EXCEEDED'}"
-    )
+    for row in (paper, tiny):
+        print(
+            f"{Path(row['config']).stem}: bf16 max |d| {row['bf16']['max_abs_diff']:.4f} vs bound {args.bound} "
+            f"-> fast path uses {row['fast']} weights (freshly initialised weights; trained policies are less "
+            "sensitive, see tests/policy/test_policy_inference.py)"
+        )
+    tf = tiny[tiny["fast"]]
     result = {
         "eager_p50_ms": round(paper["eager_p50_ms"], 1),
-        "fast_p50_ms": round(paper["fast_p50_ms"], 1),
-        "speedup": round(paper["speedup"], 2),
-        "max_abs_diff": round(max(paper["max_abs_diff"], tiny["max_abs_diff"]), 5),
-        "limit_ms": round(paper["limit_ms"], 1),
-        "tiny_p50_ms": round(tiny["fast_p50_ms"], 1),
-        "tiny_eager_p50_ms": round(tiny["eager_p50_ms"], 1),
+        "fast_p50_ms": round(pf["p50_ms"], 1),
+        "speedup": round(paper["eager_p50_ms"] / pf["p50_ms"], 2),
+        "max_abs_diff": round(max(pf["max_abs_diff"], tf["max_abs_diff"]), 5),
+        "limit_ms": round(pf["limit_ms"], 1),
+        "tiny_p50_ms": round(tf["p50_ms"], 1),
+        "fast_dtype": paper["fast"],
         "eager_p99_ms": round(paper["eager_p99_ms"], 1),
-        "fast_p99_ms": round(paper["fast_p99_ms"], 1),
-        "fast_encoder_ms": round(paper["fast_encoder_ms"], 1),
+        "fast_p99_ms": round(pf["p99_ms"], 1),
+        "fast_encoder_ms": round(pf["encoder_ms"], 1),
+        "bf16_p50_ms": round(paper["bf16"]["p50_ms"], 1),
+        "bf16_max_abs_diff": round(paper["bf16"]["max_abs_diff"], 5),
+        "bf16_limit_ms": round(paper["bf16"]["limit_ms"], 1),
+        "fp32_fast_p50_ms": round(paper["fp32"]["p50_ms"], 1),
+        "tiny_eager_p50_ms": round(tiny["eager_p50_ms"], 1),
         "bandwidth_gbs": round(bw, 2),
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -111,6 +111,11 @@ TINY_TEST_OVERRIDES = [
 ]
 
 
+@pytest.fixture
+def tiny_overrides() -> list[str]:
+    return list(TINY_TEST_OVERRIDES)
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One real `rig train` run (300 steps) on a synthetic reach store, shared by several tests."""

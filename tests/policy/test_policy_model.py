@@ -78,3 +78,17 @@ def test_resnet_loads_torchvision_format_state_dict():
         assert torch.equal(v, sd[k]), k
     with pytest.raises(ValueError, match="shape mismatches"):
         load_torchvision_state_dict(ResNetGN(width=32), tv)
+
+
+def test_spatial_softmax_on_a_1x1_map_is_refused_with_advice():
+    from policy.config import VisionConfig
+    from policy.normalizer import LinearNormalizer
+    from policy.obs_encoder import ObsEncoder
+
+    meta = {"obs": {"camera_0": {"type": "rgb", "shape": [3, 24, 24]}}}
+    cfg = VisionConfig(width=8, layers=[1, 1, 1, 1], pool="spatial_softmax")
+    with pytest.raises(ValueError, match="too small for spatial softmax.*stem_stride=1"):
+        ObsEncoder(meta, cfg, LinearNormalizer())
+    ok = ObsEncoder(meta, cfg.model_copy(update={"stem_stride": 1, "stem_pool": False}), LinearNormalizer())
+    feats = ok({"camera_0": torch.zeros(2, 2, 24, 24, 3, dtype=torch.uint8)})
+    assert feats.shape == (2, 2, 2 * cfg.num_keypoints)

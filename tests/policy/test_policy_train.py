@@ -94,7 +94,7 @@ def test_unknown_config_key_is_rejected(trained_run, tmp_path):
 
 
 @pytest.mark.timeout(120)
-def test_ddp_path_runs_single_process_on_cpu(trained_run, tmp_path, monkeypatch):
+def test_ddp_path_runs_single_process_on_cpu(trained_run, tiny_overrides, tmp_path, monkeypatch):
     """WORLD_SIZE/RANK set (as torchrun does): DDP over gloo must work on a CPU-only machine."""
     import socket
 
@@ -104,8 +104,6 @@ def test_ddp_path_runs_single_process_on_cpu(trained_run, tmp_path, monkeypatch)
     for k, v in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("MASTER_PORT", str(port))
-    from tests.policy.conftest import TINY_TEST_OVERRIDES  # noqa: F401 (imported for parity below)
-
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         rc = main(
@@ -116,9 +114,20 @@ def test_ddp_path_runs_single_process_on_cpu(trained_run, tmp_path, monkeypatch)
                 str(tmp_path / "ddp"),
                 "--max-steps",
                 "5",
-                *TINY_TEST_OVERRIDES,
+                *tiny_overrides,
             ]
         )
     assert rc == 0
     assert json.loads(out.getvalue().strip().splitlines()[-1])["steps"] == 5
     assert not torch.distributed.is_initialized()
+
+
+def test_rig_dispatches_train_to_this_module(capsys):
+    from robot.cli import main as rig
+
+    with pytest.raises(SystemExit) as exc:
+        rig(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--dataset", "--out", "--resume", "--max-steps", "--config"):
+        assert flag in out
