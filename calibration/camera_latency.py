@@ -97,6 +97,36 @@ class TimeCode:
         return float((code + wraps * _BASE * _BASE) * self.resolution_s)
 
 
+class ScreenLog:
+    """What the screen showed: each image's display time and when it was actually written.
+
+    A frame that shows image k is trustworthy only if image k+1 was on time (written no later than
+    its display time, and not more than 1.5 refresh periods after image k): otherwise the camera may
+    have looked during a screen stall and seen k late, which would read as extra latency.
+    """
+
+    def __init__(self, period_s: float):
+        self.period_s = period_s
+        self._shown: list[float] = []
+        self._written: list[float] = []
+
+    def add(self, t_show: float, t_written: float) -> None:
+        self._shown.append(t_show)
+        self._written.append(t_written)
+
+    def on_time(self, t_shown: np.ndarray, tolerance_s: float) -> np.ndarray:
+        """Mask: the image shown at each ``t_shown`` was followed by an on-time next image."""
+        shown, written = np.asarray(self._shown), np.asarray(self._written)
+        if len(shown) < 2:
+            return np.zeros(len(t_shown), bool)
+        i = np.clip(np.searchsorted(shown, t_shown - tolerance_s), 0, len(shown) - 1)
+        found = np.abs(shown[i] - t_shown) <= tolerance_s
+        j = np.clip(i + 1, 0, len(shown) - 1)
+        return (
+            found & (j > i) & (shown[j] - shown[i] <= 1.5 * self.period_s) & (written[j] <= shown[j] + 1e-4)
+        )
+
+
 class SimScreenWriter(threading.Thread):
     """Feeds the sim screens: image ``k`` appears at ``t0 + k / refresh_hz`` and is written into every
     screen ring ``lead_s`` before that (the ring's ``display_time`` is when it appears)."""
@@ -105,8 +135,8 @@ class SimScreenWriter(threading.Thread):
         super().__init__(name="sim-screen-writer", daemon=True)
         self.rings, self.code, self.period_s, self.lead_s = rings, code, 1.0 / refresh_hz, lead_s
         self._stop_event = threading.Event()
-        self.written = 0
         self.late = 0
+        self.log = ScreenLog(self.period_s)
         self.error: BaseException | None = None
 
     def run(self) -> None:
@@ -126,7 +156,7 @@ class SimScreenWriter(threading.Thread):
                 rec = {"image": self.code.image(t_show), "display_time": t_show}
                 for ring in self.rings:
                     ring.put(rec)
-                self.written += 1
+                self.log.add(t_show, now())
                 k += 1
         except BaseException as exc:  # surfaced by the caller
             self.error = exc
@@ -142,14 +172,16 @@ class WindowScreen:
 
     name = "rig calibrate camera-latency"
 
-    def __init__(self, code: TimeCode):
+    def __init__(self, code: TimeCode, refresh_hz: float):
         self.code = code
+        self.log = ScreenLog(1.0 / refresh_hz)
         cv2.namedWindow(self.name, cv2.WINDOW_NORMAL)
 
     def update(self) -> None:
         t = now()
         cv2.imshow(self.name, self.code.image(t))
         cv2.waitKey(1)
+        self.log.add(t, t)
 
     def close(self) -> None:
         cv2.destroyWindow(self.name)
@@ -163,6 +195,7 @@ class LatencyResult:
     n_frames: int
     n_decoded: int
     n_outliers: int
+    n_screen_late: int
     samples_s: np.ndarray = field(repr=False)
     inliers: np.ndarray = field(repr=False)
 
@@ -174,6 +207,7 @@ class LatencyResult:
             "frames": self.n_frames,
             "decoded": self.n_decoded,
             "outliers": self.n_outliers,
+            "screen_late": self.n_screen_late,
         }
 
 
@@ -215,8 +249,15 @@ def robust_inliers(x: np.ndarray, n_mads: float, floor: float) -> np.ndarray:
     return np.abs(x - med) <= max(n_mads * mad, floor)
 
 
-def analyse(name: str, frames: _Frames, code: TimeCode, proc: CameraLatencyProcedure) -> LatencyResult:
-    """Per-frame latencies of one camera -> robust mean/std. Raises CalibrationError on bad input."""
+def analyse(
+    name: str,
+    frames: _Frames,
+    code: TimeCode,
+    proc: CameraLatencyProcedure,
+    screen_log: ScreenLog | None = None,
+) -> LatencyResult:
+    """Per-frame latencies of one camera -> robust mean/std. Frames that may have been shot during a
+    screen stall (see :class:`ScreenLog`) are left out. Raises CalibrationError on bad input."""
     n = len(frames.color)
     if n == 0:
         raise CalibrationError(f"camera {name}: delivered no frames during the measurement")
@@ -235,6 +276,17 @@ def analyse(name: str, frames: _Frames, code: TimeCode, proc: CameraLatencyProce
             f"camera {name}: the time code was read in only {n_dec} of {n} frames (need {proc.min_frames}); "
             "bring the screen closer / make it larger, or measure longer (-p duration_s=...)"
         )
+    n_late = 0
+    if screen_log is not None:
+        fine = np.zeros(n, bool)
+        fine[ok] = screen_log.on_time(shown[ok], tolerance_s=0.6 * code.resolution_s)
+        n_late = int(ok.sum() - fine.sum())
+        ok = fine
+        if ok.sum() < proc.min_frames:
+            raise CalibrationError(
+                f"camera {name}: the screen missed its refresh around {n_late} of {n_dec} frames (host too "
+                "busy to draw it): measure again on a quieter host, or lower -p refresh_hz"
+            )
     recv = np.asarray(frames.receive_time)[ok]
     lat = recv - shown[ok] - proc.display_delay_s - 0.5 / proc.refresh_hz
     inl = robust_inliers(lat, proc.outlier_mads, floor=2.0 / proc.refresh_hz)
@@ -249,7 +301,7 @@ def analyse(name: str, frames: _Frames, code: TimeCode, proc: CameraLatencyProce
             f"camera {name}: measured a negative latency ({mean * 1e3:.1f} ms): display_delay_s "
             f"({proc.display_delay_s * 1e3:.0f} ms) is too large, or the clocks disagree"
         )
-    return LatencyResult(name, mean, std, n, n_dec, int((~inl).sum()), lat, inl)
+    return LatencyResult(name, mean, std, n, n_dec, int((~inl).sum()), n_late, lat, inl)
 
 
 def plot_histogram(res: LatencyResult, path: Path, bins: int) -> Path:
@@ -320,8 +372,9 @@ def measure(rig, calibration, proc: CameraLatencyProcedure) -> list[LatencyResul
                     progress(
                         f"camera-latency: the screen writer fell behind {writer.late} time(s) (busy host)"
                     )
+                screen_log = writer.log
             else:
-                screen = WindowScreen(code)
+                screen = WindowScreen(code, proc.refresh_hz)
                 try:
                     t_end = now() + 1.0
                     while now() < t_end:
@@ -330,11 +383,12 @@ def measure(rig, calibration, proc: CameraLatencyProcedure) -> list[LatencyResul
                     frames = collect_frames(env, names, proc.duration_s, pump=screen.update)
                 finally:
                     screen.close()
+                screen_log = screen.log
     finally:
         for ring in rings.values():
             ring.close()
     results = []
     for n in names:
         progress(f"camera-latency: decoding {len(frames[n].color)} frames of camera {n}")
-        results.append(analyse(n, frames[n], code, proc))
+        results.append(analyse(n, frames[n], code, proc, screen_log))
     return results

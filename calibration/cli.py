@@ -91,7 +91,8 @@ def cmd_camera_latency(args: argparse.Namespace) -> int:
         png = plot_histogram(r, plots / f"camera_latency_{r.camera}.png", proc.histogram_bins)
         progress(
             f"camera {r.camera}: latency {r.latency_s * 1e3:.2f} ms, std {r.std_s * 1e3:.2f} ms "
-            f"({r.n_decoded}/{r.n_frames} frames decoded, {r.n_outliers} outliers) -> {png}"
+            f"({r.n_decoded}/{r.n_frames} frames decoded, {r.n_screen_late} shot during a screen stall, "
+            f"{r.n_outliers} outliers) -> {png}"
         )
 
     def apply(cal):

@@ -10,9 +10,12 @@ at ``capture_time``). The response is fitted with the model
 
     measured(t) = first_order_lag_tau( sent target held per tick, delayed by d )(t)
 
-by least squares over (d, tau), starting from the cross-correlation peak of commanded and measured
-velocity (the total lag, ~d + tau). ``d`` (the dead time: a target sent at t starts moving the arm
-at t + d) is the action latency written to the file; tau and the total lag are reported.
+by least squares over (d, tau) (a coarse grid, then Gauss-Newton), with d searched up to the total
+lag found by cross-correlating commanded and measured velocity (~d + tau). Samples right after a
+controller stall (a gap of several ticks: the target jumps, and the arm's acceleration limit rather
+than the linear model shapes the response) are left out. ``d`` (the dead time: a target sent at t
+starts moving the arm at t + d) is the action latency written to the file; tau and the total lag
+are reported.
 
 **Observation latency.** With a board on the tool in view of a world-mounted camera, the arm moves in
 a slow, large sinusoid; the board's image position (mean of its ChArUco corners) at each frame's
@@ -32,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from scipy.optimize import minimize
+from scipy.optimize import least_squares
 from scipy.signal import lfilter
 
 from calibration.procedures import AXES, RobotLatencyProcedure
@@ -113,8 +116,11 @@ def run_excitation(
 
 
 # ---------------------------------------------------------------------------------------- action
-def _zoh_first_order(grid: np.ndarray, t_cmd: np.ndarray, u_cmd: np.ndarray, y0: float, d: float, tau: float):
-    idx = np.searchsorted(t_cmd + d, grid, side="right") - 1
+def _first_order_response(grid: np.ndarray, t_cmd: np.ndarray, u_cmd: np.ndarray, y0: float, tau: float):
+    """Response on ``grid`` of a first-order lag (time constant ``tau``) to the targets ``u_cmd``, each
+    held from its tick ``t_cmd`` to the next (zero-order hold), starting at rest at ``y0``. The dead
+    time is applied afterwards by evaluating this at ``t - d`` (the system is time-invariant)."""
+    idx = np.searchsorted(t_cmd, grid, side="right") - 1
     u = np.where(idx >= 0, u_cmd[np.clip(idx, 0, None)], y0)
     alpha = math.exp(-_GRID_S / max(tau, 1e-5))
     y, _ = lfilter([0.0, 1.0 - alpha], [1.0, -alpha], u, zi=[alpha * y0])
@@ -138,6 +144,15 @@ def xcorr_lag(t_a: np.ndarray, a: np.ndarray, t_b: np.ndarray, b: np.ndarray, ma
     else:
         frac = 0.0
     return (i + frac) * h
+
+
+def stall_mask(t_ticks: np.ndarray, t_samples: np.ndarray, max_gap_s: float, after_s: float) -> np.ndarray:
+    """Mask of samples not within ``after_s`` after a gap between ticks longer than ``max_gap_s``."""
+    gaps = np.flatnonzero(np.diff(t_ticks) > max_gap_s)
+    keep = np.ones(len(t_samples), bool)
+    for g in gaps:
+        keep &= ~((t_samples > t_ticks[g]) & (t_samples <= t_ticks[g + 1] + after_s))
+    return keep
 
 
 @dataclass
@@ -178,39 +193,44 @@ def fit_action_latency(recs: dict, axis: int, proc: RobotLatencyProcedure) -> Ac
             "in a protective stop, or are its speed limits far below max_speed_m_s?"
         )
     total = xcorr_lag(t_cmd, u, t_meas, y, proc.max_delay_s)
-    grid = np.arange(t_meas[0], t_meas[-1], _GRID_S)
+    grid = np.arange(t_meas[0] - proc.max_delay_s, t_meas[-1], _GRID_S)
     y0 = float(y[0])
-    weights_t = t_meas
+    # A controller stall makes the sent target jump; the arm's response to a jump is limited by its
+    # acceleration (not the linear model), so samples right after a long stall are left out.
+    use = stall_mask(t_cmd, t_meas, 3.0 * float(np.median(np.diff(t_cmd))), total + 0.08)
+    t_fit, y_fit = t_meas[use], y[use]
 
-    def cost(params: np.ndarray) -> float:
-        d, log_tau = params
-        if d < 0 or d > proc.max_delay_s:
-            return 1e3
-        ym = np.interp(weights_t, grid, _zoh_first_order(grid, t_cmd, u, y0, d, math.exp(log_tau)))
-        return float(np.mean((ym - y) ** 2))
+    def model_at(t: np.ndarray, d: float, tau: float) -> np.ndarray:
+        return np.interp(t - d, grid, _first_order_response(grid, t_cmd, u, y0, tau))
 
-    # Coarse search over the split of the total lag into dead time and tracking lag, then refine.
-    best = None
-    for tau in np.geomspace(0.002, max(0.2, total), 10):
-        for d in np.arange(max(0.0, total - tau - 0.03), total + 0.01, 0.004):
-            c = cost(np.array([d, math.log(tau)]))
-            if best is None or c < best[0]:
+    # Coarse search over (dead time, tau), then least squares from the best point.
+    best = (np.inf, 0.0, 0.02)
+    for tau in np.geomspace(0.001, 0.25, 17):
+        z = _first_order_response(grid, t_cmd, u, y0, tau)
+        for d in np.arange(0.0, min(total, proc.max_delay_s) + 0.0105, 0.001):
+            c = float(np.mean((np.interp(t_fit - d, grid, z) - y_fit) ** 2))
+            if c < best[0]:
                 best = (c, d, tau)
-    res = minimize(
-        cost,
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        return (model_at(t_fit, p[0], math.exp(p[1])) - y_fit) * 1e3
+
+    res = least_squares(
+        residuals,
         np.array([best[1], math.log(best[2])]),
-        method="Nelder-Mead",
-        options={"xatol": 1e-5, "fatol": 1e-14},
+        bounds=([0.0, math.log(1e-4)], [proc.max_delay_s, 0.0]),
+        x_scale=np.array([0.001, 0.1]),
+        diff_step=np.array([1e-4, 1e-4]),
     )
     d, tau = float(res.x[0]), math.exp(float(res.x[1]))
-    model = np.interp(t_meas, grid, _zoh_first_order(grid, t_cmd, u, y0, d, tau))
-    rms = float(np.sqrt(np.mean((model - y) ** 2)))
+    model = model_at(t_meas, d, tau)
+    rms = float(np.sqrt(np.mean((model[use] - y_fit) ** 2)))
     if rms > proc.max_residual_m:
         raise CalibrationError(
             f"the arm's response does not fit a dead time + first-order lag (RMS {rms * 1e3:.3f} mm > "
             f"{proc.max_residual_m * 1e3:.3f} mm): lower -p max_speed_m_s, or check the arm's tracking"
         )
-    return ActionFit(d, tau, total, rms, len(t_meas), t_meas, np.interp(t_meas, t_cmd, u), y, model)
+    return ActionFit(d, tau, total, rms, int(use.sum()), t_meas, np.interp(t_meas, t_cmd, u), y, model)
 
 
 # ---------------------------------------------------------------------------------------- observation

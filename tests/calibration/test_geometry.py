@@ -152,3 +152,17 @@ def test_unknown_procedure_key_is_a_config_error(tmp_path, capsys):
     assert rc == 2
     assert "poses.n_pose" in text
     assert not out.exists()
+
+
+@pytest.mark.timeout(90)
+def test_factory_intrinsics_are_read_from_the_device(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    rc, res, text = run_cli(
+        capsys,
+        ["intrinsics", "--out", str(out), "-p", "source=factory", "-p", "camera=scene",
+         "cameras.cameras.scene.sim.intrinsics={fx: 341.9, fy: 338.2, cx: 157.3, cy: 122.6}"],
+    )  # fmt: skip
+    assert rc == 0, text
+    assert (res["fx"], res["fy"], res["cx"], res["cy"]) == pytest.approx((341.9, 338.2, 157.3, 122.6))
+    intr = load_calibration(out).cameras["scene"].intrinsics
+    assert intr.fx == pytest.approx(341.9) and intr.method.startswith("factory")
