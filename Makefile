@@ -5,9 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the Python wheels need at run time: pyrealsense2 -> libusb, our libspnav binding ->
-# libspnav, opencv's GUI wheel -> libGL/glib (xvfb: the preview window test runs on a virtual
+# libspnav, opencv's GUI wheel -> libGL/glib (xvfb + xdotool: the preview window tests run on a virtual
 # screen), PyAV's H.264 encoder ships in its wheel.
-SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb xauth
+SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb xauth xdotool
 
 .PHONY: setup system-deps test demo lint bench clean
 setup: system-deps $(STAMP)

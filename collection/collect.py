@@ -63,6 +63,8 @@ class CollectConfig(StrictModel):
     """An episode is saved automatically after this long."""
     auto: AutoConfig = Field(default_factory=AutoConfig)
     status_every_s: float = Field(1.0, gt=0)
+    preview: bool = True
+    """Show the tiled camera preview (keys work in its window too); nothing without a display."""
 
 
 class Collector:
@@ -285,12 +287,35 @@ class Collector:
         self.say(f"[{rec}] saved {self.saved} | {cams}")
 
 
+class _PreviewKeys(KeyReader):
+    """Terminal keys plus the keys pressed in the preview window."""
+
+    def __init__(self, preview: Any):
+        super().__init__()
+        self.preview = preview
+
+    def poll(self) -> list[str]:
+        for key in self.preview.keys():
+            self.push(key)
+        return super().poll()
+
+
 def run_collect(config: CollectConfig, keys: KeyReader | None = None) -> dict[str, Any]:
-    """Start the rig, run the collector, stop the rig. Returns the summary."""
+    """Start the rig (and the preview window when there is a display), run the collector, stop."""
     from robot.env import Env
+    from robot.preview import Preview, display_available
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    with keys if keys is not None else KeyReader() as kr:
-        with Env(config.rig, spacemouse=True) as env:
-            summary = Collector(config, kr).run(env)
+    with Env(config.rig, spacemouse=True) as env:
+        preview = None
+        if keys is None and config.preview and env.cameras is not None and display_available():
+            preview = Preview({name: cam.ring for name, cam in env.cameras.cameras.items()})
+            preview.start()
+            keys = _PreviewKeys(preview)
+        try:
+            with keys if keys is not None else KeyReader() as kr:
+                summary = Collector(config, kr).run(env)
+        finally:
+            if preview is not None:
+                preview.close()
     return summary

@@ -5,7 +5,9 @@ tile is labelled with the camera name, its delivered fps (from ring counters ove
 its dropped frames (``frame_index`` advance minus frames delivered since the preview started).
 Without a display (no reachable X11 ``DISPLAY``, see :func:`display_available`) it
 degrades to nothing: the process stays up and idle, ``enabled`` is False, and it says why once.
-Pressing ``q`` or Esc in the window sets ``quit_requested``.
+Pressing ``q`` or Esc in the window sets ``quit_requested``; every key pressed in the window is also
+published to :attr:`Preview.key_ring` (``key`` code, host ``time``) so that an application (e.g.
+``rig collect``) takes its commands from the window as well as from the terminal (:meth:`Preview.keys`).
 """
 
 from __future__ import annotations
@@ -96,6 +98,26 @@ class Preview(DeviceProcess):
         self.window = window
         self._shared = self._ctx.Array("d", 3, lock=False)
         self._shared[_S_ENABLED] = -1
+        self.key_ring = RingBuffer.create(
+            {"key": ((), "int32"), "time": ((), "float64")}, 64, label="previewkeys"
+        )
+        self._keys_read = 0
+
+    def keys(self) -> list[str]:
+        """Keys pressed in the window since the last call (parent side; non-blocking)."""
+        recs = self.key_ring.get_since(self._keys_read, skip_overwritten=True)
+        if len(recs["counter"]):
+            self._keys_read = int(recs["counter"][-1]) + 1
+        return [chr(int(k)) for k in recs["key"]]
+
+    def close(self) -> None:
+        """Stop the process (if running) and free the key ring. Idempotent."""
+        if self.is_alive:
+            self.stop()
+        self.key_ring.close()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     @property
     def enabled(self) -> bool | None:
@@ -165,6 +187,8 @@ class Preview(DeviceProcess):
         tiled = tile_frames(images, labels, self.tile_width)
         cv2.imshow(self.window, cv2.cvtColor(tiled, cv2.COLOR_RGB2BGR))
         key = cv2.waitKey(1) & 0xFF
+        if key != 0xFF:
+            self.key_ring.put({"key": key, "time": time.monotonic()})
         if key in (27, ord("q")):
             self._shared[_S_QUIT] = 1
         self._shared[_S_SHOWN] += 1

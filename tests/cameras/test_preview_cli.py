@@ -129,3 +129,32 @@ def test_cameras_preview_of_realsense_without_cameras_explains_what_to_check():
     assert r.returncode == 1
     assert "RealSense" in r.stderr and "connect them or set serial" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("xdotool") is None, reason="xdotool (installed by the Makefile) is missing")
+def test_keys_pressed_in_the_preview_window_reach_the_application(monkeypatch, xvfb_display):
+    """What rig collect relies on for c / s / Backspace / q typed into the preview window."""
+    from collection.collect import _PreviewKeys
+
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DISPLAY", xvfb_display)
+    with Camera(CameraConfig(name="c", width=160, height=120)) as cam:
+        with Preview({"c": cam.ring}, fps=20) as preview:
+            deadline = time.monotonic() + 10
+            while preview.frames_shown < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            wid = subprocess.run(
+                ["xdotool", "search", "--name", "rig cameras"], capture_output=True, text=True, timeout=10
+            ).stdout.split()[0]
+            subprocess.run(["xdotool", "windowfocus", "--sync", wid], timeout=10)
+            with _PreviewKeys(preview) as keys:
+                got: list[str] = []
+                for key in ("c", "s"):
+                    subprocess.run(["xdotool", "key", "--delay", "100", key], timeout=10)
+                    time.sleep(0.3)
+                deadline = time.monotonic() + 5
+                while got != ["c", "s"] and time.monotonic() < deadline:
+                    got += [k for k in keys.poll() if k in "cs"]
+                    time.sleep(0.05)
+    assert got == ["c", "s"]
