@@ -17,15 +17,20 @@ controller that stopped answering: ur_rtde itself notices only after 2.5 s), or 
 stopped for another reason than a safety stop (for ``_SCRIPT_STOP_GRACE_S``: the program pauses at a
 protective stop and the safety bits can arrive a package later on the other RTDE connection).
 
-Reconnect: a lost link is fatal for the ur_rtde interfaces (after a drop, RTDEControlInterface's own
-reconnect loop can misbehave; its receive twin never comes back), so they are disconnected
-(bounded) and new ones are built, exactly as at connect. After a cleared protective stop or e-stop
-with the link intact, the control script is uploaded again, and the TCP offset and payload are sent
-again once it runs (a new program starts with the installation's TCP).
+A lost link is fatal for the ur_rtde interfaces and latched until ``reconnect()``: both are
+disconnected at once in a background thread and never called again. (After a dropped link,
+RTDEControlInterface's receive thread reconnects on its own, may do so over and over, and can crash
+the process with SIGSEGV, a known ur_rtde 1.6.x defect; disconnecting it ends that loop. The receive
+interface never comes back by itself.) ``reconnect()`` then builds new interfaces exactly as at
+connect. After a cleared protective stop or e-stop with the link intact, it uploads the control
+script again, waits until it runs (``reuploadScript()`` returns before) and sends the TCP offset and
+payload again (a new program starts with the installation's TCP).
 
 Exit: ``servoStop`` (decelerating) then ``stopScript`` and disconnect, each bounded in time
-(``_EXIT_CALL_TIMEOUT_S``) and skipped when the link is known to be dead: a ur_rtde call that waits
-for the controller's answer on a silent link would otherwise block the controller's exit for minutes.
+(``_EXIT_CALL_TIMEOUT_S``) and skipped when the link is lost: a ur_rtde call that waits for the
+controller's answer on a silent link would otherwise block the controller's exit for minutes. After
+a lost link the control script may still run on the controller (it holds the arm at its last servo
+target); the next connect replaces it.
 """
 
 from __future__ import annotations
@@ -178,8 +183,9 @@ class URArmBackend:
         self._last: ArmReading | None = None
         self._last_robot_time = -1.0
         self._last_change = 0.0
-        self._link_lost = False  # an interface dropped its link or the state went stale
-        self._silent = False  # no new RTDE package for state_timeout_s (controller not answering)
+        self._link_lost = False  # latched: an interface dropped its link or the state went stale
+        self._retiring: threading.Thread | None = None
+        self._retired: list[Any] = []
         self._script_stopped_since: float | None = None
         self._closed = False
 
@@ -256,7 +262,7 @@ class URArmBackend:
         self._send_tool_settings()
         self._wait_fresh_state()
         self._last_change = now()
-        self._link_lost = self._silent = False
+        self._link_lost = False
         self._script_stopped_since = None
         log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
 
@@ -292,12 +298,19 @@ class URArmBackend:
     # ------------------------------------------------------------------ per tick
     def read_state(self, t: float) -> ArmReading:
         receive_time = now()
+        if self._link_lost or self._r is None or self._c is None:
+            # Latched until reconnect(): the old interfaces are retired and never touched again.
+            reading = self._stale_copy(receive_time)
+            reading.flags = StatusFlag.DISCONNECTED
+            return reading
         flags = StatusFlag(0)
         program_running = True
+        lost: str | None = None
         try:
-            if not (self._r.isConnected() and self._c.isConnected()):
-                flags |= StatusFlag.DISCONNECTED
-                self._link_lost = True
+            if not self._r.isConnected():
+                lost = "the RTDE receive link closed"
+            elif not self._c.isConnected():
+                lost = "the RTDE control link closed"
             program_running = bool(self._c.isProgramRunning())
             robot_time = float(self._r.getTimestamp())
             reading = ArmReading(
@@ -314,10 +327,19 @@ class URArmBackend:
             if self._r.isEmergencyStopped():
                 flags |= StatusFlag.EMERGENCY_STOP
         except Exception as exc:  # ur_rtde raises RuntimeError on a dead socket
-            log.error("%s: reading the state failed: %s", self.description, exc)
-            flags |= StatusFlag.DISCONNECTED
-            self._link_lost = True
+            lost = f"reading the state failed: {exc}"
             reading = self._stale_copy(receive_time)
+        if reading.tcp_pose.shape != (6,):  # no package received yet
+            lost = lost or "no RTDE state package received"
+            reading = self._stale_copy(receive_time)
+        if reading.robot_time != self._last_robot_time:
+            self._last_robot_time = reading.robot_time
+            self._last_change = receive_time
+        elif receive_time - self._last_change > self.config.ur.state_timeout_s:
+            lost = lost or (
+                f"no new RTDE state package for {receive_time - self._last_change:.1f} s "
+                "(the controller stopped answering)"
+            )
         # The script pauses/stops at a safety stop: that is the safety fault, not a lost connection.
         if program_running or flags & (StatusFlag.PROTECTIVE_STOP | StatusFlag.EMERGENCY_STOP):
             self._script_stopped_since = None
@@ -326,19 +348,51 @@ class URArmBackend:
                 self._script_stopped_since = receive_time
             if receive_time - self._script_stopped_since >= _SCRIPT_STOP_GRACE_S:
                 flags |= StatusFlag.DISCONNECTED
-        if reading.tcp_pose.shape != (6,):  # no package received yet
+        if lost is not None:
             flags |= StatusFlag.DISCONNECTED
-            reading = self._stale_copy(receive_time)
-        if reading.robot_time != self._last_robot_time:
-            self._last_robot_time = reading.robot_time
-            self._last_change = receive_time
-        elif receive_time - self._last_change > self.config.ur.state_timeout_s:
-            flags |= StatusFlag.DISCONNECTED
-            self._link_lost = self._silent = True
+            self._retire_interfaces(lost)
         reading.flags = flags
         if not flags & StatusFlag.DISCONNECTED:
             self._last = reading
         return reading
+
+    def _retire_interfaces(self, reason: str) -> None:
+        """The link is lost: disconnect both interfaces at once, in a daemon thread (the tick goes
+        on), and never use them again. This also ends RTDEControlInterface's own reconnect loop,
+        which after a dropped link may reconnect over and over and crash the process (SIGSEGV)."""
+        log.error(
+            "%s: link lost (%s); the RTDE interfaces are closed, reconnect() builds new ones",
+            self.description,
+            reason,
+        )
+        self._link_lost = True
+        c, r = self._c, self._r
+        self._c = self._r = None
+        self._retired.extend(x for x in (c, r) if x is not None)  # destroyed at exit, not mid-run
+
+        def disconnect_both() -> None:
+            for what, x in (("control", c), ("receive", r)):
+                if x is None:
+                    continue
+                try:
+                    x.disconnect()
+                except Exception as exc:
+                    log.error(
+                        "%s: disconnecting the old %s interface failed: %s", self.description, what, exc
+                    )
+
+        self._retiring = threading.Thread(target=disconnect_both, name="ur-retire", daemon=True)
+        self._retiring.start()
+
+    def _wait_retired(self, timeout_s: float = _EXIT_CALL_TIMEOUT_S) -> None:
+        th = self._retiring
+        if th is not None:
+            th.join(timeout_s)
+            if th.is_alive():
+                log.error(
+                    "%s: the old RTDE interfaces did not close within %.1f s", self.description, timeout_s
+                )
+            self._retiring = None
 
     def _stale_copy(self, receive_time: float) -> ArmReading:
         if self._last is None:
@@ -387,8 +441,9 @@ class URArmBackend:
         cannot be reached."""
         ur = self.config.ur
         if self._r is None or self._c is None or self._link_lost:
-            log.warning("%s: link lost: building new RTDE interfaces", self.description)
-            self._drop_interfaces(stop_script=False)
+            log.warning("%s: building new RTDE interfaces", self.description)
+            self._wait_retired()
+            self._drop_interfaces(stop_script=False)  # a connect that failed half-way
             self.connect(t)
         if self._r.isEmergencyStopped():
             raise ArmConnectionError(
@@ -422,7 +477,7 @@ class URArmBackend:
         the link still answers) and forget them."""
         c, r = self._c, self._r
         self._c = self._r = None
-        if c is not None and stop_script and not self._silent:
+        if c is not None and stop_script and not self._link_lost:
             _bounded(
                 lambda: c.isConnected() and c.isProgramRunning() and c.stopScript(),
                 _EXIT_CALL_TIMEOUT_S,
@@ -452,3 +507,4 @@ class URArmBackend:
             return
         self._closed = True
         self._drop_interfaces(stop_script=True)
+        self._wait_retired()
