@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -122,6 +123,36 @@ def calibrate_charuco(
     return IntrinsicsResult(K, dist, rms, per, cov, [v.index for v in good], rejected, width, height)
 
 
+def save_views(views: list[View], directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    for v in views:
+        cv2.imwrite(str(directory / f"view_{v.index:03d}.png"), cv2.cvtColor(v.image, cv2.COLOR_RGB2BGR))
+    progress(f"intrinsics: saved {len(views)} views to {directory}")
+
+
+def views_from_files(rig: RigConfig, proc: IntrinsicsProcedure):
+    """(camera, board spec, views) from the images in ``proc.frames_dir`` (sorted by name)."""
+    from calibration.capture import BoardDetector
+
+    directory = Path(proc.frames_dir)
+    files = sorted(p for p in directory.glob("*") if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    if not files:
+        raise CalibrationError(f"intrinsics: no .png/.jpg images in {directory}")
+    camera = proc.camera or next(iter(rig.cameras.cameras), "camera")
+    spec = proc.table_board if proc.board == "table" else proc.tool_board
+    det = BoardDetector(spec)
+    views = []
+    for i, f in enumerate(files):
+        img = cv2.imread(str(f), cv2.IMREAD_COLOR)
+        if img is None:
+            raise CalibrationError(f"intrinsics: cannot read image {f}")
+        v = View(i, np.zeros(6), cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+        det.detect(v, proc.min_corners)
+        progress(f"  {f.name}: {v.rejected or f'{v.n_corners} corners'}")
+        views.append(v)
+    return camera, spec, views
+
+
 def run(args: argparse.Namespace, rig: RigConfig) -> int:
     from calibration.result import load_existing
 
@@ -162,8 +193,21 @@ def run(args: argparse.Namespace, rig: RigConfig) -> int:
         emit_json(res[0] if len(res) == 1 else {"cameras": res})
         return 0
 
-    camera, mount, spec, views, dev_intr, _ = run_capture(rig, calibration, proc, "intrinsics")
+    if proc.frames_dir:
+        camera, spec, views = views_from_files(rig, proc)
+    else:
+        camera, mount, spec, views, dev_intr, _ = run_capture(rig, calibration, proc, "intrinsics")
+        if proc.save_frames_dir:
+            save_views(views, Path(proc.save_frames_dir))
     h, w = views[0].image.shape[:2]
+    if any(v.image.shape[:2] != (h, w) for v in views):
+        raise CalibrationError(f"intrinsics: the images of camera {camera} do not all have the same size")
+    cam_cfg = rig.cameras.cameras.get(camera)
+    if cam_cfg is not None and (cam_cfg.out_width, cam_cfg.out_height) != (w, h):
+        progress(
+            f"intrinsics: WARNING: images are {w}x{h} but camera {camera} streams "
+            f"{cam_cfg.out_width}x{cam_cfg.out_height}; the result is for {w}x{h}"
+        )
     r = calibrate_charuco(views, w, h, proc, camera)
     for i, why in sorted(r.rejected.items()):
         progress(f"  view at pose {i + 1} rejected: {why}")

@@ -198,6 +198,13 @@ class IntrinsicsProcedure(CaptureProcedure):
     source: Literal["auto", "factory", "charuco"] = "auto"
     """``factory``: the device's intrinsics (RealSense calibration in the camera; sim: its model);
     ``charuco``: calibrate from board views; ``auto``: charuco."""
+    frames_dir: str = ""
+    """ChArUco from saved images (``*.png``/``*.jpg`` of one camera, e.g. taken while waving the board)
+    instead of arm-driven views; ``board`` picks the board in them."""
+    board: Literal["table", "tool"] = "table"
+    """Which of the two boards the images of ``frames_dir`` show."""
+    save_frames_dir: str = ""
+    """Also save the captured views there (PNG), to recalibrate later with ``frames_dir``."""
     distortion_model: Literal["none", "k1k2", "k1k2p1p2", "k1k2p1p2k3"] = "k1k2"
     """Radial k1, k2 by default: tangential terms (p1p2) trade off against the principal point when the
     views are few; enable them for lenses that need them."""

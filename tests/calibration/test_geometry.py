@@ -35,7 +35,7 @@ def test_charuco_intrinsics_recover_injected_intrinsics(tmp_path, capsys):
     truth = {"fx": 231.7, "fy": 228.4, "cx": 163.1, "cy": 116.2}
     rc, res, text = run_cli(
         capsys,
-        ["intrinsics", "--out", str(out), "-p", "camera=wrist", *FAST,
+        ["intrinsics", "--out", str(out), "-p", "camera=wrist", *FAST, "-p", f"save_frames_dir={tmp_path / 'views'}",
          "cameras.cameras.wrist.sim.intrinsics={fx: 231.7, fy: 228.4, cx: 163.1, cy: 116.2}"],
     )  # fmt: skip
     assert rc == 0, text
@@ -46,6 +46,49 @@ def test_charuco_intrinsics_recover_injected_intrinsics(tmp_path, capsys):
     assert (intr.width, intr.height) == (320, 240)
     assert abs(intr.cx - 163.1) < 0.005 * 163.1
     assert "ChArUco" in intr.method and intr.residual == pytest.approx(res["rms_px"], abs=1e-3)
+    assert len(list((tmp_path / "views").glob("view_*.png"))) == 10
+
+
+def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, capsys):
+    """Images taken by hand (here rendered in-process from odd intrinsics), plus a blank one."""
+    from robot.camera_config import CameraConfig, PlaneConfig
+    from robot.sim.render import SceneRenderer, look_at_rotation, matrix_to_pose
+
+    # 640x480: at 320x240 these hand-held-like views leave the principal point ~1 px uncertain.
+    truth = {"fx": 602.6, "fy": 595.6, "cx": 332.8, "cy": 227.8}
+    board = PlaneConfig(kind="charuco", pose=[0.3, 0.1, 0.0005, np.pi, 0.0, 0.0])  # 7x5 table board
+    centre = np.array([0.44, 0.0, 0.0])
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(12):
+        az, el, dist = (
+            rng.uniform(0, 2 * np.pi),
+            rng.uniform(np.radians(45), np.radians(80)),
+            rng.uniform(0.35, 0.5),
+        )
+        eye = centre + dist * np.array([np.cos(az) * np.cos(el), np.sin(az) * np.cos(el), np.sin(el)])
+        aim = centre + np.r_[rng.uniform(-0.1, 0.1, 2), 0.0]
+        T = np.eye(4)
+        roll = Rotation.from_rotvec([0.0, 0.0, rng.uniform(-1.2, 1.2)]).as_matrix()  # about the optical axis
+        T[:3, :3] = look_at_rotation(eye, aim, np.array([0.0, 0.0, 1.0])) @ roll
+        T[:3, 3] = eye
+        cfg = CameraConfig(name="c", width=640, height=480)
+        cfg.sim.intrinsics = truth
+        cfg.sim.pose = matrix_to_pose(T).tolist()
+        cfg.sim.planes = {"board": board}
+        color, _ = SceneRenderer(cfg).render(None, np.eye(4))
+        cv2.imwrite(str(frames / f"img_{i:02d}.png"), cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(frames / "img_99_blank.png"), np.full((480, 640, 3), 128, np.uint8))
+    out = tmp_path / "cal.yaml"
+    rc, res, text = run_cli(
+        capsys, ["intrinsics", "--out", str(out), "-p", "camera=scene", "-p", f"frames_dir={frames}"]
+    )
+    assert rc == 0, text
+    for key, value in truth.items():
+        assert abs(res[key] - value) < 0.005 * value, (key, res)
+    assert "board not found" in text  # the blank image is rejected with its reason
+    assert res["views_rejected"] >= 1
 
 
 @pytest.mark.timeout(150)
