@@ -178,7 +178,7 @@ def _pose_errors(mount: str, X, Y, obs: list[Obs]) -> tuple[float, float]:
 
 def calibrate(mount: str, obs: list[Obs], K, dist, proc: HandEyeProcedure, camera: str) -> HandEyeResult:
     rejected: dict[int, str] = {}
-    for _ in range(3):
+    for attempt in range(4):  # up to three rounds of outlier removal, then the final solve
         if len(obs) < proc.min_poses:
             raise CalibrationError(
                 f"hand-eye: only {len(obs)} consistent views of camera {camera} (need {proc.min_poses})"
@@ -207,6 +207,8 @@ def calibrate(mount: str, obs: list[Obs], K, dist, proc: HandEyeProcedure, camer
         res = view_residuals(mount, X, Y, obs, K, dist)
         med = float(np.median(res))
         bad = [o for o, e in zip(obs, res, strict=True) if e > proc.outlier_factor * med and e > 0.5]
+        if attempt == 3:
+            bad = []
         if not bad:
             break
         for o in bad:
