@@ -57,6 +57,11 @@ class DeployConfig(StrictModel):
     action_margin_s: float = Field(0.01, ge=0)
     """Extra margin (s) on top of the action latency: an action is dropped unless its send time is
     at least this far in the future."""
+    action_time_offset_s: float = 0.0
+    """Added to every stamped action time (s). 0 follows the policy's contract (``actions[i]`` for
+    ``t_obs + (first_index + i) * dt_s``). Data recorded with ``rig collect`` pairs each observation
+    with the target commanded for one control step later, so ``rig.obs.dt_s`` reproduces the
+    demonstrations' timing exactly."""
     commit_window_s: float = Field(0.2, gt=0)
     """Async: actions are sent to the arm this long (s) before their send time; everything later
     can still be replaced by a newer chunk. The arm always has ``commit_window_s - dt_s`` of

@@ -22,6 +22,16 @@ Each loop tick (host monotonic time ``t``):
 6. every ``rig.obs.dt_s``: record one step (obs, executed action, chunk index, latency, drops).
 
 Every number in use (action latency, margins, dt, latency estimate) is printed at start.
+
+Evaluation recording (``config.store``, episode store layout, one step every ``dt_s``):
+``camera_<i>`` (H, W, 3) uint8, ``robot_eef_pose`` (6,), ``robot_joint`` (6,), ``timestamp`` (the
+observation's aligned time, host monotonic s), ``action`` (6,): the pose the arm was commanded to
+reach at ``timestamp`` (from the actions actually sent, policy or takeover), ``chunk_index`` (int64:
+the chunk that action came from, -1 takeover/none), ``chunk_start`` (bool: a chunk was merged since
+the previous step), ``inference_latency_s`` (latency of the newest chunk, NaN before the first),
+``dropped_actions`` (int64, cumulative), ``takeover`` (bool). Per-chunk details (observation time,
+request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump) go to
+``<store>.deploy/episode_<index>.json``.
 """
 
 from __future__ import annotations
@@ -268,6 +278,14 @@ class DeployRunner:
     def _request(self, t: float, ep: dict[str, Any]) -> None:
         obs = self.env.get_obs(self.meta.n_obs_steps)
         t_obs = float(obs["timestamp"][-1])
+        age_s = t - t_obs
+        if age_s > 3 * self.dt_s and not ep.get("stale_warned"):
+            ep["stale_warned"] = True
+            self.say(
+                f"warning: the newest observation is {age_s * 1e3:.0f} ms old when the policy is asked "
+                "(cameras lagging: machine overloaded, USB bandwidth, or a stalled camera). Its actions are "
+                "stamped from the observation time, so more of each chunk is dropped."
+            )
         committed = None
         t_arrive = float("nan")
         if self.cfg.mode == "async":
@@ -317,7 +335,7 @@ class DeployRunner:
                 n = len(self.safety_messages)
                 if n <= 5 or n % 20 == 0:  # tell the person, without flooding the terminal
                     self.say(f"safety: {e}" + (f" ({n} safety events so far)" if n > 5 else ""))
-        times = stamp_chunk(n_use, res.first_index, req["t_obs"], self.dt_s)
+        times = stamp_chunk(n_use, res.first_index, req["t_obs"], self.dt_s) + self.cfg.action_time_offset_s
         info: dict[str, Any] = {
             "chunk": k,
             "t_obs": req["t_obs"],
