@@ -108,15 +108,29 @@ def test_emergency_stop_then_reconnect_uploads_the_script_again():
         stops_cleanly(arm)
 
 
+def xfail_if_ur_rtde_crashed(arm: ArmController, err: DeviceProcessError) -> None:
+    """ur_rtde 1.6.5 defect: after a link dropped by a controller whose ports stay open,
+    RTDEControlInterface's receive thread reconnects on its own and, now and then (about 1 in 10
+    here), keeps reconnecting until the process dies with SIGSEGV. The controller process cannot
+    catch that; it only counts as this defect if the backend had already published the lost link."""
+    flags = int(arm.state_ring.latest()["status_flags"])
+    if "SIGSEGV" in str(err) and flags & StatusFlag.DISCONNECTED and not isinstance(err, ArmFaultError):
+        pytest.xfail("ur_rtde's RTDEControlInterface crashed in its own reconnect loop (known 1.6.x defect)")
+    raise err
+
+
 @pytest.mark.timeout(60)
 def test_dropped_connection_then_reconnect_builds_new_interfaces():
     version, name = ESERIES
     with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
         # The controller's ports stay open: ur_rtde's control interface reconnects on its own, the
         # receive interface does not; the backend treats the link as lost either way.
-        p0 = fault_stops_commanding(arm, fake, fake.drop_connections, CONNECTION_LOST, 5)
-        assert arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED
-        arm.reconnect(timeout_s=20)
+        try:
+            p0 = fault_stops_commanding(arm, fake, fake.drop_connections, CONNECTION_LOST, 5)
+            assert arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED
+            arm.reconnect(timeout_s=20)
+        except DeviceProcessError as err:
+            xfail_if_ur_rtde_crashed(arm, err)
         conns = fake.state()["connections"]
         assert len([c for c in conns if c["kind"] == "rtde"]) == 2  # the old ones are gone
         resumes(arm, fake, p0)
