@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 EVAL_SEED_OFFSET = 100_000  # evaluation seeds never overlap the collection seeds
+DEMO_MAX_EPISODE_S = 15.0  # the scripted expert reaches in ~2-4 s; a failing episode costs at most this
 
 
 def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
