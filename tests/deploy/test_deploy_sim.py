@@ -39,6 +39,7 @@ RIG = [
     "rig.spacemouse.scripted.trajectory=[{time_s: 0, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]},"
     " {time_s: 1000, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]}]",
     "teleop.lock_z_m=null",
+    "rig.arm.home_speed_m_s=0.2",  # quick re-homing between tests
     # Small scene frames: cheap to render, and the tiny trained checkpoint below is trained on them.
     "rig.cameras.cameras.scene.width=32",
     "rig.cameras.cameras.scene.height=24",
@@ -294,7 +295,7 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
         "--mode",
         "async",
         f"store={store}",
-        "max_episode_s=1.5",
+        "max_episode_s=1.0",
         "spacemouse=false",
         f"policy_kwargs={{latency_s: 0.12, start_pose: {START}}}",
         "rig.calibration_file=/nonexistent/cal.yaml",
@@ -344,7 +345,7 @@ def test_async_deploy_through_a_policy_server(env, tmp_path):
     assert runner.sent_log and all(w["chunk"] >= 0 for w in runner.sent_log)
 
 
-# A real checkpoint, trained in-test for 20 steps: the real Policy through the inference process.
+# A real checkpoint, trained in-test for 10 steps: the real Policy through the inference process.
 TINY_POLICY = [
     "policy.obs={camera_0: {type: rgb}, robot_eef_pose: {type: low_dim}}",
     "policy.vision.width=8",
