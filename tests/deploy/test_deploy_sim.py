@@ -345,7 +345,7 @@ def test_async_deploy_through_a_policy_server(env, tmp_path):
     assert runner.sent_log and all(w["chunk"] >= 0 for w in runner.sent_log)
 
 
-# A real checkpoint, trained in-test for 10 steps: the real Policy through the inference process.
+# A real checkpoint, trained in-test for 20 steps: the real Policy through the inference process.
 TINY_POLICY = [
     "policy.obs={camera_0: {type: rgb}, robot_eef_pose: {type: low_dim}}",
     "policy.vision.width=8",
