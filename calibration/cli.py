@@ -50,6 +50,19 @@ def _common(sub: argparse.ArgumentParser) -> None:
     )
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """Parse ``<what> [options and key=value overrides in any order]``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ap = _parser()
+    subs = next(a for a in ap._actions if isinstance(a, argparse._SubParsersAction))
+    if argv and argv[0] in subs.choices:
+        # Intermixed: `-p a=b` may come after rig overrides (plain parse_args would stop at them).
+        args = subs.choices[argv[0]].parse_intermixed_args(argv[1:])
+        args.what = argv[0]
+        return args
+    return ap.parse_args(argv)
+
+
 def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="rig calibrate", description=__doc__.split("\n\n")[0])
     subs = ap.add_subparsers(dest="what", required=True)
@@ -183,7 +196,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")  # headless: OpenCV's Qt must not abort
     try:
@@ -192,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"rig calibrate {args.what}: FAILED: {exc}", file=sys.stderr)
         print("no calibration file was written", file=sys.stderr)
         emit_json({"error": str(exc)})
+        return 1
+    except BrokenPipeError:  # output piped into `head` and closed: nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
     except (RuntimeError, TimeoutError, OSError) as exc:
         # A device failed (process died, arm fault, camera silent): say so, with the details.

@@ -114,7 +114,16 @@ def test_robot_action_latency_small_delay_slow_tracking(tmp_path, capsys):
 
 def test_robot_latency_refuses_an_excitation_outside_the_workspace(tmp_path, capsys):
     out = tmp_path / "cal.yaml"
-    rc, res, text = run_cli(capsys, ["robot-latency", "--out", str(out), "-p", "center_offset_m=[0, 0.5, 0]"])
+    # Procedure settings (-p) and rig overrides may come in any order.
+    argv = [
+        "robot-latency",
+        "arm.sim.action_delay_s=0.05",
+        "-p",
+        "center_offset_m=[0, 0.5, 0]",
+        "--out",
+        str(out),
+    ]
+    rc, res, text = run_cli(capsys, [*argv, "cameras.cameras.scene.fps=15"])
     assert rc == 1
     assert "workspace" in text
     assert not out.exists()
