@@ -83,6 +83,25 @@ class TimedKeys:
         return out
 
 
+class ButtonPressAt:
+    """The rig's SpaceMouse, plus one press of ``button`` ``after_s`` after the first read."""
+
+    def __init__(self, real, button, after_s):
+        self.real, self.button, self.after_s, self.t0 = real, button, after_s, None
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def latest(self, check=True):
+        rec = dict(self.real.latest(check))
+        t = time.monotonic()
+        self.t0 = self.t0 if self.t0 is not None else t
+        presses = np.array(rec["button_presses"]).copy()
+        presses[self.button] += int(t - self.t0 >= self.after_s)
+        rec["button_presses"] = presses
+        return rec
+
+
 def run_one(env, tmp_path, mode, policy_kwargs, *overrides, keys=None):
     cfg = deploy_config(tmp_path, f"mode={mode}", *overrides)
     kwargs = {"start_pose": START, **policy_kwargs}
@@ -258,8 +277,10 @@ def test_nan_policy_holds_the_arm_says_why_and_saves_the_episode(env, tmp_path):
 
 
 @pytest.mark.timeout(90)
-def test_takeover_key_pauses_the_policy_and_the_arm_follows_the_spacemouse(env, tmp_path):
-    keys = TimedKeys([(1.5, "t"), (3.0, "t")])
+def test_takeover_key_pauses_the_policy_and_the_arm_follows_the_spacemouse(env, tmp_path, monkeypatch):
+    # Taken over with the key, given back with the SpaceMouse button (takeover.button = 1).
+    keys = TimedKeys([(1.5, "t")])
+    monkeypatch.setattr(env, "spacemouse", ButtonPressAt(env.spacemouse, button=1, after_s=3.0))
     runner, result, out, cfg = run_one(
         env, tmp_path, "async", {"latency_s": 0.1}, "max_episode_s=4.5", keys=keys
     )
