@@ -62,6 +62,8 @@ class DiffusionPolicy(nn.Module):
             cond_predict_scale=u.cond_predict_scale,
         )
         self.train_scheduler, self.infer_scheduler = make_schedulers(cfg)
+        # Fast path (policy.fast_inference): this many first denoising steps use the precise weights.
+        self.precise_steps = 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -122,7 +124,11 @@ class DiffusionPolicy(nn.Module):
         films = None
         if cache_film:
             films = self.unet.film(timesteps.to(self.device), global_cond)
+        if self.precise_steps:
+            from policy.fast_inference import set_precise
         for i, t in enumerate(timesteps):
+            if self.precise_steps:
+                set_precise(self.unet, i < self.precise_steps)
             if known_noise is not None:
                 traj[:, sl] = sched.add_noise(known, known_noise, t.reshape(1))
             if films is not None:

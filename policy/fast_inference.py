@@ -27,7 +27,11 @@ from torch import nn
 
 
 def _matmul(x: torch.Tensor, weight: torch.Tensor, split_input: bool) -> torch.Tensor:
-    """``x @ weight.T`` for fp32 ``x`` (..., K) and ``weight`` (N, K) in any dtype; fp32 result."""
+    """``x @ weight.T`` for fp32 ``x`` (..., K) and ``weight`` (N, K) in any dtype; fp32 result.
+
+    Note that a bf16 matmul on CPU also rounds its *output* to bf16 (PyTorch has no fp32-output
+    variant there); that rounding and the weights' are what remains of the error with ``split_input``.
+    """
     if weight.dtype == torch.float32:
         return F.linear(x.float(), weight)
     if not split_input:
@@ -39,17 +43,41 @@ def _matmul(x: torch.Tensor, weight: torch.Tensor, split_input: bool) -> torch.T
     return both[..., :n, :] + both[..., n:, :]
 
 
-class LinearConv1d(nn.Module):
+class _MatmulConv(nn.Module):
+    """Shared state of the matmul-form convolutions: weights in the fast dtype, plus optionally an
+    fp32 copy used while ``precise`` is set (see :func:`set_precise`)."""
+
+    weight: nn.Parameter
+    weight_fp32: nn.Parameter | None
+    precise: bool
+    split_input: bool
+
+    def _set_weight(self, w: torch.Tensor, dtype: torch.dtype, keep_fp32: bool) -> None:
+        self.weight = nn.Parameter(w.to(dtype).contiguous(), requires_grad=False)
+        self.weight_fp32 = None
+        if keep_fp32 and dtype != torch.float32:
+            self.weight_fp32 = nn.Parameter(w.float().contiguous(), requires_grad=False)
+        self.precise = False
+
+    def _mm(self, x: torch.Tensor) -> torch.Tensor:
+        if self.precise and self.weight_fp32 is not None:
+            return F.linear(x.float(), self.weight_fp32)
+        return _matmul(x, self.weight, self.split_input)
+
+
+class LinearConv1d(_MatmulConv):
     """A Conv1d (any stride/padding, dilation 1, groups 1) evaluated as unfold + one matmul."""
 
-    def __init__(self, conv: nn.Conv1d, dtype: torch.dtype, split_input: bool = True) -> None:
+    def __init__(
+        self, conv: nn.Conv1d, dtype: torch.dtype, split_input: bool = True, keep_fp32: bool = False
+    ) -> None:
         super().__init__()
         if conv.groups != 1 or conv.dilation != (1,) or conv.padding_mode != "zeros":
             raise ValueError("LinearConv1d supports groups=1, dilation=1, zero padding only")
         self.k, self.stride, self.pad = conv.kernel_size[0], conv.stride[0], conv.padding[0]
         self.split_input = split_input
         w = conv.weight.detach()
-        self.weight = nn.Parameter(w.reshape(w.shape[0], -1).to(dtype).contiguous(), requires_grad=False)
+        self._set_weight(w.reshape(w.shape[0], -1), dtype, keep_fp32)
         bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().float(), requires_grad=False)
         self.bias = bias
 
@@ -62,16 +90,22 @@ class LinearConv1d(nn.Module):
             cols = x.unfold(2, self.k, self.stride)  # (B, Cin, Lout, k)
             b, c, lo, k = cols.shape
             cols = cols.permute(0, 2, 1, 3).reshape(b, lo, c * k)
-        y = _matmul(cols, self.weight, self.split_input)
+        y = self._mm(cols)
         if self.bias is not None:
             y = y + self.bias
         return y.transpose(1, 2)
 
 
-class LinearConvTranspose1d(nn.Module):
+class LinearConvTranspose1d(_MatmulConv):
     """A ConvTranspose1d (dilation 1, groups 1, no output padding) as one matmul + overlap-add."""
 
-    def __init__(self, conv: nn.ConvTranspose1d, dtype: torch.dtype, split_input: bool = True) -> None:
+    def __init__(
+        self,
+        conv: nn.ConvTranspose1d,
+        dtype: torch.dtype,
+        split_input: bool = True,
+        keep_fp32: bool = False,
+    ) -> None:
         super().__init__()
         if conv.groups != 1 or conv.dilation != (1,) or conv.output_padding != (0,):
             raise ValueError("LinearConvTranspose1d supports groups=1, dilation=1, output_padding=0 only")
@@ -80,14 +114,13 @@ class LinearConvTranspose1d(nn.Module):
         w = conv.weight.detach()  # (Cin, Cout, k)
         self.cout = w.shape[1]
         # rows ordered (k, Cout): tap j of output channel o is row j * Cout + o
-        w = w.permute(2, 1, 0).reshape(self.k * self.cout, w.shape[0])
-        self.weight = nn.Parameter(w.to(dtype).contiguous(), requires_grad=False)
+        self._set_weight(w.permute(2, 1, 0).reshape(self.k * self.cout, w.shape[0]), dtype, keep_fp32)
         bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().float(), requires_grad=False)
         self.bias = bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, Cin, L) -> (B, Cout, (L-1)*s - 2p + k)
         b, _, length = x.shape
-        z = _matmul(x.float().transpose(1, 2), self.weight, self.split_input)
+        z = self._mm(x.float().transpose(1, 2))
         z = z.reshape(b, length, self.k, self.cout)
         full = (length - 1) * self.stride + self.k
         y = torch.zeros(b, self.cout, full, dtype=z.dtype, device=z.device)
@@ -101,15 +134,33 @@ class LinearConvTranspose1d(nn.Module):
 
 
 def convert_unet_for_inference(
-    unet: nn.Module, dtype: torch.dtype = torch.bfloat16, split_input: bool = True
+    unet: nn.Module,
+    dtype: torch.dtype = torch.bfloat16,
+    split_input: bool = True,
+    keep_fp32: bool = False,
 ) -> nn.Module:
     """Replace every Conv1d / ConvTranspose1d of ``unet`` (in place) by its matmul form with weights
-    in ``dtype``; everything else stays fp32. Inference only (no gradients)."""
+    in ``dtype``; everything else stays fp32. ``keep_fp32`` also keeps an fp32 copy of the weights
+    so that :func:`set_precise` can run chosen denoising steps at full precision.
+    Inference only (no gradients)."""
     for name, child in list(unet.named_children()):
         if isinstance(child, nn.Conv1d):
-            setattr(unet, name, LinearConv1d(child, dtype, split_input))
+            setattr(unet, name, LinearConv1d(child, dtype, split_input, keep_fp32))
         elif isinstance(child, nn.ConvTranspose1d):
-            setattr(unet, name, LinearConvTranspose1d(child, dtype, split_input))
+            setattr(unet, name, LinearConvTranspose1d(child, dtype, split_input, keep_fp32))
         else:
-            convert_unet_for_inference(child, dtype, split_input)
+            convert_unet_for_inference(child, dtype, split_input, keep_fp32)
     return unet.requires_grad_(False)
+
+
+def set_precise(unet: nn.Module, precise: bool) -> None:
+    """Use (True) or not (False) the fp32 weight copies of converted convolutions.
+
+    Precise steps read twice the bytes of plain bf16 steps (as many as fp32). The first, high-noise
+    denoising steps are where weight rounding moves the final actions most (DDIM divides the noise
+    estimate by a small sqrt(alpha_bar) there), so running just those precisely removes most of the
+    bf16 error at a small cost.
+    """
+    for m in unet.modules():
+        if isinstance(m, _MatmulConv) and m.weight_fp32 is not None:
+            m.precise = precise

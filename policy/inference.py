@@ -24,7 +24,9 @@ units, ``actions[i]`` meant for time ``t_last_obs + (first_index + i) * dt_s``; 
 horizon (less reliable the further out).
 
 Timing: one ``predict`` runs the observation encoder once and the U-Net ``num_inference_steps`` (16)
-times; see ``benchmarks/policy_bench.py`` for latencies. ``seed`` fixes the sampling noise: the same
+times. Call ``policy.optimize_for_inference()`` once after loading for the fast path (matmul-form
+U-Net, bf16 weights for large U-Nets; see its docstring); ``benchmarks/policy_bench.py`` gives the
+latencies of both paths. ``seed`` fixes the sampling noise: the same
 obs, committed actions and seed give the same chunk.
 """
 
@@ -98,24 +100,39 @@ class Policy:
 
     def optimize_for_inference(
         self,
-        dtype: torch.dtype | None = torch.bfloat16,
+        dtype: torch.dtype | str | None = "auto",
         encoder_dtype: torch.dtype | None = None,
         split_input: bool = True,
+        precise_steps: int = 2,
         compile: bool = False,
     ) -> None:
         """Switch to the fast path (irreversible for this object).
 
-        The U-Net's convolutions become matmuls on pre-laid-out weights in ``dtype`` with fp32
-        activations (see policy/fast_inference.py; ``split_input`` keeps the matmul inputs exact), the
-        camera encoders run in ``encoder_dtype`` with channels-last layout, the normalizer stays fp32,
-        and ``compile=True`` wraps the U-Net in ``torch.compile``. FiLM parameters are computed once
-        per chunk either way (``cache_film``). ``None`` means fp32. On trained policies bf16 changes
-        the normalized actions by ~0.005 (1% of the range is 0.02); benchmarks/policy_bench.py
-        measures it.
+        - The U-Net's convolutions become matmuls on pre-laid-out weights in ``dtype``, activations
+          stay fp32 (see policy/fast_inference.py; ``split_input`` keeps the matmul inputs exact).
+          ``"auto"``: bf16 for U-Nets over 20 M parameters (memory-bound, e.g. the paper config),
+          fp32 for small ones (overhead-bound, e.g. the tiny config); ``None``: fp32.
+        - With bf16, the first ``precise_steps`` denoising steps use an fp32 copy of the weights:
+          the high-noise steps are where rounding moves the result most. Costs the copy's memory
+          and fp32 bytes on those steps.
+        - Camera encoders run in ``encoder_dtype`` (None = fp32) with channels-last layout; the
+          normalizer stays fp32; FiLM parameters are computed once per chunk (``cache_film``).
+        - ``compile=True`` wraps the U-Net in ``torch.compile``.
+
+        benchmarks/policy_bench.py measures the speed and the action difference to fp32 (bound:
+        0.02 normalized units = 1% of the range; ~0.01 on freshly initialised paper weights, ~0.005
+        on trained policies).
         """
         from policy.fast_inference import convert_unet_for_inference
 
-        convert_unet_for_inference(self.model.unet, dtype or torch.float32, split_input)
+        if dtype == "auto":
+            # bf16 pays off where the U-Net is memory-bound (large); small U-Nets are overhead-bound
+            # and bf16 conversions only add work there.
+            n_params = sum(p.numel() for p in self.model.unet.parameters())
+            dtype = torch.bfloat16 if n_params > 20_000_000 else None
+        keep = precise_steps > 0 and dtype not in (None, torch.float32)
+        convert_unet_for_inference(self.model.unet, dtype or torch.float32, split_input, keep_fp32=keep)
+        self.model.precise_steps = precise_steps if keep else 0
         self.model.obs_encoder.encoders.to(
             dtype=encoder_dtype or torch.float32, memory_format=torch.channels_last
         )

@@ -92,3 +92,19 @@ def test_spatial_softmax_on_a_1x1_map_is_refused_with_advice():
     ok = ObsEncoder(meta, cfg.model_copy(update={"stem_stride": 1, "stem_pool": False}), LinearNormalizer())
     feats = ok({"camera_0": torch.zeros(2, 2, 24, 24, 3, dtype=torch.uint8)})
     assert feats.shape == (2, 2, 2 * cfg.num_keypoints)
+
+
+def test_precise_steps_use_full_precision_weights():
+    from policy.fast_inference import set_precise
+
+    torch.manual_seed(0)
+    unet = ConditionalUnet1D(6, 40, 32, [64, 128]).eval()
+    x, g = torch.randn(1, 16, 6), torch.randn(1, 40)
+    with torch.inference_mode():
+        ref = unet(x, torch.tensor(20), global_cond=g)
+        convert_unet_for_inference(unet, torch.bfloat16, keep_fp32=True)
+        fast = unet(x, torch.tensor(20), global_cond=g)
+        set_precise(unet, True)
+        precise = unet(x, torch.tensor(20), global_cond=g)
+    assert (precise - ref).abs().max() < 1e-4
+    assert (fast - ref).abs().max() > 10 * (precise - ref).abs().max()

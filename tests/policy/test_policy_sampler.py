@@ -182,3 +182,21 @@ def test_normalizer_maps_to_unit_range_and_survives_constant_dims():
     fresh = LinearNormalizer({"x": 3})
     fresh.load_state_dict(norm.state_dict())
     assert torch.equal(fresh.normalize("x", torch.ones(1, 3)), norm.normalize("x", torch.ones(1, 3)))
+
+
+@pytest.mark.timeout(60)
+def test_worker_processes_decode_the_same_samples(tmp_path):
+    """Frames are decoded lazily in DataLoader workers (the dataset reopens the store there)."""
+    from policy.dataset import make_loader
+
+    store = _write_index_store(tmp_path / "s.zarr", ENDS)
+    pc, dc = _cfgs()
+    ds = EpisodeDataset(store, pc, dc, "train")
+    loader = make_loader(ds, batch_size=4, shuffle=False, num_workers=2, seed=0, drop_last=False)
+    try:
+        batches = list(loader)
+    finally:
+        del loader
+    frames = torch.cat([b["obs"]["camera_0"] for b in batches])
+    assert frames.dtype == torch.uint8 and frames.shape == (len(EXPECTED_WINDOWS), 2, 8, 10, 3)
+    np.testing.assert_array_equal(frames[:, :, 0, 0, 0].numpy(), [w[:2] for w in EXPECTED_WINDOWS])
