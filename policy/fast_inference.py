@@ -26,26 +26,45 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _matmul(x: torch.Tensor, weight: torch.Tensor, split_input: bool) -> torch.Tensor:
+def _linear(x: torch.Tensor, weight: torch.Tensor, packed: torch.Tensor | None) -> torch.Tensor:
+    """``x @ weight.T``; with ``packed`` (oneDNN's pre-blocked copy of ``weight``) on CPU."""
+    if packed is not None:
+        return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
+    return F.linear(x, weight)
+
+
+def _matmul(
+    x: torch.Tensor, weight: torch.Tensor, split_input: bool, packed: torch.Tensor | None = None
+) -> torch.Tensor:
     """``x @ weight.T`` for fp32 ``x`` (..., K) and ``weight`` (N, K) in any dtype; fp32 result.
 
     Note that a bf16 matmul on CPU also rounds its *output* to bf16 (PyTorch has no fp32-output
     variant there); that rounding and the weights' are what remains of the error with ``split_input``.
     """
     if weight.dtype == torch.float32:
-        return F.linear(x.float(), weight)
+        return _linear(x.float(), weight, packed)
     if not split_input:
-        return F.linear(x.to(weight.dtype), weight).float()
+        return _linear(x.to(weight.dtype), weight, packed).float()
     hi = x.to(weight.dtype)
     lo = (x - hi.float()).to(weight.dtype)
-    both = F.linear(torch.cat([hi, lo], dim=-2), weight).float()
+    both = _linear(torch.cat([hi, lo], dim=-2), weight, packed).float()
     n = x.shape[-2]
     return both[..., :n, :] + both[..., n:, :]
 
 
+def _can_pack(x: torch.Tensor) -> bool:
+    return x.device.type == "cpu" and torch.backends.mkldnn.is_available()
+
+
 class _MatmulConv(nn.Module):
     """Shared state of the matmul-form convolutions: weights in the fast dtype, plus optionally an
-    fp32 copy used while ``precise`` is set (see :func:`set_precise`)."""
+    fp32 copy used while ``precise`` is set (see :func:`set_precise`).
+
+    On CPU the weights are re-laid-out once, at the first call, into oneDNN's blocked format
+    (``torch.ops.mkldnn``, what ``torch.compile``'s weight freezing uses): a batch-1 matmul then
+    streams them at 2-3x the speed of a plain ``linear`` (measured 22-26 GB/s fp32, 30-38 GB/s bf16
+    on 2 cores, against 8-9 and 23). The plain copies are dropped after packing to save memory.
+    """
 
     weight: nn.Parameter
     weight_fp32: nn.Parameter | None
@@ -58,11 +77,42 @@ class _MatmulConv(nn.Module):
         if keep_fp32 and dtype != torch.float32:
             self.weight_fp32 = nn.Parameter(w.float().contiguous(), requires_grad=False)
         self.precise = False
+        self.pack = True
+        self._packed: dict[str, torch.Tensor] = {}
+        self._nbytes = {"fast": self.weight.numel() * self.weight.element_size()}
+        self._nbytes["precise"] = (
+            self.weight.numel() * 4 if self.weight_fp32 is not None else self._nbytes["fast"]
+        )
+
+    def weight_nbytes(self, precise: bool = False) -> int:
+        """Bytes of weights one call reads (fast or precise mode), packed or not."""
+        return self._nbytes["precise" if precise else "fast"]
+
+    def _packed_weight(self, name: str, x: torch.Tensor) -> torch.Tensor | None:
+        packed = self._packed.get(name)
+        if packed is not None:
+            if x.device.type != "cpu":
+                raise RuntimeError(
+                    "this U-Net's weights were packed for CPU inference; move the policy to the device "
+                    "before calling optimize_for_inference()"
+                )
+            return packed
+        if not (self.pack and _can_pack(x)):
+            return None
+        if packed is None:
+            w = getattr(self, name)
+            rows = x.shape[-2] * (2 if (w.dtype != torch.float32 and self.split_input) else 1)
+            packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows)
+            self._packed[name] = packed
+            # keep the shape/dtype for the checks in _matmul, drop the storage
+            stub = w.detach().new_zeros((1, w.shape[1])).expand(w.shape[0], -1)
+            setattr(self, name, nn.Parameter(stub, requires_grad=False))
+        return packed
 
     def _mm(self, x: torch.Tensor) -> torch.Tensor:
         if self.precise and self.weight_fp32 is not None:
-            return F.linear(x.float(), self.weight_fp32)
-        return _matmul(x, self.weight, self.split_input)
+            return _matmul(x.float(), self.weight_fp32, False, self._packed_weight("weight_fp32", x))
+        return _matmul(x, self.weight, self.split_input, self._packed_weight("weight", x))
 
 
 class LinearConv1d(_MatmulConv):
