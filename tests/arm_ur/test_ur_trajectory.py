@@ -201,11 +201,14 @@ def test_home_is_slow_and_ends_at_the_start_pose(rig: Rig):
     assert lin <= cfg.home_tolerance_m and ang <= 0.01
     lin, ang = pose_distance(rig.fake.state()["actual_tcp_pose"], home)  # the arm itself is there
     assert lin <= cfg.home_tolerance_m and ang <= 0.01
-    # Slow: the commanded TCP moves at the home speed (over ~5 ticks of host time: a late tick makes
-    # a longer step, in time), never faster than the safety limit per tick.
+    # Slow: the commanded TCP moves at the home speed, measured over 0.2 s of host time (a late tick
+    # under load is clipped to the per-tick step limit and caught up at the next ticks).
     dt = cfg.period_s
     pos, tt = h["target_tcp_pose"][:, :3], h["tick_time"]
-    v = np.linalg.norm(pos[5:] - pos[:-5], axis=1) / (tt[5:] - tt[:-5])
+    j = np.searchsorted(tt, tt + 0.2)
+    ok = j < len(tt)
+    i, j = np.flatnonzero(ok), j[ok]
+    v = np.linalg.norm(pos[j] - pos[i], axis=1) / (tt[j] - tt[i])
     assert 0.8 * cfg.home_speed_m_s <= v.max() <= 1.1 * cfg.home_speed_m_s
     steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
     assert steps.max() <= cfg.limits.max_linear_speed_m_s * dt * (1 + 1e-6)
