@@ -131,6 +131,9 @@ class ControlScript:
         self.command_counts: Counter[int] = Counter() if command_counts is None else command_counts
         self.unsupported: Counter[int] = Counter() if unsupported is None else unsupported
         self.last_servo_target: np.ndarray | None = None
+        # servoJ/servoL's other arguments as last received: speed, acceleration, time (s),
+        # lookahead time (s), gain (recorded; the arm model's own tracking applies).
+        self.last_servo_args: np.ndarray | None = None
         self.failed_moves = 0
         self._write_async_status(-1)  # reset_async_progress(): 65536
         self._answer(ANSWER_READY)
@@ -205,6 +208,8 @@ class ControlScript:
         if first:
             self.command_counts[cmd] += 1
             self.current_cmd = cmd
+        if cmd in (CMD_SERVOJ, CMD_SERVOL):
+            self.last_servo_args = self._doubles(6, 5)
         if cmd == CMD_SERVOJ:
             q = self._doubles(0, 6)
             self.last_servo_target = q

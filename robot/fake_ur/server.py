@@ -913,6 +913,17 @@ class FakeURServer:
                     if script is not None and script.last_servo_target is not None
                     else None
                 ),
+                "last_servo_args": (
+                    dict(
+                        zip(
+                            ("speed", "acceleration", "time_s", "lookahead_time_s", "gain"),
+                            script.last_servo_args.tolist(),
+                            strict=True,
+                        )
+                    )
+                    if script is not None and script.last_servo_args is not None
+                    else None
+                ),
                 "dashboard_commands": list(self.dashboard_log),
                 "connections": [
                     {
