@@ -42,6 +42,8 @@ from tests.fake_ur.helpers import fk_pose
 TCP_OFFSET = (0.0, 0.0, 0.15, 0.0, 0.0, 0.1)
 PAYLOAD_KG = 1.2
 PAYLOAD_COG_M = (0.0, 0.01, 0.05)
+LOOKAHEAD_S = 0.05  # not the defaults (0.1 s, 300): they must come from the config
+GAIN = 500.0
 
 
 @dataclass
@@ -65,6 +67,8 @@ def rig(request):
             f"ur.tcp_offset_pose={list(TCP_OFFSET)}",
             f"ur.payload_kg={PAYLOAD_KG}",
             f"ur.payload_cog_m={list(PAYLOAD_COG_M)}",
+            f"ur.servo_lookahead_time_s={LOOKAHEAD_S}",
+            f"ur.servo_gain={GAIN}",
         )
         with ArmController(cfg) as arm:
             yield Rig(fake, arm, cfg)
@@ -87,6 +91,17 @@ def test_tool_settings_sent_at_connect(rig: Rig):
     assert len(rtde) == 2
     assert all(c["requested_frequency_hz"] == rig.cfg.rate_hz for c in rtde)
     assert all(c["stream_frequency_hz"] == rig.fake.rate_hz for c in rtde)
+
+
+@pytest.mark.timeout(60)
+def test_servo_l_arguments_from_config(rig: Rig):
+    rig.arm.check()
+    args = rig.fake.state()["last_servo_args"]
+    assert args is not None  # holding the pose is servoing too
+    assert args["time_s"] == pytest.approx(rig.cfg.period_s)  # one controller period per target
+    assert args["lookahead_time_s"] == pytest.approx(LOOKAHEAD_S)
+    assert args["gain"] == pytest.approx(GAIN)
+    assert args["speed"] == 0.0 and args["acceleration"] == 0.0  # unused by servoL
 
 
 @pytest.mark.timeout(60)
