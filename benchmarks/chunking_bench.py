@@ -11,24 +11,29 @@ other in this run. Metrics, over the steady part of each run (from 1 s after the
   summed, divided by the chunks merged in the window (ms);
 - boundary jump: at each chunk join, the distance between the pose the arm was committed to and the
   pose the new chunk wants at that time (max over joins, mm); ``jump_limit_mm`` is the largest step
-  the speed limit allows in one control tick.
+  the speed limit allows in one control tick;
+- a fourth run at 150 ms goes through the policy server (deploy/serving.py) in a subprocess, and the
+  serving overhead (round trip minus the server's compute time) is measured with real-size frames.
 
-Measured on the 2-core dev machine (shared, loaded), 7 s per run:
+Measured on the 2-core dev machine (shared), 7 s per run:
 
-==========  ======  =======  =======  =============  ===========  =======
-latency ms  mode    rms mm   max mm   idle ms/chunk  max jump mm  dropped
-==========  ======  =======  =======  =============  ===========  =======
-50          sync    14.4     31.9     277            32.7         18
-50          async   2.5      2.9      0              0.36         2
-150         sync    22.6     47.5     398            47.9         28
-150         async   2.5      2.9      0              0.49         3
-400         sync    40.1     60.9     450            66.2         54
-400         async   2.6      6.2      0              2.70         9
-==========  ======  =======  =======  =============  ===========  =======
+==========  ============  =======  =======  =============  ===========  =======
+latency ms  mode          rms mm   max mm   idle ms/chunk  max jump mm  dropped
+==========  ============  =======  =======  =============  ===========  =======
+50          sync          13.5     30.0     269            31.3         18
+50          async         2.5      3.3      0              0.44         2
+150         sync          21.1     39.8     380            42.0         27
+150         async         2.6      2.7      0              0.44         3
+400         sync          40.0     61.3     603            66.9         54
+400         async         2.5      3.3      0              0.51         9
+150         async+server  2.5      3.3      0              0.42         3
+==========  ============  =======  =======  =============  ===========  =======
 
+Policy serving (ZeroMQ + msgpack over localhost, 2 x 240x320 frames per request) adds 0.36 ms p50.
 The async residual (~2.5 mm at 0.1 m/s) is the simulated arm's own tracking lag (first-order,
-20 ms, plus one tick), which the calibrated *delay* does not include. At 400 ms a chunk sometimes
-arrives later than the latency quantile planned for, and the join then shows a few mm.
+20 ms, plus one tick), which the calibrated *delay* does not include; the ~0.4 mm joins are the
+chord-vs-arc difference of two 100 ms sample grids on the 5 cm circle. On a loaded machine a chunk
+sometimes arrives later than the latency quantile planned for, and such a join shows a few mm.
 
 Usage: python benchmarks/chunking_bench.py [--seconds S] [--latencies-ms 50,150,400]
 The last line is one JSON object (keys at 150 ms: sync_rms_mm, async_rms_mm, sync_idle_ms_per_chunk,
@@ -42,6 +47,8 @@ import io
 import json
 import logging
 import math
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -51,12 +58,14 @@ from deploy.deploy_cli import close_client, make_client
 from deploy.evaluation import idle_ticks, tracking_error
 from deploy.policy_client import PolicySpec
 from deploy.runner import DeployRunner
+from deploy.serving import RemotePolicyClient
 from deploy.standin import ReferencePolicy
 from robot.calibration_data import CalibrationFile, LatencyValue, RobotCalibration
 from robot.config import config_path, load_config
 from robot.env import Env
 
 DELAY_S = 0.04
+STANDIN = "py:deploy.standin:ReferencePolicy"
 START = [0.45, 0.0, 0.2, math.pi, 0.0, 0.0]
 OVERRIDES = [
     f"rig.arm.sim.action_delay_s={DELAY_S}",
@@ -67,24 +76,75 @@ OVERRIDES = [
 ]
 
 
-def run_case(env: Env, mode: str, latency_s: float, seconds: float) -> dict:
+def start_server(kwargs: dict) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deploy.serving",
+            "--bind",
+            "tcp://127.0.0.1:*",
+            "--checkpoint",
+            STANDIN,
+            "--policy-kwargs",
+            json.dumps(kwargs),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    line = proc.stdout.readline()
+    return proc, line.split(" on ")[-1].strip()
+
+
+def serving_overhead(n: int = 40) -> dict:
+    """Round trip minus server compute, with a realistic observation (2 x 240x320 frames)."""
+    proc, address = start_server({"latency_s": 0.0})
+    try:
+        client = RemotePolicyClient(address)
+        frames = np.random.default_rng(0).integers(0, 255, (2, 240, 320, 3), dtype=np.uint8)
+        over = []
+        for i in range(n):
+            obs = {"timestamp": np.array([i, i + 0.1]), "camera_0": frames, "camera_1": frames}
+            client.request(obs, np.zeros((4, 6)))
+            res = client.wait(10.0)
+            over.append(res.latency_s - res.compute_s)
+        client.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    o = np.asarray(over[5:]) * 1e3
+    return {"p50": float(np.median(o)), "p99": float(np.percentile(o, 99))}
+
+
+def run_case(env: Env, mode: str, latency_s: float, seconds: float, server: bool = False) -> dict:
+    over: list[str] = []
+    t0 = time.monotonic() + 1.5 + (1.0 if server else 0.0)  # the reference starts after the first chunk
+    kwargs = {"latency_s": latency_s, "start_pose": START, "t0_s": t0}
+    proc = None
+    if server:
+        proc, address = start_server(kwargs)
+        over = [f"server={address}"]
     cfg = load_config(
         DeployConfig,
         config_path("deploy/sim_reach.yaml"),
-        [*OVERRIDES, f"mode={mode}", f"max_episode_s={seconds}"],
+        [*OVERRIDES, f"mode={mode}", f"max_episode_s={seconds}", *over],
     )
     env.home()
-    t0 = time.monotonic() + 1.5  # the reference starts moving after the first chunk arrived
-    kwargs = {"latency_s": latency_s, "start_pose": START, "t0_s": t0}
     ref = ReferencePolicy(**kwargs)
-    client = make_client(
-        cfg, PolicySpec("py:deploy.standin:ReferencePolicy", kwargs=tuple(sorted(kwargs.items())))
-    )
+    try:
+        client = make_client(cfg, PolicySpec(STANDIN, kwargs=tuple(sorted(kwargs.items()))))
+    except BaseException:
+        if proc is not None:
+            proc.terminate()
+        raise
     try:
         runner = DeployRunner(cfg, env, client, out=io.StringIO(), keep_logs=True)
         result = runner.run_episode(0, None, None)
     finally:
         close_client(client)
+        if proc is not None:
+            proc.terminate()
+            proc.wait(10)
     arm = runner.arm_history()
     t_from = max(min(c["t_done"] for c in runner.chunk_log) + 1.0, t0 + 0.5)
     t_to = arm["tick_time"][-1] - 0.1
@@ -93,7 +153,7 @@ def run_case(env: Env, mode: str, latency_s: float, seconds: float) -> dict:
     chunks = [c for c in runner.chunk_log if t_from <= c["t_done"] <= t_to]
     joins = [c["jump_m"] for c in runner.chunk_log[1:] if t_from <= c["join_time"] <= t_to + 0.5]
     return {
-        "mode": mode,
+        "mode": mode + ("+server" if server else ""),
         "latency_ms": latency_s * 1e3,
         "measured_latency_p50_ms": float(np.median([c["latency_s"] for c in runner.chunk_log]) * 1e3),
         "chunks": len(chunks),
@@ -123,7 +183,10 @@ def main() -> None:
         for lat in latencies:
             for mode in ("sync", "async"):
                 rows.append(run_case(env, mode, lat, args.seconds))
-    head = f"{'latency ms':>10} {'mode':>6} {'measured':>9} {'chunks':>6} {'rms mm':>7} {'max mm':>7} "
+        if 0.15 in latencies:
+            rows.append(run_case(env, "async", 0.15, args.seconds, server=True))
+    serving = serving_overhead()
+    head = f"{'latency ms':>10} {'mode':>12} {'measured':>9} {'chunks':>6} {'rms mm':>7} {'max mm':>7} "
     head += f"{'idle ms/chunk':>13} {'max jump mm':>11} {'dropped':>7}"
     print(
         f"chunking on the sim rig: reference circle 0.1 m/s, arm delay {DELAY_S * 1e3:.0f} ms (compensated), "
@@ -132,10 +195,14 @@ def main() -> None:
     print(head)
     for r in rows:
         print(
-            f"{r['latency_ms']:10.0f} {r['mode']:>6} {r['measured_latency_p50_ms']:9.0f} {r['chunks']:6d} "
+            f"{r['latency_ms']:10.0f} {r['mode']:>12} {r['measured_latency_p50_ms']:9.0f} {r['chunks']:6d} "
             f"{r['rms_mm']:7.2f} {r['max_mm']:7.2f} {r['idle_ms_per_chunk']:13.0f} {r['max_jump_mm']:11.2f} "
             f"{r['dropped']:7d}"
         )
+    print(
+        f"policy serving (ZeroMQ + msgpack, localhost, 2 x 240x320 frames): added latency p50 "
+        f"{serving['p50']:.2f} ms, p99 {serving['p99']:.2f} ms (included in the measured latency above)"
+    )
     at = {r["mode"]: r for r in rows if abs(r["latency_ms"] - 150) < 1e-6}
     out = {
         "sync_rms_mm": round(at["sync"]["rms_mm"], 3) if at else None,
@@ -145,6 +212,9 @@ def main() -> None:
         "async_max_jump_mm": round(at["async"]["max_jump_mm"], 3) if at else None,
         "sync_max_jump_mm": round(at["sync"]["max_jump_mm"], 3) if at else None,
         "jump_limit_mm": round(jump_limit_mm, 3),
+        "async_server_rms_mm": round(at["async+server"]["rms_mm"], 3) if "async+server" in at else None,
+        "serving_overhead_p50_ms": round(serving["p50"], 3),
+        "serving_overhead_p99_ms": round(serving["p99"], 3),
         "table": [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows],
     }
     print(json.dumps(out))

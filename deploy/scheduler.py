@@ -191,10 +191,12 @@ class ActionPlan:
     ) -> FloatArray | None:
         """The actions that will already be committed at target time ``commit_until``, on the grid
         of a chunk predicted from ``t_obs``: rows ``pose_at(t_obs + k * dt_s)`` for every ``k`` with
-        ``t_obs + k * dt_s <= commit_until`` (at most ``max_rows``). None when nothing was planned yet
-        (first chunk of an episode) or no grid point is committed."""
+        ``t_obs + k * dt_s <= min(commit_until, end_time)`` (at most ``max_rows``). None when nothing
+        was planned yet (first chunk of an episode) or no grid point is committed."""
         if self.is_empty:
             return None
+        # Nothing beyond the last planned action is committed: the plan would only "hold" there.
+        commit_until = min(commit_until, float(self.end_time))
         k = int(np.floor((commit_until - t_obs) / dt_s + 1e-9)) + 1
         k = min(max(k, 0), int(max_rows))
         if k == 0:

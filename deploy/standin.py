@@ -5,7 +5,10 @@ latency, so that deployment timing (stamping, dropping, async joining) is measur
 truth without training a network. The reference is a circle in the x-y plane traversed at constant
 speed, as a function of absolute host time::
 
-    ref(t) = start + radius_m * [cos(w (t - t0)) - 1, sin(w (t - t0)), 0]   (t >= t0; start before)
+    ref(t) = start + radius_m * [cos(w s(t)) - 1, sin(w s(t)), 0]   (start before t0)
+
+where ``s(t) = t - t0 - ramp_in_s / 2`` once the speed has ramped up linearly over ``ramp_in_s``
+(a smooth start, no corner).
 
 ``t0_s`` defaults to the first observation's time. Each chunk may carry a per-chunk offset along z
 (``chunk_offset_m * (-1)^k``) so that consecutive chunks disagree like independent diffusion samples
@@ -43,6 +46,7 @@ class ReferencePolicy:
         radius_m: float = 0.05,
         omega_rad_s: float = 2.0,
         t0_s: float | None = None,
+        ramp_in_s: float = 0.5,
         chunk_offset_m: float = 0.0,
         ramp_steps: int = 4,
         nan_after_chunks: int | None = None,
@@ -60,6 +64,7 @@ class ReferencePolicy:
         self.radius_m = float(radius_m)
         self.omega_rad_s = float(omega_rad_s)
         self.t0_s = t0_s
+        self.ramp_in_s = float(ramp_in_s)
         self.chunk_offset_m = float(chunk_offset_m)
         self.ramp_steps = max(1, int(ramp_steps))
         self.nan_after_chunks = nan_after_chunks
@@ -83,7 +88,11 @@ class ReferencePolicy:
         scalar = np.ndim(t) == 0
         tt = np.atleast_1d(np.asarray(t, dtype=np.float64))
         t0 = self.t0_s if self.t0_s is not None else float(tt[0])
-        phase = self.omega_rad_s * np.maximum(tt - t0, 0.0)
+        tau = np.maximum(tt - t0, 0.0)
+        ramp = self.ramp_in_s
+        # Speed ramps up linearly over ramp_in_s (a smooth start: no corner in the reference).
+        s = np.where(tau < ramp, tau**2 / (2 * ramp), tau - ramp / 2) if ramp > 0 else tau
+        phase = self.omega_rad_s * s
         out = np.tile(self.start_pose, (len(tt), 1))
         out[:, 0] += self.radius_m * (np.cos(phase) - 1.0)
         out[:, 1] += self.radius_m * np.sin(phase)
