@@ -166,38 +166,16 @@ def encoder_ms(policy: Policy, obs: dict[str, np.ndarray], runs: int, device: to
     return float(np.median(time_fn(enc, runs, device)))
 
 
-def bench_variant(
+def make_fast(
     base: Policy,
-    obs: dict[str, np.ndarray],
-    ref: torch.Tensor,
-    runs: int,
     device: torch.device,
     dtype: torch.dtype | None,
     encoder_dtype: torch.dtype | None,
     compile_: bool,
-    seed: int,
-) -> dict:
-    """One fast-path variant on a copy of ``base``'s weights: latency, encoder time, accuracy, bytes."""
+) -> Policy:
     fast = Policy(copy.deepcopy(base.model), base.config, base.shape_meta, base.dt_s, device)
     fast.optimize_for_inference(dtype, encoder_dtype=encoder_dtype, compile=compile_)
-    out = fast_predict(fast, obs, seed)  # also the warm-up (and the compile, if any)
-    ms = time_fn(lambda: fast_predict(fast, obs, seed), runs, device, warmup=0)
-    wb = weight_bytes(fast)
-    result = {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "encoder_ms": encoder_ms(fast, obs, max(1, runs // 2), device),
-        "max_abs_diff": float((out - ref).abs().max()),
-        "bytes_per_step": wb["per_step"],
-        "bytes_per_precise_step": wb["per_precise_step"],
-        "precise_steps": fast.model.precise_steps,
-        "bytes_once": wb["once"],
-        "matmul_convs": sum(
-            isinstance(m, LinearConv1d | LinearConvTranspose1d) for m in fast.model.unet.modules()
-        ),
-    }
-    fast.model.to("meta")  # free its weights before the next variant
-    return result
+    return fast
 
 
 def bench_config(
@@ -208,23 +186,52 @@ def bench_config(
     compile_: bool,
     encoder_dtype: torch.dtype | None,
 ) -> dict:
-    """Eager fp32 and two fast variants (fp32 / bf16 U-Net weights), fresh weights, same obs/seed/noise."""
+    """Eager fp32 and two fast variants (fp32 / bf16 U-Net weights): fresh weights, same obs, seed and
+    noise. The paths are timed round-robin (eager, fp32, bf16, eager, ...) so that a change of load on
+    a shared machine hits all of them alike."""
     seed = 123
     eager = make_policy(name, stored_hw, device)
     obs = make_obs(eager)
-    ref = eager_predict(eager, obs, seed)  # also the warm-up
-    eager_ms = time_fn(lambda: eager_predict(eager, obs, seed), runs, device, warmup=0)
+    paths = {
+        "eager": (eager, eager_predict),
+        "fp32": (make_fast(eager, device, None, None, compile_), fast_predict),
+        "bf16": (make_fast(eager, device, torch.bfloat16, encoder_dtype, compile_), fast_predict),
+    }
+    outs = {key: fn(pol, obs, seed) for key, (pol, fn) in paths.items()}  # warm-up (and compile)
+    times: dict[str, list[float]] = {key: [] for key in paths}
+    for _ in range(runs):
+        for key, (pol, fn) in paths.items():
+            sync(device)
+            t0 = time.perf_counter()
+            fn(pol, obs, seed)
+            sync(device)
+            times[key].append((time.perf_counter() - t0) * 1e3)
     row = {
         "config": name,
         "unet_params_m": sum(p.numel() for p in eager.model.unet.parameters()) / 1e6,
         "steps": eager.config.policy.noise.num_inference_steps,
-        "eager_p50_ms": float(np.percentile(eager_ms, 50)),
-        "eager_p99_ms": float(np.percentile(eager_ms, 99)),
+        "eager_p50_ms": float(np.percentile(times["eager"], 50)),
+        "eager_p99_ms": float(np.percentile(times["eager"], 99)),
         "eager_encoder_ms": encoder_ms(eager, obs, max(1, runs // 2), device),
     }
-    row["fp32"] = bench_variant(eager, obs, ref, runs, device, None, None, compile_, seed)
-    row["bf16"] = bench_variant(eager, obs, ref, runs, device, torch.bfloat16, encoder_dtype, compile_, seed)
-    eager.model.to("meta")
+    for key in ("fp32", "bf16"):
+        fast = paths[key][0]
+        wb = weight_bytes(fast)
+        row[key] = {
+            "p50_ms": float(np.percentile(times[key], 50)),
+            "p99_ms": float(np.percentile(times[key], 99)),
+            "encoder_ms": encoder_ms(fast, obs, max(1, runs // 2), device),
+            "max_abs_diff": float((outs[key] - outs["eager"]).abs().max()),
+            "bytes_per_step": wb["per_step"],
+            "bytes_per_precise_step": wb["per_precise_step"],
+            "precise_steps": fast.model.precise_steps,
+            "bytes_once": wb["once"],
+            "matmul_convs": sum(
+                isinstance(m, LinearConv1d | LinearConvTranspose1d) for m in fast.model.unet.modules()
+            ),
+        }
+    for pol, _ in paths.values():
+        pol.model.to("meta")
     gc.collect()
     return row
 
