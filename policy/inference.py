@@ -137,6 +137,11 @@ class Policy:
             dtype=encoder_dtype or torch.float32, memory_format=torch.channels_last
         )
         if compile and not self._compiled:
+            from policy.fast_inference import _MatmulConv
+
+            for m in self.model.unet.modules():
+                if isinstance(m, _MatmulConv):
+                    m.pack = False  # inductor lays out the weights itself
             self.model.unet.forward = torch.compile(self.model.unet.forward, dynamic=False)
             self._compiled = True
 
