@@ -85,6 +85,11 @@ def main(argv: list[str]) -> int:
     if args.epochs is not None:
         cfg.training.num_epochs = args.epochs
 
+    if cfg.dataset.path is None:
+        raise ConfigError("no episode store given: pass --dataset PATH (or dataset.path=PATH)")
+    if not Path(cfg.dataset.path).exists():
+        raise ConfigError(f"episode store {cfg.dataset.path} does not exist (check --dataset)")
+
     from policy.train import train
 
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -131,3 +131,12 @@ def test_rig_dispatches_train_to_this_module(capsys):
     out = capsys.readouterr().out
     for flag in ("--dataset", "--out", "--resume", "--max-steps", "--config"):
         assert flag in out
+
+
+def test_missing_dataset_is_a_config_error(tmp_path):
+    from robot.config import ConfigError
+
+    with pytest.raises(ConfigError, match="--dataset"):
+        main(["--out", str(tmp_path / "r")])
+    with pytest.raises(ConfigError, match="does not exist"):
+        main(["--dataset", str(tmp_path / "nope.zarr"), "--out", str(tmp_path / "r2")])
