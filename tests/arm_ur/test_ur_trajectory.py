@@ -95,9 +95,9 @@ def test_tool_settings_sent_at_connect(rig: Rig):
 
 @pytest.mark.timeout(60)
 def test_servo_l_arguments_from_config(rig: Rig):
-    rig.arm.check()
+    # Holding the pose is servoing too (the first servoL may still be on its way).
+    wait_until(lambda: rig.fake.state()["last_servo_args"] is not None, 5, "a servoL", rig.arm)
     args = rig.fake.state()["last_servo_args"]
-    assert args is not None  # holding the pose is servoing too
     assert args["time_s"] == pytest.approx(rig.cfg.period_s)  # one controller period per target
     assert args["lookahead_time_s"] == pytest.approx(LOOKAHEAD_S)
     assert args["gain"] == pytest.approx(GAIN)
@@ -216,15 +216,21 @@ def test_home_is_slow_and_ends_at_the_start_pose(rig: Rig):
     assert lin <= cfg.home_tolerance_m and ang <= 0.01
     lin, ang = pose_distance(rig.fake.state()["actual_tcp_pose"], home)  # the arm itself is there
     assert lin <= cfg.home_tolerance_m and ang <= 0.01
-    # Slow: the commanded TCP moves at the home speed, measured over 0.2 s of host time (a late tick
-    # under load is clipped to the per-tick step limit and caught up at the next ticks).
+    # Slow: the commanded TCP is never ahead of a move at the home speed from the tick that took the
+    # command (a stalled tick under load only makes it lag: the per-tick step limit holds it back).
     dt = cfg.period_s
     pos, tt = h["target_tcp_pose"][:, :3], h["tick_time"]
+    travelled = np.linalg.norm(pos - pos[0], axis=1)
+    k = int(np.argmax(travelled > 1e-9))
+    assert k > 0
+    allowed = cfg.home_speed_m_s * (tt[k:] - tt[k - 1])
+    assert np.all(travelled[k:] <= allowed + 1e-9), (travelled[k:] - allowed).max()
+    # ... and it does move at that speed (over 0.2 s windows of host time).
     j = np.searchsorted(tt, tt + 0.2)
     ok = j < len(tt)
     i, j = np.flatnonzero(ok), j[ok]
     v = np.linalg.norm(pos[j] - pos[i], axis=1) / (tt[j] - tt[i])
-    assert 0.8 * cfg.home_speed_m_s <= v.max() <= 1.1 * cfg.home_speed_m_s
+    assert v.max() >= 0.8 * cfg.home_speed_m_s
     steps = np.linalg.norm(np.diff(pos, axis=0), axis=1)
     assert steps.max() <= cfg.limits.max_linear_speed_m_s * dt * (1 + 1e-6)
     dist = np.linalg.norm(away[:3] - home[:3])
