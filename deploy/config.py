@@ -78,8 +78,10 @@ class DeployConfig(StrictModel):
     None: the policy's n_action_steps."""
     expected_latency_s: float = Field(0.2, ge=0)
     """Initial inference latency estimate (s) for async request timing; replaced by measurements."""
-    latency_quantile: float = Field(0.9, gt=0, le=1)
-    """Async plans with this quantile of the recent inference latencies."""
+    latency_quantile: float = Field(1.0, gt=0, le=1)
+    """Async plans with this quantile of the last 20 inference latencies (1.0: their maximum). A chunk
+    arriving later than planned joins where the policy was not conditioned on the committed actions
+    (``late`` in the chunk log), so keep this high."""
     inference: Literal["process", "inline"] = "process"
     """Where async inference runs: its own process (default) or inline (blocks the loop)."""
     server: str | None = None

@@ -186,10 +186,12 @@ class DeployRunner:
             f"loop {self.cfg.loop_hz:.0f} Hz",
         ]
         if self.cfg.mode == "async":
+            qv = self.cfg.latency_quantile
+            q = "maximum" if qv >= 1.0 else f"p{qv * 100:.0f}"
             parts.append(
                 f"commit window {self.cfg.commit_window_s * 1e3:.0f} ms, replan overlap "
                 f"{self.cfg.replan_overlap_s * 1e3:.0f} ms, initial latency estimate "
-                f"{self.cfg.expected_latency_s * 1e3:.0f} ms (then p{self.cfg.latency_quantile * 100:.0f} of measured)"
+                f"{self.cfg.expected_latency_s * 1e3:.0f} ms (then the {q} of the last 20 measured)"
             )
         return "; ".join(parts)
 
