@@ -20,13 +20,13 @@ Measured on the 2-core dev machine (shared), 7 s per run:
 ==========  ============  =======  =======  =============  ===========  =======
 latency ms  mode          rms mm   max mm   idle ms/chunk  max jump mm  dropped
 ==========  ============  =======  =======  =============  ===========  =======
-50          sync          13.5     30.0     269            31.3         18
-50          async         2.5      3.3      0              0.44         2
-150         sync          21.1     39.8     380            42.0         27
-150         async         2.6      2.7      0              0.44         3
-400         sync          40.0     61.3     603            66.9         54
-400         async         2.5      3.3      0              0.51         9
-150         async+server  2.5      3.3      0              0.42         3
+50          sync          13.3     30.1     265            32.7         18
+50          async         2.5      2.6      0              0.44         3
+150         sync          21.1     40.4     380            42.0         27
+150         async         2.5      2.6      0              0.44         3
+400         sync          39.6     61.8     516            66.9         54
+400         async         2.5      2.6      0              0.45         9
+150         async+server  2.5      2.7      0              0.00         3
 ==========  ============  =======  =======  =============  ===========  =======
 
 Policy serving (ZeroMQ + msgpack over localhost, 2 x 240x320 frames per request) adds 0.36 ms p50.
