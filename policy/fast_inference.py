@@ -9,10 +9,12 @@ bf16 (Cout, Cin*k) matrix streams weights at close to memory bandwidth. So each 
 "pad, unfold the (tiny) input, one matmul", and each ``ConvTranspose1d`` becomes "one matmul, then an
 overlap-add of the k taps". Numerically the same convolution up to the weights' rounding.
 
-Precision: only the big weight matrices are reduced. Activations, residual sums, GroupNorm, FiLM and
-biases stay fp32. A bf16 matmul would also round its *input* to bf16; with ``split_input`` the fp32
-input is written as ``hi + lo`` (two bf16 rows each) and both go through the same matmul, so the
-weights are still read once (the step stays memory-bound) and only the weight rounding remains.
+Precision: only the big weight matrices are reduced. Activations between layers, residual sums,
+GroupNorm, FiLM and biases stay fp32. A CPU bf16 matmul rounds its input and its output to bf16;
+``split_input`` writes the fp32 input as ``hi + lo`` (two bf16 rows each, one matmul, weights still
+read once) to remove the input rounding. What moves the sampled actions most is rounding in the first,
+high-noise denoising steps (DDIM divides the noise estimate by a small sqrt(alpha_bar) there), so
+``keep_fp32`` keeps an fp32 copy of the weights and :func:`set_precise` runs chosen steps on it.
 
 The FiLM parameters (per-block Linear on [step embedding, observation feature]) do not depend on the
 noisy actions; :meth:`policy.unet.ConditionalUnet1D.film` computes them for all steps at once, so

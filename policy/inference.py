@@ -102,14 +102,16 @@ class Policy:
         self,
         dtype: torch.dtype | str | None = "auto",
         encoder_dtype: torch.dtype | None = None,
-        split_input: bool = True,
-        precise_steps: int = 2,
+        split_input: bool = False,
+        precise_steps: int = 3,
         compile: bool = False,
     ) -> None:
         """Switch to the fast path (irreversible for this object).
 
         - The U-Net's convolutions become matmuls on pre-laid-out weights in ``dtype``, activations
-          stay fp32 (see policy/fast_inference.py; ``split_input`` keeps the matmul inputs exact).
+          stay fp32 between layers (see policy/fast_inference.py; ``split_input`` also keeps the
+          matmul inputs exact, at the cost of twice the rows: measured slower for the same accuracy
+          as one more precise step).
           ``"auto"``: bf16 for U-Nets over 20 M parameters (memory-bound, e.g. the paper config),
           fp32 for small ones (overhead-bound, e.g. the tiny config); ``None``: fp32.
         - With bf16, the first ``precise_steps`` denoising steps use an fp32 copy of the weights:
@@ -120,8 +122,9 @@ class Policy:
         - ``compile=True`` wraps the U-Net in ``torch.compile``.
 
         benchmarks/policy_bench.py measures the speed and the action difference to fp32 (bound:
-        0.02 normalized units = 1% of the range; ~0.01 on freshly initialised paper weights, ~0.005
-        on trained policies).
+        0.02 normalized units = 1% of the range; ~0.01 on freshly initialised paper weights, less
+        on trained policies). On a CPU shared with other processes (the rig), one torch thread is
+        the robust choice: two OpenMP threads that wait on each other stall badly under load.
         """
         from policy.fast_inference import convert_unet_for_inference
 
