@@ -5,7 +5,8 @@ A run directory holds ``checkpoints/step_<N>.pt``, a ``latest`` symlink to the n
 types and tensors (loadable with ``weights_only=True``):
 
 ``format``, ``config`` (the full TrainConfig as a dict), ``shape_meta``, ``dt_s``, ``model`` (state
-dict), ``ema_model`` (state dict of the EMA weights, or None), ``ema_meta`` (EMA bookkeeping),
+dict), ``normalizer`` (its buffers, also part of ``model``), ``ema_model`` (state dict of the EMA
+weights, or None), ``ema_meta`` (EMA bookkeeping),
 ``optimizer``, ``lr_scheduler``, ``step``, ``epoch``, ``git_revision``, ``history``.
 """
 

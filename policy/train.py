@@ -251,6 +251,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             "shape_meta": shape_meta,
             "dt_s": float(dt_s),
             "model": model.state_dict(),
+            "normalizer": model.normalizer.state_dict(),  # also inside "model"; here for other tools
             "ema_model": ema_model.state_dict() if ema_model is not None else None,
             "ema_meta": ema_meta,
             "optimizer": optimizer.state_dict(),

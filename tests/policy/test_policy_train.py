@@ -30,7 +30,16 @@ def test_training_loss_falls_5x_and_run_dir_is_complete(trained_run):
     assert first / last >= 5.0, f"loss fell only {first / last:.1f}x ({first:.3f} -> {last:.3f})"
     assert summary["final_loss"] == pytest.approx(losses[-50:].mean(), rel=1e-6)
     # checkpoint contents
-    for key in ("model", "ema_model", "optimizer", "lr_scheduler", "config", "shape_meta", "git_revision"):
+    for key in (
+        "model",
+        "ema_model",
+        "optimizer",
+        "lr_scheduler",
+        "normalizer",
+        "config",
+        "shape_meta",
+        "git_revision",
+    ):
         assert ckpt[key] is not None, key
     assert any(k.startswith("normalizer.") for k in ckpt["model"])
     assert ckpt["shape_meta"]["obs"]["camera_0"] == {"type": "rgb", "shape": [3, 24, 24]}
