@@ -71,7 +71,7 @@ def main(argv: list[str]) -> int:
         "--checkpoint", default=None, help="reuse this checkpoint/run: skip collection and training"
     )
     ap.add_argument("--collect-config", default="collect/sim_reach.yaml")
-    ap.add_argument("--policy-config", default="policy/tiny.yaml")
+    ap.add_argument("--policy-config", default="policy/tiny_reach.yaml")
     ap.add_argument("--deploy-config", default="deploy/sim_reach.yaml")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
     args = ap.parse_args(argv)

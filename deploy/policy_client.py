@@ -147,9 +147,14 @@ def load_policy(spec: PolicySpec) -> Any:
     return policy
 
 
+POSE_DIM = 6  # the arm is commanded full TCP poses [x, y, z, rx, ry, rz]
+
+
 def _obs_shapes(shape_meta: dict[str, Any]) -> dict[str, list[int]]:
     out = {}
     for key, meta in shape_meta["obs"].items():
+        if meta.get("type") == "low_dim" and meta.get("dims") is not None:
+            continue  # trained on a subset of the stored columns: run_predict selects them
         shape = [int(x) for x in meta.get("shape", [])]
         if meta.get("type") == "rgb" and len(shape) == 3:
             shape = [shape[1], shape[2], shape[0]]  # shape_meta is (C, H, W); frames are (H, W, C)
@@ -164,19 +169,54 @@ def policy_meta(policy: Any, description: str) -> PolicyMeta:
         horizon=int(policy.horizon),
         dt_s=float(policy.dt_s),
         obs_keys=tuple(policy.shape_meta["obs"].keys()),
-        action_dim=int(policy.shape_meta["action"]["shape"][0]),
+        action_dim=POSE_DIM
+        if _action_dims(policy) is not None
+        else int(policy.shape_meta["action"]["shape"][0]),
         description=description,
         obs_shapes=_obs_shapes(policy.shape_meta),
     )
 
 
+def _action_dims(policy: Any) -> list[int] | None:
+    """The pose columns a policy predicts when it was trained on a subset of them (e.g. x, y for a
+    planar task), else None."""
+    dims = policy.shape_meta["action"].get("dims")
+    if dims is None or list(dims) == list(range(POSE_DIM)):
+        return None
+    return [int(d) for d in dims]
+
+
 def run_predict(policy: Any, obs: dict[str, Any], committed: np.ndarray | None, seed: int | None) -> tuple:
     """Call ``predict``; returns ``(actions, first_index, error_text, compute_s)`` and never raises
-    (a failing policy is reported to the runner, which holds the arm and says why)."""
+    (a failing policy is reported to the runner, which holds the arm and says why).
+
+    A policy trained on a subset of the stored columns (``dims`` in its shape_meta, e.g. x and y of a
+    planar task) gets those columns of the low-dim observations and of the committed poses, and its
+    actions are completed into full poses with the other columns held at the newest observed
+    ``robot_eef_pose`` (the dims the demonstrations never moved are never commanded to move)."""
     t0 = now()
     try:
-        chunk = policy.predict(obs, committed_actions=committed, seed=seed)
+        adims = _action_dims(policy)
+        sel = {}
+        for key, value in obs.items():
+            meta = policy.shape_meta["obs"].get(key, {})
+            dims = meta.get("dims")
+            if meta.get("type") == "low_dim" and dims is not None and np.shape(value)[-1] != len(dims):
+                value = np.asarray(value)[..., dims]
+            sel[key] = value
+        if adims is not None and committed is not None and np.shape(committed)[-1] == POSE_DIM:
+            committed = np.asarray(committed)[:, adims]
+        chunk = policy.predict(sel, committed_actions=committed, seed=seed)
         actions = np.asarray(chunk.actions, dtype=np.float64)
+        if adims is not None:
+            if "robot_eef_pose" not in obs or np.shape(obs["robot_eef_pose"])[-1] != POSE_DIM:
+                raise ValueError(
+                    f"the policy predicts pose columns {adims} only; completing them into poses needs the "
+                    "full robot_eef_pose observation"
+                )
+            full = np.repeat(np.asarray(obs["robot_eef_pose"], np.float64)[-1][None], len(actions), axis=0)
+            full[:, adims] = actions
+            actions = full
         return actions, int(chunk.first_index), None, now() - t0
     except Exception as exc:  # reported, not raised: the loop must hold the arm first
         return None, 0, f"{type(exc).__name__}: {exc}", now() - t0
