@@ -139,6 +139,7 @@ def main(argv: list[str]) -> int:
             str(args.eval_episodes),
             f"store={out / 'eval.zarr'}",
             f"seed={EVAL_SEED_OFFSET}",
+            f"max_episode_s={DEMO_MAX_EPISODE_S}",
             *args.overrides,
         ],
         out / "deploy.log",
