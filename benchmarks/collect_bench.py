@@ -40,6 +40,9 @@ class _ScriptedKeys(KeyReader):
         self._fd = None
         self.schedule = schedule
 
+    def __enter__(self) -> _ScriptedKeys:
+        return self  # no terminal: keys come only from the schedule
+
     def poll(self) -> list[str]:
         if not hasattr(self, "_thread"):  # the schedule starts when the collector loop starts
 
@@ -62,7 +65,6 @@ def main() -> None:
     overrides = [
         f"store={tmp / 'bench.zarr'}",
         "record_video=true",
-        "rig.task.name=none",
         f"max_episode_s={args.seconds + 30}",
     ]
     for cam in ("scene", "wrist"):
@@ -72,7 +74,8 @@ def main() -> None:
             f"rig.cameras.cameras.{cam}.sim.intrinsics.cy=239.5",
         ]
     cfg = load_config(CollectConfig, config_path("collect/sim_reach.yaml"), overrides)
-    # Slow idle drift from a scripted trajectory: the bench measures recording, not the task.
+    # Empty table and a slow scripted drift: the bench measures recording, not the task.
+    cfg.rig.task.name, cfg.rig.task.params = "none", {}
     cfg.rig.spacemouse.scripted.expert = None
     cfg.rig.spacemouse.scripted.trajectory = [
         {"time_s": 0.0, "axes": [0.3, 0.2, 0, 0, 0, 0], "buttons": [False, False]},
