@@ -64,6 +64,12 @@ class DiffusionPolicy(nn.Module):
         self.train_scheduler, self.infer_scheduler = make_schedulers(cfg)
         # Fast path (policy.fast_inference): this many first denoising steps use the precise weights.
         self.precise_steps = 0
+        # CUDA graphs for the conditioning (encoders + FiLM) and the U-Net steps (policy.cuda_graphs):
+        # None (plain calls), "cuda" or "emulate" (the same buffer protocol on CPU, for tests).
+        self.graph_mode: str | None = None
+        self._graph_calls: dict[Any, Any] = {}
+        self._timesteps_dev: torch.Tensor | None = None
+        self._timesteps_key: Any = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -100,12 +106,15 @@ class DiffusionPolicy(nn.Module):
         known: torch.Tensor | None = None,
         known_start: int = 0,
         cache_film: bool = True,
+        films: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """DDIM-sample normalized action windows (B, horizon, Da).
 
         known: optional normalized actions (B, m, Da) that must occupy window positions
         ``known_start .. known_start + m - 1`` (inpainting). Noise is drawn with ``generator`` (fp32,
-        on the generator's device) so that a seed gives the same chunk on any dtype.
+        on the generator's device) so that a seed gives the same chunk on any dtype and device.
+        films: FiLM parameters of all inference steps (from :meth:`condition`), else computed here
+        (``cache_film``) or per step.
         """
         b = global_cond.shape[0]
         sched = self.infer_scheduler
@@ -121,17 +130,21 @@ class DiffusionPolicy(nn.Module):
             known = known.to(device=self.device, dtype=torch.float32)
             known_noise = torch.randn(known.shape, generator=generator, device=gen_device).to(self.device)
         timesteps = sched.timesteps
-        films = None
-        if cache_film:
+        if films is None and cache_film:
             films = self.unet.film(timesteps.to(self.device), global_cond)
         if self.precise_steps:
             from policy.fast_inference import set_precise
+        graphed = self.graph_mode is not None and films is not None
         for i, t in enumerate(timesteps):
-            if self.precise_steps:
-                set_precise(self.unet, i < self.precise_steps)
+            precise = i < self.precise_steps
+            if self.precise_steps and not graphed:
+                set_precise(self.unet, precise)
             if known_noise is not None:
                 traj[:, sl] = sched.add_noise(known, known_noise, t.reshape(1))
-            if films is not None:
+            if graphed:
+                step_film = [f[i * b : (i + 1) * b] for f in films]
+                out = self._step_call(precise)(traj.to(self.dtype), *step_film)[0]
+            elif films is not None:
                 step_film = [f[i * b : (i + 1) * b] for f in films]
                 out = self.unet(traj.to(self.dtype), film=step_film)
             else:
@@ -140,6 +153,52 @@ class DiffusionPolicy(nn.Module):
         if known is not None and known.shape[1] > 0:
             traj[:, sl] = known
         return traj
+
+    def _graph_call(self, key: Any, fn: Any) -> Any:
+        from policy.cuda_graphs import GraphedCall
+
+        call = self._graph_calls.get(key)
+        if call is None or call.mode != self.graph_mode:
+            call = GraphedCall(fn, mode=self.graph_mode)
+            self._graph_calls[key] = call
+        return call
+
+    def _step_call(self, precise: bool) -> Any:
+        """The U-Net on one step's FiLM parameters, as a graph per weight mode (fast / precise)."""
+
+        def step(x: torch.Tensor, *film: torch.Tensor) -> torch.Tensor:
+            if self.precise_steps:
+                from policy.fast_inference import set_precise
+
+                set_precise(self.unet, precise)
+            return self.unet(x, film=list(film))
+
+        return self._graph_call(("step", precise), step)
+
+    def condition(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Observation feature and the FiLM parameters of all inference steps, as one graph call when
+        ``graph_mode`` is set (the encoders are a few hundred kernel launches of their own)."""
+        sched = self.infer_scheduler
+        sched.set_timesteps(self.cfg.noise.num_inference_steps)
+        steps_key = (tuple(sched.timesteps.tolist()), self.device)
+        if self._timesteps_dev is None or self._timesteps_key != steps_key:
+            # made outside any graph (no host-to-device copy inside a capture); a graph that holds
+            # older timesteps is dropped with them
+            self._timesteps_dev = sched.timesteps.to(self.device)
+            self._timesteps_key = steps_key
+            self._graph_calls.pop("cond", None)
+        timesteps = self._timesteps_dev
+        keys = tuple(self.shape_meta["obs"])
+
+        def cond(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            global_cond = self.encode_obs(dict(zip(keys, values, strict=True)))
+            return (global_cond, *self.unet.film(timesteps, global_cond))
+
+        if self.graph_mode is None:
+            out = cond(*(obs[k] for k in keys))
+        else:
+            out = self._graph_call("cond", cond)(*(obs[k] for k in keys))
+        return out[0], list(out[1:])
 
     def forward(self, batch: dict[str, Any]) -> torch.Tensor:
         """Training forward (what DistributedDataParallel calls): the denoising loss."""
@@ -155,12 +214,21 @@ class DiffusionPolicy(nn.Module):
         """Raw obs -> raw action windows (B, horizon, Da); window index ``n_obs_steps - 1`` is the
         action at the last observation's time. ``committed`` (B, m, Da) raw actions are inpainted
         from that index on."""
-        global_cond = self.encode_obs(obs)
+        films = None
+        if self.graph_mode is not None and cache_film:
+            global_cond, films = self.condition(obs)
+        else:
+            global_cond = self.encode_obs(obs)
         known = None
         if committed is not None:
             known = self.normalizer.normalize("action", committed.to(self.device, torch.float32))
         norm = self.sample(
-            global_cond, generator, known=known, known_start=self.cfg.n_obs_steps - 1, cache_film=cache_film
+            global_cond,
+            generator,
+            known=known,
+            known_start=self.cfg.n_obs_steps - 1,
+            cache_film=cache_film,
+            films=films,
         )
         self.last_normalized_actions = norm
         return self.normalizer.unnormalize("action", norm.float())

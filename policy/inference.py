@@ -105,6 +105,7 @@ class Policy:
         split_input: bool = False,
         precise_steps: int = 3,
         compile: bool = False,
+        cuda_graphs: bool | str = "auto",
     ) -> None:
         """Switch to the fast path (irreversible for this object).
 
@@ -120,6 +121,11 @@ class Policy:
         - Camera encoders run in ``encoder_dtype`` (None = fp32) with channels-last layout; the
           normalizer stays fp32; FiLM parameters are computed once per chunk (``cache_film``).
         - ``compile=True`` wraps the U-Net in ``torch.compile``.
+        - ``cuda_graphs``: on a CUDA device (``"auto"`` or True) the conditioning (encoders + FiLM of
+          all steps) and each U-Net step are replayed from captured CUDA graphs (policy/cuda_graphs.py;
+          one graph per weight mode, captured at the first predict). ``"emulate"`` runs the same
+          static-buffer protocol on CPU (tests); False: plain calls. Not combined with ``compile``.
+        - ``dtype`` may also be given as ``"bf16"``, ``"fp16"`` (GPU) or ``"fp32"``.
 
         benchmarks/policy_bench.py measures the speed and the action difference to fp32 (bound:
         0.02 normalized units = 1% of the range; ~0.01 on freshly initialised paper weights, less
@@ -128,6 +134,19 @@ class Policy:
         """
         from policy.fast_inference import convert_unet_for_inference
 
+        named = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
+        if isinstance(dtype, str) and dtype != "auto":
+            if dtype not in named:
+                raise ValueError(
+                    f"dtype must be 'auto', {', '.join(map(repr, named))} or a torch dtype, got {dtype!r}"
+                )
+            dtype = named[dtype]
+        if dtype == torch.float16 and self.device.type == "cpu":
+            raise ValueError("fp16 weights are for GPUs (CPU matmuls in fp16 are slow); use bf16 on CPU")
+        if cuda_graphs == "auto":
+            cuda_graphs = self.device.type == "cuda" and not compile
+        if cuda_graphs is True and self.device.type != "cuda":
+            raise ValueError(f"cuda_graphs=True needs a CUDA device, the policy is on {self.device}")
         if dtype == "auto":
             # bf16 pays off where the U-Net is memory-bound (large); small U-Nets are overhead-bound
             # and bf16 conversions only add work there.
@@ -147,6 +166,10 @@ class Policy:
                     m.pack = False  # inductor lays out the weights itself
             self.model.unet.forward = torch.compile(self.model.unet.forward, dynamic=False)
             self._compiled = True
+        if cuda_graphs:
+            if self._compiled:
+                raise ValueError("use either compile or cuda_graphs, not both")
+            self.model.graph_mode = "emulate" if cuda_graphs == "emulate" else "cuda"
 
     def validate_obs(self, obs: dict[str, Any]) -> None:
         """Raise ValueError naming every missing/extra key and every shape or dtype mismatch."""
