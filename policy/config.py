@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from robot.config import StrictModel
 
@@ -144,6 +144,12 @@ class TrainingConfig(StrictModel):
     keep_checkpoints: int = 3
     log_every_steps: int = 10
     torch_threads: int | None = None  # None: leave torch's default
+
+    @field_validator("mixed_precision", mode="before")
+    @classmethod
+    def _no_is_false_in_yaml(cls, value: object) -> object:
+        # YAML 1.1 reads a bare `no` (in a file or a key=value override) as False
+        return "no" if value is False else value
 
 
 class TrainConfig(StrictModel):

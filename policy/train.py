@@ -40,6 +40,17 @@ def _dist_info() -> tuple[bool, int, int, int]:
     return False, 0, 1, 0
 
 
+def _replicas_in_sync(model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether every rank ends with the same weights (DDP keeps them equal; a rank that skipped an
+    update or diverged shows here): the min and max over ranks of a weight checksum agree."""
+    with torch.no_grad():
+        total = torch.stack([p.detach().double().sum() for p in model.parameters()]).sum()
+        lo, hi = total.clone().to(device), total.clone().to(device)
+        dist.all_reduce(lo, op=dist.ReduceOp.MIN)
+        dist.all_reduce(hi, op=dist.ReduceOp.MAX)
+    return bool((hi - lo).abs() <= 1e-9 * max(1.0, float(hi.abs())))
+
+
 def _pick_device(name: str, local_rank: int) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
@@ -55,6 +66,10 @@ def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     if mode == "no" or (mode == "auto" and device.type != "cuda"):
         return None
     if mode == "fp16":
+        if device.type != "cuda":
+            raise ValueError(
+                "training.mixed_precision=fp16 needs a GPU (its grad scaler is CUDA-only); use bf16 or no"
+            )
         return torch.float16
     if mode == "auto" and not torch.cuda.is_bf16_supported():
         return torch.float16
@@ -352,6 +367,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                 epoch += 1
     bar.close()
     train_seconds = time.monotonic() - t0
+    ranks_in_sync = _replicas_in_sync(model, device) if distributed else True
     summary: dict[str, Any] = {}
     if is_main:
         last_val = run_validation() or last_val
@@ -368,6 +384,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             "checkpoint": str(last_ckpt),
             "run_dir": str(run_dir),
             "dt_s": float(dt_s),
+            "world_size": world,
+            "device": str(device),
+            "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "no",
+            "ranks_in_sync": ranks_in_sync,
             **last_val,
         }
     if distributed:
