@@ -9,6 +9,7 @@ the normalizer).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -116,26 +117,49 @@ def tiny_overrides() -> list[str]:
     return list(TINY_TEST_OVERRIDES)
 
 
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """One real `rig train` run (300 steps) on a synthetic reach store, shared by several tests."""
+def run_train(*args: str) -> tuple[int, dict, list[str]]:
+    """`rig train` in-process: (exit code, the summary JSON of its last stdout line, stdout lines)."""
+    import contextlib
+    import io
     import json
 
     from policy.train_cli import main
 
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        rc = main([str(a) for a in args])
+    lines = out.getvalue().strip().splitlines()
+    return rc, json.loads(lines[-1]), lines
+
+
+def torchrun_train(nproc: int, *args: str, timeout: float = 200) -> tuple[Any, list[dict]]:
+    """`torchrun --standalone --nproc-per-node N -m robot.cli train ARGS` as a subprocess (the README's
+    multi-GPU command): (the completed process, the JSON summaries found on its stdout)."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
+    assert torchrun, "torchrun is installed with torch"
+    cmd = [torchrun, "--standalone", "--nproc-per-node", str(nproc), "-m", "robot.cli", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return proc, summaries
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """One real `rig train` run (300 steps) on a synthetic reach store, shared by several tests."""
     base = tmp_path_factory.mktemp("policy_run")
     store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
     run_dir = base / "run"
-    import contextlib
-    import io
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(
-            ["--dataset", str(store), "--out", str(run_dir), "--max-steps", "300", *TINY_TEST_OVERRIDES]
-        )
-    lines = out.getvalue().strip().splitlines()
-    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": json.loads(lines[-1]), "stdout": lines}
+    rc, summary, lines = run_train(
+        "--dataset", store, "--out", run_dir, "--max-steps", "300", *TINY_TEST_OVERRIDES
+    )
+    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
 
 
 @pytest.fixture(autouse=True)

@@ -9,19 +9,12 @@ is drawn on CPU for every device), and compared in normalized action units: the 
 
 from __future__ import annotations
 
-import contextlib
-import io
-import json
-import os
-import shutil
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 import torch
 
 from policy.inference import Policy
+from tests.policy.conftest import run_train, torchrun_train
 from tests.policy.test_policy_inference import _obs_from_store
 
 pytestmark = pytest.mark.skipif(
@@ -87,24 +80,17 @@ def test_paper_config_fast_path_on_cuda_within_bound():
 
 @pytest.mark.parametrize("mode", ["bf16", "fp16"])
 def test_training_on_cuda_with_mixed_precision(trained_run, tiny_overrides, tmp_path, mode):
-    from policy.train_cli import main
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(
-            [
-                "--dataset",
-                str(trained_run["store"]),
-                "--out",
-                str(tmp_path / mode),
-                "--max-steps",
-                "150",
-                "training.device=cuda",
-                f"training.mixed_precision={mode}",
-                *tiny_overrides,
-            ]
-        )
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
+    rc, summary, _ = run_train(
+        "--dataset",
+        trained_run["store"],
+        "--out",
+        tmp_path / mode,
+        "--max-steps",
+        "150",
+        "training.device=cuda",
+        f"training.mixed_precision={mode}",
+        *tiny_overrides,
+    )
     assert rc == 0 and summary["device"].startswith("cuda")
     assert summary["mixed_precision"] == {"bf16": "bfloat16", "fp16": "float16"}[mode]
     assert np.isfinite(summary["final_loss"]) and summary["final_loss"] < 0.5  # from ~1.0 at the start
@@ -114,31 +100,18 @@ def test_training_on_cuda_with_mixed_precision(trained_run, tiny_overrides, tmp_
 
 
 def test_torchrun_over_nccl_on_one_gpu(trained_run, tiny_overrides, tmp_path):
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
-    assert torchrun
-    proc = subprocess.run(
-        [
-            torchrun,
-            "--standalone",
-            "--nproc-per-node",
-            "1",
-            "-m",
-            "robot.cli",
-            "train",
-            "--dataset",
-            str(trained_run["store"]),
-            "--out",
-            str(tmp_path / "nccl"),
-            "--max-steps",
-            "20",
-            "training.device=cuda",
-            *tiny_overrides,
-        ],
-        capture_output=True,
-        text=True,
+    proc, summaries = torchrun_train(
+        1,
+        "--dataset",
+        trained_run["store"],
+        "--out",
+        tmp_path / "nccl",
+        "--max-steps",
+        "20",
+        "training.device=cuda",
+        *tiny_overrides,
         timeout=240,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads([line for line in proc.stdout.splitlines() if line.startswith("{")][-1])
+    summary = summaries[-1]
     assert summary["world_size"] == 1 and summary["device"] == "cuda:0" and summary["ranks_in_sync"] is True

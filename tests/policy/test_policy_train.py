@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 
 import numpy as np
@@ -12,6 +10,7 @@ import torch
 
 from policy.checkpoint import load_checkpoint
 from policy.train_cli import main
+from tests.policy.conftest import run_train, torchrun_train
 
 
 @pytest.mark.timeout(120)
@@ -68,11 +67,10 @@ def test_resume_continues_step_count_and_history(trained_run, tmp_path):
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run["run_dir"], run_dir, symlinks=True)
     before = load_checkpoint(run_dir)
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(["--out", str(run_dir), "--resume", "--max-steps", "320", "training.val_every_steps=0"])
+    rc, summary, _ = run_train(
+        "--out", run_dir, "--resume", "--max-steps", "320", "training.val_every_steps=0"
+    )
     assert rc == 0
-    summary = json.loads(out.getvalue().strip().splitlines()[-1])
     assert summary["steps"] == 320 and summary["steps_this_run"] == 20
     after = load_checkpoint(run_dir)
     assert after["step"] == 320 and after["path"].endswith("step_00000320.pt")
@@ -113,21 +111,10 @@ def test_ddp_path_runs_single_process_on_cpu(trained_run, tiny_overrides, tmp_pa
     for k, v in {"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1"}.items():
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("MASTER_PORT", str(port))
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        rc = main(
-            [
-                "--dataset",
-                str(trained_run["store"]),
-                "--out",
-                str(tmp_path / "ddp"),
-                "--max-steps",
-                "5",
-                *tiny_overrides,
-            ]
-        )
-    assert rc == 0
-    assert json.loads(out.getvalue().strip().splitlines()[-1])["steps"] == 5
+    rc, summary, _ = run_train(
+        "--dataset", trained_run["store"], "--out", tmp_path / "ddp", "--max-steps", "5", *tiny_overrides
+    )
+    assert rc == 0 and summary["steps"] == 5
     assert not torch.distributed.is_initialized()
 
 
@@ -156,43 +143,23 @@ def test_torchrun_two_ranks_train_in_step_over_gloo(trained_run, tiny_overrides,
     """The README's multi-GPU command, on CPU: `torchrun --nproc-per-node 2 -m robot.cli train`
     starts two ranks that train with DistributedDataParallel over gloo, end with the same weights,
     and only rank 0 writes the checkpoint and the summary."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
-    torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable))
-    assert torchrun, "torchrun is installed with torch"
     out_dir = tmp_path / "ddp2"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run(
-        [
-            torchrun,
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "robot.cli",
-            "train",
-            "--dataset",
-            str(trained_run["store"]),
-            "--out",
-            str(out_dir),
-            "--max-steps",
-            "6",
-            "training.device=cpu",
-            "training.batch_size=8",
-            *[o for o in tiny_overrides if not o.startswith("training.batch_size")],
-        ],
-        capture_output=True,
-        text=True,
-        timeout=200,
-        env=env,
+    small_batch = [o for o in tiny_overrides if not o.startswith("training.batch_size")]
+    proc, summaries = torchrun_train(
+        2,
+        "--dataset",
+        trained_run["store"],
+        "--out",
+        out_dir,
+        "--max-steps",
+        "6",
+        "training.device=cpu",
+        "training.batch_size=8",
+        *small_batch,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summaries = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     assert len(summaries) == 1, proc.stdout  # rank 0 alone reports
-    summary = json.loads(summaries[0])
+    summary = summaries[0]
     assert summary["world_size"] == 2 and summary["steps"] == 6
     assert summary["ranks_in_sync"] is True
     ckpts = sorted((out_dir / "checkpoints").glob("*.pt"))
@@ -226,23 +193,18 @@ def test_bf16_autocast_trains_on_cpu(trained_run, tiny_overrides, tmp_path):
     accepted as the fp32 setting)."""
     summaries = {}
     for mode in ("no", "bf16"):
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            rc = main(
-                [
-                    "--dataset",
-                    str(trained_run["store"]),
-                    "--out",
-                    str(tmp_path / mode),
-                    "--max-steps",
-                    "30",
-                    "training.device=cpu",
-                    f"training.mixed_precision={mode}",
-                    *tiny_overrides,
-                ]
-            )
+        rc, summaries[mode], _ = run_train(
+            "--dataset",
+            trained_run["store"],
+            "--out",
+            tmp_path / mode,
+            "--max-steps",
+            "30",
+            "training.device=cpu",
+            f"training.mixed_precision={mode}",
+            *tiny_overrides,
+        )
         assert rc == 0
-        summaries[mode] = json.loads(out.getvalue().strip().splitlines()[-1])
     fp32, bf16 = summaries["no"], summaries["bf16"]
     assert fp32["mixed_precision"] == "no" and bf16["mixed_precision"] == "bfloat16"
     assert np.isfinite(bf16["final_loss"]) and np.isfinite(bf16["val_loss"])
