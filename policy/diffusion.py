@@ -141,11 +141,10 @@ class DiffusionPolicy(nn.Module):
                 set_precise(self.unet, precise)
             if known_noise is not None:
                 traj[:, sl] = sched.add_noise(known, known_noise, t.reshape(1))
+            step_film = None if films is None else [f[i * b : (i + 1) * b] for f in films]
             if graphed:
-                step_film = [f[i * b : (i + 1) * b] for f in films]
                 out = self._step_call(precise)(traj.to(self.dtype), *step_film)[0]
-            elif films is not None:
-                step_film = [f[i * b : (i + 1) * b] for f in films]
+            elif step_film is not None:
                 out = self.unet(traj.to(self.dtype), film=step_film)
             else:
                 out = self.unet(traj.to(self.dtype), t.to(self.device), global_cond=global_cond)
@@ -215,7 +214,7 @@ class DiffusionPolicy(nn.Module):
         action at the last observation's time. ``committed`` (B, m, Da) raw actions are inpainted
         from that index on."""
         films = None
-        if self.graph_mode is not None and cache_film:
+        if cache_film:
             global_cond, films = self.condition(obs)
         else:
             global_cond = self.encode_obs(obs)
