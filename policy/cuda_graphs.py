@@ -32,6 +32,25 @@ def _as_tuple(out: torch.Tensor | tuple[torch.Tensor, ...] | list[torch.Tensor])
     return (out,) if isinstance(out, torch.Tensor) else tuple(out)
 
 
+_primed: set[torch.device] = set()
+
+
+def _prime_capture(device: torch.device) -> None:
+    """Capture one trivial graph outside inference mode, once per device. A first capture under
+    ``torch.inference_mode`` (where ``predict`` runs) makes the CUDA generator's graph-state tensors
+    inference tensors, and later captures then fail with "Inplace update to inference tensor outside
+    InferenceMode" in PyTorch releases before the fix of pytorch/pytorch#166792."""
+    if device in _primed:
+        return
+    with torch.inference_mode(False), torch.no_grad():
+        x = torch.zeros(1, device=device)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            x.add_(1)
+        del graph
+    _primed.add(device)
+
+
 class _Captured:
     def __init__(self, static_in: list[torch.Tensor], static_out: tuple[torch.Tensor, ...], graph) -> None:
         self.static_in = static_in
@@ -84,6 +103,7 @@ class GraphedCall:
                 for _ in range(self.warmup):
                     self.fn(*static_in)
             torch.cuda.current_stream(args[0].device).wait_stream(side)
+            _prime_capture(args[0].device)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
                 out = _as_tuple(self.fn(*static_in))
