@@ -14,15 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from robot.shm import attach_segment, create_segment, release_segment
-from robot.shm_layout import (
-    LayoutSpec,
-    SlotArrays,
-    check_record,
-    layout_from_example,
-    layout_to_spec,
-    parse_layout,
-)
+from robot.shm_layout import LayoutSpec, SlotArrays, SlotSegment, check_record, parse_layout
 
 _HEAD, _TAIL = 0, 8  # header words: records ever put; records ever taken (separate cache lines)
 
@@ -31,7 +23,7 @@ class QueueFull(RuntimeError):
     """The consumer has not drained the queue; the command was not enqueued."""
 
 
-class CommandQueue:
+class CommandQueue(SlotSegment):
     """SPSC queue of records ``{name: array}``; pickles to its name so a child can attach."""
 
     def __init__(self, shm: Any, layout: LayoutSpec, capacity: int):
@@ -40,32 +32,17 @@ class CommandQueue:
             raise ValueError(f"queue capacity must be >= 1, got {capacity}")
         self.capacity = int(capacity)
         self._shm = shm
-        self._slots = SlotArrays(shm, self._fields, self.capacity, n_words=16)
+        self._slots = SlotArrays(shm, self._fields, self.capacity, n_words=self.header_words(self.capacity))
         self._head = self._slots.words[_HEAD]
         self._tail = self._slots.words[_TAIL]
         self._field_items = [(f.name, self._slots.arrays[f.name]) for f in self._fields]
         self._pid = os.getpid()
 
-    @classmethod
-    def create(cls, layout: LayoutSpec, capacity: int, label: str = "queue") -> CommandQueue:
-        fields = parse_layout(layout)
-        shm = create_segment(SlotArrays.segment_size(fields, capacity, 16), label)
-        return cls(shm, layout_to_spec(fields), capacity)
+    default_label = "queue"
 
-    @classmethod
-    def from_example(cls, example: Mapping[str, Any], capacity: int, label: str = "queue") -> CommandQueue:
-        return cls.create(layout_from_example(example), capacity, label)
-
-    @classmethod
-    def attach(cls, name: str, layout: LayoutSpec, capacity: int) -> CommandQueue:
-        return cls(attach_segment(name), layout, capacity)
-
-    def __reduce__(self) -> tuple:
-        return (CommandQueue.attach, (self.name, layout_to_spec(self._fields), self.capacity))
-
-    @property
-    def name(self) -> str:
-        return self._shm.name
+    @staticmethod
+    def header_words(capacity: int) -> int:
+        return 16  # the head and tail counters, a cache line apart
 
     def __len__(self) -> int:
         return self._head.load() - self._tail.load()
@@ -93,17 +70,6 @@ class CommandQueue:
         self._tail.store(h)
         return out
 
-    def close(self) -> None:
-        if self._shm is None:
-            return
+    def _drop_views(self) -> None:
         self._field_items = []
         self._head = self._tail = None
-        self._slots.release()
-        release_segment(self._shm)
-        self._shm = None
-
-    def __enter__(self) -> CommandQueue:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

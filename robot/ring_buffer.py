@@ -26,15 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from robot.shm import attach_segment, create_segment, release_segment
-from robot.shm_layout import (
-    LayoutSpec,
-    SlotArrays,
-    check_record,
-    layout_from_example,
-    layout_to_spec,
-    parse_layout,
-)
+from robot.shm_layout import LayoutSpec, SlotArrays, SlotSegment, check_record, parse_layout
 
 _COUNT_WORD = 0  # header word 0: records written; words 1..capacity: per-slot sequence numbers
 
@@ -43,7 +35,7 @@ class BufferOverrun(RuntimeError):
     """The writer overwrote the records a reader asked for before the reader could copy them."""
 
 
-class RingBuffer:
+class RingBuffer(SlotSegment):
     """Fixed-capacity ring of records ``{name: array of fixed shape and dtype}`` in shared memory.
 
     Create with :meth:`create` (owner) or :meth:`from_example`; children get it by pickling.
@@ -56,7 +48,7 @@ class RingBuffer:
         self.capacity = int(capacity)
         self.max_retries = max_retries
         self._shm = shm
-        self._slots = SlotArrays(shm, self._fields, self.capacity, n_words=1 + self.capacity)
+        self._slots = SlotArrays(shm, self._fields, self.capacity, n_words=self.header_words(self.capacity))
         self._count = self._slots.words[_COUNT_WORD]
         self._seq = self._slots.words[1:]
         self._arrays = self._slots.arrays
@@ -64,53 +56,22 @@ class RingBuffer:
         self._pid = os.getpid()
         self.read_retries = 0  # reads of this handle that caught the writer in a slot and retried
 
-    # ---- construction / lifecycle -------------------------------------------------------------
-    @classmethod
-    def create(cls, layout: LayoutSpec, capacity: int, label: str = "ring") -> RingBuffer:
-        fields = parse_layout(layout)
-        shm = create_segment(SlotArrays.segment_size(fields, capacity, 1 + capacity), label)
-        return cls(shm, layout_to_spec(fields), capacity)
+    # ---- construction / lifecycle (create, from_example, attach, pickling, close: SlotSegment) ----
+    default_label = "ring"
 
-    @classmethod
-    def from_example(cls, example: Mapping[str, Any], capacity: int, label: str = "ring") -> RingBuffer:
-        return cls.create(layout_from_example(example), capacity, label)
-
-    @classmethod
-    def attach(cls, name: str, layout: LayoutSpec, capacity: int) -> RingBuffer:
-        return cls(attach_segment(name), layout, capacity)
-
-    def __reduce__(self) -> tuple:
-        return (RingBuffer.attach, (self.name, self.layout, self.capacity))
-
-    @property
-    def name(self) -> str:
-        return self._shm.name
-
-    @property
-    def layout(self) -> dict[str, tuple[tuple[int, ...], str]]:
-        return layout_to_spec(self._fields)
+    @staticmethod
+    def header_words(capacity: int) -> int:
+        return 1 + capacity  # the write counter, then one sequence number per slot
 
     @property
     def keys(self) -> list[str]:
         return [f.name for f in self._fields]
 
-    def close(self) -> None:
-        """Drop every view and close; the owner also unlinks. Idempotent."""
-        if self._shm is None:
-            return
+    def _drop_views(self) -> None:
         self._field_items = []
         self._arrays = {}
         self._count = None
         self._seq = []
-        self._slots.release()
-        release_segment(self._shm)
-        self._shm = None
-
-    def __enter__(self) -> RingBuffer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     # ---- writer -------------------------------------------------------------------------------
     @property

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing import shared_memory
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
 from robot._atomic64 import load as _atomic_load
 from robot._atomic64 import store as _atomic_store
+from robot.shm import attach_segment, create_segment, release_segment
 
 ALIGN = 64
 RESERVED = ("counter",)
@@ -139,3 +140,66 @@ def check_record(fields: tuple[Field, ...], record: Mapping[str, Any], what: str
     missing = sorted(names - set(record))
     extra = sorted(set(record) - names)
     raise KeyError(f"{what}: record keys do not match the layout (missing {missing}, unexpected {extra})")
+
+
+class SlotSegment:
+    """What RingBuffer and CommandQueue share: a segment of :class:`SlotArrays` that the creating
+    process owns (and unlinks, see robot.shm) and that a child attaches to by unpickling.
+
+    Subclasses give ``default_label``, ``header_words(capacity)`` and an ``__init__(shm, layout,
+    capacity)`` that sets ``_shm``, ``_fields`` (parsed layout), ``capacity`` and ``_slots``, and
+    ``_drop_views()`` that forgets their own views into the segment before it is closed.
+    """
+
+    default_label = "slots"
+    _shm: Any
+    _fields: tuple[Field, ...]
+    _slots: SlotArrays
+    capacity: int
+
+    @staticmethod
+    def header_words(capacity: int) -> int:
+        raise NotImplementedError
+
+    @classmethod
+    def create(cls, layout: LayoutSpec, capacity: int, label: str | None = None) -> Self:
+        fields = parse_layout(layout)
+        size = SlotArrays.segment_size(fields, capacity, cls.header_words(capacity))
+        return cls(create_segment(size, label or cls.default_label), layout_to_spec(fields), capacity)
+
+    @classmethod
+    def from_example(cls, example: Mapping[str, Any], capacity: int, label: str | None = None) -> Self:
+        return cls.create(layout_from_example(example), capacity, label)
+
+    @classmethod
+    def attach(cls, name: str, layout: LayoutSpec, capacity: int) -> Self:
+        return cls(attach_segment(name), layout, capacity)
+
+    def __reduce__(self) -> tuple:
+        return (type(self).attach, (self.name, self.layout, self.capacity))
+
+    @property
+    def name(self) -> str:
+        return self._shm.name
+
+    @property
+    def layout(self) -> dict[str, tuple[tuple[int, ...], str]]:
+        return layout_to_spec(self._fields)
+
+    def _drop_views(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Drop every view and close; the owner also unlinks. Idempotent."""
+        if self._shm is None:
+            return
+        self._drop_views()
+        self._slots.release()
+        release_segment(self._shm)
+        self._shm = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
