@@ -19,12 +19,20 @@ from typing import Any
 
 import numpy as np
 
-from deploy.policy_client import ChunkResult, PolicyMeta, PolicySpec, load_policy, policy_meta, run_predict
+from deploy.policy_client import (
+    ChunkResult,
+    OneRequestInFlight,
+    PolicyMeta,
+    PolicySpec,
+    load_policy,
+    policy_meta,
+    run_predict,
+)
 from robot.process import DeviceProcess, DeviceProcessError
 from robot.timing import now
 
 
-class InferenceProcess(DeviceProcess):
+class InferenceProcess(OneRequestInFlight, DeviceProcess):
     """Runs ``predict`` of the policy in ``spec`` in a child process (see module docstring).
 
     Args:
@@ -41,9 +49,7 @@ class InferenceProcess(DeviceProcess):
         self._req_recv, self._req_send = ctx.Pipe(duplex=False)
         self._res_recv, self._res_send = ctx.Pipe(duplex=False)
         self.meta: PolicyMeta | None = None
-        self._next_id = 0
-        self._in_flight: tuple[int, float] | None = None
-        self._cancelled: set[int] = set()
+        self._init_requests()
         self.transport = "inference process"
 
     # ================================================================== parent side
@@ -63,22 +69,13 @@ class InferenceProcess(DeviceProcess):
             raise DeviceProcessError(f"{self.name}: protocol error, expected meta, got {kind}")
         self.meta = PolicyMeta.from_dict(payload)
 
-    @property
-    def busy(self) -> bool:
-        return self._in_flight is not None
-
     def request(
         self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
     ) -> int:
         """Send one request (non-blocking). Raises RuntimeError if one is already in flight."""
-        if self._in_flight is not None:
-            raise RuntimeError(f"{self.name}: a request is already in flight (poll() it first)")
-        rid = self._next_id
-        self._next_id += 1
-        t0 = now()
-        self._req_send.send(("predict", rid, obs, committed_actions, seed))
-        self._in_flight = (rid, t0)
-        return rid
+        return self._send_request(
+            lambda rid: self._req_send.send(("predict", rid, obs, committed_actions, seed))
+        )
 
     def poll(self) -> ChunkResult | None:
         """The finished request, or None (non-blocking). Raises DeviceProcessError if the child died."""
@@ -89,10 +86,8 @@ class InferenceProcess(DeviceProcess):
             rid, actions, first, err, compute_s = payload
             if rid != self._in_flight[0]:
                 continue
-            t0 = self._in_flight[1]
-            self._in_flight = None
-            if rid in self._cancelled:
-                self._cancelled.discard(rid)
+            rid, t0, cancelled = self._take_in_flight()
+            if cancelled:
                 continue
             return ChunkResult(rid, actions, first, t0, now(), err, compute_s)
         if self._in_flight is not None:
@@ -110,12 +105,6 @@ class InferenceProcess(DeviceProcess):
                 return None
             self._res_recv.poll(0.002)
         return None
-
-    def cancel(self) -> None:
-        """Forget the in-flight request (its result will be discarded when it arrives)."""
-        if self._in_flight is not None:
-            self._cancelled.add(self._in_flight[0])
-            # Keep _in_flight: the child is still busy; poll() clears it when the result arrives.
 
     def close(self) -> None:
         for conn in (self._req_recv, self._req_send, self._res_recv, self._res_send):

@@ -222,6 +222,48 @@ def run_predict(policy: Any, obs: dict[str, Any], committed: np.ndarray | None, 
         return None, 0, f"{type(exc).__name__}: {exc}", now() - t0
 
 
+class OneRequestInFlight:
+    """Request bookkeeping of the asynchronous policy clients (inference process, policy server):
+    one request at a time, ids counted up from 0, and a cancelled request's result dropped when it
+    arrives (the policy is still busy with it until then, so ``busy`` stays true)."""
+
+    transport: str
+
+    def _init_requests(self) -> None:
+        self._next_id = 0
+        self._in_flight: tuple[int, float] | None = None  # (request id, time sent)
+        self._cancelled: set[int] = set()
+
+    @property
+    def busy(self) -> bool:
+        return self._in_flight is not None
+
+    def _send_request(self, send: Any) -> int:
+        """Call ``send(request_id)`` unless a request is in flight (RuntimeError); return the id."""
+        if self._in_flight is not None:
+            raise RuntimeError(f"{self.transport}: a request is already in flight (poll() it first)")
+        rid = self._next_id
+        self._next_id += 1
+        t0 = now()
+        send(rid)
+        self._in_flight = (rid, t0)
+        return rid
+
+    def _take_in_flight(self) -> tuple[int, float, bool]:
+        """The answered request: (id, time sent, whether it was cancelled); nothing is in flight after."""
+        assert self._in_flight is not None
+        rid, t0 = self._in_flight
+        self._in_flight = None
+        cancelled = rid in self._cancelled
+        self._cancelled.discard(rid)
+        return rid, t0, cancelled
+
+    def cancel(self) -> None:
+        """Forget the in-flight request (its result is discarded when it arrives)."""
+        if self._in_flight is not None:
+            self._cancelled.add(self._in_flight[0])
+
+
 class LocalPolicyClient:
     """Runs ``predict`` in the caller's thread inside :meth:`request` (sync mode, the reference)."""
 

@@ -31,7 +31,15 @@ import msgpack
 import numpy as np
 import zmq
 
-from deploy.policy_client import ChunkResult, PolicyMeta, PolicySpec, load_policy, policy_meta, run_predict
+from deploy.policy_client import (
+    ChunkResult,
+    OneRequestInFlight,
+    PolicyMeta,
+    PolicySpec,
+    load_policy,
+    policy_meta,
+    run_predict,
+)
 from robot.timing import now
 
 log = logging.getLogger("deploy.serving")
@@ -113,7 +121,7 @@ class PolicyServer:
 
 
 # ------------------------------------------------------------------ client
-class RemotePolicyClient:
+class RemotePolicyClient(OneRequestInFlight):
     """Policy client talking to a :class:`PolicyServer` (same API as the inference process).
 
     Args:
@@ -128,9 +136,7 @@ class RemotePolicyClient:
         self.transport = f"policy server {address}"
         self.ctx = zmq.Context.instance()
         self.sock = self._connect()
-        self._next_id = 0
-        self._in_flight: tuple[int, float] | None = None
-        self._cancelled: set[int] = set()
+        self._init_requests()
         self.sock.send(pack({"op": "meta"}))
         if not self.sock.poll(int(self.timeout_s * 1000)):
             self.close()
@@ -146,33 +152,19 @@ class RemotePolicyClient:
         sock.connect(self.address)
         return sock
 
-    @property
-    def busy(self) -> bool:
-        return self._in_flight is not None
-
     def request(
         self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
     ) -> int:
-        if self._in_flight is not None:
-            raise RuntimeError(f"{self.transport}: a request is already in flight")
-        rid = self._next_id
-        self._next_id += 1
-        t0 = now()
         obs = {k: np.asarray(v) for k, v in obs.items()}
-        self.sock.send(
-            pack({"op": "predict", "id": rid, "obs": obs, "committed": committed_actions, "seed": seed})
-        )
-        self._in_flight = (rid, t0)
-        return rid
+        msg = {"op": "predict", "obs": obs, "committed": committed_actions, "seed": seed}
+        return self._send_request(lambda rid: self.sock.send(pack({**msg, "id": rid})))
 
     def poll(self) -> ChunkResult | None:
         if self._in_flight is None or not self.sock.poll(0):
             return None
         msg = unpack(self.sock.recv())
-        rid, t0 = self._in_flight
-        self._in_flight = None
-        if rid in self._cancelled:
-            self._cancelled.discard(rid)
+        rid, t0, cancelled = self._take_in_flight()
+        if cancelled:
             return None
         return ChunkResult(
             rid,
@@ -191,10 +183,6 @@ class RemotePolicyClient:
         if not self.sock.poll(ms):
             return None
         return self.poll()
-
-    def cancel(self) -> None:
-        if self._in_flight is not None:
-            self._cancelled.add(self._in_flight[0])
 
     def check(self) -> None:
         """Raise ConnectionError if the in-flight request is older than ``timeout_s``."""
