@@ -38,7 +38,7 @@ import cv2
 import numpy as np
 
 from robot.camera_config import CameraConfig, PlaneConfig
-from robot.sim.world_state import TABLE_Z_M, TOOL_BODY_LENGTH_M, TOOL_TIP_RADIUS_M, ObjectKind
+from robot.sim.world_state import TABLE_Z_M, TOOL_BODY_LENGTH_M, TOOL_TIP_RADIUS_M, ObjectKind, t_outline
 
 TOOL_BODY_RADIUS_M = 0.009
 NEAR_M = 0.005
@@ -253,19 +253,7 @@ def object_footprint(kind: int, size: np.ndarray) -> np.ndarray | None:
     if kind == ObjectKind.BOX:
         return np.array([[-sx / 2, -sy / 2], [sx / 2, -sy / 2], [sx / 2, sy / 2], [-sx / 2, sy / 2]])
     if kind == ObjectKind.T_BLOCK:
-        L, W = sx, sy
-        return np.array(
-            [
-                [-L / 2, 0],
-                [L / 2, 0],
-                [L / 2, W],
-                [W / 2, W],
-                [W / 2, L],
-                [-W / 2, L],
-                [-W / 2, W],
-                [-L / 2, W],
-            ]
-        )  # counter-clockwise seen from +z (positive signed area), like the other footprints
+        return t_outline(sx, sy)
     return None
 
 

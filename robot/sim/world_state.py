@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from enum import IntEnum
 
+import numpy as np
+
 MAX_OBJECTS = 8
 TABLE_Z_M = 0.0
 TOOL_TIP_RADIUS_M = 0.012  # the rendered tool tip (a disc/sphere at the TCP)
@@ -27,6 +29,25 @@ class ObjectKind(IntEnum):
     MARKER = 1  # flat disc lying on the table (reach target)
     T_BLOCK = 2  # the Push-T block (extruded T), pose = its reference point, yaw about z
     BOX = 3  # generic box
+
+
+def t_outline(bar_length_m: float, bar_width_m: float) -> np.ndarray:
+    """The T block's outline (8, 2) in its own frame, counter-clockwise seen from +z (m): the bar
+    along x from y = 0 to the bar width, the stem up to y = bar length (shared by the renderer and
+    the Push-T task's physics)."""
+    L, W = bar_length_m, bar_width_m
+    return np.array(
+        [
+            [-L / 2, 0.0],
+            [L / 2, 0.0],
+            [L / 2, W],
+            [W / 2, W],
+            [W / 2, L],
+            [-W / 2, L],
+            [-W / 2, W],
+            [-L / 2, W],
+        ]
+    )
 
 
 WORLD_STATE_LAYOUT = {

@@ -36,7 +36,7 @@ import numpy as np
 import pymunk
 
 from robot.sim.world import FloatArray, WorldObject
-from robot.sim.world_state import TABLE_Z_M, TOOL_TIP_RADIUS_M, ObjectKind
+from robot.sim.world_state import TABLE_Z_M, TOOL_TIP_RADIUS_M, ObjectKind, t_outline
 
 G_M_S2 = 9.81
 _MM = 1000.0  # pymunk works in millimetres: its default tolerances are tuned for units of that size
@@ -55,23 +55,6 @@ def t_parts(bar_length_m: float, bar_width_m: float) -> list[np.ndarray]:
     bar = np.array([[-L / 2, 0.0], [L / 2, 0.0], [L / 2, W], [-L / 2, W]])
     stem = np.array([[-W / 2, W], [W / 2, W], [W / 2, L], [-W / 2, L]])
     return [bar, stem]
-
-
-def t_outline(bar_length_m: float, bar_width_m: float) -> np.ndarray:
-    """The T's outline (8, 2), counter-clockwise seen from +z, block frame (m)."""
-    L, W = bar_length_m, bar_width_m
-    return np.array(
-        [
-            [-L / 2, 0.0],
-            [L / 2, 0.0],
-            [L / 2, W],
-            [W / 2, W],
-            [W / 2, L],
-            [-W / 2, L],
-            [-W / 2, W],
-            [-L / 2, W],
-        ]
-    )
 
 
 def t_area(bar_length_m: float, bar_width_m: float) -> float:
