@@ -309,14 +309,11 @@ def run(args: argparse.Namespace, rig: RigConfig) -> int:
             rotation_residual_deg=r.rotation_residual_deg,
         )
         if intr_res is not None:
-            cal.camera(camera).intrinsics = IntrinsicsValue(
-                width=w,
-                height=h,
-                fx=float(K[0, 0]),
-                fy=float(K[1, 1]),
-                cx=float(K[0, 2]),
-                cy=float(K[1, 2]),
-                distortion=[float(d) for d in dist],
+            cal.camera(camera).intrinsics = IntrinsicsValue.from_camera_matrix(
+                w,
+                h,
+                K,
+                dist,
                 method="ChArUco (hand-eye views), cv2.calibrateCamera",
                 residual=intr_res.rms_px,
                 residual_unit="px RMS reprojection",

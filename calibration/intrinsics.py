@@ -218,14 +218,11 @@ def run(args: argparse.Namespace, rig: RigConfig) -> int:
     )
 
     def apply(cal):
-        cal.camera(camera).intrinsics = IntrinsicsValue(
-            width=w,
-            height=h,
-            fx=float(K[0, 0]),
-            fy=float(K[1, 1]),
-            cx=float(K[0, 2]),
-            cy=float(K[1, 2]),
-            distortion=[float(d) for d in r.dist],
+        cal.camera(camera).intrinsics = IntrinsicsValue.from_camera_matrix(
+            w,
+            h,
+            K,
+            r.dist,
             method=f"ChArUco {spec.squares_x}x{spec.squares_y} {spec.dictionary}, cv2.calibrateCamera "
             f"({proc.distortion_model}), coverage {r.coverage:.0%}",
             residual=r.rms_px,

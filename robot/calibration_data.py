@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from pydantic import Field
 
@@ -47,6 +48,23 @@ class IntrinsicsValue(Measured):
     cx: float
     cy: float
     distortion: list[float] = Field(default_factory=list)
+
+    @classmethod
+    def from_camera_matrix(
+        cls, width: int, height: int, K: Any, dist: Any, **measured: Any
+    ) -> IntrinsicsValue:
+        """From a 3x3 camera matrix and distortion coefficients (as cv2.calibrateCamera returns them);
+        ``measured``: method, residual, residual_unit, n_samples."""
+        return cls(
+            width=width,
+            height=height,
+            fx=float(K[0][0]),
+            fy=float(K[1][1]),
+            cx=float(K[0][2]),
+            cy=float(K[1][2]),
+            distortion=[float(d) for d in np.ravel(dist)],
+            **measured,
+        )
 
 
 class ExtrinsicsValue(Measured):
