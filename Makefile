@@ -22,7 +22,7 @@ system-deps:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml robot/_atomic64.c
+$(STAMP): pyproject.toml robot/shm/_atomic64.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# The CPU wheel of torch lies on disk; pin it first so nothing pulls a CUDA build.

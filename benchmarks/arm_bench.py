@@ -35,8 +35,8 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from robot.arm_config import ArmConfig  # noqa: E402
-from robot.arm_controller import ArmController  # noqa: E402
+from robot.arm.config import ArmConfig  # noqa: E402
+from robot.arm.controller import ArmController  # noqa: E402
 from robot.config import config_path, load_config  # noqa: E402
 
 
@@ -101,8 +101,8 @@ class Load:
                 p.start()
                 self._procs.append(p)
         elif kind == "cameras":
-            from robot.camera_config import MultiCameraConfig
-            from robot.multi_camera import MultiCamera
+            from robot.cameras.config import MultiCameraConfig
+            from robot.cameras.multi_camera import MultiCamera
 
             cfg = load_config(MultiCameraConfig, config_path("cameras/sim_2cam.yaml"))
             self._cams = MultiCamera(cfg, world_ring=world_ring)

@@ -28,10 +28,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from robot.camera_config import MultiCameraConfig  # noqa: E402
+from robot.cameras.config import MultiCameraConfig  # noqa: E402
+from robot.cameras.multi_camera import MultiCamera  # noqa: E402
 from robot.config import config_path, load_config  # noqa: E402
-from robot.multi_camera import MultiCamera  # noqa: E402
-from robot.ring_buffer import RingBuffer  # noqa: E402
+from robot.shm.ring_buffer import RingBuffer  # noqa: E402
 from robot.sim.world_state import WORLD_STATE_LAYOUT, ObjectKind  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

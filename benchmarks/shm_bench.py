@@ -19,10 +19,10 @@ import time
 import multiprocess
 import numpy as np
 
-from robot.ring_buffer import RingBuffer
-from robot.shm_stress import reader as stress_reader
-from robot.shm_stress import stress_layout
-from robot.shm_stress import writer as stress_writer
+from robot.shm.ring_buffer import RingBuffer
+from robot.shm.stress import reader as stress_reader
+from robot.shm.stress import stress_layout
+from robot.shm.stress import writer as stress_writer
 
 FRAME = (480, 640, 3)
 CAPACITY = 8

@@ -30,7 +30,7 @@ import numpy as np
 
 from calibration.procedures import CameraLatencyProcedure
 from calibration.result import CalibrationError, progress
-from robot.ring_buffer import RingBuffer
+from robot.shm.ring_buffer import RingBuffer
 from robot.timing import now
 
 _BASE = 500
@@ -328,7 +328,7 @@ def plot_histogram(res: LatencyResult, path: Path, bins: int) -> Path:
 def measure(rig, calibration, proc: CameraLatencyProcedure) -> list[LatencyResult]:
     """Run the measurement on the rig for ``proc.cameras`` (all when empty); see the module docstring."""
     from calibration.rig_session import check_cameras, open_env, screen_plane_in_front, with_sim_plane
-    from robot.sim_camera import create_screen_ring
+    from robot.cameras.sim import create_screen_ring
 
     names = check_cameras(rig, proc.cameras)
     mode = proc.screen if proc.screen != "auto" else ("sim" if rig.is_sim else "window")

@@ -22,7 +22,7 @@ from scipy.spatial.transform import Rotation
 
 from calibration.procedures import CaptureProcedure, PoseSetConfig
 from calibration.result import CalibrationError, progress
-from robot.camera_config import CharucoSpec, PlaneConfig
+from robot.cameras.config import CharucoSpec, PlaneConfig
 from robot.rig_config import RigConfig
 from robot.sim.render import camera_to_parent, charuco_board, matrix_to_pose, pose_to_matrix
 

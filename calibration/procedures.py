@@ -17,7 +17,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from robot.camera_config import CharucoSpec
+from robot.cameras.config import CharucoSpec
 from robot.config import CONFIG_DIR, StrictModel, load_config
 
 PROCEDURE_DIR = CONFIG_DIR / "calibration" / "procedures"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from robot.calibration_data import CalibrationFile
-from robot.camera_config import PlaneConfig
+from robot.cameras.config import PlaneConfig
 from robot.env import Env
 from robot.rig_config import RigConfig
 
@@ -89,7 +89,7 @@ def move_and_settle(
     also applies its own limits), wait until it is at rest there, then ``settle_s`` more."""
     import time
 
-    from robot.interpolator import pose_distance
+    from robot.arm.interpolator import pose_distance
 
     state = env.arm.get_state()
     lin, ang = pose_distance(state["actual_tcp_pose"], pose)

@@ -412,7 +412,7 @@ def _obs_camera(rig, proc: RobotLatencyProcedure) -> str | None:
 
 def measure(rig, calibration, proc: RobotLatencyProcedure, plots: Path) -> RobotLatencyResult:
     from calibration.rig_session import home_pose, move_and_settle, open_env, with_sim_plane
-    from robot.camera_config import PlaneConfig
+    from robot.cameras.config import PlaneConfig
     from robot.sim.render import charuco_board
 
     axis = AXES[proc.axis]

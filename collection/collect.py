@@ -302,8 +302,8 @@ class _PreviewKeys(KeyReader):
 
 def run_collect(config: CollectConfig, keys: KeyReader | None = None) -> dict[str, Any]:
     """Start the rig (and the preview window when there is a display), run the collector, stop."""
+    from robot.cameras.preview import Preview, display_available
     from robot.env import Env
-    from robot.preview import Preview, display_available
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with Env(config.rig, spacemouse=True) as env:

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from robot.arm_backend import StatusFlag
-from robot.interpolator import PoseTrajectoryInterpolator
+from robot.arm.backend import StatusFlag
+from robot.arm.interpolator import PoseTrajectoryInterpolator
 
 IDLE_STEP_M = 1e-6
 """A control tick whose commanded position moves less than this is an idle tick."""

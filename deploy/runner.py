@@ -707,7 +707,7 @@ class DeployRunner:
 
 
 def _traj_at(times: np.ndarray, poses: np.ndarray, t: float) -> np.ndarray:
-    from robot.interpolator import PoseTrajectoryInterpolator
+    from robot.arm.interpolator import PoseTrajectoryInterpolator
 
     return PoseTrajectoryInterpolator(times, poses)(t)
 

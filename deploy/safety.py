@@ -1,6 +1,6 @@
 """Safety layer between the policy and the arm: what a chunk may ask for before anything is sent.
 
-The arm controller has its own last-line filter (robot/safety.py: it rejects NaN targets one by one,
+The arm controller has its own last-line filter (robot/arm/safety.py: it rejects NaN targets one by one,
 clips every tick to the box and the speed). This layer judges a *whole chunk* first, so that a bad
 policy output is stopped as a unit and explained to the person at the rig:
 
@@ -26,7 +26,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.transform import Rotation
 
-from robot.arm_config import ArmLimits
+from robot.arm.config import ArmLimits
 
 log = logging.getLogger("deploy.safety")
 

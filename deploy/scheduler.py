@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from robot.interpolator import PoseTrajectoryInterpolator
+from robot.arm.interpolator import PoseTrajectoryInterpolator
 
 FloatArray = NDArray[np.float64]
 

@@ -18,10 +18,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "deploy": ("deploy.deploy_cli", "run a trained policy on the arm (sim by default)"),
     "calibrate": ("calibration.cli", "intrinsics, hand-eye, camera latency, robot latency"),
     "demo": ("deploy.demo", "end to end on the simulated rig: collect -> train -> deploy"),
-    "arm": ("robot.arm_cli", "arm controller tools: status, home"),
-    "cameras": ("robot.camera_cli", "list connected cameras, live preview"),
-    "spacemouse": ("robot.spacemouse_cli", "test the SpaceMouse: print normalized axes and buttons"),
-    "shm": ("robot.shm_cli", "list / clean shared-memory segments left by killed runs"),
+    "arm": ("robot.arm.cli", "arm controller tools: status, home"),
+    "cameras": ("robot.cameras.cli", "list connected cameras, live preview"),
+    "spacemouse": ("robot.spacemouse.cli", "test the SpaceMouse: print normalized axes and buttons"),
+    "shm": ("robot.shm.cli", "list / clean shared-memory segments left by killed runs"),
 }
 
 

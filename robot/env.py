@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from scipy.spatial.transform import Rotation, Slerp
 
-from robot.arm_controller import ArmController
+from robot.arm.controller import ArmController
 from robot.calibration_data import CalibrationFile, load_or_warn
 from robot.rig_config import RigConfig
 from robot.timing import now
@@ -70,7 +70,7 @@ class Env:
         calibration: a loaded calibration, or None to load ``config.calibration_file`` /
             ``configs/calibration/<name>.yaml`` (a warning when missing).
         screen_rings: sim only: ``{camera name: ring}`` of images for cameras with a ``screen`` plane
-            (see :func:`robot.sim_camera.create_screen_ring`); the caller owns the rings.
+            (see :func:`robot.cameras.sim.create_screen_ring`); the caller owns the rings.
     """
 
     def __init__(
@@ -139,7 +139,7 @@ class Env:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> Env:
-        from robot.multi_camera import MultiCamera
+        from robot.cameras.multi_camera import MultiCamera
 
         try:
             self.arm = ArmController(self.config.arm, task=self.task)
@@ -150,7 +150,7 @@ class Env:
                 )
                 self.cameras.start()
             if self._want_spacemouse:
-                from robot.spacemouse import SpaceMouse
+                from robot.spacemouse.device import SpaceMouse
 
                 rings = {"arm": self.arm.state_ring}
                 if self.arm.world_ring is not None:

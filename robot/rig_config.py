@@ -10,10 +10,10 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from robot.arm_config import ArmConfig
-from robot.camera_config import MultiCameraConfig
+from robot.arm.config import ArmConfig
+from robot.cameras.config import MultiCameraConfig
 from robot.config import StrictModel
-from robot.spacemouse_config import SpaceMouseConfig
+from robot.spacemouse.config import SpaceMouseConfig
 
 
 class TaskConfig(StrictModel):

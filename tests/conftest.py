@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from robot.shm import list_segments
+from robot.shm.segments import list_segments
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -41,7 +41,7 @@ Known client behaviour (ur_rtde 1.6.5) seen against the fake: after ``drop_conne
 listeners left open, RTDEControlInterface's automatic reconnect succeeds, then reconnects again in a
 loop and the client process dies with SIGSEGV within a second; with ``refuse_new=True`` it reports
 the loss and ``disconnect()`` returns. ``reuploadScript()`` returns before the program runs: wait
-for ``isProgramRunning()``. Seen through the arm controller (tests/arm_ur): with servoL streaming,
+for ``isProgramRunning()``. Seen through the arm controller (tests/robot/arm/ur): with servoL streaming,
 the control interface's reconnect after a drop usually settles (it re-uploads the script and a
 servoL call blocks ~0.2 s meanwhile), but about 1 in 10 times it loops and the process dies with
 SIGSEGV; with ``refuse_new=True`` a servoL call raises "Timeout connecting to UR dashboard server".

@@ -12,7 +12,7 @@ exact for the convex shapes used here and close enough for the T block. The tabl
 planes of a world-mounted camera are rendered once and cached, so a frame costs a copy plus the
 moving things (~1-3 ms at 640x480; a wrist camera re-renders the table each frame).
 
-Frames and conventions: see :mod:`robot.camera_config` (poses are ``[x, y, z, rx, ry, rz]``, camera
+Frames and conventions: see :mod:`robot.cameras.config` (poses are ``[x, y, z, rx, ry, rz]``, camera
 frame x right / y down / z forward, plane frames x along texture columns, y along rows, visible side
 toward -z). Object shapes per :class:`~robot.sim.world_state.ObjectKind`, from ``object_pose`` (pose of
 the object's frame: origin on its bottom face, z up through it) and ``object_size`` (metres):
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from robot.camera_config import CameraConfig, PlaneConfig
+from robot.cameras.config import CameraConfig, PlaneConfig
 from robot.sim.world_state import TABLE_Z_M, TOOL_BODY_LENGTH_M, TOOL_TIP_RADIUS_M, ObjectKind, t_outline
 
 TOOL_BODY_RADIUS_M = 0.009
@@ -140,7 +140,7 @@ def _clip_near(pts: np.ndarray, near: float = NEAR_M) -> np.ndarray:
 
 # ----------------------------------------------------------------------------------------- textures
 def charuco_board(spec) -> cv2.aruco.CharucoBoard:
-    """The OpenCV board of a :class:`~robot.camera_config.CharucoSpec` (what calibration should detect)."""
+    """The OpenCV board of a :class:`~robot.cameras.config.CharucoSpec` (what calibration should detect)."""
     name = spec.dictionary if spec.dictionary.startswith("DICT_") else "DICT_" + spec.dictionary
     try:
         dict_id = getattr(cv2.aruco, name)

@@ -34,7 +34,7 @@ import ur_analytic_ik
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.transform import Rotation
 
-from robot.pose_math import (
+from robot.arm.pose_math import (
     quat_conj,
     quat_mul,
     quat_normalize,

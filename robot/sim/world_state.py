@@ -1,7 +1,7 @@
 """The world-state record shared by the simulated arm (the only writer) and simulated cameras.
 
 The sim arm controller steps the world (arm, tool, task objects) and publishes one record per
-step into a :class:`~robot.ring_buffer.RingBuffer` with :data:`WORLD_STATE_LAYOUT`; each simulated
+step into a :class:`~robot.shm.ring_buffer.RingBuffer` with :data:`WORLD_STATE_LAYOUT`; each simulated
 camera reads the record nearest to the time it "exposes" a frame and renders it. No globals, no
 pickled state: the ring is the only channel.
 

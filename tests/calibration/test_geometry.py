@@ -51,7 +51,7 @@ def test_charuco_intrinsics_recover_injected_intrinsics(tmp_path, capsys):
 
 def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, capsys):
     """Images taken by hand (here rendered in-process from odd intrinsics), plus a blank one."""
-    from robot.camera_config import CameraConfig, PlaneConfig
+    from robot.cameras.config import CameraConfig, PlaneConfig
     from robot.sim.render import SceneRenderer, look_at_rotation, matrix_to_pose
 
     # 640x480: at 320x240 these hand-held-like views leave the principal point ~1 px uncertain.
@@ -178,7 +178,7 @@ def test_printable_board_is_detectable_at_true_scale(tmp_path, capsys):
     assert res["size_mm"] == pytest.approx([300.0, 220.0], abs=0.2)  # 7x5 squares of 40 mm + 10 mm margins
     img = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
     assert img.shape == (res["pixels"][1], res["pixels"][0])
-    from robot.camera_config import CharucoSpec
+    from robot.cameras.config import CharucoSpec
 
     board = charuco_board(CharucoSpec(squares_x=7, squares_y=5, square_length_m=0.04, marker_length_m=0.03))
     _, ids, _, _ = cv2.aruco.CharucoDetector(board).detectBoard(img)

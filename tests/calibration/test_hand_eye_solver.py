@@ -9,7 +9,7 @@ from scipy.spatial.transform import Rotation
 from calibration.capture import generate_pose_set
 from calibration.hand_eye import Obs, calibrate, predict_C
 from calibration.procedures import HandEyeProcedure, PoseSetConfig
-from robot.camera_config import CharucoSpec
+from robot.cameras.config import CharucoSpec
 from robot.sim.render import charuco_board, pose_to_matrix
 
 

@@ -11,7 +11,7 @@ from deploy.scheduler import (
     schedule_chunk,
     stamp_chunk,
 )
-from robot.arm_config import ArmLimits
+from robot.arm.config import ArmLimits
 
 LAT = 0.04
 MARGIN = 0.01

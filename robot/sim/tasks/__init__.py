@@ -23,8 +23,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from robot.config import ConfigError, StrictModel, config_path, load_config
-from robot.scripted_teleop import Expert
 from robot.sim.world import NoTask, Task, TouchMarkerTask
+from robot.spacemouse.scripted import Expert
 
 TASK_NAMES = ("none", "touch", "reach", "pusht")
 EXPERT_NAMES = ("reach", "pusht")

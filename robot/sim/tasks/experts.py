@@ -1,7 +1,7 @@
 """Scripted experts for the simulated tasks: they drive the scripted SpaceMouse, not the arm.
 
 An expert is a picklable callable ``expert(obs) -> (axes (6,), buttons (num_buttons,))`` evaluated by
-the SpaceMouse process (:mod:`robot.scripted_teleop`) at its ``rate_hz`` on the newest records of the
+the SpaceMouse process (:mod:`robot.spacemouse.scripted`) at its ``rate_hz`` on the newest records of the
 rings it was handed: ``obs = {"arm": arm state record or None, "world": world-state record or None,
 "time": host monotonic s}``. Its output goes through the same state ring a person's SpaceMouse fills,
 so demonstrations take exactly the teleop path of a real rig.

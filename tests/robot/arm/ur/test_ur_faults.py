@@ -1,0 +1,228 @@
+"""Faults of a UR arm through the arm controller's UR backend and the real ur_rtde client, injected
+in the fake UR controller: each reaches the main process as ArmFaultError from ``check()``, the
+controller stops commanding (the fake counts every servoL package it receives), nothing hangs
+(the controller exits by itself when stopped), and ``reconnect()`` resumes once the cause is gone.
+Also: a rate the controller cannot do, and connections that fail.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pytest
+
+from robot.arm.backend import StatusFlag
+from robot.arm.controller import ArmController, ArmFaultError
+from robot.arm.interpolator import pose_distance
+from robot.fake_ur.handle import FakeURController
+from robot.process import DeviceProcessError
+from tests.robot.arm.ur.helpers import (
+    CB3,
+    ESERIES,
+    SET_TCP,
+    make_fake,
+    servo_packets,
+    ur_config,
+    wait_until,
+)
+
+CONNECTION_LOST = "CONNECTION LOST"
+
+
+def fault_stops_commanding(
+    arm: ArmController, fake: FakeURController, inject: Callable[[], object], match: str, detect_s: float
+) -> np.ndarray:
+    """Move, inject the fault, expect ArmFaultError(match) from check() within ``detect_s``, then
+    check that no servoL reaches the controller any more, even when asked to move. Returns the
+    controller's start pose."""
+    p0 = arm.get_state()["actual_tcp_pose"]
+    n0 = servo_packets(fake)
+    arm.servo_to(p0 + [0.08, 0.0, 0.0, 0, 0, 0], 1.0)
+    wait_until(lambda: servo_packets(fake) > n0 + 30, 5, "servoL packages flowing", arm)
+    inject()
+    with pytest.raises(ArmFaultError, match=match) as err:
+        wait_until(lambda: False, detect_s, "the fault to reach check()", arm)
+    assert "reconnect()" in str(err.value)
+    assert arm.get_state()["status_flags"] & StatusFlag.FAULTED
+    time.sleep(0.05)  # a servoL already on its way
+    sent = servo_packets(fake)
+    arm.servo_to(p0, 0.5)  # ignored while faulted
+    time.sleep(0.5)
+    assert servo_packets(fake) == sent
+    with pytest.raises(ArmFaultError, match=match):
+        arm.check()
+    return p0
+
+
+def resumes(arm: ArmController, fake: FakeURController, goal: np.ndarray) -> None:
+    """After reconnect(): holding where the arm is, then servoing again to ``goal``."""
+    arm.check()
+    s = arm.get_state()
+    assert not s["status_flags"] & StatusFlag.FAULTED
+    assert pose_distance(s["target_tcp_pose"], s["actual_tcp_pose"])[0] < 1e-3  # holds in place
+    n = servo_packets(fake)
+    arm.servo_to(goal, 1.0)
+    wait_until(lambda: pose_distance(fake.state()["actual_tcp_pose"], goal)[0] < 1e-3, 10, "goal", arm)
+    assert servo_packets(fake) > n
+
+
+def stops_cleanly(arm: ArmController) -> None:
+    arm.stop()
+    assert arm.exitcode == 0  # exited by itself within its stop timeout (not terminated / killed)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("generation", [CB3, ESERIES], ids=["cb3-125Hz", "eseries-500Hz"])
+def test_protective_stop_then_reconnect_resumes(generation):
+    version, name = generation
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        p0 = fault_stops_commanding(arm, fake, fake.inject_protective_stop, "PROTECTIVE STOP", 5)
+        s = arm.get_state()
+        assert s["status_flags"] & StatusFlag.PROTECTIVE_STOP
+        assert not s["status_flags"] & StatusFlag.DISCONNECTED  # a safety stop, not a lost link
+        with pytest.raises(ArmFaultError, match="reconnect did not clear.*PROTECTIVE STOP"):
+            arm.reconnect(timeout_s=1.0)  # not cleared yet: refused, still faulted
+        fake.clear_faults()  # the operator unlocks it
+        arm.reconnect(timeout_s=20)
+        resumes(arm, fake, p0)
+        stops_cleanly(arm)
+
+
+@pytest.mark.timeout(60)
+def test_emergency_stop_then_reconnect_uploads_the_script_again():
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        p0 = fault_stops_commanding(arm, fake, fake.inject_emergency_stop, "EMERGENCY STOP", 5)
+        st = fake.state()
+        assert max(abs(v) for v in st["actual_qd"]) < 1e-9  # the arm halted
+        assert not st["program_running"]
+        fake.clear_faults()  # e-stop released, arm powered on again; the program is gone
+        arm.reconnect(timeout_s=20)
+        st = fake.state()
+        assert st["script_uploads"] == 2 and st["program_running"]
+        assert st["command_counts"].get(SET_TCP) == 2  # the new program got the TCP offset again
+        resumes(arm, fake, p0)
+        stops_cleanly(arm)
+
+
+def xfail_if_ur_rtde_crashed(arm: ArmController, err: DeviceProcessError) -> None:
+    """ur_rtde 1.6.5 defect: after a link dropped by a controller whose ports stay open,
+    RTDEControlInterface's receive thread reconnects on its own and, now and then (about 1 in 10
+    here), keeps reconnecting until the process dies with SIGSEGV. The controller process cannot
+    catch that; it only counts as this defect if the backend had already published the lost link."""
+    flags = int(arm.state_ring.latest()["status_flags"])
+    if "SIGSEGV" in str(err) and flags & StatusFlag.DISCONNECTED and not isinstance(err, ArmFaultError):
+        pytest.xfail("ur_rtde's RTDEControlInterface crashed in its own reconnect loop (known 1.6.x defect)")
+    raise err
+
+
+@pytest.mark.timeout(60)
+def test_dropped_connection_then_reconnect_builds_new_interfaces():
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        # The controller's ports stay open: ur_rtde's control interface reconnects on its own, the
+        # receive interface does not; the backend treats the link as lost either way.
+        try:
+            p0 = fault_stops_commanding(arm, fake, fake.drop_connections, CONNECTION_LOST, 5)
+            assert arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED
+            arm.reconnect(timeout_s=20)
+        except DeviceProcessError as err:
+            xfail_if_ur_rtde_crashed(arm, err)
+        conns = fake.state()["connections"]
+        assert len([c for c in conns if c["kind"] == "rtde"]) == 2  # the old ones are gone
+        resumes(arm, fake, p0)
+        stops_cleanly(arm)
+
+
+@pytest.mark.timeout(60)
+def test_refused_connection_reconnect_waits_for_the_controller():
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        p0 = fault_stops_commanding(
+            arm, fake, lambda: fake.drop_connections(refuse_new=True), CONNECTION_LOST, 5
+        )
+        with pytest.raises(ArmFaultError, match="reconnect did not clear.*CONNECTION LOST"):
+            arm.reconnect(timeout_s=2.0)  # the controller refuses connections: still faulted
+        fake.accept_connections()
+        arm.reconnect(timeout_s=20)
+        resumes(arm, fake, p0)
+        stops_cleanly(arm)
+
+
+@pytest.mark.timeout(60)
+def test_frozen_controller_is_a_lost_connection_and_exit_does_not_hang():
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        # Sockets stay open, nothing answers: found by the stalled RTDE timestamp (ur.state_timeout_s),
+        # before ur_rtde's own 2.5 s.
+        fault_stops_commanding(arm, fake, fake.freeze, CONNECTION_LOST, 0.5 + 3.0)
+        assert fake.state()["frozen"]
+        stops_cleanly(arm)  # no servoStop/stopScript waiting for answers that never come
+
+
+@pytest.mark.timeout(60)
+def test_500hz_refused_on_a_cb3_with_a_clear_message():
+    version, _ = CB3
+    with make_fake(version) as fake:
+        arm = ArmController(ur_config("ur5e", fake.host))  # the e-Series config: 500 Hz
+        try:
+            with pytest.raises(DeviceProcessError) as err:
+                arm.start()
+        finally:
+            arm.stop()
+            arm.close()
+        st = fake.state()
+    msg = str(err.value)
+    assert f"UR at {fake.host}" in msg
+    assert "PolyScope 3.15 (CB3)" in msg and "runs at 125 Hz" in msg and "rate_hz is 500" in msg
+    assert "Set rate_hz: 125" in msg and "ur5_cb3.yaml" in msg
+    # Refused before touching the arm: version read on the dashboard, no RTDE session, no script.
+    assert "PolyscopeVersion" in st["dashboard_commands"]
+    assert st["script_uploads"] == 0
+    assert not [c for c in st["connections"] if c["kind"] == "rtde"]
+
+
+@pytest.mark.timeout(60)
+def test_no_controller_at_host_names_host_port_and_what_to_check():
+    host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"  # nobody
+    arm = ArmController(ur_config("ur5_cb3", host, "ur.connect_timeout_s=5"))
+    try:
+        with pytest.raises(DeviceProcessError) as err:
+            arm.start()
+    finally:
+        arm.stop()
+        arm.close()
+    msg = str(err.value)
+    assert f"UR at {host}:29999" in msg
+    assert "Check: the arm is powered on" in msg and f"ping {host}" in msg and "Remote Control" in msg
+
+
+@pytest.mark.timeout(60)
+def test_controller_that_never_answers_at_connect_is_bounded_and_named():
+    with make_fake(ESERIES[0]) as fake:
+        fake.freeze()  # accepts TCP, answers nothing: ur_rtde's constructors would wait forever
+        arm = ArmController(ur_config("ur5e", fake.host, "ur.connect_timeout_s=2"))
+        try:
+            with pytest.raises(DeviceProcessError) as err:
+                arm.start()
+        finally:
+            arm.stop()
+            arm.close()
+    msg = str(err.value)
+    assert f"UR at {fake.host}:29999" in msg and "got no answer within 2 s" in msg
+    assert "Check:" in msg
+
+
+@pytest.mark.timeout(60)
+def test_frozen_controller_answers_again_then_reconnect_resumes():
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        p0 = fault_stops_commanding(arm, fake, fake.freeze, CONNECTION_LOST, 0.5 + 3.0)
+        fake.unfreeze()
+        # The old interfaces (ur_rtde's control one may be stuck reconnecting) are dropped, new ones built.
+        arm.reconnect(timeout_s=20)
+        resumes(arm, fake, p0)
+        stops_cleanly(arm)

@@ -1,0 +1,144 @@
+"""MultiCamera through the real processes: configs, time alignment, stats, failure isolation."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from robot.cameras.camera import Camera
+from robot.cameras.config import CameraConfig, MultiCameraConfig
+from robot.cameras.multi_camera import MultiCamera
+from robot.config import ConfigError, config_path, load_config
+from robot.process import DeviceProcessError
+from robot.shm.segments import list_segments
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_camera_configs_load_and_override_by_name():
+    cfg = load_config(
+        MultiCameraConfig,
+        config_path("cameras/sim_2cam.yaml"),
+        ["cameras.scene.sim.latency_s=0.12", "cameras.wrist.fps=15", "cameras.scene.sim.intrinsics.fx=600"],
+    )
+    assert list(cfg.cameras) == ["scene", "wrist"]
+    assert cfg.cameras["scene"].name == "scene" and cfg.cameras["scene"].sim.latency_s == 0.12
+    assert cfg.cameras["wrist"].fps == 15 and cfg.cameras["wrist"].sim.mount == "tool"
+    assert cfg.cameras["scene"].sim.intrinsics.fx == 600
+    with pytest.raises(ConfigError, match="latncy_s"):
+        load_config(MultiCameraConfig, config_path("cameras/sim_2cam.yaml"), ["cameras.scene.sim.latncy_s=1"])
+    rs = load_config(MultiCameraConfig, config_path("cameras/realsense_2cam.yaml"))
+    assert {c.backend for c in rs.cameras.values()} == {"realsense"}
+    assert sorted(c.sync for c in rs.cameras.values()) == ["master", "slave"]
+
+
+def _cams(**overrides) -> dict[str, CameraConfig]:
+    a = CameraConfig(width=320, height=240, fps=30, sim={"latency_s": 0.05, "seed": 1})
+    b = CameraConfig(
+        width=320,
+        height=240,
+        fps=15,
+        crop=[40, 30, 240, 180],
+        resize=[160, 120],
+        sim={"latency_s": 0.09, "seed": 2},
+    )
+    return {"a": a, "b": b}
+
+
+def test_frames_are_time_aligned_by_capture_time_and_stats_are_per_camera():
+    with MultiCamera(_cams()) as mc:
+        time.sleep(1.2)
+        frames = mc.get_frames(k=4, dt_s=0.1)
+        stats = mc.stats()
+        intr = mc.intrinsics()
+    targets = frames["a"]["target_time"]
+    assert np.allclose(np.diff(targets), 0.1)
+    for name, fps in (("a", 30.0), ("b", 15.0)):
+        f = frames[name]
+        assert np.array_equal(f["target_time"], targets)
+        lag = targets - f["capture_time"]
+        # Nearest earlier frame: at or before each target, less than one frame period before it.
+        assert np.all(lag >= 0) and np.all(lag < 1.0 / fps + 1e-9), (name, lag)
+    # The newest target is the older camera's newest frame, which is included (lag 0).
+    assert min(frames["a"]["target_time"][-1] - frames[n]["capture_time"][-1] for n in "ab") == 0.0
+    assert frames["b"]["color"].shape == (4, 120, 160, 3)
+    # Crop then resize, with the intrinsics following: cx' = (cx - x + 0.5) * s - 0.5.
+    s = 160 / 240
+    assert intr["b"].width == 160 and abs(intr["b"].fx - 615.0 * s) < 1e-9
+    assert abs(intr["b"].cx - ((319.5 - 40 + 0.5) * s - 0.5)) < 1e-9
+    assert abs(stats["a"]["fps"] - 30) < 1.5 and abs(stats["b"]["fps"] - 15) < 1
+    assert abs(stats["a"]["latency_mean_s"] - 0.05) < 1e-3 and abs(stats["b"]["latency_mean_s"] - 0.09) < 1e-3
+    assert stats["a"]["dropped"] == 0
+
+
+class ExplodingCamera(Camera):
+    """A camera whose device fails after a few frames (as a USB disconnect would)."""
+
+    def run_loop(self) -> None:
+        n0 = self.ring.count
+        while not self.should_stop():
+            frame = self._backend.read(0.05)
+            if frame is not None:
+                self.ring.put(
+                    {
+                        "color": frame.color,
+                        "capture_time": frame.capture_time,
+                        "receive_time": frame.receive_time,
+                        "frame_index": frame.frame_index,
+                    }
+                )
+            if self.ring.count - n0 >= 5:
+                raise RuntimeError("camera boom (serial 0000): frame stream stopped; check the USB3 cable")
+
+
+def test_a_dying_camera_is_reported_with_its_traceback_and_the_others_keep_running():
+    cfgs = {
+        "good": CameraConfig(width=160, height=120, fps=30),
+        "boom": CameraConfig(width=160, height=120, fps=30),
+        "killed": CameraConfig(width=160, height=120, fps=30),
+    }
+    mc = MultiCamera(cfgs)
+    mc.cameras["boom"].close()
+    mc.cameras["boom"] = ExplodingCamera(cfgs["boom"].model_copy(update={"name": "boom"}))
+    try:
+        mc.start()
+        time.sleep(0.3)
+        os.kill(mc.cameras["killed"].pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while len(mc.failures()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        failures = mc.failures()
+        assert set(failures) == {"boom", "killed"}
+        assert "Traceback" in failures["boom"] and "check the USB3 cable" in failures["boom"]
+        assert "SIGKILL" in failures["killed"]
+        with pytest.raises(DeviceProcessError, match="camera boom"):
+            mc.check()
+        n = mc.cameras["good"].ring.count
+        time.sleep(0.3)
+        assert mc.cameras["good"].ring.count >= n + 5  # still delivering
+        mc.cameras["good"].check()
+    finally:
+        mc.close()
+    assert not any(s.owner_pid == os.getpid() for s in list_segments())
+    assert all(not c.is_alive for c in mc.cameras.values())
+
+
+def test_start_failure_names_the_camera_and_cleans_up():
+    cfgs = {
+        "ok": CameraConfig(width=160, height=120),
+        "bad": CameraConfig(
+            width=160,
+            height=120,
+            sim={"planes": {"b": {"kind": "charuco", "charuco": {"dictionary": "DICT_NOPE"}}}},
+        ),
+    }
+    mc = MultiCamera(cfgs)
+    with pytest.raises(DeviceProcessError, match=r"camera bad[\s\S]*unknown ArUco dictionary 'DICT_NOPE'"):
+        with mc:
+            pass
+    assert all(not c.is_alive for c in mc.cameras.values())
+    assert not any(s.owner_pid == os.getpid() for s in list_segments())

@@ -1,0 +1,122 @@
+"""Stream rates by controller generation, process mode, the CLI, and RTDE setup rules of the fake."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rtde_control
+
+from robot.fake_ur import FakeURController
+from tests.robot.fake_ur.helpers import fk_pose, pose_distance, run_client
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.mark.parametrize(
+    ("version", "period_s"),
+    [("3.15", 1 / 125), ("5.11", 1 / 500)],
+    ids=["cb3-125hz", "e-series-500hz"],
+)
+def test_stream_rate_follows_the_controller_generation(version, period_s):
+    with FakeURController(version=version) as fake:
+        out = run_client("stream_rate", fake.host, {"window_s": 1.0}, timeout_s=20)
+        st = fake.state()
+    # Consecutive packets the client parsed are one controller period apart (the short steps: under
+    # load the client drops queued packets, which makes some steps span several periods)...
+    assert out["p10_timestamp_step_s"] == pytest.approx(period_s, rel=0.2)
+    # ...and it saw about that many per second (generous bounds: the machine is shared).
+    rate_hz = 1 / period_s
+    assert out["distinct_per_s"] <= 1.1 * rate_hz
+    assert out["distinct_per_s"] >= (60 if rate_hz == 125 else 200)
+    assert st["rate_hz"] == rate_hz
+
+
+def test_client_asking_more_than_the_controller_rate_gets_the_controller_rate():
+    with FakeURController(version="3.15") as fake:
+        code = (
+            "import rtde_receive, sys, time\n"
+            "r = rtde_receive.RTDEReceiveInterface(sys.argv[1], 500.0)\n"
+            "time.sleep(0.3)\n"
+            "print('OK', flush=True)\n"
+            "time.sleep(0.5)\n"
+        )
+        proc = subprocess.Popen([sys.executable, "-c", code, fake.host], stdout=subprocess.PIPE, text=True)
+        try:
+            assert proc.stdout.readline().strip() == "OK"
+            conn = next(c for c in fake.state()["connections"] if c["kind"] == "rtde")
+        finally:
+            proc.kill()
+            proc.wait(5)
+            proc.stdout.close()
+    assert conn["requested_frequency_hz"] == 500.0
+    assert conn["stream_frequency_hz"] == 125.0
+
+
+def test_process_mode_serves_the_client_and_takes_faults_over_the_pipe():
+    q0 = [0.3, -1.4, 1.5, -1.7, -1.5, 0.2]
+    with FakeURController(version="5.11", process=True, initial_q=q0) as fake:
+        assert fake.host and fake.host.startswith("127.")
+        out = run_client("receive", fake.host, timeout_s=20)
+        dp, dr = pose_distance(out["actual_tcp_pose"], fk_pose(q0))
+        assert dp < 1e-9 and dr < 1e-9
+        fake.inject_protective_stop()
+        faulted = run_client("receive", fake.host, timeout_s=20)
+        fake.clear_faults()
+        assert fake.state()["safety_status_bits"] == 1
+    assert faulted["protective_stopped"] is True
+    assert faulted["safety_mode"] == 3
+
+
+def test_cli_serves_until_interrupted(tmp_path):
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "robot.fake_ur", "--version", "3.15", "arm=sim"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))),
+    )
+    try:
+        banner = proc.stdout.readline()
+        assert "fake UR controller 3.15" in banner
+        info = json.loads(proc.stdout.readline())
+        out = run_client("receive", info["host"], timeout_s=20)
+        assert out["connected"] is True and out["robot_mode"] == 7
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert "stopped" in proc.stdout.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_second_control_interface_is_refused_with_in_use():
+    with FakeURController(version="5.11") as fake:
+        out = run_client("second_control_refused", fake.host, timeout_s=30)
+    assert out["second_error"] is not None and "already in use" in out["second_error"]
+    assert out["first_still_running"] is True
+
+
+def test_upper_range_registers_flag_moves_the_command_registers():
+    flags = (
+        rtde_control.RTDEControlInterface.FLAG_UPLOAD_SCRIPT
+        | rtde_control.RTDEControlInterface.FLAG_UPPER_RANGE_REGISTERS
+    )
+    with FakeURController(version="5.11", arm_kind="sim") as fake:
+        out = run_client("control_basics", fake.host, {"flags": flags}, timeout_s=40)
+        st = fake.state()
+        regs = fake.server.regs
+        assert not regs.input_int[:24].any()  # nothing touched the lower range
+    assert st["register_offset"] == 24
+    assert out["moveL_ok"] and out["moveJ_ok"] and out["servo_ok"] and out["setTcp_ok"]
+    dp, _ = pose_distance(out["pose_after_moveL"], out["moveL_goal"])
+    assert dp < 1e-3
+    np.testing.assert_allclose(out["q_after_moveJ"], out["moveJ_goal"], atol=1e-3)
