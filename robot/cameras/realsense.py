@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from robot.cameras.backend import CameraIntrinsics, Frame
 from robot.cameras.config import CameraConfig
 from robot.timing import now, precise_wait
 
@@ -89,8 +90,6 @@ class RealSenseBackend:
 
     # ------------------------------------------------------------------ open
     def open(self):
-        from robot.cameras.camera import CameraIntrinsics
-
         rs = self._rs = _rs()
         cfg = self.cfg
         rs_cfg = rs.config()
@@ -218,8 +217,6 @@ class RealSenseBackend:
 
     # ------------------------------------------------------------------ read
     def read(self, timeout_s: float):
-        from robot.cameras.camera import Frame
-
         rs = self._rs
         if self._playback is not None:
             self._playback.seek(datetime.timedelta(0))

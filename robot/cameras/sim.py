@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from robot.cameras.backend import CameraIntrinsics, Frame
 from robot.cameras.config import CameraConfig, PlaneConfig
 from robot.shm.ring_buffer import RingBuffer
 from robot.sim.render import SceneRenderer, pose_to_matrix
@@ -91,8 +92,6 @@ class SimCameraBackend:
         self.skipped_frames = 0
 
     def open(self):
-        from robot.cameras.camera import CameraIntrinsics
-
         i = self.cfg.sim.intrinsics
         self.renderer = SceneRenderer(self.cfg, want_depth=self.cfg.depth)
         self._standalone_tool = pose_to_matrix(self.cfg.sim.standalone_tcp_pose)
@@ -125,8 +124,6 @@ class SimCameraBackend:
 
     def read(self, timeout_s: float):
         """Block until the next frame arrives (returns it) or ``timeout_s`` passes (returns None)."""
-        from robot.cameras.camera import Frame
-
         deadline = now() + timeout_s
         sim = self.cfg.sim
         while True:
