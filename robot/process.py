@@ -13,7 +13,8 @@ Contract:
 - ``stop()`` asks the child to finish its loop and run ``teardown()``, waits ``stop_timeout_s``,
   then terminates (SIGTERM, handled gracefully) and finally kills.
 - Watchdog: the child's ``should_stop()`` turns true when the parent process is gone or, if
-  ``heartbeat_timeout_s`` is set, when the parent has not called ``heartbeat()`` for that long.
+  ``heartbeat_timeout_s`` is set, when the parent has not called ``heartbeat()`` for that long. The
+  deadline starts once the parent has seen the child ready: ``wait_ready()`` beats while it waits.
   SIGINT/SIGTERM in the child also end the loop gracefully (teardown runs), so Ctrl-C in a terminal,
   which reaches every process of the foreground group, stops devices safely.
 """
@@ -136,7 +137,11 @@ class DeviceProcess:
     def wait_ready(self, timeout_s: float | None = None) -> None:
         """Block until the child is ready; raise DeviceProcessError if it fails or times out."""
         deadline = now() + (self.ready_timeout_s if timeout_s is None else timeout_s)
+        # The parent beats while it waits: opening a device (a UR connect takes 0.8-3.6 s) must not
+        # use up the heartbeat deadline the child checks right after it signals ready.
+        self.heartbeat()
         while not self._ready.wait(0.02):
+            self.heartbeat()
             if self._poll_error() or not self._proc.is_alive():
                 self._proc.join(1.0)
                 self._raise_failure("failed to start")
@@ -146,6 +151,7 @@ class DeviceProcess:
                     f"{self.name}: not ready after {self.ready_timeout_s:.1f} s (device slow to open or hung "
                     "in setup); the process was killed"
                 )
+        self.heartbeat()
 
     def _poll_error(self) -> bool:
         try:

@@ -277,6 +277,7 @@ class ArmController(DeviceProcess):
             retry_at = min(deadline, now() + 2.0)
             while now() < retry_at:
                 DeviceProcess.check(self)
+                self.heartbeat()
                 recs = self.state_ring.get_since(before, skip_overwritten=True)
                 if len(recs["counter"]) > 1 and not recs["status_flags"][-1] & (
                     FAULT_FLAGS | StatusFlag.FAULTED

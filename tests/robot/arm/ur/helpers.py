@@ -37,24 +37,38 @@ def make_fake(version: str) -> FakeURController:
 
 
 def ur_config(name: str, host: str, *overrides: str) -> ArmConfig:
-    """``configs/arm/<name>.yaml`` pointed at ``host``; no heartbeat watchdog (tests sleep)."""
-    return load_config(
-        ArmConfig, config_path(f"arm/{name}.yaml"), [f"host={host}", "heartbeat_timeout_s=null", *overrides]
-    )
+    """``configs/arm/<name>.yaml`` as shipped, pointed at ``host`` (its 1 s heartbeat watchdog stays on:
+    tests wait with :func:`wait_until` / :func:`hold`, which beat)."""
+    return load_config(ArmConfig, config_path(f"arm/{name}.yaml"), [f"host={host}", *overrides])
 
 
 def wait_until(
-    cond: Callable[[], Any], timeout_s: float, what: str, arm: ArmController | None = None
+    cond: Callable[[], Any],
+    timeout_s: float,
+    what: str,
+    arm: ArmController | None = None,
+    check: bool = True,
 ) -> None:
-    """Poll ``cond`` (calling ``arm.check()`` first, if given) until true; AssertionError on timeout."""
+    """Poll ``cond`` until true, beating ``arm``'s heartbeat (and calling ``arm.check()`` first
+    unless ``check`` is False); AssertionError on timeout."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if arm is not None:
-            arm.check()
+            if check:
+                arm.check()
+            arm.heartbeat()
         if cond():
             return
         time.sleep(0.01)
     raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}")
+
+
+def hold(arm: ArmController, seconds: float) -> None:
+    """Sleep ``seconds`` while beating the controller's heartbeat, as a user's main loop does."""
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        arm.heartbeat()
+        time.sleep(min(0.05, left))
 
 
 def servo_packets(fake: FakeURController) -> int:

@@ -31,6 +31,7 @@ from tests.robot.arm.ur.helpers import (
     SET_PAYLOAD,
     SET_TCP,
     STOP_SCRIPT,
+    hold,
     make_fake,
     servo_packets,
     unique_robot_times,
@@ -172,7 +173,7 @@ def test_no_drift_without_commands_and_state_rate_matches_config(rig: Rig):
     first = arm.get_state()
     sent_before = servo_packets(rig.fake)
     fake_before = rig.fake.state()["actual_tcp_pose"]
-    time.sleep(5.0)
+    hold(arm, 5.0)
     last = arm.get_state()
     arm.check()
     fake_after = rig.fake.state()["actual_tcp_pose"]
