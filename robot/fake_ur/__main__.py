@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError) as exc:
         print(f"fake UR controller: {exc}", file=sys.stderr)
         return 1
-    with fake:
+    try:
         st = fake.state()
         print(
             f"fake UR controller {st['version']} ({st['rate_hz']:.0f} Hz) at {fake.host}: "
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps({"host": fake.host, "version": st["version"], "rate_hz": st["rate_hz"]}), flush=True)
         stop.wait()
+    finally:
+        fake.stop()
     print("fake UR controller stopped", flush=True)
     return 0
 

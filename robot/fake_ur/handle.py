@@ -135,7 +135,10 @@ class FakeURController:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> FakeURController:
-        """Start listening; returns once the ports are bound (``host`` is then set)."""
+        """Start listening; returns once the ports are bound (``host`` is then set). Starting a
+        started controller is an error (it would bind the same ports twice)."""
+        if self._server is not None or self._proc is not None:
+            raise RuntimeError(f"fake UR controller at {self.host}: already started")
         if self.process:
             import multiprocess
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -74,8 +75,9 @@ def test_process_mode_serves_the_client_and_takes_faults_over_the_pipe():
 
 
 def test_cli_serves_until_interrupted(tmp_path):
+    host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "robot.fake_ur", "--version", "3.15", "arm=sim"],
+        [sys.executable, "-m", "robot.fake_ur", "--version", "3.15", "--host", host, "arm=sim"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -85,6 +87,7 @@ def test_cli_serves_until_interrupted(tmp_path):
         banner = proc.stdout.readline()
         assert "fake UR controller 3.15" in banner
         info = json.loads(proc.stdout.readline())
+        assert info["host"] == host
         out = run_client("receive", info["host"], timeout_s=20)
         assert out["connected"] is True and out["robot_mode"] == 7
         proc.send_signal(signal.SIGINT)
