@@ -10,8 +10,9 @@ One ``FakeURServer`` is one controller. It runs in the calling process on daemon
 
 Timing contract: the controller tick is scheduled on a fixed grid with ``robot.timing.RateLoop``
 (sleep only, no spinning: the machine has 2 cores); a late tick is run at once and missed ticks are
-skipped, never replayed in a burst. ``timestamp`` in data packages is host monotonic time since the
-server started (s), as UR's is time since controller boot. A client that requests a frequency above
+skipped, never replayed in a burst. ``timestamp`` in data packages is the controller's own clock,
+as UR's is time since controller boot: the tick index times the period (s), so it advances by whole
+periods and a skipped tick skips its period. A client that requests a frequency above
 the controller's rate gets the controller's rate (``state()["connections"]`` shows both).
 
 All controller state sits behind one lock; fault injection methods may be called from any thread.
@@ -532,7 +533,9 @@ class FakeURServer:
             t = time.monotonic()
             with self._lock:
                 self._tick_locked(t)
-                values = self._output_values_locked(t)
+                # The controller's own clock: whole periods of its tick count (a late tick's skipped
+                # periods are skipped, never compressed), as a real controller's ``timestamp``.
+                values = self._output_values_locked(t, tick.index * loop.period_s)
                 conns = [c for c in self._conns if isinstance(c, _RTDEConn) and c.started]
                 frozen = self._frozen
                 self._ticks += 1
@@ -573,7 +576,7 @@ class FakeURServer:
                 self.runtime_state = RUNTIME_STOPPED
         self.arm.step(t)
 
-    def _output_values_locked(self, t: float) -> _Values:
+    def _output_values_locked(self, t: float, controller_time_s: float) -> _Values:
         arm = self.arm
         robot_bits = 0
         if self.robot_mode >= ROBOT_MODE_IDLE:
@@ -582,7 +585,7 @@ class FakeURServer:
             robot_bits |= 1 << ROBOT_BIT_PROGRAM_RUNNING
         zeros6 = (0.0,) * 6
         base = {
-            "timestamp": t - self._t0,
+            "timestamp": controller_time_s,
             "target_q": arm.target_q,
             "target_qd": arm.target_qd,
             "target_qdd": zeros6,

@@ -209,6 +209,7 @@ def scenario_stream_rate(host: str, args: dict) -> dict:
         # span 2+ periods; the short steps still show the controller's own period.
         "p10_timestamp_step_s": deltas[len(deltas) // 10] if deltas else None,
         "controller_time_per_s": (seen[-1] - seen[0]) / elapsed if len(seen) > 1 else None,
+        "timestamp_steps_s": [b - a for a, b in zip(seen, seen[1:], strict=False)],
     }
 
 
