@@ -1,13 +1,16 @@
 """Arm controller timing and tracking under load.
 
     python benchmarks/arm_bench.py [--rate-hz 500] [--seconds 10] [--load cameras|busy|none]
+                                   [--arm sim|fake-ur]
 
 Runs, under the same background load (default: the two simulated cameras of
 configs/cameras/sim_2cam.yaml rendering the arm's world at 30 fps; ``busy``: two processes spinning
 on numpy work, the stand-in named in the issue):
 
 1. baseline: a plain ``time.sleep`` loop at the same rate and niceness in its own process;
-2. the arm controller process (simulated UR5, configs/arm/sim_ur5.yaml at ``--rate-hz``), fed a
+2. the arm controller process (``--arm sim``: simulated UR5, configs/arm/sim_ur5.yaml at ``--rate-hz``;
+   ``--arm fake-ur``: the shipped configs/arm/ur5e.yaml (500 Hz) or ur5_cb3.yaml (125 Hz) through the
+   real ur_rtde client against the fake UR controller with the simulated UR5 behind it), fed a
    10 Hz waypoint stream along a circle (radius 5 cm, 4 s per turn, each waypoint scheduled 0.1 s
    ahead, as a policy would).
 
@@ -128,26 +131,62 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rate-hz", type=float, default=500.0)
     ap.add_argument("--seconds", type=float, default=10.0)
-    ap.add_argument("--load", choices=["cameras", "busy", "none"], default="cameras")
+    ap.add_argument(
+        "--load",
+        choices=["cameras", "busy", "none"],
+        default=None,
+        help="default: cameras (sim), busy (fake-ur)",
+    )
+    ap.add_argument("--arm", choices=["sim", "fake-ur"], default="sim")
     ap.add_argument(
         "overrides", nargs="*", metavar="key=value", help="arm config overrides, e.g. spin_s=0.0002"
     )
     args = ap.parse_args()
 
-    cfg = load_config(
-        ArmConfig, config_path("arm/sim_ur5.yaml"), [f"rate_hz={args.rate_hz}", *args.overrides]
-    )
+    fake = None
+    if args.arm == "sim":
+        args.load = args.load or "cameras"
+        cfg = load_config(
+            ArmConfig, config_path("arm/sim_ur5.yaml"), [f"rate_hz={args.rate_hz}", *args.overrides]
+        )
+        delay, tau = cfg.sim.action_delay_s, cfg.sim.tracking_time_constant_s
+    else:
+        from robot.fake_ur.handle import FakeURController
+
+        args.load = args.load or "busy"
+        if args.load == "cameras":
+            ap.error("--arm fake-ur has no simulated world for the cameras: use --load busy or none")
+        delay, tau = 0.03, 0.02
+        version, name = ("5.11", "ur5e") if args.rate_hz > 125 else ("3.15", "ur5_cb3")
+        fake = FakeURController(
+            version,
+            process=True,
+            arm_kind="sim",
+            arm_params={"action_delay_s": delay, "tracking_time_constant_s": tau},
+        ).start()
+        cfg = load_config(ArmConfig, config_path(f"arm/{name}.yaml"), [f"host={fake.host}", *args.overrides])
     ctx = multiprocess.get_context("spawn")
+    try:
+        return _run(args, cfg, ctx, delay, tau)
+    finally:
+        if fake is not None:
+            fake.stop()
+
+
+def _run(args: argparse.Namespace, cfg: ArmConfig, ctx: object, delay: float, tau: float) -> int:
     with ArmController(cfg) as arm:
         load = Load(args.load, ctx, arm.world_ring)
         try:
-            time.sleep(1.0)  # let the load settle
+            settle = time.monotonic() + 1.0  # let the load settle
+            while time.monotonic() < settle:
+                arm.heartbeat()
+                time.sleep(0.05)
             # 1. baseline under the same load
             recv, send = ctx.Pipe(duplex=False)
-            base = ctx.Process(
-                target=_sleep_loop, args=(args.rate_hz, min(args.seconds, 5.0), cfg.nice, send)
-            )
+            base = ctx.Process(target=_sleep_loop, args=(cfg.rate_hz, min(args.seconds, 5.0), cfg.nice, send))
             base.start()
+            while not recv.poll(0.1):
+                arm.heartbeat()
             wakes = recv.recv()
             base.join()
             frames_before = load.frames()
@@ -181,12 +220,11 @@ def main() -> int:
             load.stop()
 
     h = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
-    ctl = period_stats(h["tick_time"], args.rate_hz)
-    base_stats = period_stats(wakes, args.rate_hz)
+    ctl = period_stats(h["tick_time"], cfg.rate_hz)
+    base_stats = period_stats(wakes, cfg.rate_hz)
     overruns = int(h["tick_overrun"].sum())
     # Tracking over the steady part (after the first second of motion).
     steady = h["capture_time"] > t_start + 1.0
-    delay = cfg.sim.action_delay_s
     ref = circle(h["capture_time"][steady] - delay - t_start, center)
     err_mm = np.linalg.norm(h["actual_tcp_pose"][steady, :3] - ref, axis=1) * 1e3
     cmd_ref = circle(h["tick_time"][steady] - t_start, center)
@@ -196,7 +234,7 @@ def main() -> int:
     fps = {k: (frames_after.get(k, 0) - frames_before.get(k, 0)) / elapsed for k in frames_after}
 
     print(
-        f"arm controller benchmark: {args.rate_hz:.0f} Hz, {args.seconds:.0f} s, spin {cfg.spin_s * 1e3:.2f} ms, "
+        f"arm controller benchmark ({args.arm}): {cfg.rate_hz:.0f} Hz, {args.seconds:.0f} s, spin {cfg.spin_s * 1e3:.2f} ms, "
         f"nice {cfg.nice} (both loops), "
         f"load={args.load}",
         end="",
@@ -211,7 +249,7 @@ def main() -> int:
     print(
         f"tracking of a 10 Hz waypoint stream ({speed * 1e3:.0f} mm/s circle): actual vs path delayed by "
         f"{delay * 1e3:.0f} ms: RMS {np.sqrt(np.mean(err_mm**2)):.2f} mm, max {err_mm.max():.2f} mm "
-        f"(expected lag ~ speed x tau = {speed * cfg.sim.tracking_time_constant_s * 1e3:.2f} mm); "
+        f"(expected lag ~ speed x tau = {speed * tau * 1e3:.2f} mm); "
         f"commanded target vs path: RMS {np.sqrt(np.mean(cmd_err_mm**2)):.3f} mm"
     )
     result = {
@@ -227,6 +265,7 @@ def main() -> int:
         "baseline_sleep_rate_hz": round(base_stats["rate_hz"], 2),
         "command_tracking_rms_mm": round(float(np.sqrt(np.mean(cmd_err_mm**2))), 4),
         "load": args.load,
+        "arm": args.arm,
         "spin_s": cfg.spin_s,
         "camera_fps": {k: round(v, 1) for k, v in fps.items()},
     }

@@ -76,7 +76,7 @@ class SimArmConfig(StrictModel):
 
 
 class URArmConfig(StrictModel):
-    """Real UR arm through ur_rtde (robot/arm/ur_backend.py)."""
+    """Real UR arm through ur_rtde (robot/arm/ur_backend.py, robot/arm/ur_client.py)."""
 
     servo_lookahead_time_s: float = Field(0.1, ge=0.03, le=0.2)
     """servoL lookahead time: smooths the trajectory, adds lag (UR range 0.03-0.2 s)."""
@@ -95,11 +95,10 @@ class URArmConfig(StrictModel):
     stop_accel_m_s2: float = Field(1.0, gt=0)
     """servoStop deceleration on exit (m/s^2)."""
     connect_timeout_s: float = Field(10.0, gt=0)
-    """The ur_rtde constructors are attempted in a thread for at most this long."""
+    """Each connect step (dashboard, RTDE receive, RTDE control with the script upload, first state
+    packages) may take this long (+1 s) before the ur_rtde client process is killed and the connect
+    fails with a message naming the host and port (robot/arm/ur_backend.py)."""
     upload_script: bool = True
-    use_rtde_pacing: bool = False
-    """Pace the loop with ur_rtde's initPeriod()/waitPeriod() (its steady-clock sleep + spin) instead
-    of the controller's RateLoop on the host monotonic grid (which also reports skipped periods)."""
 
 
 class ArmConfig(StrictModel):

@@ -381,10 +381,7 @@ class ArmController(DeviceProcess):
         self._last_waypoint_time: float | None = None
 
     def run_loop(self) -> None:
-        make_pacer = getattr(self.backend, "make_pacer", None)
-        loop = make_pacer() if make_pacer is not None else None
-        if loop is None:
-            loop = RateLoop(self.config.rate_hz, spin_s=self.config.spin_s)
+        loop = RateLoop(self.config.rate_hz, spin_s=self.config.spin_s)
         exit_deadline: float | None = None
         while True:
             if exit_deadline is None and self.should_stop():

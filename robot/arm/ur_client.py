@@ -1,62 +1,72 @@
-"""Real UR arm backend through ur_rtde (``RTDEControlInterface`` + ``RTDEReceiveInterface``).
+"""The ur_rtde client process: the only process that loads ur_rtde and talks to the UR controller.
 
-Connect: the controller version is read from the dashboard server (port 29999) and a rate the arm
-cannot do is refused (CB3 / PolyScope 3.x: 125 Hz; e-Series 5.x: 500 Hz). Then the receive and
-control interfaces are opened at ``rate_hz`` (RTDE port 30004; the control interface uploads its
-script through port 30003), each attempt bounded by ``ur.connect_timeout_s`` because a peer that
-accepts TCP but never answers would otherwise hang the constructor. The TCP offset and (optionally)
-the payload are set, and the controller process asks for SCHED_FIFO ``ur.rt_priority`` if set.
+ur_rtde 1.6.5 can crash its process (SIGSEGV) after a dropped link, and its constructors block holding
+the GIL against a peer that accepts TCP and stays silent (../shared/DEPENDENCIES.md). So the arm
+controller never loads it: its backend (:mod:`robot.arm.ur_backend`) starts this process with
+``python -m robot.arm.ur_client`` in a session of its own (a terminal's Ctrl-C reaches the controller,
+which decelerates the arm through this process and then ends it) and talks to it through
+shared memory: a :class:`~robot.shm.command_queue.CommandQueue` of servo targets and requests, and a
+:class:`~robot.shm.ring_buffer.RingBuffer` of arm states. Progress, replies and errors go back as
+JSON lines on a pipe. A crash or hang here is a reported fault of the controller, never its end.
 
-Per tick: ``read_state`` reads the newest RTDE package (a getter call: no network round trip, ur_rtde
-receives in its own thread), ``servo`` sends ``servoL(pose, 0, 0, period, lookahead, gain)``
-(non-blocking). ``capture_time = receive_time - ur.state_latency_s`` (calibrated).
+Connect (:class:`URLink`): the controller version is read from the dashboard server (port 29999) and
+a rate the arm cannot do is refused (CB3 / PolyScope 3.x: 125 Hz; e-Series 5.x: 500 Hz). Then the
+receive and control interfaces are opened at ``rate_hz`` (RTDE port 30004; the control interface
+uploads its script through port 30003). Each step is announced on the pipe before it starts, so the
+backend bounds it (``ur.connect_timeout_s`` + 1 s) from outside and kills a client stuck in it. The TCP
+offset and (optionally) the payload are set, and the process asks for SCHED_FIFO ``ur.rt_priority``.
+
+Loop (every quarter of the controller period): drain the queue (the newest servo target is sent as
+``servoL(pose, 0, 0, period, lookahead, gain)``; stop and reconnect requests are answered on the
+pipe), read the newest RTDE package (a getter call: ur_rtde receives in its own thread) and publish
+it. ``capture_time = receive_time - ur.state_latency_s`` (calibrated).
 
 Faults: ``PROTECTIVE_STOP`` / ``EMERGENCY_STOP`` from the safety status bits; ``DISCONNECTED`` when
 either interface lost its link, the RTDE timestamp has not advanced for ``ur.state_timeout_s`` (a
 controller that stopped answering: ur_rtde itself notices only after 2.5 s), or the control script
 stopped for another reason than a safety stop (for ``_SCRIPT_STOP_GRACE_S``: the program pauses at a
 protective stop and the safety bits can arrive a package later on the other RTDE connection).
+A lost link ends this process at once (the state that says so is published first): ur_rtde's
+interfaces are never called again, which is where they crash; the backend starts a fresh client on
+``reconnect()``. After a cleared protective stop or e-stop with the link intact, a reconnect request
+uploads the control script again, waits until it runs (``reuploadScript()`` returns before) and
+sends the TCP offset and payload again (a new program starts with the installation's TCP).
 
-A lost link is fatal for the ur_rtde interfaces and latched until ``reconnect()``: both are
-disconnected at once in a background thread and never called again. (After a dropped link,
-RTDEControlInterface's receive thread reconnects on its own, may do so over and over, and can crash
-the process with SIGSEGV, a known ur_rtde 1.6.x defect; disconnecting it ends that loop. The receive
-interface never comes back by itself.) ``reconnect()`` then builds new interfaces exactly as at
-connect. After a cleared protective stop or e-stop with the link intact, it uploads the control
-script again, waits until it runs (``reuploadScript()`` returns before) and sends the TCP offset and
-payload again (a new program starts with the installation's TCP).
-
-Exit: ``servoStop`` (decelerating) then ``stopScript`` and disconnect, each bounded in time
-(``_EXIT_CALL_TIMEOUT_S``) and skipped when the link is lost: a ur_rtde call that waits for the
-controller's answer on a silent link would otherwise block the controller's exit for minutes. After
-a lost link the control script may still run on the controller (it holds the arm at its last servo
-target); the next connect replaces it.
+Exit (a close request, or the controller process gone): ``servoStop`` (decelerating), then
+``stopScript`` and disconnect, each bounded (``_EXIT_CALL_TIMEOUT_S``) and skipped when the link is
+lost. After a lost link the control script may still run on the controller (it holds the arm at its
+last servo target); the next connect replaces it.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pickle
 import re
+import signal
+import socket
+import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag
 from robot.arm.config import ArmConfig
-from robot.timing import Tick, now
+from robot.timing import now, precise_wait
 
 log = logging.getLogger("robot.arm")
 
 FloatArray = NDArray[np.float64]
-T = TypeVar("T")
 
 RTDE_PORT = 30004
 DASHBOARD_PORT = 29999
+SCRIPT_PORT = 30003
 CB3_MAX_RATE_HZ = 125.0
 ESERIES_MAX_RATE_HZ = 500.0
 _SCRIPT_STOP_GRACE_S = 0.05  # script not running, no safety bit yet: wait this long before DISCONNECTED
@@ -70,31 +80,6 @@ def _checklist(host: str) -> str:
         f"(pendant: Settings > System > Network); this PC is on the same subnet (ping {host}); "
         "on an e-Series, Remote Control is enabled; no other program holds the RTDE registers."
     )
-
-
-def _with_timeout(fn: Callable[[], T], timeout_s: float, what: str, host: str, port: int) -> T:
-    """Run a blocking ur_rtde call in a daemon thread; ArmConnectionError if it fails or hangs."""
-    box: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:  # reported below, in the caller's thread
-            box["error"] = exc
-
-    th = threading.Thread(target=run, name=f"ur-connect-{what}", daemon=True)
-    th.start()
-    th.join(timeout_s)
-    if th.is_alive():
-        raise ArmConnectionError(
-            f"UR at {host}:{port}: {what} got no answer within {timeout_s:.0f} s (something accepts TCP "
-            f"there but does not speak the UR protocol?). {_checklist(host)}"
-        )
-    if "error" in box:
-        raise ArmConnectionError(
-            f"UR at {host}:{port}: {what} failed: {box['error']}. {_checklist(host)}"
-        ) from box["error"]
-    return box["value"]
 
 
 def _bounded(fn: Callable[[], Any], timeout_s: float, what: str, description: str) -> bool:
@@ -136,43 +121,12 @@ def max_rate_hz(major: int) -> float:
     return CB3_MAX_RATE_HZ if major <= 3 else ESERIES_MAX_RATE_HZ
 
 
-class _RtdePacer:
-    """Same interface as robot.timing.RateLoop (``wait() -> Tick``), paced by ur_rtde.
+class URLink:
+    """The two ur_rtde interfaces of one connection (runs in the client process only).
 
-    ``waitPeriod(t_start)`` sleeps + spins until one period after the previous ``initPeriod()``
-    (ur_rtde's steady clock). Ticks are stamped on the host monotonic clock; a tick that starts
-    more than half a period after the previous one's nominal end is reported as an overrun.
-    """
+    ``on_step(what, port)`` is called before each connect step (the backend bounds the steps)."""
 
-    def __init__(self, rtde_c: Any, rate_hz: float):
-        self._c = rtde_c
-        self.period_s = 1.0 / rate_hz
-        self._t_start: Any = None
-        self._deadline: float | None = None
-        self._index = 0
-        self.overruns = 0
-        self.ticks = 0
-
-    def wait(self) -> Tick:
-        if self._t_start is not None:
-            self._c.waitPeriod(self._t_start)
-        self._t_start = self._c.initPeriod()
-        t = now()
-        deadline = t if self._deadline is None else self._deadline
-        overrun = t - deadline > 0.5 * self.period_s
-        skipped = max(0, int((t - deadline) / self.period_s)) if overrun else 0
-        if overrun:
-            self.overruns += 1
-        self._index += 1 + skipped
-        self.ticks += 1
-        self._deadline = max(deadline + (1 + skipped) * self.period_s, t)
-        return Tick(self._index, deadline, t, overrun, skipped)
-
-
-class URArmBackend:
-    """Implements :class:`robot.arm.backend.ArmBackend` with ur_rtde (see the module docstring)."""
-
-    def __init__(self, config: ArmConfig):
+    def __init__(self, config: ArmConfig, on_step: Callable[[str, int], None] = lambda what, port: None):
         self.config = config
         self.host = config.host
         self.description = f"UR at {config.host}"
@@ -183,27 +137,58 @@ class URArmBackend:
         self._last: ArmReading | None = None
         self._last_robot_time = -1.0
         self._last_change = 0.0
-        self._link_lost = False  # latched: an interface dropped its link or the state went stale
-        self._retiring: threading.Thread | None = None
-        self._retired: list[Any] = []
+        self._on_step = on_step
+        self.lost_reason: str | None = None  # latched: an interface dropped its link or the state went stale
         self._script_stopped_since: float | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ connection
+    def _step(self, what: str, port: int, fn: Callable[[], Any]) -> Any:
+        """One connect step: announced first (the backend bounds it from outside: a ur_rtde
+        constructor can block holding the GIL), failures turned into a message for the operator."""
+        self._on_step(what, port)
+        try:
+            return fn()
+        except ArmConnectionError:
+            raise
+        except Exception as exc:
+            raise ArmConnectionError(
+                f"UR at {self.host}:{port}: {what} failed: {exc}. {_checklist(self.host)}"
+            ) from exc
+
     def _detect_version(self) -> tuple[int, int]:
         import dashboard_client
 
         timeout_s = self.config.ur.connect_timeout_s
 
         def query() -> str:
-            dash = dashboard_client.DashboardClient(self.host)
-            dash.connect(int(min(timeout_s, 5.0) * 1000))
+            # ur_rtde says "Timeout connecting" for a refused connection too: ask the socket first.
             try:
+                socket.create_connection((self.host, DASHBOARD_PORT), timeout=timeout_s).close()
+            except ConnectionRefusedError:
+                raise ArmConnectionError(
+                    f"UR at {self.host}:{DASHBOARD_PORT}: connection refused (nothing listens on the "
+                    f"dashboard port). {_checklist(self.host)}"
+                ) from None
+            except OSError as exc:
+                raise ArmConnectionError(
+                    f"UR at {self.host}:{DASHBOARD_PORT}: cannot connect ({exc}). {_checklist(self.host)}"
+                ) from None
+            dash = dashboard_client.DashboardClient(self.host)
+            wait_s = min(timeout_s, 5.0)
+            try:
+                dash.connect(int(wait_s * 1000))
                 return dash.polyscopeVersion()
+            except RuntimeError:
+                raise ArmConnectionError(
+                    f"UR at {self.host}:{DASHBOARD_PORT}: the dashboard server accepted the connection but "
+                    f"did not answer within {wait_s:.0f} s (something accepts TCP there but does not speak "
+                    f"the UR protocol?). {_checklist(self.host)}"
+                ) from None
             finally:
                 dash.disconnect()
 
-        text = _with_timeout(query, timeout_s, "dashboard PolyscopeVersion", self.host, DASHBOARD_PORT)
+        text = self._step("dashboard PolyscopeVersion", DASHBOARD_PORT, query)
         try:
             return parse_polyscope_version(text)
         except ValueError as exc:
@@ -244,25 +229,21 @@ class URArmBackend:
             )
         self._set_rt_priority()
         prio = ur.rt_priority
-        self._r = _with_timeout(
-            lambda: rtde_receive.RTDEReceiveInterface(self.host, rate, [], False, False, prio),
-            ur.connect_timeout_s,
+        self._r = self._step(
             "RTDE receive interface",
-            self.host,
             RTDE_PORT,
+            lambda: rtde_receive.RTDEReceiveInterface(self.host, rate, [], False, False, prio),
         )
         flags = rtde_control.RTDEControlInterface.FLAG_UPLOAD_SCRIPT if ur.upload_script else 0
-        self._c = _with_timeout(
-            lambda: rtde_control.RTDEControlInterface(self.host, rate, flags, 50002, prio),
-            ur.connect_timeout_s + 10.0,  # includes the script upload and start
-            "RTDE control interface (script upload)",
-            self.host,
+        self._c = self._step(
+            "RTDE control interface (uploads and starts the control script)",
             RTDE_PORT,
+            lambda: rtde_control.RTDEControlInterface(self.host, rate, flags, 50002, prio),
         )
-        self._send_tool_settings()
-        self._wait_fresh_state()
+        self._step("TCP offset and payload", RTDE_PORT, self._send_tool_settings)
+        self._step("first RTDE state packages", RTDE_PORT, self._wait_fresh_state)
         self._last_change = now()
-        self._link_lost = False
+        self.lost_reason = None
         self._script_stopped_since = None
         log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
 
@@ -289,17 +270,11 @@ class URArmBackend:
             f"{self.description}: no RTDE state packages for {timeout_s:.0f} s after connecting. {_checklist(self.host)}"
         )
 
-    def make_pacer(self) -> _RtdePacer | None:
-        """``ur.use_rtde_pacing``: a loop pacer on ur_rtde's initPeriod()/waitPeriod()."""
-        if not self.config.ur.use_rtde_pacing:
-            return None
-        return _RtdePacer(self._c, self.config.rate_hz)
-
     # ------------------------------------------------------------------ per tick
     def read_state(self, t: float) -> ArmReading:
         receive_time = now()
-        if self._link_lost or self._r is None or self._c is None:
-            # Latched until reconnect(): the old interfaces are retired and never touched again.
+        if self.lost_reason is not None or self._r is None or self._c is None:
+            # Latched: the interfaces are never touched again (the client process ends).
             reading = self._stale_copy(receive_time)
             reading.flags = StatusFlag.DISCONNECTED
             return reading
@@ -350,49 +325,12 @@ class URArmBackend:
                 flags |= StatusFlag.DISCONNECTED
         if lost is not None:
             flags |= StatusFlag.DISCONNECTED
-            self._retire_interfaces(lost)
+            log.error("%s: link lost (%s)", self.description, lost)
+            self.lost_reason = lost
         reading.flags = flags
         if not flags & StatusFlag.DISCONNECTED:
             self._last = reading
         return reading
-
-    def _retire_interfaces(self, reason: str) -> None:
-        """The link is lost: disconnect both interfaces at once, in a daemon thread (the tick goes
-        on), and never use them again. This also ends RTDEControlInterface's own reconnect loop,
-        which after a dropped link may reconnect over and over and crash the process (SIGSEGV)."""
-        log.error(
-            "%s: link lost (%s); the RTDE interfaces are closed, reconnect() builds new ones",
-            self.description,
-            reason,
-        )
-        self._link_lost = True
-        c, r = self._c, self._r
-        self._c = self._r = None
-        self._retired.extend(x for x in (c, r) if x is not None)  # destroyed at exit, not mid-run
-
-        def disconnect_both() -> None:
-            for what, x in (("control", c), ("receive", r)):
-                if x is None:
-                    continue
-                try:
-                    x.disconnect()
-                except Exception as exc:
-                    log.error(
-                        "%s: disconnecting the old %s interface failed: %s", self.description, what, exc
-                    )
-
-        self._retiring = threading.Thread(target=disconnect_both, name="ur-retire", daemon=True)
-        self._retiring.start()
-
-    def _wait_retired(self, timeout_s: float = _EXIT_CALL_TIMEOUT_S) -> None:
-        th = self._retiring
-        if th is not None:
-            th.join(timeout_s)
-            if th.is_alive():
-                log.error(
-                    "%s: the old RTDE interfaces did not close within %.1f s", self.description, timeout_s
-                )
-            self._retiring = None
 
     def _stale_copy(self, receive_time: float) -> ArmReading:
         if self._last is None:
@@ -421,7 +359,7 @@ class URArmBackend:
     def stop(self, t: float) -> None:
         """servoStop (decelerating), bounded; skipped when the link is dead (nothing can be sent)."""
         c = self._c
-        if c is None or self._link_lost:
+        if c is None or self.lost_reason is not None:
             log.warning(
                 "%s: link lost, no servoStop sent (the arm holds its last servo target)", self.description
             )
@@ -435,16 +373,15 @@ class URArmBackend:
         )
 
     def reconnect(self, t: float) -> None:
-        """After a fault: new interfaces if the link was lost, else re-upload a stopped script.
+        """After a fault, with the link intact: re-upload a stopped script.
 
-        Raises ArmConnectionError (saying what to do) while the arm is still safety-stopped or
-        cannot be reached."""
-        ur = self.config.ur
-        if self._r is None or self._c is None or self._link_lost:
-            log.warning("%s: building new RTDE interfaces", self.description)
-            self._wait_retired()
-            self._drop_interfaces(stop_script=False)  # a connect that failed half-way
-            self.connect(t)
+        Raises ArmConnectionError (saying what to do) while the arm is still safety-stopped.
+        (A lost link is never reconnected here: a fresh client process connects anew.)"""
+        if self.lost_reason is not None or self._r is None or self._c is None:
+            raise ArmConnectionError(f"{self.description}: the link is lost ({self.lost_reason})")
+        # Judge the safety state by packages sent after this request: the one in hand may predate
+        # the operator's release of the stop.
+        self._wait_fresh_state()
         if self._r.isEmergencyStopped():
             raise ArmConnectionError(
                 f"{self.description}: the e-stop is still active; release it and unlock the arm"
@@ -454,9 +391,7 @@ class URArmBackend:
                 f"{self.description}: still protective-stopped; unlock it on the pendant (or dashboard) first"
             )
         if not self._c.isProgramRunning():
-            _with_timeout(
-                self._c.reuploadScript, ur.connect_timeout_s + 10.0, "script re-upload", self.host, RTDE_PORT
-            )
+            self._step("script re-upload", SCRIPT_PORT, self._c.reuploadScript)
             # reuploadScript() returns before the program runs.
             deadline = now() + _SCRIPT_START_TIMEOUT_S
             while not self._c.isProgramRunning():
@@ -477,7 +412,7 @@ class URArmBackend:
         the link still answers) and forget them."""
         c, r = self._c, self._r
         self._c = self._r = None
-        if c is not None and stop_script and not self._link_lost:
+        if c is not None and stop_script and self.lost_reason is None:
             _bounded(
                 lambda: c.isConnected() and c.isProgramRunning() and c.stopScript(),
                 _EXIT_CALL_TIMEOUT_S,
@@ -489,22 +424,110 @@ class URArmBackend:
         if r is not None:
             _bounded(r.disconnect, _EXIT_CALL_TIMEOUT_S, "disconnect receive", self.description)
 
-    def reset_world(self, seed: int) -> None:
-        pass
-
-    def inject_fault(self, flags: int) -> None:
-        raise RuntimeError(f"{self.description}: fault injection is only for the simulated arm")
-
-    def after_tick(self, t: float) -> None:
-        pass
-
-    def world_success(self) -> bool:
-        return False
-
     def close(self) -> None:
         """stopScript (unless the controller stopped answering), then disconnect; bounded. Idempotent."""
         if self._closed:
             return
         self._closed = True
         self._drop_interfaces(stop_script=True)
-        self._wait_retired()
+
+
+# ---------------------------------------------------------------------- the process
+# Shared-memory records between the backend (controller process) and this client.
+CMD_SERVO, CMD_STOP, CMD_RECONNECT, CMD_CLOSE = 1, 2, 3, 4
+COMMAND_LAYOUT = {"kind": ((), "int64"), "request_id": ((), "int64"), "pose": ((6,), "float64")}
+STATE_LAYOUT = {
+    "tcp_pose": ((6,), "float64"),
+    "tcp_speed": ((6,), "float64"),
+    "q": ((6,), "float64"),
+    "qd": ((6,), "float64"),
+    "robot_time": ((), "float64"),
+    "capture_time": ((), "float64"),
+    "receive_time": ((), "float64"),
+    "flags": ((), "int64"),
+}
+
+
+def _publish(ring: Any, reading: ArmReading) -> None:
+    ring.put(
+        {
+            "tcp_pose": reading.tcp_pose,
+            "tcp_speed": reading.tcp_speed,
+            "q": reading.q,
+            "qd": reading.qd,
+            "robot_time": reading.robot_time,
+            "capture_time": reading.capture_time,
+            "receive_time": reading.receive_time,
+            "flags": int(reading.flags),
+        }
+    )
+
+
+def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: Callable[..., None]) -> int:
+    """The client's life: connect, then serve the queue and publish states until told to close,
+    the parent is gone, or the link is lost. Returns the exit code."""
+    link = URLink(config, on_step=lambda what, port: say(step=what, port=port))
+    try:
+        link.connect(now())
+    except Exception as exc:
+        say(error=str(exc))
+        return 3
+    say(ready=list(link.version or ()))
+    poll_s = config.period_s / 4  # the controller's target waits at most this long here
+    next_t = now()
+    while True:
+        if os.getppid() != parent_pid:  # the controller is gone: bring the arm to rest, leave
+            link.stop(now())
+            link.close()
+            return 0
+        cmds = commands.get_all()
+        pose = None
+        for kind, request_id, target in zip(cmds["kind"], cmds["request_id"], cmds["pose"], strict=True):
+            if kind == CMD_SERVO:
+                pose = target
+            elif kind == CMD_STOP:
+                pose = None
+                link.stop(now())
+                say(reply=int(request_id))
+            elif kind == CMD_RECONNECT:
+                pose = None
+                try:
+                    link.reconnect(now())
+                    say(reply=int(request_id))
+                except Exception as exc:
+                    say(reply=int(request_id), error=str(exc))
+            elif kind == CMD_CLOSE:
+                link.close()
+                say(reply=int(request_id))
+                return 0
+        if pose is not None:
+            link.servo(pose, now())
+        _publish(states, link.read_state(now()))
+        if link.lost_reason is not None:
+            # Never touch ur_rtde again (that is where it crashes); the OS closes its sockets.
+            say(lost=link.lost_reason)
+            return 0
+        next_t = max(next_t + poll_s, now())
+        precise_wait(next_t)
+
+
+def main() -> None:
+    # Started in a session of its own: a terminal's SIGINT reaches the controller, which ends us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    config_json, commands, states, parent_pid, msg_fd = pickle.load(sys.stdin.buffer)
+    out = os.fdopen(msg_fd, "w", buffering=1)
+    lock = threading.Lock()
+
+    def say(**msg: Any) -> None:
+        with lock:
+            out.write(json.dumps(msg) + "\n")
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    code = serve(ArmConfig.model_validate_json(config_json), commands, states, parent_pid, say)
+    out.flush()
+    # os._exit: ur_rtde's destructors are where a dropped link crashes; nothing is left to flush.
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

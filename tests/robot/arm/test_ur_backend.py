@@ -10,7 +10,7 @@ import pytest
 from robot.arm.backend import StatusFlag
 from robot.arm.controller import ArmController, ArmFaultError
 from robot.arm.interpolator import pose_distance
-from robot.arm.ur_backend import parse_polyscope_version
+from robot.arm.ur_client import parse_polyscope_version
 from robot.fake_ur.handle import FakeURController
 from robot.process import DeviceProcessError
 from tests.robot.arm.ur.helpers import hold, ur_config, wait_until

@@ -7,7 +7,11 @@ Also: a rate the controller cannot do, and connections that fail.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
+import socket
+import threading
 import time
 from collections.abc import Callable
 
@@ -108,15 +112,22 @@ def test_emergency_stop_then_reconnect_uploads_the_script_again():
         stops_cleanly(arm)
 
 
-def xfail_if_ur_rtde_crashed(arm: ArmController, err: DeviceProcessError) -> None:
-    """ur_rtde 1.6.5 defect: after a link dropped by a controller whose ports stay open,
-    RTDEControlInterface's receive thread reconnects on its own and, now and then (about 1 in 10
-    here), keeps reconnecting until the process dies with SIGSEGV. The controller process cannot
-    catch that; it only counts as this defect if the backend had already published the lost link."""
-    flags = int(arm.state_ring.latest()["status_flags"])
-    if "SIGSEGV" in str(err) and flags & StatusFlag.DISCONNECTED and not isinstance(err, ArmFaultError):
-        pytest.xfail("ur_rtde's RTDEControlInterface crashed in its own reconnect loop (known 1.6.x defect)")
-    raise err
+def ur_client_pids(controller_pid: int) -> list[int]:
+    """The ur_rtde client processes the arm controller process started (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == controller_pid and b"robot.arm.ur_client" in cmd:
+            pids.append(int(entry))
+    return pids
 
 
 @pytest.mark.timeout(60)
@@ -124,17 +135,34 @@ def test_dropped_connection_then_reconnect_builds_new_interfaces():
     version, name = ESERIES
     with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
         # The controller's ports stay open: ur_rtde's control interface reconnects on its own, the
-        # receive interface does not; the backend treats the link as lost either way.
-        try:
-            p0 = fault_stops_commanding(arm, fake, fake.drop_connections, CONNECTION_LOST, 5)
-            assert arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED
-            arm.reconnect(timeout_s=20)
-        except DeviceProcessError as err:
-            xfail_if_ur_rtde_crashed(arm, err)
+        # receive interface does not; the link is lost either way, and the client that held it
+        # (where ur_rtde may crash afterwards) ends.
+        p0 = fault_stops_commanding(arm, fake, fake.drop_connections, CONNECTION_LOST, 5)
+        assert arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED
+        arm.reconnect(timeout_s=20)
         conns = fake.state()["connections"]
         assert len([c for c in conns if c["kind"] == "rtde"]) == 2  # the old ones are gone
         resumes(arm, fake, p0)
         stops_cleanly(arm)
+
+
+@pytest.mark.timeout(60)
+def test_ur_rtde_crash_is_a_reported_fault_and_reconnect_starts_a_fresh_client():
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        (client,) = ur_client_pids(arm.pid)
+
+        def crash() -> None:  # what ur_rtde 1.6.5 does to its process after a dropped link
+            os.kill(client, signal.SIGSEGV)
+
+        p0 = fault_stops_commanding(arm, fake, crash, CONNECTION_LOST, 5)
+        assert arm.is_alive  # the controller outlived the client
+        arm.reconnect(timeout_s=20)
+        (fresh,) = ur_client_pids(arm.pid)
+        assert fresh != client
+        resumes(arm, fake, p0)
+        stops_cleanly(arm)
+    assert arm.exitcode == 0
 
 
 @pytest.mark.timeout(60)
@@ -188,7 +216,7 @@ def test_500hz_refused_on_a_cb3_with_a_clear_message():
 @pytest.mark.timeout(60)
 def test_no_controller_at_host_names_host_port_and_what_to_check():
     host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"  # nobody
-    arm = ArmController(ur_config("ur5_cb3", host, "ur.connect_timeout_s=5"))
+    arm = ArmController(ur_config("ur5_cb3", host))
     try:
         with pytest.raises(DeviceProcessError) as err:
             arm.start()
@@ -204,7 +232,7 @@ def test_no_controller_at_host_names_host_port_and_what_to_check():
 def test_controller_that_never_answers_at_connect_is_bounded_and_named():
     with make_fake(ESERIES[0]) as fake:
         fake.freeze()  # accepts TCP, answers nothing: ur_rtde's constructors would wait forever
-        arm = ArmController(ur_config("ur5e", fake.host, "ur.connect_timeout_s=2"))
+        arm = ArmController(ur_config("ur5e", fake.host))
         try:
             with pytest.raises(DeviceProcessError) as err:
                 arm.start()
@@ -212,7 +240,7 @@ def test_controller_that_never_answers_at_connect_is_bounded_and_named():
             arm.stop()
             arm.close()
     msg = str(err.value)
-    assert f"UR at {fake.host}:29999" in msg and "got no answer within 2 s" in msg
+    assert f"UR at {fake.host}:29999: the dashboard server accepted the connection but did not answer" in msg
     assert "Check:" in msg
 
 
@@ -226,3 +254,71 @@ def test_frozen_controller_answers_again_then_reconnect_resumes():
         arm.reconnect(timeout_s=20)
         resumes(arm, fake, p0)
         stops_cleanly(arm)
+
+
+class _SilentRTDE:
+    """A dashboard that answers PolyscopeVersion, and an RTDE port that accepts and says nothing: the
+    ur_rtde receive constructor blocks holding the GIL there."""
+
+    def __init__(self, host: str):
+        self.host = host
+        self._socks = []
+        self._conns = []
+        self._stop = threading.Event()
+        for port in (29999, 30004):
+            s = socket.socket()
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+            s.listen(4)
+            s.settimeout(0.2)
+            self._socks.append(s)
+        threading.Thread(target=self._dashboard, daemon=True).start()
+        threading.Thread(target=self._silent, daemon=True).start()
+
+    def _accept(self, s):
+        while not self._stop.is_set():
+            try:
+                c, _ = s.accept()
+                self._conns.append(c)
+                return c
+            except OSError:
+                continue
+        return None
+
+    def _dashboard(self):
+        while (c := self._accept(self._socks[0])) is not None:
+            c.sendall(b"Connected: Universal Robots Dashboard Server\n")
+            c.settimeout(5)
+            try:
+                while data := c.recv(1024):
+                    if b"PolyscopeVersion" in data:
+                        c.sendall(b"URSoftware 5.11.6.108 (Jul 13 2022)\n")
+            except OSError:
+                pass
+
+    def _silent(self):
+        while self._accept(self._socks[1]) is not None:
+            pass
+
+    def close(self):
+        self._stop.set()
+        for s in self._conns + self._socks:
+            s.close()
+
+
+@pytest.mark.timeout(90)
+def test_silent_rtde_port_is_bounded_by_connect_timeout_and_named():
+    host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
+    peer = _SilentRTDE(host)
+    arm = ArmController(ur_config("ur5e", host))
+    limit_s = arm.config.ur.connect_timeout_s + 1.0
+    try:
+        with pytest.raises(DeviceProcessError) as err:
+            arm.start()
+    finally:
+        arm.stop()
+        arm.close()
+        peer.close()
+    msg = str(err.value)
+    assert f"UR at {host}:30004: RTDE receive interface got no answer within {limit_s:.0f} s" in msg
+    assert "Check: the arm is powered on" in msg  # the step's bound fired, not the ready timeout
