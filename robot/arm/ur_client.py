@@ -508,7 +508,7 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
             say(lost=link.lost_reason)
             return 0
         next_t = max(next_t + poll_s, now())
-        precise_wait(next_t)
+        precise_wait(next_t, spin_s=0.0)  # sleep only: a spinning client would starve the controller
 
 
 def main() -> None:
