@@ -77,6 +77,7 @@ class _Client:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "robot.arm.ur_client"],
             stdin=subprocess.PIPE,
+            stdout=sys.stderr.fileno(),  # ur_rtde chats on stdout; keep a CLI's stdout for its output
             pass_fds=(write_fd,),
             start_new_session=True,
             close_fds=True,

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from robot.shm.layout import LayoutSpec, SlotArrays, SlotSegment, check_record, parse_layout
+from robot.shm.layout import LayoutSpec, SlotArrays, SlotSegment, checked_values, parse_layout
 
 _HEAD, _TAIL = 0, 8  # header words: records ever put; records ever taken (separate cache lines)
 
@@ -28,11 +28,9 @@ class CommandQueue(SlotSegment):
 
     def __init__(self, shm: Any, layout: LayoutSpec, capacity: int):
         self._fields = parse_layout(layout)
-        if capacity < 1:
-            raise ValueError(f"queue capacity must be >= 1, got {capacity}")
-        self.capacity = int(capacity)
+        self.capacity = self._check_capacity(capacity)
         self._shm = shm
-        self._slots = SlotArrays(shm, self._fields, self.capacity, n_words=self.header_words(self.capacity))
+        self._slots = SlotArrays(shm, self._fields, self.capacity, n_words=self.total_words(self.capacity))
         self._head = self._slots.words[_HEAD]
         self._tail = self._slots.words[_TAIL]
         self._field_items = [(f.name, self._slots.arrays[f.name]) for f in self._fields]
@@ -48,8 +46,11 @@ class CommandQueue(SlotSegment):
         return self._head.load() - self._tail.load()
 
     def put(self, record: Mapping[str, Any]) -> None:
-        """Enqueue one record (producer side only). Raises QueueFull when ``capacity`` are pending."""
-        check_record(self._fields, record, f"command queue {self.name}")
+        """Enqueue one record (producer side only). Raises QueueFull when ``capacity`` are pending.
+
+        Values are checked as by ``RingBuffer.put`` (exact shapes, safe dtypes) before anything is
+        written; the head advances only after the whole record is in its slot."""
+        values = checked_values(self._fields, record, f"command queue {self.name}")
         h = self._head.load()
         if h - self._tail.load() >= self.capacity:
             raise QueueFull(
@@ -57,8 +58,8 @@ class CommandQueue(SlotSegment):
                 "is not draining it (stalled or dead?)"
             )
         slot = h % self.capacity
-        for name, arr in self._field_items:
-            arr[slot] = record[name]
+        for (_, arr), value in zip(self._field_items, values, strict=True):
+            arr[slot] = value
         self._head.store(h + 1)
 
     def get_all(self) -> dict[str, np.ndarray]:

@@ -8,6 +8,7 @@ or derived from one example record (:func:`layout_from_example`). :class:`SlotAr
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -15,6 +16,7 @@ from typing import Any, Self
 
 import numpy as np
 
+from robot.shm._atomic64 import fence_acquire, fence_release  # noqa: F401 (re-exported for the ring)
 from robot.shm._atomic64 import load as _atomic_load
 from robot.shm._atomic64 import store as _atomic_store
 from robot.shm.segments import attach_segment, create_segment, release_segment
@@ -53,6 +55,8 @@ def parse_layout(layout: LayoutSpec) -> tuple[Field, ...]:
             raise ValueError(f"field {name!r}: expected (shape, dtype), got {spec!r}") from exc
         if dtype.hasobject:
             raise ValueError(f"field {name!r}: object dtypes cannot live in shared memory")
+        if any(d < 0 for d in shape):
+            raise ValueError(f"field {name!r}: negative dimension in shape {shape}")
         fields.append(Field(str(name), shape, dtype))
     return tuple(fields)
 
@@ -142,16 +146,97 @@ def check_record(fields: tuple[Field, ...], record: Mapping[str, Any], what: str
     raise KeyError(f"{what}: record keys do not match the layout (missing {missing}, unexpected {extra})")
 
 
+def _scalar_fits(value: Any, dtype: np.dtype) -> bool:
+    """A Python bool/int/float (or a sequence of them, as an array) fits ``dtype`` by kind and value."""
+    kind = dtype.kind
+    if isinstance(value, np.ndarray):  # from a Python sequence
+        if value.dtype.kind == "b":
+            return kind in "biuf"
+        if value.dtype.kind in "iu":
+            if kind in "iu":
+                info = np.iinfo(dtype)
+                return value.size == 0 or (info.min <= value.min() and value.max() <= info.max)
+            return kind == "f"
+        if value.dtype.kind == "f":
+            finite = value[np.isfinite(value)]
+            return kind == "f" and (finite.size == 0 or np.abs(finite).max() <= np.finfo(dtype).max)
+        return False
+    if isinstance(value, bool):
+        return kind in "biuf"
+    if isinstance(value, int):
+        if kind in "iu":
+            info = np.iinfo(dtype)
+            return info.min <= value <= info.max
+        return kind == "f"
+    if isinstance(value, float):
+        return kind == "f" and (not np.isfinite(value) or abs(value) <= np.finfo(dtype).max)
+    return False
+
+
+def checked_values(fields: tuple[Field, ...], record: Mapping[str, Any], what: str) -> list[Any]:
+    """The record's values in field order, each checked against its field; nothing is written.
+
+    A value must have exactly the field's shape (no broadcasting) and either its dtype, a dtype that
+    casts to it safely (``np.can_cast(..., "safe")``), or be Python numbers whose kind and values fit
+    it. Raises TypeError/ValueError naming ``what`` (the buffer), the field, the expected and the
+    given shape/dtype. Costs O(fields) for arrays (no pass over their bytes).
+    """
+    check_record(fields, record, what)
+    out = []
+    for f in fields:
+        value = record[f.name]
+        if isinstance(value, np.ndarray | np.generic):
+            if value.shape != f.shape:
+                raise ValueError(
+                    f"{what}: field {f.name!r} expects shape {f.shape} {f.dtype}, got shape {value.shape}"
+                )
+            if value.dtype != f.dtype and not np.can_cast(value.dtype, f.dtype, "safe"):
+                raise TypeError(
+                    f"{what}: field {f.name!r} expects dtype {f.dtype} (or one that casts to it safely), "
+                    f"got {value.dtype}"
+                )
+        else:
+            if value is None or isinstance(value, str | bytes):
+                raise TypeError(f"{what}: field {f.name!r} expects {f.dtype} {f.shape}, got {value!r}")
+            given = value if isinstance(value, bool | int | float) else np.asarray(value)
+            shape = () if isinstance(given, bool | int | float) else given.shape
+            if shape != f.shape:
+                raise ValueError(
+                    f"{what}: field {f.name!r} expects shape {f.shape} {f.dtype}, got shape {shape}"
+                )
+            if not _scalar_fits(given, f.dtype):
+                raise TypeError(
+                    f"{what}: field {f.name!r} expects dtype {f.dtype}; the value {value!r} does not fit it"
+                    if shape == ()
+                    else f"{what}: field {f.name!r} expects dtype {f.dtype}; the given values do not fit it"
+                )
+            value = given
+        out.append(value)
+    return out
+
+
+def layout_fingerprint(kind: str, fields: tuple[Field, ...]) -> int:
+    """A 63-bit fingerprint of a structure kind and its layout (stored in the segment's header)."""
+    text = kind + ";" + ";".join(f"{f.name}:{f.shape}:{f.dtype.str}" for f in fields)
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little") >> 1
+
+
 class SlotSegment:
     """What RingBuffer and CommandQueue share: a segment of :class:`SlotArrays` that the creating
     process owns (and unlinks, see robot.shm.segments) and that a child attaches to by unpickling.
 
-    Subclasses give ``default_label``, ``header_words(capacity)`` and an ``__init__(shm, layout,
-    capacity)`` that sets ``_shm``, ``_fields`` (parsed layout), ``capacity`` and ``_slots``, and
-    ``_drop_views()`` that forgets their own views into the segment before it is closed.
+    Subclasses give ``default_label``, ``min_capacity``, ``header_words(capacity)`` and an
+    ``__init__(shm, layout, capacity)`` that sets ``_shm``, ``_fields`` (parsed layout), ``capacity``
+    and ``_slots`` (with :meth:`total_words` header words), and ``_drop_views()`` that forgets their
+    own views into the segment before it is closed.
+
+    The last two header words hold the layout fingerprint and the capacity, written at create and
+    checked at attach: a segment of another layout (even of the same size) is refused by name.
+    Everything is validated before a segment is created, so a bad request leaves nothing behind.
     """
 
     default_label = "slots"
+    min_capacity = 1
     _shm: Any
     _fields: tuple[Field, ...]
     _slots: SlotArrays
@@ -162,10 +247,27 @@ class SlotSegment:
         raise NotImplementedError
 
     @classmethod
+    def total_words(cls, capacity: int) -> int:
+        return cls.header_words(capacity) + 2  # + layout fingerprint, capacity
+
+    @classmethod
+    def _check_capacity(cls, capacity: int) -> int:
+        if int(capacity) != capacity or capacity < cls.min_capacity:
+            raise ValueError(
+                f"{cls.__name__} capacity must be an integer >= {cls.min_capacity}, got {capacity}"
+            )
+        return int(capacity)
+
+    @classmethod
     def create(cls, layout: LayoutSpec, capacity: int, label: str | None = None) -> Self:
         fields = parse_layout(layout)
-        size = SlotArrays.segment_size(fields, capacity, cls.header_words(capacity))
-        return cls(create_segment(size, label or cls.default_label), layout_to_spec(fields), capacity)
+        capacity = cls._check_capacity(capacity)
+        size = SlotArrays.segment_size(fields, capacity, cls.total_words(capacity))
+        obj = cls(create_segment(size, label or cls.default_label), layout_to_spec(fields), capacity)
+        words = obj._slots.words
+        words[-2].store(layout_fingerprint(cls.__name__, fields))
+        words[-1].store(capacity)
+        return obj
 
     @classmethod
     def from_example(cls, example: Mapping[str, Any], capacity: int, label: str | None = None) -> Self:
@@ -173,7 +275,29 @@ class SlotSegment:
 
     @classmethod
     def attach(cls, name: str, layout: LayoutSpec, capacity: int) -> Self:
-        return cls(attach_segment(name), layout, capacity)
+        """Attach to the segment ``name``; ValueError unless it holds this layout and capacity."""
+        fields = parse_layout(layout)
+        capacity = cls._check_capacity(capacity)
+        shm = attach_segment(name)
+        need = SlotArrays.segment_size(fields, capacity, cls.total_words(capacity))
+        if shm.size < need:
+            release_segment(shm)
+            raise ValueError(
+                f"{cls.__name__} {name}: the segment has {shm.size} bytes, the layout and capacity "
+                f"{capacity} asked for need {need}: it holds another structure"
+            )
+        obj = cls(shm, layout, capacity)
+        words = obj._slots.words
+        stored_fp, stored_cap = words[-2].load(), words[-1].load()
+        expected_fp = layout_fingerprint(cls.__name__, fields)
+        if (stored_fp, stored_cap) != (expected_fp, capacity):
+            obj.close()
+            raise ValueError(
+                f"{cls.__name__} {name}: the segment holds layout {stored_fp:016x} with capacity {stored_cap}, "
+                f"the caller expects layout {expected_fp:016x} ({layout_to_spec(fields)}) with capacity "
+                f"{capacity}"
+            )
+        return obj
 
     def __reduce__(self) -> tuple:
         return (type(self).attach, (self.name, self.layout, self.capacity))
