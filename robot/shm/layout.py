@@ -8,7 +8,9 @@ or derived from one example record (:func:`layout_from_example`). :class:`SlotAr
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from multiprocessing import shared_memory
@@ -30,6 +32,11 @@ class Field:
     name: str
     shape: tuple[int, ...]
     dtype: np.dtype
+
+    @functools.cached_property
+    def limits(self) -> tuple[str, float, float]:
+        """(dtype kind, min, max): what Python numbers written into this field must fit."""
+        return (self.dtype.kind, *_limits(self.dtype))
 
     @property
     def nbytes(self) -> int:
@@ -146,30 +153,47 @@ def check_record(fields: tuple[Field, ...], record: Mapping[str, Any], what: str
     raise KeyError(f"{what}: record keys do not match the layout (missing {missing}, unexpected {extra})")
 
 
-def _scalar_fits(value: Any, dtype: np.dtype) -> bool:
-    """A Python bool/int/float (or a sequence of them, as an array) fits ``dtype`` by kind and value."""
-    kind = dtype.kind
+@functools.cache
+def _limits(dtype: np.dtype) -> tuple[float, float]:
+    """The value range of a numeric dtype (cached: np.iinfo/np.finfo cost microseconds a call)."""
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return float(info.min), float(info.max)
+    if dtype.kind == "f":
+        top = float(np.finfo(dtype).max)
+        return -top, top
+    return 0.0, 1.0  # bool
+
+
+def _scalar_fits(value: Any, field: Field) -> bool:
+    """A Python bool/int/float (or a sequence of them, as an array) fits the field by kind and value."""
+    kind, lo, hi = field.limits
+    if type(value) is float:
+        return kind == "f" and (not math.isfinite(value) or -hi <= value <= hi)
+    if type(value) is int:
+        return kind == "f" or (kind in "iu" and lo <= value <= hi)
+    dtype = field.dtype
     if isinstance(value, np.ndarray):  # from a Python sequence
+        if value.size == 0:
+            return value.dtype.kind in "biuf" and kind in "biuf"
         if value.dtype.kind == "b":
             return kind in "biuf"
         if value.dtype.kind in "iu":
-            if kind in "iu":
-                info = np.iinfo(dtype)
-                return value.size == 0 or (info.min <= value.min() and value.max() <= info.max)
-            return kind == "f"
+            lo, hi = _limits(dtype)
+            return kind == "f" or (kind in "iu" and lo <= value.min() and value.max() <= hi)
         if value.dtype.kind == "f":
             finite = value[np.isfinite(value)]
-            return kind == "f" and (finite.size == 0 or np.abs(finite).max() <= np.finfo(dtype).max)
+            return kind == "f" and (finite.size == 0 or np.abs(finite).max() <= _limits(dtype)[1])
         return False
     if isinstance(value, bool):
         return kind in "biuf"
     if isinstance(value, int):
         if kind in "iu":
-            info = np.iinfo(dtype)
-            return info.min <= value <= info.max
+            lo, hi = _limits(dtype)
+            return lo <= value <= hi
         return kind == "f"
     if isinstance(value, float):
-        return kind == "f" and (not np.isfinite(value) or abs(value) <= np.finfo(dtype).max)
+        return kind == "f" and (not math.isfinite(value) or abs(value) <= _limits(dtype)[1])
     return False
 
 
@@ -185,6 +209,11 @@ def checked_values(fields: tuple[Field, ...], record: Mapping[str, Any], what: s
     out = []
     for f in fields:
         value = record[f.name]
+        if type(value) is float or type(value) is int:  # the common scalars, fast
+            if f.shape != () or not _scalar_fits(value, f):
+                _refuse(f, value, what)
+            out.append(value)
+            continue
         if isinstance(value, np.ndarray | np.generic):
             if value.shape != f.shape:
                 raise ValueError(
@@ -204,7 +233,7 @@ def checked_values(fields: tuple[Field, ...], record: Mapping[str, Any], what: s
                 raise ValueError(
                     f"{what}: field {f.name!r} expects shape {f.shape} {f.dtype}, got shape {shape}"
                 )
-            if not _scalar_fits(given, f.dtype):
+            if not _scalar_fits(given, f):
                 raise TypeError(
                     f"{what}: field {f.name!r} expects dtype {f.dtype}; the value {value!r} does not fit it"
                     if shape == ()
@@ -213,6 +242,12 @@ def checked_values(fields: tuple[Field, ...], record: Mapping[str, Any], what: s
             value = given
         out.append(value)
     return out
+
+
+def _refuse(f: Field, value: Any, what: str) -> None:
+    if f.shape != ():
+        raise ValueError(f"{what}: field {f.name!r} expects shape {f.shape} {f.dtype}, got shape ()")
+    raise TypeError(f"{what}: field {f.name!r} expects dtype {f.dtype}; the value {value!r} does not fit it")
 
 
 def layout_fingerprint(kind: str, fields: tuple[Field, ...]) -> int:

@@ -1,7 +1,10 @@
 """Shared-memory segments of this project: naming, ownership, cleanup on every exit path.
 
 Every segment is named ``rig_<owner pid>_<token>`` so that a segment left behind by a run that was
-SIGKILLed can be recognised (its owner pid is gone) and removed by ``rig shm clean``.
+SIGKILLed can be recognised (its owner pid is gone) and removed by ``rig shm clean``. The
+``sem.mp-*`` semaphores of multiprocessing (the device processes' events and pipes) survive a SIGKILL
+of a whole process group too (the resource tracker dies with it): ``rig shm clean`` removes those
+that no running process maps (from ``/proc/*/maps``).
 
 Ownership: the process that creates a segment owns it and unlinks it when it is closed, when the
 process exits normally, on an uncaught exception, on SIGINT (KeyboardInterrupt) and on SIGTERM (turned
@@ -154,12 +157,66 @@ def list_segments(shm_dir: Path = SHM_DIR) -> list[SegmentInfo]:
     return out
 
 
+SEM_PREFIX = "sem.mp-"
+
+
+@dataclass(frozen=True)
+class SemaphoreInfo:
+    name: str
+    mapped: bool  # some running process has it mapped (in use)
+
+
+def _mapped_shm_inodes() -> set[int]:
+    """Inodes of the /dev/shm files that any process (that we may inspect) has mapped.
+
+    By inode, not name: glibc's sem_open maps a temporary file and then links it to the semaphore's
+    name, so /proc/*/maps shows the deleted temporary name."""
+    inodes: set[int] = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/maps") as f:
+                for line in f:
+                    if "/dev/shm/" in line:
+                        inodes.add(int(line.split()[4]))
+        except (OSError, ValueError, IndexError):  # gone meanwhile, or not ours to read
+            continue
+    return inodes
+
+
+def list_semaphores(shm_dir: Path = SHM_DIR) -> list[SemaphoreInfo]:
+    """multiprocessing's named semaphores in ``/dev/shm`` and whether a running process maps them."""
+    if not shm_dir.is_dir():
+        return []
+    paths = sorted(shm_dir.glob(SEM_PREFIX + "*"))
+    if not paths:
+        return []
+    mapped = _mapped_shm_inodes()
+    out = []
+    for path in paths:
+        try:
+            out.append(SemaphoreInfo(path.name, path.stat().st_ino in mapped))
+        except FileNotFoundError:
+            continue
+    return out
+
+
 def clean_stale(all_segments: bool = False, shm_dir: Path = SHM_DIR) -> list[str]:
-    """Remove segments whose owner process is gone (or every project segment with ``all_segments``).
+    """Remove segments whose owner process is gone (or every project segment with ``all_segments``)
+    and the ``sem.mp-*`` semaphores that no running process maps.
 
     Returns the names removed. Segments of live owners are left alone unless ``all_segments``.
     """
     removed = []
+    for sem in list_semaphores(shm_dir):
+        if sem.mapped:
+            continue
+        try:
+            (shm_dir / sem.name).unlink()
+            removed.append(sem.name)
+        except FileNotFoundError:
+            pass
     for seg in list_segments(shm_dir):
         if seg.owner_alive and not all_segments:
             continue

@@ -96,7 +96,7 @@ def test_overwritten_record_detected_not_returned():
             ring.put({"v": np.full(4, i)})
         counters = np.arange(1, 3)
         ring._seq[1].store(2 * 4 + 1)  # writer now busy rewriting slot 1 (counter 1 -> 4)
-        out, ok = ring._copy(counters)
+        out, ok, _lost = ring._copy(counters)
         assert ok.tolist() == [False, True]
         ring.max_retries = 3
         with pytest.raises(BufferOverrun):
