@@ -7,14 +7,18 @@ observation and the committed actions over a pipe and returns at once; ``poll`` 
 when it is there. Observations are small (a few frames of at most 640x480), so a pickle over a pipe
 costs about a millisecond; ``ChunkResult.latency_s - compute_s`` shows it.
 
-Timing contract: ``request`` never blocks on inference (a pipe write of the obs); ``poll`` never
-blocks. ``start()`` returns once the policy is loaded (a failing load raises DeviceProcessError with
+Timing contract: ``request`` never blocks: the pickled request is written to the pipe by a writer
+thread (an observation is larger than a pipe's buffer, and a child that died or stopped reading
+must not hang the parent: Ctrl-C in a terminal ends the child first). ``poll`` never blocks. The
+parent keeps no copy of the child's pipe ends, so a write to a dead child fails instead of waiting. ``start()`` returns once the policy is loaded (a failing load raises DeviceProcessError with
 the child's traceback: wrong checkpoint path, a missing key...). A policy that raises in ``predict``
 does not kill the process: the error comes back in ``ChunkResult.error``.
 """
 
 from __future__ import annotations
 
+import pickle
+import threading
 from typing import Any
 
 import numpy as np
@@ -49,13 +53,19 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
         self._req_recv, self._req_send = ctx.Pipe(duplex=False)
         self._res_recv, self._res_send = ctx.Pipe(duplex=False)
         self.meta: PolicyMeta | None = None
+        self._writer: threading.Thread | None = None
+        self._send_error: BaseException | None = None
         self._init_requests()
         self.transport = "inference process"
 
     # ================================================================== parent side
     def start(self, wait: bool = True) -> None:
-        super().start(wait=wait)
+        super().start(wait=False)
+        # The child has its own copies now; with ours closed, the pipes break when it dies.
+        self._req_recv.close()
+        self._res_send.close()
         if wait:
+            self.wait_ready()
             self._read_meta()
 
     def _read_meta(self) -> None:
@@ -73,12 +83,29 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
         self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
     ) -> int:
         """Send one request (non-blocking). Raises RuntimeError if one is already in flight."""
-        return self._send_request(
-            lambda rid: self._req_send.send(("predict", rid, obs, committed_actions, seed))
-        )
+        if self._writer is not None and self._writer.is_alive():
+            # The previous request is still being written: the child is not reading.
+            self.check()
+            raise DeviceProcessError(f"{self.name}: the inference process is not reading requests")
+        return self._send_request(lambda rid: self._write(("predict", rid, obs, committed_actions, seed)))
+
+    def _write(self, msg: tuple) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+
+        def write() -> None:
+            try:
+                self._req_send.send_bytes(data)
+            except (OSError, ValueError) as exc:  # the child is gone (broken pipe) or we closed
+                self._send_error = exc
+
+        self._writer = threading.Thread(target=write, name="inference-request", daemon=True)
+        self._writer.start()
 
     def poll(self) -> ChunkResult | None:
         """The finished request, or None (non-blocking). Raises DeviceProcessError if the child died."""
+        if self._send_error is not None:
+            self.check()
+            raise DeviceProcessError(f"{self.name}: the request could not be sent: {self._send_error}")
         while self._res_recv.poll():
             kind, payload = self._res_recv.recv()
             if kind != "result" or self._in_flight is None:
@@ -107,7 +134,7 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
         return None
 
     def close(self) -> None:
-        for conn in (self._req_recv, self._req_send, self._res_recv, self._res_send):
+        for conn in (self._req_send, self._res_recv, self._req_recv, self._res_send):
             try:
                 conn.close()
             except OSError:

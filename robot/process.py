@@ -37,6 +37,12 @@ class DeviceProcessError(RuntimeError):
     """A device process failed; the message names the device and carries the child's traceback."""
 
 
+class DeviceInterrupted(KeyboardInterrupt):
+    """A device process ended because it got SIGINT (Ctrl-C in a terminal reaches every process of
+    the foreground group): an interrupt, not a device failure. A KeyboardInterrupt, so that it ends a
+    command the way Ctrl-C in the main process does (``rig``: one line, exit code 130)."""
+
+
 class DeviceProcess:
     """Subclass and override ``setup``, ``loop_once`` (or ``run_loop``) and ``teardown``."""
 
@@ -58,6 +64,7 @@ class DeviceProcess:
         self._stop_event = ctx.Event()
         self._err_recv, self._err_send = ctx.Pipe(duplex=False)
         self._heartbeat = ctx.Value("d", now(), lock=False)
+        self._got_sigint = ctx.Value("b", 0, lock=False)
         self._ctx = ctx
         self._proc: Any = None
         self._parent_pid = os.getpid()
@@ -98,6 +105,8 @@ class DeviceProcess:
     def _child_main(self) -> None:
         def _graceful(signum: int, frame: object) -> None:
             self.stop_reason = self.stop_reason or f"signal {signal.Signals(signum).name}"
+            if signum == signal.SIGINT:
+                self._got_sigint.value = 1
 
         signal.signal(signal.SIGINT, _graceful)
         signal.signal(signal.SIGTERM, _graceful)
@@ -163,6 +172,8 @@ class DeviceProcess:
         return self._error is not None
 
     def _raise_failure(self, what: str) -> None:
+        if self._got_sigint.value:
+            raise DeviceInterrupted(f"{self.name}: interrupted (SIGINT)")
         code = self._proc.exitcode
         detail = self._error or (
             f"no traceback: exit code {code}"

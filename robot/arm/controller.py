@@ -400,7 +400,8 @@ class ArmController(DeviceProcess):
         if reason != "stop requested":
             # The parent (if alive) learns why through check().
             self._report(f"{self.name}: brought the arm to rest and exited: {reason}")
-            log.warning("%s: brought the arm to rest and exited: %s", self.name, reason)
+            if reason != "signal SIGINT":  # Ctrl-C: the main process says it once for the whole run
+                log.warning("%s: brought the arm to rest and exited: %s", self.name, reason)
 
     def _at_rest(self, reading: ArmReading) -> bool:
         """The exit stop is over: the stop profile has ended and the arm no longer moves."""

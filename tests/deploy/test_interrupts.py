@@ -1,0 +1,81 @@
+"""Ctrl-C as a terminal sends it: the deploy parent never blocks on a child that is gone."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from deploy.inference_process import InferenceProcess
+from deploy.policy_client import PolicySpec
+from robot.process import DeviceProcessError
+from robot.shm.segments import list_segments
+
+STANDIN = "py:deploy.standin:ReferencePolicy"
+
+
+@pytest.mark.timeout(60)
+def test_request_to_a_dead_inference_child_fails_instead_of_blocking():
+    proc = InferenceProcess(PolicySpec(STANDIN))
+    with proc:
+        os.kill(proc.pid, signal.SIGKILL)  # as a terminal's SIGINT ends it before the parent
+        proc._proc.join(5)
+        # An observation far larger than a pipe's buffer (64 kB): a blocking write would never return.
+        obs = {"camera_0": np.zeros((2, 480, 640, 3), np.uint8), "timestamp": np.zeros(2)}
+        proc.request(obs)
+        with pytest.raises(DeviceProcessError):
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                proc.poll()
+                time.sleep(0.01)
+
+
+def _group_pids(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return pids
+
+
+@pytest.mark.timeout(120)
+def test_one_sigint_to_the_group_ends_async_deploy_within_5_s(tmp_path):
+    cmd = [
+        sys.executable, "-m", "robot.cli", "deploy", "--checkpoint", STANDIN, "--mode", "async",
+        "--episodes", "5", f"store={tmp_path / 'eval.zarr'}", "spacemouse=false",
+        "policy_kwargs={latency_s: 0.12}",
+    ]  # fmt: skip
+    err_path = tmp_path / "err.txt"
+    with open(tmp_path / "out.txt", "w") as out, open(err_path, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 90
+            while "chunks" not in (tmp_path / "out.txt").read_text():  # a chunk ran
+                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-2000:]
+                time.sleep(0.2)
+            os.killpg(proc.pid, signal.SIGINT)
+            t0 = time.monotonic()
+            rc = proc.wait(30)
+            took_s = time.monotonic() - t0
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(5)
+    text = err_path.read_text()
+    assert rc == 130, text[-2000:]
+    assert took_s < 5.0, f"took {took_s:.1f} s to end after SIGINT"
+    assert "interrupted" in text and "Traceback" not in text
+    time.sleep(0.5)
+    assert _group_pids(proc.pid) == []  # no process of the run is left
+    assert not [s for s in list_segments() if s.owner_pid == proc.pid]
