@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import traceback
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -26,15 +27,21 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 
 def _usage() -> str:
-    lines = ["usage: rig <command> [--config PATH] [key=value ...]", "", "commands:"]
+    lines = ["usage: rig [--debug] <command> [--config PATH] [key=value ...]", "", "commands:"]
     for name, (_, text) in COMMANDS.items():
         lines.append(f"  {name:<11} {text}")
-    lines += ["", "Run 'rig <command> --help' for the options of one command."]
+    lines += [
+        "",
+        "Run 'rig <command> --help' for the options of one command. Errors print one line;",
+        "--debug (anywhere on the line) also prints the traceback behind it.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
@@ -51,12 +58,18 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     from robot.config import ConfigError
+    from robot.process import DeviceProcessError
 
     try:
         return int(module.main(rest) or 0)
     except ConfigError as exc:
         print(f"rig {name}: config error: {exc}", file=sys.stderr)
         return 2
+    except DeviceProcessError as exc:  # a device failed: its own message, the traceback on request
+        if debug:
+            print(exc.detail or traceback.format_exc(), file=sys.stderr)
+        print(f"rig {name}: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"rig {name}: interrupted", file=sys.stderr)
         return 130

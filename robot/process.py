@@ -22,6 +22,7 @@ Contract:
 from __future__ import annotations
 
 import os
+import re
 import signal
 import traceback
 from typing import Any
@@ -34,7 +35,25 @@ DEFAULT_START_METHOD = os.environ.get("RIG_START_METHOD", "spawn")
 
 
 class DeviceProcessError(RuntimeError):
-    """A device process failed; the message names the device and carries the child's traceback."""
+    """A device process failed. ``str()`` is one line for the person at the rig (the device and the
+    child's own message); ``detail`` keeps the child's traceback (``rig --debug`` prints it)."""
+
+    def __init__(self, message: str, detail: str | None = None):
+        super().__init__(message)
+        self.detail = detail
+
+
+# A module-qualified exception type (the project's own, e.g. robot.arm.backend.ArmConnectionError):
+# its message is written for the person at the rig; builtin types (ValueError: ...) are kept.
+_EXC_PREFIX = re.compile(r"^(?:[A-Za-z_]\w*\.)+[A-Za-z_]\w*: ")
+
+
+def _last_message(text: str) -> str:
+    """The child's own message: the last line of its traceback, without the exception's type."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    if not lines:
+        return text.strip()
+    return _EXC_PREFIX.sub("", lines[-1])
 
 
 class DeviceInterrupted(KeyboardInterrupt):
@@ -179,7 +198,7 @@ class DeviceProcess:
             f"no traceback: exit code {code}"
             + (f" (killed by {signal.Signals(-code).name})" if code and code < 0 else "")
         )
-        raise DeviceProcessError(f"{self.name} {what}:\n{detail}")
+        raise DeviceProcessError(f"{self.name} {what}: {_last_message(detail)}", detail=detail)
 
     def check(self) -> None:
         """Raise DeviceProcessError if the child reported an error or died while it should run."""

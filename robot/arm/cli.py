@@ -77,7 +77,6 @@ def main(argv: list[str]) -> int:
     config = config_from_args(ArmConfig, args)
 
     from robot.arm.controller import ArmController, ArmFaultError
-    from robot.process import DeviceProcessError
 
     try:
         with ArmController(config) as arm:
@@ -89,9 +88,6 @@ def main(argv: list[str]) -> int:
                 fault = None
             except ArmFaultError as exc:
                 fault = str(exc)
-    except DeviceProcessError as exc:
-        print(f"rig arm: {exc}", file=sys.stderr)
-        return 1
     except TimeoutError as exc:
         print(f"rig arm {args.action}: {exc}", file=sys.stderr)
         return 1

@@ -6,6 +6,7 @@ than the configs' 1 s heartbeat: the deadline must start once the parent has see
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 
@@ -41,3 +42,31 @@ def test_rig_arm_status_runs_the_shipped_config_against_a_slow_controller(versio
         )
     assert out.returncode == 0, out.stderr
     assert "status:      OK" in out.stdout and "no heartbeat" not in out.stderr
+
+
+def _rig_arm(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robot.cli", *args], capture_output=True, text=True, timeout=90
+    )
+
+
+@pytest.mark.timeout(120)
+def test_unreachable_host_is_one_line_naming_host_port_and_checklist_traceback_only_with_debug():
+    host = (
+        f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"  # nothing listens
+    )
+    out = _rig_arm("arm", "status", "--config", "arm/ur5_cb3.yaml", f"host={host}")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert f"UR at {host}:29999: connection refused" in out.stderr and "Check:" in out.stderr
+    debug = _rig_arm("--debug", "arm", "status", "--config", "arm/ur5_cb3.yaml", f"host={host}")
+    assert debug.returncode == 1 and "Traceback" in debug.stderr
+
+
+@pytest.mark.timeout(120)
+def test_500_hz_of_a_cb3_is_one_line_saying_what_to_set():
+    with FakeURController("3.15", process=True) as fake:
+        out = _rig_arm("arm", "status", "--config", "arm/ur5e.yaml", f"host={fake.host}")
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "rate_hz is 500" in out.stderr and "Set rate_hz: 125" in out.stderr
