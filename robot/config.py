@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -66,8 +67,41 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return _deep_merge(merged, data)
 
 
-def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
-    """Turn ``["a.b=1", "c=[1,2]"]`` into a nested dict. Raises ConfigError on malformed items."""
+def _field_type(model: Any, parts: list[str]) -> Any:
+    """The annotation of the dotted key ``parts`` in ``model`` (None where it cannot be told)."""
+    tp: Any = model
+    for part in parts:
+        while get_origin(tp) in (Union, UnionType):
+            args = [a for a in get_args(tp) if a is not type(None)]
+            if len(args) != 1:
+                return None
+            tp = args[0]
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            field = tp.model_fields.get(part)
+            if field is None:
+                return None
+            tp = field.annotation
+        elif get_origin(tp) is dict:
+            tp = get_args(tp)[1]
+        else:
+            return None
+    return tp
+
+
+def _wants_text(tp: Any) -> bool:
+    """A str field (possibly optional): a value like ``123456789012`` is text there, not a number."""
+    if tp is str:
+        return True
+    if get_origin(tp) in (Union, UnionType):
+        return str in get_args(tp) and all(a in (str, type(None)) for a in get_args(tp))
+    return False
+
+
+def parse_overrides(overrides: Iterable[str], model: Any = None) -> dict[str, Any]:
+    """Turn ``["a.b=1", "c=[1,2]"]`` into a nested dict. Raises ConfigError on malformed items.
+
+    With ``model``, a value is read by its field's type: for a text field (a camera serial, a host)
+    ``serial=123456789012`` stays the text the user typed."""
     tree: dict[str, Any] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -78,8 +112,14 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from exc
-        node = tree
         parts = key.split(".")
+        if (
+            model is not None
+            and not isinstance(value, str | type(None))
+            and _wants_text(_field_type(model, parts))
+        ):
+            value = raw.strip()
+        node = tree
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
@@ -90,8 +130,25 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
 
 def _format_errors(exc: ValidationError, source: str) -> str:
     lines = []
+    short_lists: set[tuple] = set()
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "<root>"
+        loc = err["loc"]
+        # A fixed-length list given too few values: pydantic reports each missing position.
+        if (
+            err["type"] == "missing"
+            and loc
+            and isinstance(loc[-1], int)
+            and isinstance(err.get("input"), list)
+        ):
+            if loc[:-1] not in short_lists:
+                short_lists.add(loc[:-1])
+                n_expected = max(e["loc"][-1] for e in exc.errors() if e["loc"][:-1] == loc[:-1]) + 1
+                key = ".".join(str(p) for p in loc[:-1])
+                lines.append(
+                    f"key '{key}' in {source}: expected {n_expected} values, got {len(err['input'])}"
+                )
+            continue
+        key = ".".join(str(p) for p in loc) or "<root>"
         if err["type"] == "extra_forbidden":
             lines.append(f"unknown key '{key}' in {source}")
         elif err["type"] == "missing":
@@ -122,7 +179,7 @@ def load_config(model: type[M], path: str | Path | None, overrides: Iterable[str
     if data:
         build_config(model, data, source)
     if overrides:
-        data = _deep_merge(data, parse_overrides(overrides))
+        data = _deep_merge(data, parse_overrides(overrides, model))
         source = f"{source} with overrides {' '.join(overrides)}"
     return build_config(model, data, source)
 
@@ -137,6 +194,8 @@ def config_path(name: str) -> Path:
         return q
     if q.with_suffix(".yaml").is_file():
         return q.with_suffix(".yaml")
+    if p.is_absolute() or p == q:
+        raise ConfigError(f"config file {p} does not exist")
     raise ConfigError(f"config {name!r} not found (looked at {p} and {q})")
 
 

@@ -76,3 +76,37 @@ def test_rig_help_lists_subcommands():
         [sys.executable, "-m", "robot.cli", "nope"], capture_output=True, text=True, timeout=30
     )
     assert bad.returncode == 2 and "unknown command 'nope'" in bad.stderr
+
+
+def _rig(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robot.cli", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_list_of_the_wrong_length_says_how_many_values_are_expected():
+    out = _rig("arm", "status", "start_pose=[1,2]")
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "key 'start_pose'" in out.stderr and "expected 6 values, got 2" in out.stderr
+    assert len(out.stderr) < 300  # one line, not one per missing position
+
+
+def test_a_numeric_serial_on_the_command_line_is_the_text_typed():
+    from robot.cameras.config import MultiCameraConfig
+    from robot.config import config_path
+
+    cfg = load_config(
+        MultiCameraConfig, config_path("cameras/realsense_2cam.yaml"), ["cameras.scene.serial=012345678901"]
+    )
+    assert cfg.cameras["scene"].serial == "012345678901"  # not 12345678901, not a type error
+    with pytest.raises(ConfigError, match="valid integer"):  # numbers stay numbers where they belong
+        load_config(
+            MultiCameraConfig, config_path("cameras/realsense_2cam.yaml"), ["cameras.scene.width=[1]"]
+        )
+
+
+def test_a_missing_config_file_is_named_once(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    out = _rig("collect", "--config", str(missing))
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert out.stderr.count(str(missing)) == 1, out.stderr
