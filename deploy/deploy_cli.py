@@ -38,13 +38,45 @@ def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
         return RemotePolicyClient(config.server, timeout_s=config.server_timeout_s)
     if config.mode == "async" and config.inference == "process":
         from deploy.inference_process import InferenceProcess
+        from robot.process import DeviceProcessError
 
         proc = InferenceProcess(spec)
-        proc.start()
+        try:
+            proc.start()
+        except DeviceProcessError as exc:
+            # A checkpoint that is not one (missing, a random or text file, an empty folder) is an
+            # input error, as it is when the policy loads in this process (inline mode).
+            last = (exc.detail or "").strip().splitlines()[-1:] or [""]
+            if last[0].startswith(("FileNotFoundError: ", "ValueError: ", "IsADirectoryError: ")):
+                raise ValueError(last[0].split(": ", 1)[1]) from None
+            raise
         return proc
     from deploy.policy_client import LocalPolicyClient, load_policy
 
     return LocalPolicyClient(load_policy(spec), spec.describe())
+
+
+# Low-dim observations whose per-step shape the rig fixes (the arm's TCP pose and joints).
+RIG_LOW_DIM_SHAPES = {"robot_eef_pose": [6], "robot_joint": [6]}
+
+
+def check_fits_rig(meta: Any, checkpoint: str) -> None:
+    """Refuse a policy trained for another rig before any device starts (ValueError naming the key
+    and both shapes). Images of another size stay accepted: the runner resizes them."""
+    from deploy.policy_client import POSE_DIM
+
+    if meta is None:
+        return
+    if meta.action_dim != POSE_DIM:
+        raise ValueError(
+            f"checkpoint {checkpoint} does not fit this rig: action: checkpoint {meta.action_dim}, rig {POSE_DIM}"
+        )
+    for key, shape in (meta.obs_shapes or {}).items():
+        want = RIG_LOW_DIM_SHAPES.get(key)
+        if want is not None and list(shape) != want:
+            raise ValueError(
+                f"checkpoint {checkpoint} does not fit this rig: {key}: checkpoint {list(shape)}, rig {want}"
+            )
 
 
 def close_client(client: Any) -> None:
@@ -72,6 +104,7 @@ def run_deploy(
     )
     client = make_client(config, spec)
     try:
+        check_fits_rig(getattr(client, "meta", None), checkpoint)
         with (
             keys if keys is not None else KeyReader() as kr,
             Env(config.rig, spacemouse=config.spacemouse) as env,

@@ -40,7 +40,14 @@ def resolve_checkpoint(path: str | Path) -> Path:
 
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     p = resolve_checkpoint(path)
-    ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    try:
+        ckpt = torch.load(p, map_location=map_location, weights_only=True)
+    except Exception as exc:  # not a torch file, truncated, or another program's pickle
+        first = (str(exc).strip().splitlines() or [""])[0][:120]
+        raise ValueError(
+            f"{p} is not a rig diffusion-policy checkpoint: torch.load failed ({type(exc).__name__}: {first}). "
+            "Pass a .pt file or a run directory written by `rig train`"
+        ) from exc
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise ValueError(f"{p} is not a rig diffusion-policy checkpoint (format {FORMAT})")
     ckpt["path"] = str(p)

@@ -79,3 +79,48 @@ def test_one_sigint_to_the_group_ends_async_deploy_within_5_s(tmp_path):
     time.sleep(0.5)
     assert _group_pids(proc.pid) == []  # no process of the run is left
     assert not [s for s in list_segments() if s.owner_pid == proc.pid]
+
+
+class SevenDimPolicy:
+    """A stand-in trained for another rig: a 7-dim action (e.g. a gripper column)."""
+
+    def __new__(cls, **kwargs):
+        from deploy.standin import ReferencePolicy
+
+        policy = ReferencePolicy(**kwargs)
+        policy.shape_meta = {**policy.shape_meta, "action": {"shape": [7]}}
+        return policy
+
+
+def _deploy(tmp_path, checkpoint: str, mode: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robot.cli", "deploy", "--checkpoint", checkpoint, "--mode", mode,
+         "--episodes", "1", f"store={tmp_path / 'eval.zarr'}", "spacemouse=false"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_a_file_that_is_no_checkpoint_is_one_line_and_exit_2(tmp_path, mode):
+    (tmp_path / "random.pt").write_bytes(os.urandom(4096))
+    (tmp_path / "notes.pt").write_text("these are my notes\n")
+    (tmp_path / "empty").mkdir()
+    for path, words in (
+        ("random.pt", "is not a rig diffusion-policy checkpoint"),
+        ("notes.pt", "is not a rig diffusion-policy checkpoint"),
+        ("empty", "has no 'latest' checkpoint"),
+    ):
+        out = _deploy(tmp_path, str(tmp_path / path), mode)
+        assert out.returncode == 2, out.stderr[-2000:]
+        assert "Traceback" not in out.stderr and words in out.stderr
+        assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert not (tmp_path / "eval.zarr").exists()  # refused before anything started
+
+
+@pytest.mark.timeout(120)
+def test_a_checkpoint_for_another_action_shape_is_refused_before_the_rig_starts(tmp_path):
+    out = _deploy(tmp_path, "py:tests.deploy.test_interrupts:SevenDimPolicy", "async")
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert "action: checkpoint 7, rig 6" in out.stderr and "Traceback" not in out.stderr
+    assert not (tmp_path / "eval.zarr").exists()
