@@ -89,6 +89,15 @@ def main(argv: list[str]) -> int:
         raise ConfigError("no episode store given: pass --dataset PATH (or dataset.path=PATH)")
     if not Path(cfg.dataset.path).exists():
         raise ConfigError(f"episode store {cfg.dataset.path} does not exist (check --dataset)")
+    # Cheap checks of the input before anything is written.
+    from policy.dataset import open_store
+
+    try:
+        root = open_store(cfg.dataset.path)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ConfigError(f"{exc} (check --dataset)") from None
+    if len(root["meta/episode_ends"]) == 0:
+        raise ConfigError(f"episode store {cfg.dataset.path} has no episodes (check --dataset)")
 
     from policy.train import train
 

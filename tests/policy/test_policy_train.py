@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -211,3 +213,15 @@ def test_bf16_autocast_trains_on_cpu(trained_run, tiny_overrides, tmp_path):
     assert bf16["final_loss"] != fp32["final_loss"]  # autocast did run in bf16
     assert bf16["final_loss"] == pytest.approx(fp32["final_loss"], rel=0.05)
     assert bf16["val_loss"] == pytest.approx(fp32["val_loss"], rel=0.05)
+
+
+def test_train_on_an_empty_folder_is_one_line_exit_2_and_writes_nothing(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run(
+        [sys.executable, "-m", "robot.cli", "train", "--dataset", str(tmp_path / "empty"), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "is not a zarr episode store" in out.stderr and "--dataset" in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()  # nothing written before the inputs were checked
