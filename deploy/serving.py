@@ -11,6 +11,12 @@ Server (on the GPU machine)::
 
     python -m deploy.serving --checkpoint runs/x/train --bind tcp://*:5555 --device cuda
 
+It binds the loopback interface (``tcp://127.0.0.1:5555``) unless ``--bind`` says otherwise, and
+then prints what it exposes: the server has no authentication, so serve on a network only one you
+trust (or tunnel the port over ssh). A message larger than ``--max-message-mb`` is dropped by ZeroMQ
+before it is read; a request that does not decode, or whose arrays do not match the policy's
+shape_meta, gets an error reply naming what is wrong, and the server keeps serving.
+
 Rig side: ``rig deploy --checkpoint runs/x/train server=tcp://gpu-host:5555`` (the checkpoint path
 is only shown in the log then; the server's policy is used).
 
@@ -44,6 +50,8 @@ from robot.timing import now
 
 log = logging.getLogger("deploy.serving")
 
+DEFAULT_BIND = "tcp://127.0.0.1:5555"
+
 
 # ------------------------------------------------------------------ encoding
 def _enc(obj: Any) -> Any:
@@ -76,13 +84,14 @@ class PolicyServer:
     ``serve_forever`` returns when ``stop()`` is called (from a signal handler or another thread).
     """
 
-    def __init__(self, spec: PolicySpec, bind: str = "tcp://*:5555") -> None:
+    def __init__(self, spec: PolicySpec, bind: str = DEFAULT_BIND, max_message_bytes: int = 64 << 20) -> None:
         self.spec = spec
         self.policy = load_policy(spec)
         self.meta = policy_meta(self.policy, spec.describe())
         self.ctx = zmq.Context.instance()
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
         self.sock.bind(bind)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._running = True
@@ -96,16 +105,43 @@ class PolicyServer:
             while self._running:
                 if not self.sock.poll(poll_ms):
                     continue
-                msg = unpack(self.sock.recv())
-                self.sock.send(pack(self.handle(msg)))
+                data = self.sock.recv()
+                try:
+                    reply = self.handle(unpack(data))
+                except Exception as exc:  # a malformed request must never end the server
+                    log.warning("bad request (%d bytes): %s", len(data), exc)
+                    reply = {"error": f"bad request: {exc}"}
+                self.sock.send(pack(reply))
         finally:
             self.sock.close(0)
 
+    def _check_obs(self, obs: Any) -> None:
+        """ValueError naming the key whose array does not match the policy's shape_meta."""
+        if not isinstance(obs, dict):
+            raise ValueError(f"obs must be a mapping of arrays, got {type(obs).__name__}")
+        shapes = self.meta.obs_shapes or {}
+        for key in self.meta.obs_keys:
+            if key not in obs:
+                raise ValueError(f"obs has no {key!r} (the policy needs {list(self.meta.obs_keys)})")
+            value = obs[key]
+            if not isinstance(value, np.ndarray):
+                raise ValueError(f"obs {key!r}: expected an array, got {type(value).__name__}")
+            want = shapes.get(key)
+            if want is None:
+                continue
+            if value.ndim != len(want) + 1 or (len(want) == 1 and list(value.shape[1:]) != list(want)):
+                raise ValueError(
+                    f"obs {key!r}: shape {list(value.shape)} does not match the policy's (steps, {', '.join(map(str, want))})"
+                )
+
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(msg, dict):
+            raise ValueError(f"a request is a mapping, got {type(msg).__name__}")
         op = msg.get("op")
         if op == "meta":
             return self.meta.to_dict()
         if op == "predict":
+            self._check_obs(msg.get("obs"))
             actions, first, err, compute_s = run_predict(
                 self.policy, msg["obs"], msg.get("committed"), msg.get("seed")
             )
@@ -199,7 +235,12 @@ class RemotePolicyClient(OneRequestInFlight):
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m deploy.serving", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="checkpoint .pt / run dir, or py:module:Factory")
-    ap.add_argument("--bind", default="tcp://*:5555")
+    ap.add_argument(
+        "--bind",
+        default=DEFAULT_BIND,
+        help="ZeroMQ endpoint (default: loopback only; e.g. tcp://*:5555 serves every interface)",
+    )
+    ap.add_argument("--max-message-mb", type=float, default=64.0, help="larger requests are dropped unread")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--torch-threads", type=int, default=None)
     ap.add_argument("--fast-inference", action="store_true")
@@ -213,10 +254,17 @@ def main(argv: list[str] | None = None) -> int:
         torch_threads=args.torch_threads,
         fast_inference=args.fast_inference,
     )
-    server = PolicyServer(spec, args.bind)
+    server = PolicyServer(spec, args.bind, int(args.max_message_mb * (1 << 20)))
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     print(f"serving {spec.describe()} on {server.address}", flush=True)
+    host = server.address.split("://", 1)[-1].rsplit(":", 1)[0]
+    if not host.startswith("127.") and host not in ("localhost", "[::1]"):
+        print(
+            f"exposed: {server.address} answers anyone who can reach this port (no authentication); "
+            "serve only on a trusted network",
+            flush=True,
+        )
     server.serve_forever()
     print(f"served {server.served} requests", flush=True)
     return 0

@@ -89,3 +89,58 @@ def test_client_says_when_the_server_is_gone():
     client.close()
     with pytest.raises(ConnectionError, match="is `python -m deploy.serving"):
         RemotePolicyClient(address, timeout_s=0.3)
+
+
+@pytest.mark.timeout(60)
+def test_malformed_oversized_and_mismatched_requests_get_errors_and_the_server_keeps_serving():
+    import os
+
+    import zmq
+
+    proc, address = start_server(
+        "--checkpoint", "py:deploy.standin:ReferencePolicy", "--policy-kwargs", '{"latency_s": 0.0}',
+        "--max-message-mb", "1",
+    )  # fmt: skip
+    ctx = zmq.Context.instance()
+
+    def ask(data: bytes, timeout_ms: int = 5000):
+        sock = ctx.socket(zmq.REQ)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(address)
+        try:
+            sock.send(data)
+            return unpack(sock.recv()) if sock.poll(timeout_ms) else None
+        finally:
+            sock.close(0)
+
+    try:
+        garbage = ask(os.urandom(200))
+        assert "bad request" in garbage["error"]
+        wrong = ask(pack({"op": "predict", "id": 1, "obs": {"timestamp": np.zeros((2, 3))}}))
+        assert "'timestamp'" in wrong["error"] and "shape" in wrong["error"]
+        missing = ask(pack({"op": "predict", "id": 2, "obs": {}}))
+        assert "'timestamp'" in missing["error"]
+        assert ask(b"x" * (2 << 20), timeout_ms=1000) is None  # over the bound: dropped unread
+        client = RemotePolicyClient(address, timeout_s=10)
+        try:
+            client.request({"timestamp": np.array([0.0, 0.1])})
+            res = client.wait(5.0)
+            assert res is not None and res.error is None and res.actions.shape[1] == 6
+        finally:
+            client.close()
+        assert proc.poll() is None
+    finally:
+        stop_server(proc)
+
+
+@pytest.mark.timeout(60)
+def test_the_server_binds_loopback_unless_told_otherwise():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.serving", "--checkpoint", "py:deploy.standin:ReferencePolicy"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        line = proc.stdout.readline()
+        assert line.startswith("serving") and " on tcp://127.0.0.1:" in line, proc.stderr.read()
+    finally:
+        stop_server(proc)
