@@ -169,12 +169,24 @@ def cmd_show(args: argparse.Namespace) -> int:
     rig = _rig(args)
     path = Path(args.file) if args.file else result_path(rig, None)
     if not path.is_file():
+        # What is in use then: the rig config's fallback latencies, uncalibrated.
+        lat = rig.latency
+        cams = ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in lat.camera_latency_s.items()) or "none set"
+        print(f"no calibration file at {path}: NOT CALIBRATED, the rig config's fallbacks are in use:")
+        print(f"  action latency  {lat.action_latency_s * 1e3:.1f} ms (rig.latency.action_latency_s)")
+        print(f"  camera latency  {cams} (rig.latency.camera_latency_s)")
         print(
-            f"no calibration file at {path}. Run `rig calibrate camera-latency`, `robot-latency`, "
-            "`intrinsics` and `hand-eye` to create it.",
-            file=sys.stderr,
+            "Run `rig calibrate camera-latency`, `robot-latency`, `intrinsics` and `hand-eye` to measure them."
         )
-        return 1
+        emit_json(
+            {
+                "calibrated": False,
+                "file": str(path),
+                "action_latency_s": lat.action_latency_s,
+                "camera_latency_s": dict(lat.camera_latency_s),
+            }
+        )
+        return 0
     cal = load_calibration(path)
     print(f"calibration {path} (rig {cal.rig or '?'}, version {cal.version}, updated {cal.updated or '?'})")
     from calibration.show import describe

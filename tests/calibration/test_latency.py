@@ -3,6 +3,8 @@ ground truth (odd values the procedures cannot guess)."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from robot.calibration_data import load_calibration
@@ -129,10 +131,14 @@ def test_robot_latency_refuses_an_excitation_outside_the_workspace(tmp_path, cap
     assert not out.exists()
 
 
-def test_show_without_a_file_names_the_commands(tmp_path, capsys):
+def test_show_without_a_file_prints_the_uncalibrated_fallbacks_in_use(tmp_path, capsys):
     rc = __import__("calibration.cli", fromlist=["main"]).main(
-        ["show", "--file", str(tmp_path / "none.yaml")]
+        ["show", "--file", str(tmp_path / "none.yaml"), "latency.action_latency_s=0.042"]
     )
-    err = capsys.readouterr().err
-    assert rc == 1
-    assert "rig calibrate camera-latency" in err
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert (
+        "NOT CALIBRATED" in out and "action latency  42.0 ms" in out and "rig calibrate camera-latency" in out
+    )
+    shown = json.loads(out.strip().splitlines()[-1])
+    assert shown["calibrated"] is False and shown["action_latency_s"] == 0.042
