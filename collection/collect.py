@@ -112,7 +112,8 @@ class Collector:
         self.episode_start = now()
         self.events.append(("recording", self.episode_index, self.episode_start))
         self._success_since = None
-        self.say(f"episode {self.episode_index}: recording (seed {self.seed}); press s to save")
+        how = "saved when the task succeeds" if self.cfg.auto.episodes > 0 else "press s to save"
+        self.say(f"episode {self.episode_index}: recording (seed {self.seed}); {how}")
 
     def stop_episode(self, env: Any, save: bool) -> None:
         if self.episode is None:

@@ -40,6 +40,7 @@ def test_collect_records_n_scripted_episodes(tmp_path):
         stdin=subprocess.DEVNULL,
     )
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "press s" not in out.stdout and "saved when the task succeeds" in out.stdout  # auto mode
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["episodes_saved"] == 2 and summary["store_episodes"] == 2
     s = _check_store(store, 2)
