@@ -113,6 +113,37 @@ def _close_live_stores() -> None:
 threading._register_atexit(_close_live_stores)  # type: ignore[attr-defined]
 
 
+def validate_layout(path: Any, ends: list[int], lengths: Mapping[str, int]) -> int:
+    """How many ``episode_ends`` entries are valid; EpisodeStoreError for anything but a crash's leftovers.
+
+    The documented crash case (the only one repaired, and only when opening for append): valid,
+    strictly increasing ends, then at most one trailing fill value (0) from a crash between resizing
+    ``episode_ends`` and writing its entry, and rows beyond the last end in the data arrays. Anything
+    else (ends that go down, ends past the data, arrays of different lengths under the episodes) is
+    reported, naming the store, the array and what is wrong, and nothing is changed.
+    """
+    hint = f"Run `rig episodes check {path}` for a full report."
+    n_valid = len(ends)
+    if ends and ends[-1] == 0 and all(e > 0 for e in ends[:-1]):
+        n_valid -= 1  # a crash's fill value
+    prev = 0
+    for i, e in enumerate(ends[:n_valid]):
+        if e <= prev:
+            raise EpisodeStoreError(
+                f"episode store {path}: meta/episode_ends is not increasing at entry {i} "
+                f"({prev} then {e}): episodes would overlap. {hint}"
+            )
+        prev = e
+    n_steps = ends[n_valid - 1] if n_valid else 0
+    for name, n in lengths.items():
+        if n < n_steps:
+            raise EpisodeStoreError(
+                f"episode store {path}: array data/{name} has {n} rows, but meta/episode_ends says the "
+                f"episodes end at step {n_steps}. {hint}"
+            )
+    return n_valid
+
+
 def make_image_codec(name: str) -> Any:
     """The numcodecs codec object for an image codec name (None for ``raw``). Raises ValueError."""
     if name == "jpegxl":
@@ -423,18 +454,9 @@ class EpisodeStore:
         data = root["data"]
         self._arrays = {name: arr for name, arr in data.arrays()}
         ends = [int(e) for e in self._ee[:]] if self._ee.shape[0] else []
-        lengths = [a.shape[0] for a in self._arrays.values()]
-        min_len = min(lengths) if lengths else 0
-        max_len = max(lengths) if lengths else 0
-        # Keep the longest valid prefix: strictly increasing and backed by data in every array. A
-        # crash between resizing episode_ends and writing its new entry leaves a fill value (0).
-        n_valid = 0
-        prev = 0
-        for e in ends:
-            if e <= prev or e > min_len:
-                break
-            prev = e
-            n_valid += 1
+        lengths = {name: a.shape[0] for name, a in self._arrays.items()}
+        n_valid = validate_layout(self.path, ends, lengths)
+        max_len = max(lengths.values()) if lengths else 0
         self._ends = ends[:n_valid]
         n_steps = self._ends[-1] if self._ends else 0
         bad_ends = len(ends) - n_valid

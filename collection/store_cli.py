@@ -3,6 +3,8 @@
     rig episodes list PATH              index, length (steps), duration (s) of every episode
     rig episodes show PATH I            keys, shapes, dtypes and value ranges of episode I
     rig episodes delete-last PATH       delete the last episode (asks first unless --yes)
+    rig episodes check PATH             decode everything, report each problem by array, episode, step
+    rig episodes repair PATH [--dry-run]  drop what a crash left past the last episode, nothing else
 
 ``list`` and ``show`` open the store read only and never change it; ``delete-last`` opens it for
 appending, which also drops trailing data left by a crash (and says so).
@@ -33,6 +35,11 @@ def _parser() -> argparse.ArgumentParser:
     dl = sub.add_parser("delete-last", help="delete the last episode")
     dl.add_argument("path", type=Path)
     dl.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
+    ck = sub.add_parser("check", help="decode every chunk; report problems by array, episode and step")
+    ck.add_argument("path", type=Path)
+    rp = sub.add_parser("repair", help="drop the rows a crash left past the last episode (nothing else)")
+    rp.add_argument("path", type=Path)
+    rp.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
     return p
 
 
@@ -97,6 +104,12 @@ def main(argv: list[str]) -> int:
     if not args.path.exists():
         print(f"rig episodes: no episode store at {args.path}", file=sys.stderr)
         return 1
+    if args.command in ("check", "repair"):
+        from collection.store_check import check_store, repair_store
+
+        if args.command == "check":
+            return 1 if check_store(args.path) else 0
+        return repair_store(args.path, args.dry_run)
     try:
         with EpisodeStore.open(args.path, mode=mode) as store:
             if args.command == "list":

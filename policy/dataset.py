@@ -57,7 +57,22 @@ def open_store(path: str | Path) -> Any:
     for required in ("data", "meta/episode_ends"):
         if required not in root:
             raise ValueError(f"episode store {path} has no '{required}' (is it an episode store?)")
+    valid_episode_ends(root, path)  # the store's own validator: refuse inconsistent stores up front
     return root
+
+
+def valid_episode_ends(root: Any, path: Any = "") -> np.ndarray:
+    """``meta/episode_ends`` as the episode store reads it (collection.episode_store.validate_layout):
+    a crash's trailing fill value left out; ValueError naming the array for anything inconsistent."""
+    from collection.episode_store import EpisodeStoreError, validate_layout
+
+    ends = [int(e) for e in root["meta/episode_ends"][:]]
+    lengths = {name: arr.shape[0] for name, arr in root["data"].arrays()}
+    try:
+        n_valid = validate_layout(path or root.store, ends, lengths)
+    except EpisodeStoreError as exc:
+        raise ValueError(str(exc)) from None
+    return np.asarray(ends[:n_valid], dtype=np.int64)
 
 
 def episode_step_indices(episode_ends: np.ndarray, downsample: int) -> tuple[np.ndarray, np.ndarray]:
@@ -141,7 +156,7 @@ def store_dt_s(root: Any, cfg: DatasetConfig) -> float:
     if "timestamp" not in root["data"]:
         raise ValueError("episode store has no data/timestamp; set dataset.dt_s in the config")
     ts = np.asarray(root["data/timestamp"][:], dtype=np.float64)
-    ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
+    ends = valid_episode_ends(root)
     diffs = []
     start = 0
     for end in ends:
@@ -224,7 +239,7 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self.split = split
         root = open_store(path)
         self.shape_meta = shape_meta if shape_meta is not None else build_shape_meta(root, policy_cfg)
-        episode_ends = np.asarray(root["meta/episode_ends"][:], dtype=np.int64)
+        episode_ends = valid_episode_ends(root)
         if len(episode_ends) == 0:
             raise ValueError(f"episode store {path} has no finished episodes")
         self.n_episodes = len(episode_ends)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -81,3 +82,87 @@ def test_delete_last_deletes_on_yes_and_with_flag(store_path: Path, capsys, monk
 def test_missing_store_is_reported(tmp_path: Path, capsys) -> None:
     assert rig(["episodes", "list", str(tmp_path / "nope.zarr")]) == 1
     assert "no episode store at" in capsys.readouterr().err
+
+
+def _set_ends(path: Path, ends: list[int]) -> None:
+    ee = zarr.open_group(str(path), mode="r+")["meta/episode_ends"]
+    ee.resize((len(ends),))
+    ee[:] = np.asarray(ends, dtype=np.int64)
+
+
+@pytest.mark.parametrize(
+    ("ends", "words"),
+    [
+        ([21, 11, 38], "not increasing at entry 1 (21 then 11)"),
+        ([11, 38, 32], "not increasing at entry 2 (38 then 32)"),
+        ([11, 32, 80], "episodes end at step 80"),
+    ],
+)
+def test_inconsistent_episode_ends_are_an_error_everywhere_and_nothing_changes(
+    store_path: Path, ends: list[int], words: str, capsys, monkeypatch
+) -> None:
+    from collection.episode_store import EpisodeStoreError
+    from policy.dataset import open_store
+
+    _set_ends(store_path, ends)
+    lengths = {k: a.shape[0] for k, a in zarr.open_group(str(store_path), mode="r")["data"].arrays()}
+    with pytest.raises(EpisodeStoreError, match=re.escape(words)) as err:
+        EpisodeStore.open(store_path, "r")
+    assert "meta/episode_ends" in str(err.value) or "data/" in str(err.value)
+    assert "rig episodes check" in str(err.value)
+    with pytest.raises(ValueError, match=re.escape(words)):  # the dataset reads it the same way
+        open_store(store_path)
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert rig(["episodes", "delete-last", str(store_path)]) != 0
+    assert rig(["episodes", "list", str(store_path)]) != 0
+    # Nothing was changed by any of them: no "repair" of a store that is not a crash's leftovers.
+    after = zarr.open_group(str(store_path), mode="r")
+    assert [int(e) for e in after["meta/episode_ends"][:]] == ends
+    assert {k: a.shape[0] for k, a in after["data"].arrays()} == lengths
+
+
+def test_crash_leftovers_are_ignored_read_only_and_repaired_only_for_append(store_path: Path) -> None:
+    _set_ends(store_path, [11, 32, 38, 0])  # a crash between resizing the ends and writing the entry
+    with EpisodeStore.open(store_path, "r") as store:
+        assert store.n_episodes == 3
+    assert zarr.open_group(str(store_path), mode="r")["meta/episode_ends"].shape == (4,)  # untouched
+    with EpisodeStore.open(store_path, "a") as store:
+        assert store.n_episodes == 3
+    assert zarr.open_group(str(store_path), mode="r")["meta/episode_ends"].shape == (3,)
+
+
+def test_check_reports_each_problem_by_array_episode_and_step(store_path: Path, capsys) -> None:
+    assert rig(["episodes", "check", str(store_path)]) == 0
+    assert "no problem(s)" in capsys.readouterr().out
+    root = zarr.open_group(str(store_path), mode="r+")
+    act = root["data/action"]
+    act[13] = np.nan  # episode 1, step 2
+    ts = root["data/timestamp"]
+    ts[14] = ts[13]  # episode 1, step 3 not after step 2
+    assert rig(["episodes", "check", str(store_path)]) == 1
+    out = capsys.readouterr().out
+    assert "data/action: episode 1 step 2: not finite" in out
+    assert "data/timestamp: episode 1 step 3: not after step 2" in out
+    # A damaged chunk of an image array is named, not a raw codec error mid-training.
+    chunk = next(
+        p
+        for p in sorted((store_path / "data" / "camera_0").rglob("*"))
+        if p.is_file() and p.name != "zarr.json" and not p.name.startswith(".")
+    )
+    chunk.write_bytes(chunk.read_bytes()[:7])
+    assert rig(["episodes", "check", str(store_path)]) == 1
+    assert "data/camera_0: episode 0 step 0" in capsys.readouterr().out
+
+
+def test_repair_drops_only_a_crash_s_leftovers(store_path: Path, capsys) -> None:
+    root = zarr.open_group(str(store_path), mode="r+")
+    for arr in root["data"].arrays():
+        arr[1].resize((arr[1].shape[0] + 4, *arr[1].shape[1:]))  # an episode that was being recorded
+    assert rig(["episodes", "repair", "--dry-run", str(store_path)]) == 0
+    assert "would drop 4 rows" in capsys.readouterr().out
+    assert zarr.open_group(str(store_path), mode="r")["data/action"].shape[0] == 42
+    assert rig(["episodes", "repair", str(store_path)]) == 0
+    assert zarr.open_group(str(store_path), mode="r")["data/action"].shape[0] == 38
+    _set_ends(store_path, [21, 11, 38])  # not a crash: refused, unchanged
+    assert rig(["episodes", "repair", str(store_path)]) == 1
+    assert "not repaired" in capsys.readouterr().out
