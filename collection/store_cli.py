@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import sys
 from pathlib import Path
 
@@ -94,6 +95,13 @@ def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
             return 1
     store.delete_last()
     print(f"deleted {_describe(last)}; {store.n_episodes} episodes remain")
+    # Its videos, where collection writes them by default (<store>.videos/episode_<i>/).
+    from robot.cameras.video_recorder import episode_dir
+
+    videos = episode_dir(Path(str(store.path) + ".videos"), last.index)
+    if videos.is_dir():
+        shutil.rmtree(videos)
+        print(f"deleted its videos ({videos})")
     return 0
 
 

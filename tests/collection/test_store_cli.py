@@ -166,3 +166,13 @@ def test_repair_drops_only_a_crash_s_leftovers(store_path: Path, capsys) -> None
     _set_ends(store_path, [21, 11, 38])  # not a crash: refused, unchanged
     assert rig(["episodes", "repair", str(store_path)]) == 1
     assert "not repaired" in capsys.readouterr().out
+
+
+def test_delete_last_also_deletes_that_episode_s_videos(store_path: Path) -> None:
+    videos = Path(str(store_path) + ".videos")
+    for i in (1, 2):
+        (videos / f"episode_{i:06d}").mkdir(parents=True)
+        (videos / f"episode_{i:06d}" / "camera_0.mp4").write_bytes(b"x")
+    assert rig(["episodes", "delete-last", "--yes", str(store_path)]) == 0
+    assert not (videos / "episode_000002").exists()
+    assert (videos / "episode_000001" / "camera_0.mp4").exists()
