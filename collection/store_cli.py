@@ -74,9 +74,16 @@ def _cmd_show(store: EpisodeStore, index: int) -> int:
     print(f"{_describe(info)}: steps [{info.start}, {info.end}) of {store.path}")
     arrays = store.get_episode(info.index)
     print(f"  {'key':<20} {'shape':<22} {'dtype':<8} {'min':>10} {'max':>10}")
-    for key, arr in arrays.items():
-        lo, hi = (f"{arr.min():.4g}", f"{arr.max():.4g}") if arr.size else ("-", "-")
+    for key in sorted(arrays):  # a stable order, whatever order the store lists them in
+        arr = arrays[key]
+        if key.endswith("timestamp") and arr.size:
+            # Host monotonic seconds: show the span within the episode, not 1.7e+09.
+            lo, hi = "0.000 s", f"{arr.max() - arr.min():.3f} s"
+        else:
+            lo, hi = (f"{arr.min():.4g}", f"{arr.max():.4g}") if arr.size else ("-", "-")
         print(f"  {key:<20} {str(arr.shape):<22} {str(arr.dtype):<8} {lo:>10} {hi:>10}")
+    if "timestamp" in arrays and arrays["timestamp"].size:
+        print(f"  timestamps are host monotonic s; the episode starts at {arrays['timestamp'][0]:.3f}")
     return 0
 
 

@@ -57,6 +57,10 @@ def test_show_prints_keys_shapes_and_ranges(store_path: Path, capsys) -> None:
     action = next(line.split() for line in out.splitlines() if line.split()[:1] == ["action"])
     assert action[-2:] == ["1", "1"]  # min, max of episode 1's action
     assert "(21, 16, 20, 3)" in out
+    keys = [line.split()[0] for line in out.splitlines() if line.startswith("  ") and "(" in line]
+    assert keys == sorted(keys)  # stable order
+    ts = next(line for line in out.splitlines() if line.split()[:1] == ["timestamp"])
+    assert ts.split()[-4:] == ["0.000", "s", "2.000", "s"] and "e+" not in out  # readable span
     assert rig(["episodes", "show", str(store_path), "3"]) == 1
     assert "no episode 3" in capsys.readouterr().err
 
