@@ -288,6 +288,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         metrics = validate(
             ema_model if ema_model is not None else model, val_loader, cfg, device, cfg.dataset.seed
         )
+        if "val_loss" in metrics and not math.isfinite(metrics["val_loss"]):
+            raise FloatingPointError(
+                f"validation loss is {metrics['val_loss']} at step {step}: the validation episodes hold "
+                "non-finite values? Run `rig episodes check` on the dataset"
+            )
         if "val_loss" in metrics:
             history["val_step"].append(step)
             history["val_loss"].append(metrics["val_loss"])

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -96,14 +98,42 @@ def main(argv: list[str]) -> int:
         root = open_store(cfg.dataset.path)
     except (FileNotFoundError, ValueError) as exc:
         raise ConfigError(f"{exc} (check --dataset)") from None
-    if len(root["meta/episode_ends"]) == 0:
+    if root["meta/episode_ends"].shape[0] == 0:
         raise ConfigError(f"episode store {cfg.dataset.path} has no episodes (check --dataset)")
+    _check_finite(root, cfg.dataset.path)
 
     from policy.train import train
 
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    summary = train(cfg, run_dir, resume=args.resume)
+    try:
+        summary = train(cfg, run_dir, resume=args.resume)
+    except FloatingPointError as exc:
+        print(f"rig train: {exc}", file=sys.stderr)
+        return 1
     if summary:
-        print(json.dumps(summary), flush=True)
+        print(json.dumps(summary, allow_nan=False), flush=True)
     return 0
+
+
+def _check_finite(root: Any, path: str) -> None:
+    """A NaN/inf in a low-dim array of the dataset is named by key, episode and step before training
+    starts (cheap: low-dim arrays are small; images are checked by `rig episodes check`)."""
+    import numpy as np
+
+    from policy.dataset import valid_episode_ends
+
+    ends = valid_episode_ends(root, path)
+    for key, arr in root["data"].arrays():
+        if arr.dtype.kind != "f" or arr.ndim > 2:
+            continue
+        values = np.asarray(arr[: int(ends[-1])])
+        bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
+        if len(bad):
+            row = int(bad[0])
+            ep = int(np.searchsorted(ends, row, side="right"))
+            step = row - (int(ends[ep - 1]) if ep else 0)
+            raise ConfigError(
+                f"episode store {path}: data/{key} is not finite at episode {ep} step {step} "
+                f"({len(bad)} step(s) in all); fix or drop those episodes (`rig episodes check {path}`)"
+            )

@@ -225,3 +225,29 @@ def test_train_on_an_empty_folder_is_one_line_exit_2_and_writes_nothing(tmp_path
     assert "is not a zarr episode store" in out.stderr and "--dataset" in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()  # nothing written before the inputs were checked
+
+
+def test_a_nan_in_the_dataset_is_named_by_key_episode_and_step_before_anything_is_written(tmp_path):
+    from collection.episode_store import EpisodeStore
+
+    store = tmp_path / "nan.zarr"
+    with EpisodeStore.open(store, "w", image_codec="raw") as s:
+        for i in range(3):
+            action = np.zeros((12, 6))
+            if i == 2:
+                action[5, 1] = np.nan
+            s.add_episode(
+                {
+                    "camera_0": np.zeros((12, 8, 8, 3), np.uint8),
+                    "robot_eef_pose": np.zeros((12, 6)),
+                    "action": action,
+                    "timestamp": 0.1 * np.arange(12) + 10 * i,
+                }
+            )
+    out = subprocess.run(
+        [sys.executable, "-m", "robot.cli", "train", "--dataset", str(store), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert "data/action is not finite at episode 2 step 5" in out.stderr
+    assert not (tmp_path / "run").exists()
