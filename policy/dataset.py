@@ -51,7 +51,9 @@ def open_store(path: str | Path) -> Any:
     if not path.exists():
         raise FileNotFoundError(f"episode store {path} does not exist (pass --dataset PATH)")
     try:
-        root = zarr.open_group(str(path), mode="r")
+        # The episode store's opener: a .zarr directory or a zipped store (.zarr.zip), read only.
+        store = zarr.storage.ZipStore(path, mode="r") if path.suffix == ".zip" else str(path)
+        root = zarr.open_group(store, mode="r")
     except Exception as exc:
         raise ValueError(f"{path} is not a zarr episode store: {exc}") from exc
     for required in ("data", "meta/episode_ends"):

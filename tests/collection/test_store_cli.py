@@ -180,3 +180,15 @@ def test_delete_last_also_deletes_that_episode_s_videos(store_path: Path) -> Non
     assert rig(["episodes", "delete-last", "--yes", str(store_path)]) == 0
     assert not (videos / "episode_000002").exists()
     assert (videos / "episode_000001" / "camera_0.mp4").exists()
+
+
+def test_a_zipped_store_opens_for_the_cli_and_for_training_alike(store_path: Path, capsys) -> None:
+    import shutil
+
+    from policy.dataset import open_store
+
+    zipped = Path(shutil.make_archive(str(store_path), "zip", store_path))  # demo.zarr.zip
+    assert rig(["episodes", "list", str(zipped)]) == 0
+    assert "3 episodes, 38 steps" in capsys.readouterr().out
+    root = open_store(zipped)
+    assert [int(e) for e in root["meta/episode_ends"][:]] == [11, 32, 38]
