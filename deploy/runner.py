@@ -95,6 +95,12 @@ def _r(x: float, nd: int = 1) -> float | None:
     return None if x is None or not np.isfinite(x) else round(float(x), nd)
 
 
+def _ms_median(latencies_s: Any) -> str:
+    """``"133 ms"``, or ``"-"`` before the first chunk (never ``nan ms``)."""
+    lat = [x for x in latencies_s if x is not None and np.isfinite(x)]
+    return f"{np.median(lat) * 1e3:.0f} ms" if lat else "-"
+
+
 class NullKeys:
     """Key source that never has keys (headless runs)."""
 
@@ -654,11 +660,10 @@ class DeployRunner:
         )
 
     def _status(self, index: int, elapsed: float, ep: dict[str, Any]) -> None:
-        lat = np.asarray(ep["latencies"][-20:] or [np.nan]) * 1e3
         state = "TAKEOVER" if ep["takeover"] else "policy"
         self.say(
             f"[episode {index} {elapsed:5.1f} s] {state} | chunks {ep['chunks']} | inference p50 "
-            f"{np.nanmedian(lat):.0f} ms | dropped {ep['dropped']} | safety {ep['safety_events']}"
+            f"{_ms_median(ep['latencies'][-20:])} | dropped {ep['dropped']} | safety {ep['safety_events']}"
         )
 
     def seeds(self) -> list[int]:
@@ -674,10 +679,9 @@ class DeployRunner:
         self.check_observations()
         for i, seed in enumerate(self.seeds()):
             r = self.run_episode(i, seed if self.env.config.is_sim else None, store)
-            lat = np.asarray(r.inference_latency_s or [np.nan]) * 1e3
             self.say(
                 f"episode {i}: {'SUCCESS' if r.success else 'no success'} ({r.end_reason}) in {r.duration_s:.1f} s, "
-                f"seed {seed}, {r.chunks} chunks, inference p50 {np.nanmedian(lat):.0f} ms, "
+                f"seed {seed}, {r.chunks} chunks, inference p50 {_ms_median(r.inference_latency_s)}, "
                 f"dropped {r.actions_dropped}, safety events {r.safety_events}"
                 + (f", saved as episode {r.store_index}" if r.store_index is not None else "")
             )
@@ -687,6 +691,8 @@ class DeployRunner:
 
     def summary(self) -> dict[str, Any]:
         lat = np.asarray(self.all_latencies_s or [np.nan]) * 1e3
+        if not self.all_latencies_s:  # no chunk yet: null figures, and no all-NaN warnings
+            lat = np.asarray([np.inf])
         eps = self.episodes
         return {
             "mode": self.cfg.mode,

@@ -331,6 +331,7 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-3000:]
+    assert "nan ms" not in out.stdout and "All-NaN" not in out.stderr  # no figures before the first chunk
     lines = out.stdout.strip().splitlines()
     assert any(line.startswith("timing:") and "action latency 40.0 ms" in line for line in lines)
     assert sum(line.startswith("episode ") for line in lines) >= 2
