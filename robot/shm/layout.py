@@ -209,6 +209,9 @@ def checked_values(fields: tuple[Field, ...], record: Mapping[str, Any], what: s
     out = []
     for f in fields:
         value = record[f.name]
+        if type(value) is np.ndarray and value.dtype is f.dtype and value.shape == f.shape:
+            out.append(value)  # the common case, exact: no further checks
+            continue
         if type(value) is float or type(value) is int:  # the common scalars, fast
             if f.shape != () or not _scalar_fits(value, f):
                 _refuse(f, value, what)
