@@ -74,7 +74,12 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
             self.check()
             if now() > deadline:
                 raise DeviceProcessError(f"{self.name}: loaded but sent no policy description")
-        kind, payload = self._res_recv.recv()
+        try:
+            kind, payload = self._res_recv.recv()
+        except (EOFError, OSError):
+            self._proc.join(1.0)
+            self.check()
+            raise DeviceProcessError(f"{self.name}: the inference process closed its pipe") from None
         if kind != "meta":
             raise DeviceProcessError(f"{self.name}: protocol error, expected meta, got {kind}")
         self.meta = PolicyMeta.from_dict(payload)
@@ -107,7 +112,12 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
             self.check()
             raise DeviceProcessError(f"{self.name}: the request could not be sent: {self._send_error}")
         while self._res_recv.poll():
-            kind, payload = self._res_recv.recv()
+            try:
+                kind, payload = self._res_recv.recv()
+            except (EOFError, OSError):  # the child closed its end: it is gone
+                self._proc.join(1.0)
+                self.check()
+                raise DeviceProcessError(f"{self.name}: the inference process closed its pipe") from None
             if kind != "result" or self._in_flight is None:
                 continue
             rid, actions, first, err, compute_s = payload
