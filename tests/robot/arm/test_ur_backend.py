@@ -78,7 +78,7 @@ def test_no_controller_at_host_says_which_host_port_and_what_to_check():
     host = (
         f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"  # nothing listens
     )
-    arm = ArmController(ur_config("ur5_cb3", host, "ur.connect_timeout_s=5"))
+    arm = ArmController(ur_config("ur5_cb3", host))
     try:
         with pytest.raises(DeviceProcessError) as err:
             arm.start()
