@@ -118,5 +118,16 @@ class ArmBackend(Protocol):
         """Release the arm (stop the control script, disconnect). Idempotent."""
 
 
+def stale_reading(last: ArmReading | None, receive_time: float) -> ArmReading:
+    """What a backend reports when it has no fresh state: the last known pose and joints at rest (zero
+    speeds), stamped ``receive_time``; all zeros before any state arrived."""
+    if last is None:
+        z = np.zeros(6)
+        return ArmReading(z, z, z, z, -1.0, receive_time, receive_time)
+    return ArmReading(
+        last.tcp_pose, np.zeros(6), last.q, np.zeros(6), last.robot_time, last.capture_time, receive_time
+    )
+
+
 def as_pose(pose: ArrayLike) -> FloatArray:
     return np.asarray(pose, dtype=np.float64).reshape(6)

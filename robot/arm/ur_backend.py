@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag
+from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag, stale_reading
 from robot.arm.config import ArmConfig
 from robot.arm.ur_client import (
     CMD_CLOSE,
@@ -265,18 +265,9 @@ class URArmBackend:
                 if not reading.flags & StatusFlag.DISCONNECTED:
                     self._last = reading
                 return reading
-        reading = self._stale_copy(receive_time)
+        reading = stale_reading(self._last, receive_time)
         reading.flags = StatusFlag.DISCONNECTED
         return reading
-
-    def _stale_copy(self, receive_time: float) -> ArmReading:
-        if self._last is None:
-            z = np.zeros(6)
-            return ArmReading(z, z, z, z, -1.0, receive_time, receive_time)
-        last = self._last
-        return ArmReading(
-            last.tcp_pose, np.zeros(6), last.q, np.zeros(6), last.robot_time, last.capture_time, receive_time
-        )
 
     def servo(self, pose: FloatArray, t: float) -> bool:
         if self._lost is not None:

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag
+from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag, stale_reading
 from robot.arm.config import ArmConfig
 from robot.timing import now, precise_wait
 
@@ -275,7 +275,7 @@ class URLink:
         receive_time = now()
         if self.lost_reason is not None or self._r is None or self._c is None:
             # Latched: the interfaces are never touched again (the client process ends).
-            reading = self._stale_copy(receive_time)
+            reading = stale_reading(self._last, receive_time)
             reading.flags = StatusFlag.DISCONNECTED
             return reading
         flags = StatusFlag(0)
@@ -303,10 +303,10 @@ class URLink:
                 flags |= StatusFlag.EMERGENCY_STOP
         except Exception as exc:  # ur_rtde raises RuntimeError on a dead socket
             lost = f"reading the state failed: {exc}"
-            reading = self._stale_copy(receive_time)
+            reading = stale_reading(self._last, receive_time)
         if reading.tcp_pose.shape != (6,):  # no package received yet
             lost = lost or "no RTDE state package received"
-            reading = self._stale_copy(receive_time)
+            reading = stale_reading(self._last, receive_time)
         if reading.robot_time != self._last_robot_time:
             self._last_robot_time = reading.robot_time
             self._last_change = receive_time
@@ -331,15 +331,6 @@ class URLink:
         if not flags & StatusFlag.DISCONNECTED:
             self._last = reading
         return reading
-
-    def _stale_copy(self, receive_time: float) -> ArmReading:
-        if self._last is None:
-            z = np.zeros(6)
-            return ArmReading(z, z, z, z, -1.0, receive_time, receive_time)
-        last = self._last
-        return ArmReading(
-            last.tcp_pose, np.zeros(6), last.q, np.zeros(6), last.robot_time, last.capture_time, receive_time
-        )
 
     def servo(self, pose: FloatArray, t: float) -> bool:
         ur = self.config.ur
