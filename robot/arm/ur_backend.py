@@ -9,7 +9,7 @@ ends the client, not the controller: it is reported as ``DISCONNECTED`` and ``re
 fresh client.
 
 Timing contract: ``read_state`` copies the newest published state (no waiting); ``servo`` enqueues
-the tick's target (no waiting: the client sends it within a quarter period). ``connect``,
+the tick's target (no waiting: the client sends it within an eighth of a period). ``connect``,
 ``reconnect`` and ``stop`` block, each step bounded: a connect step (dashboard 29999, RTDE receive
 30004, RTDE control + script upload, first packages) may take ``ur.connect_timeout_s`` + 1 s, then
 the client is killed and the error names the host, the port and what to check. This holds even when

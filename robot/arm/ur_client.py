@@ -16,7 +16,7 @@ uploads its script through port 30003). Each step is announced on the pipe befor
 backend bounds it (``ur.connect_timeout_s`` + 1 s) from outside and kills a client stuck in it. The TCP
 offset and (optionally) the payload are set, and the process asks for SCHED_FIFO ``ur.rt_priority``.
 
-Loop (every quarter of the controller period): drain the queue (the newest servo target is sent as
+Loop (every eighth of the controller period): drain the queue (the newest servo target is sent as
 ``servoL(pose, 0, 0, period, lookahead, gain)``; stop and reconnect requests are answered on the
 pipe), read the newest RTDE package (a getter call: ur_rtde receives in its own thread) and publish
 it. ``capture_time = receive_time - ur.state_latency_s`` (calibrated).
@@ -287,16 +287,19 @@ class URLink:
             elif not self._c.isConnected():
                 lost = "the RTDE control link closed"
             program_running = bool(self._c.isProgramRunning())
-            robot_time = float(self._r.getTimestamp())
-            reading = ArmReading(
-                tcp_pose=np.asarray(self._r.getActualTCPPose(), dtype=np.float64),
-                tcp_speed=np.asarray(self._r.getActualTCPSpeed(), dtype=np.float64),
-                q=np.asarray(self._r.getActualQ(), dtype=np.float64),
-                qd=np.asarray(self._r.getActualQd(), dtype=np.float64),
-                robot_time=robot_time,
-                capture_time=receive_time - self.config.ur.state_latency_s,
-                receive_time=receive_time,
-            )
+            for _ in range(3):  # the getters read ur_rtde's newest package one by one: keep them of one
+                robot_time = float(self._r.getTimestamp())
+                reading = ArmReading(
+                    tcp_pose=np.asarray(self._r.getActualTCPPose(), dtype=np.float64),
+                    tcp_speed=np.asarray(self._r.getActualTCPSpeed(), dtype=np.float64),
+                    q=np.asarray(self._r.getActualQ(), dtype=np.float64),
+                    qd=np.asarray(self._r.getActualQd(), dtype=np.float64),
+                    robot_time=robot_time,
+                    capture_time=receive_time - self.config.ur.state_latency_s,
+                    receive_time=receive_time,
+                )
+                if float(self._r.getTimestamp()) == robot_time:
+                    break
             if self._r.isProtectiveStopped():
                 flags |= StatusFlag.PROTECTIVE_STOP
             if self._r.isEmergencyStopped():
@@ -464,7 +467,7 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
         say(error=str(exc))
         return 3
     say(ready=list(link.version or ()))
-    poll_s = config.period_s / 4  # the controller's target waits at most this long here
+    poll_s = config.period_s / 8  # the controller's target waits at most this long here
     next_t = now()
     while True:
         if os.getppid() != parent_pid:  # the controller is gone: bring the arm to rest, leave
