@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     from robot.config import ConfigError
+    from robot.interrupt import Interrupted
     from robot.process import DeviceProcessError
 
     try:
@@ -70,8 +71,13 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.detail or traceback.format_exc(), file=sys.stderr)
         print(f"rig {name}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"rig {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A bare KeyboardInterrupt (or a device child's SIGINT) comes from a command that writes
+        # nothing: those that do say what they kept through Interrupted.
+        kept = str(exc) if isinstance(exc, Interrupted) else "nothing was written"
+        if debug:
+            traceback.print_exc()
+        print(f"rig {name}: interrupted: {kept}", file=sys.stderr)
         return 130
 
 
