@@ -408,7 +408,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                 epoch += 1
     bar.close()
     if interrupted:
-        kept = f"rank {rank} stopped at step {step}"
+        kept = ""
         if is_main:
             kept = (
                 f"checkpoint of step {step} saved in {checkpoint()}; continue with "
@@ -417,6 +417,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
         if distributed:
             dist.barrier()
             dist.destroy_process_group()
+        if not is_main:
+            raise SystemExit(130)  # rank 0 alone says what was kept
         raise Interrupted(kept)
     train_seconds = time.monotonic() - t0
     ranks_in_sync = _replicas_in_sync(model, device) if distributed else True
