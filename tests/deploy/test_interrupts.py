@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,12 +36,42 @@ def test_request_to_a_dead_inference_child_fails_instead_of_blocking():
                 time.sleep(0.01)
 
 
+@pytest.fixture
+def policy_server(tmp_path):
+    """`python -m deploy.serving` of the stand-in on a free loopback port (its own group: the
+    deploy's Ctrl-C does not reach it, as with a server in another terminal or machine)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    with open(tmp_path / "server.txt", "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "deploy.serving", "--checkpoint", STANDIN, "--bind", endpoint],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while "serving" not in (tmp_path / "server.txt").read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.txt").read_text()
+            time.sleep(0.1)
+        yield endpoint
+    finally:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+
+
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("mode", ["async", "sync"])
-def test_one_sigint_to_the_group_ends_deploy_within_5_s(tmp_path, mode):
+@pytest.mark.parametrize("mode", ["async", "sync", "server"])
+def test_one_sigint_to_the_group_ends_deploy_within_5_s(tmp_path, mode, request):
     store = tmp_path / "eval.zarr"
-    cmd = [*RIG, "deploy", "--checkpoint", STANDIN, "--mode", mode, "--episodes", "5", f"store={store}",
-           "spacemouse=false", "policy_kwargs={latency_s: 0.12}"]  # fmt: skip
+    extra = [f"server={request.getfixturevalue('policy_server')}"] if mode == "server" else []
+    cmd = [*RIG, "deploy", "--checkpoint", STANDIN, "--mode", "sync" if mode == "sync" else "async",
+           "--episodes", "5", f"store={store}", "spacemouse=false", "policy_kwargs={latency_s: 0.12}",
+           *extra]  # fmt: skip
     result = interrupt_command(cmd, tmp_path, ready="chunks")  # a chunk ran
     result.assert_clean_interrupt(kept=f"{store} holds 1 saved episode")
     assert result.took_s < 5.0, f"took {result.took_s:.1f} s to end after SIGINT"
