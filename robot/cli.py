@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.main(rest) or 0)
     except ConfigError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"rig {name}: config error: {exc}", file=sys.stderr)
         return 2
     except DeviceProcessError as exc:  # a device failed: its own message, the traceback on request
