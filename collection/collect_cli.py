@@ -10,7 +10,9 @@ import argparse
 import json
 
 from collection.collect import CollectConfig, run_collect
+from collection.episode_store import saved_episodes_note
 from robot.config import add_config_arguments, config_from_args
+from robot.interrupt import Interrupted
 
 
 def main(argv: list[str]) -> int:
@@ -18,6 +20,9 @@ def main(argv: list[str]) -> int:
     add_config_arguments(parser, default="collect/sim_reach.yaml")
     args = parser.parse_args(argv)
     config = config_from_args(CollectConfig, args)
-    summary = run_collect(config)
+    try:
+        summary = run_collect(config)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(saved_episodes_note(config.store)) from exc
     print(json.dumps(summary))
     return 0

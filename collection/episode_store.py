@@ -823,3 +823,12 @@ class EpisodeStore:
         for arr in self._arrays.values():
             arr.resize((self.n_steps, *arr.shape[1:]))
         return info
+
+
+def saved_episodes_note(path: str | Path) -> str:
+    """What an interrupted run kept in the store at ``path``, for ``rig``'s ``interrupted: ...`` line."""
+    try:
+        n = EpisodeStore.open(path, "r").n_episodes
+    except (FileNotFoundError, EpisodeStoreError):
+        return f"nothing was saved ({path} was not created)"
+    return f"{path} holds {n} saved episode{'s' if n != 1 else ''}"

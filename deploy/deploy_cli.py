@@ -24,9 +24,11 @@ import logging
 import sys
 from typing import Any
 
+from collection.episode_store import saved_episodes_note
 from deploy.config import DeployConfig
 from deploy.policy_client import PolicySpec
 from robot.config import ConfigError, add_config_arguments, config_from_args
+from robot.interrupt import Interrupted
 
 
 def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
@@ -169,6 +171,9 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = run_deploy(config, args.checkpoint)
+    except KeyboardInterrupt as exc:
+        kept = saved_episodes_note(config.store) if config.store else "evaluation recording was off"
+        raise Interrupted(kept) from exc
     except (FileNotFoundError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise

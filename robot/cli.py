@@ -58,11 +58,14 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     from robot.config import ConfigError
+    from robot.interrupt import Interrupted
     from robot.process import DeviceProcessError
 
     try:
         return int(module.main(rest) or 0)
     except ConfigError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"rig {name}: config error: {exc}", file=sys.stderr)
         return 2
     except DeviceProcessError as exc:  # a device failed: its own message, the traceback on request
@@ -70,8 +73,13 @@ def main(argv: list[str] | None = None) -> int:
             print(exc.detail or traceback.format_exc(), file=sys.stderr)
         print(f"rig {name}: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"rig {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A bare KeyboardInterrupt (or a device child's SIGINT) comes from a command that writes
+        # nothing: those that do say what they kept through Interrupted.
+        kept = str(exc) if isinstance(exc, Interrupted) else "nothing was written"
+        if debug:
+            traceback.print_exc()
+        print(f"rig {name}: interrupted: {kept}", file=sys.stderr)
         return 130
 
 

@@ -127,26 +127,12 @@ def test_sigkill_mid_episode_keeps_saved_episodes_and_their_videos(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_sigint_to_the_group_mid_episode_is_an_interrupt_that_keeps_saved_episodes(tmp_path):
+    from tests.sigint import interrupt_command
+
     store = tmp_path / "int.zarr"
-    proc = subprocess.Popen(
-        [*RIG, f"store={store}", "auto.episodes=5", "record_video=false", *FAST],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal runs it
-    )
-    try:
-        _wait_line(proc, "episode 1: saved", 150)
-        _wait_line(proc, "episode 2: recording", 60)
-        time.sleep(1.0)  # in the middle of episode 2
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(30)
-        err = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    assert rc == 130, err[-3000:]
-    assert "interrupted" in err and "Traceback" not in err and "failed" not in err, err[-3000:]
+    cmd = [*RIG, f"store={store}", "auto.episodes=5", "record_video=false", *FAST]
+    # In the middle of episode 2 (0 and 1 are saved).
+    result = interrupt_command(cmd, tmp_path, ready="episode 2: recording", ready_timeout_s=210, settle_s=1.0)
+    result.assert_clean_interrupt(kept=f"{store} holds 2 saved episodes")
+    assert "failed" not in result.err
     _check_store(store, 2)

@@ -251,3 +251,20 @@ def test_a_nan_in_the_dataset_is_named_by_key_episode_and_step_before_anything_i
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "data/action is not finite at episode 2 step 5" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.timeout(240)
+def test_sigint_to_the_group_saves_a_resumable_checkpoint_and_exits_130(
+    trained_run, tiny_overrides, tmp_path
+):
+    from tests.sigint import RIG, interrupt_command
+
+    run_dir = tmp_path / "run"
+    cmd = [*RIG, "train", "--dataset", str(trained_run["store"]), "--out", str(run_dir), "--max-steps", "100000",
+           *tiny_overrides]  # fmt: skip
+    result = interrupt_command(cmd, tmp_path, ready="train:", settle_s=2.0)
+    result.assert_clean_interrupt(kept="rig train --resume --out")
+    step = load_checkpoint(run_dir)["step"]
+    assert 0 < step < 100000 and f"step {step}" in result.err
+    rc, summary, _ = run_train("--out", run_dir, "--resume", "--max-steps", str(step + 2))
+    assert rc == 0 and summary["steps"] == step + 2 and summary["steps_this_run"] == 2
