@@ -192,3 +192,25 @@ def test_a_zipped_store_opens_for_the_cli_and_for_training_alike(store_path: Pat
     assert "3 episodes, 38 steps" in capsys.readouterr().out
     root = open_store(zipped)
     assert [int(e) for e in root["meta/episode_ends"][:]] == [11, 32, 38]
+
+
+def test_delete_last_answered_no_leaves_a_crash_s_leftovers_untouched(store_path: Path, monkeypatch) -> None:
+    # A crash mid-episode: 19 rows past the last end. Nothing may change before the prompt's answer.
+    with EpisodeStore.open(store_path, "a") as store:
+        writer = store.begin_episode()
+        for step in range(19):
+            writer.append({k: v[step] for k, v in _episode(3, 19).items()})
+        writer.flush()
+        store._thread = None  # drop the writer as a SIGKILL would: no discard, no truncation
+        store._closed = True
+        store._release_writer_lock()
+    before = {k: a.shape[0] for k, a in zarr.open_group(str(store_path), mode="r")["data"].arrays()}
+    assert set(before.values()) == {38 + 19}
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert rig(["episodes", "delete-last", str(store_path)]) == 1
+    after = {k: a.shape[0] for k, a in zarr.open_group(str(store_path), mode="r")["data"].arrays()}
+    assert after == before
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    assert rig(["episodes", "delete-last", str(store_path)]) == 0
+    after = {k: a.shape[0] for k, a in zarr.open_group(str(store_path), mode="r")["data"].arrays()}
+    assert set(after.values()) == {32}
