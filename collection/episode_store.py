@@ -84,9 +84,16 @@ import zarr
 
 log = logging.getLogger(__name__)
 
-# Registers imagecodecs_jpegxl / imagecodecs_jpeg2k / ... with numcodecs so that zarr format 2 stores
-# written with them (ours, and the Diffusion Policy reference datasets) open.
-imagecodecs.numcodecs.register_codecs()
+
+def register_image_codecs() -> None:
+    """Register imagecodecs_jpegxl / imagecodecs_jpeg2k / ... with numcodecs, so that zarr format 2 stores
+    written with them (ours, and the Diffusion Policy reference datasets) open. Silent: imagecodecs
+    prints one "already registered" line per codec (~70) when they were registered before, e.g. by
+    the user's own ``register_codecs()`` call."""
+    imagecodecs.numcodecs.register_codecs(verbose=False)
+
+
+register_image_codecs()
 
 DEFAULT_IMAGE_CODEC = "jpegxl"
 IMAGE_CODECS: tuple[str, ...] = ("jpegxl", "jpegxl_lossless", "jpeg2k", "blosc", "raw")

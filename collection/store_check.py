@@ -42,9 +42,6 @@ def check_store(path: Path, out: Any = None, progress: bool = True) -> list[str]
     import zarr
     from tqdm import tqdm
 
-    from policy.dataset import _register_image_codecs
-
-    _register_image_codecs()
     problems: list[str] = []
     try:
         root = zarr.open_group(str(path), mode="r")

@@ -28,25 +28,13 @@ from policy.config import DatasetConfig, PolicyConfig
 ShapeMeta = dict[str, Any]
 
 
-_codecs_registered = False
-
-
-def _register_image_codecs() -> None:
-    """Register imagecodecs' numcodecs (JPEG-XL, JPEG 2000 ...) once, so format-2 stores decode."""
-    global _codecs_registered
-    if _codecs_registered:
-        return
-    import imagecodecs.numcodecs
-
-    imagecodecs.numcodecs.register_codecs(verbose=False)
-    _codecs_registered = True
-
-
 def open_store(path: str | Path) -> Any:
     """Open an episode store read-only (zarr v2 or v3 format, with imagecodecs' codecs registered)."""
     import zarr
 
-    _register_image_codecs()
+    from collection.episode_store import register_image_codecs
+
+    register_image_codecs()
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"episode store {path} does not exist (pass --dataset PATH)")

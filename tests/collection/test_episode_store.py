@@ -350,3 +350,17 @@ def test_mode_w_refuses_to_wipe_a_directory_that_is_not_a_store(tmp_path: Path) 
     assert (precious / "intrinsics.yaml").read_text() == "fx: 600\n"
     EpisodeStore.open(tmp_path / "s.zarr", "w").close()
     EpisodeStore.open(tmp_path / "s.zarr", "w").close()  # an existing store may be overwritten
+
+
+def test_importing_the_store_after_the_user_registered_the_codecs_prints_nothing() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import imagecodecs.numcodecs; imagecodecs.numcodecs.register_codecs()\n"
+        "import collection.episode_store, policy.dataset, collection.store_check\n"
+        "collection.episode_store.register_image_codecs()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout + done.stderr == ""
