@@ -82,6 +82,8 @@ import numcodecs
 import numpy as np
 import zarr
 
+from collection.store_meta import resize_rows, write_compressor
+
 log = logging.getLogger(__name__)
 
 
@@ -151,14 +153,20 @@ def validate_layout(path: Any, ends: list[int], lengths: Mapping[str, int]) -> i
     return n_valid
 
 
+# The imagecodecs codecs and the parameters we set; the store's metadata records exactly these
+# (store_meta.write_compressor), which every imagecodecs version reads.
+_IMAGECODECS: dict[str, tuple[Any, dict[str, Any]]] = {
+    "jpegxl": (imagecodecs.numcodecs.Jpegxl, {"distance": 1.0, "effort": 3, "lossless": False}),
+    "jpegxl_lossless": (imagecodecs.numcodecs.Jpegxl, {"lossless": True, "effort": 1}),
+    "jpeg2k": (imagecodecs.numcodecs.Jpeg2k, {"level": 50}),
+}
+
+
 def make_image_codec(name: str) -> Any:
     """The numcodecs codec object for an image codec name (None for ``raw``). Raises ValueError."""
-    if name == "jpegxl":
-        return imagecodecs.numcodecs.Jpegxl(distance=1.0, effort=3, lossless=False)
-    if name == "jpegxl_lossless":
-        return imagecodecs.numcodecs.Jpegxl(lossless=True, effort=1)
-    if name == "jpeg2k":
-        return imagecodecs.numcodecs.Jpeg2k(level=50)
+    if name in _IMAGECODECS:
+        cls, params = _IMAGECODECS[name]
+        return cls(**params)
     if name == "blosc":
         return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
     if name == "raw":
@@ -490,11 +498,13 @@ class EpisodeStore:
 
     def _truncate_to(self, n_steps: int, n_episodes: int) -> None:
         with self._lock:
-            if self._ee.shape[0] != n_episodes:
-                self._ee.resize((n_episodes,))
-            for arr in self._arrays.values():
-                if arr.shape[0] != n_steps:
-                    arr.resize((n_steps, *arr.shape[1:]))
+            self._ee = resize_rows(self._group, self._ee, n_episodes)
+            self._set_rows(n_steps)
+
+    def _set_rows(self, n_steps: int) -> None:
+        """Every data array ``n_steps`` long; arrays already that long are not touched (store_meta)."""
+        for k, arr in list(self._arrays.items()):
+            self._arrays[k] = resize_rows(self._group, arr, n_steps)
 
     # ----------------------------------------------------------------------------- reading
     @property
@@ -775,6 +785,10 @@ class EpisodeStore:
                 compressors=codec,
                 fill_value=0,
             )
+            if spec.is_image and self.image_codec in _IMAGECODECS:
+                cls, params = _IMAGECODECS[self.image_codec]
+                write_compressor(self._group, self._arrays[k], cls.codec_id, params)
+                self._arrays[k] = self._group[self._arrays[k].path]
 
     def _do_barrier(self, job: _Job) -> None:
         return None
@@ -788,9 +802,8 @@ class EpisodeStore:
         pos = self._w_base + self._w_written
         n = job.length
         assert job.arrays is not None
+        self._set_rows(pos + n)
         for k, arr in self._arrays.items():
-            if arr.shape[0] != pos + n:
-                arr.resize((pos + n, *arr.shape[1:]))
             arr[pos : pos + n] = job.arrays[k]
         self._w_written += n
 
@@ -801,12 +814,10 @@ class EpisodeStore:
             )
         start = self._w_base
         end = start + job.length
-        for arr in self._arrays.values():
-            if arr.shape[0] != end:
-                arr.resize((end, *arr.shape[1:]))
+        self._set_rows(end)
         # Data is on disk (zarr writes synchronously); only now does the episode become visible.
         e = len(self._ends)
-        self._ee.resize((e + 1,))
+        self._ee = resize_rows(self._group, self._ee, e + 1)
         self._ee[e] = end
         self._ends.append(end)
         self._w_token = -1
@@ -819,14 +830,11 @@ class EpisodeStore:
     def _do_discard(self, job: _Job) -> None:
         if job.token == self._w_token:
             self._w_token = -1
-        for arr in self._arrays.values():
-            if arr.shape[0] != self.n_steps:
-                arr.resize((self.n_steps, *arr.shape[1:]))
+        self._set_rows(self.n_steps)
 
     def _do_delete_last(self, job: _Job) -> EpisodeInfo:
         info = self.episodes()[-1]
-        self._ee.resize((len(self._ends) - 1,))
+        self._ee = resize_rows(self._group, self._ee, len(self._ends) - 1)
         self._ends.pop()
-        for arr in self._arrays.values():
-            arr.resize((self.n_steps, *arr.shape[1:]))
+        self._set_rows(self.n_steps)
         return info
