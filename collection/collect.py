@@ -26,7 +26,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -56,6 +56,8 @@ class CollectConfig(StrictModel):
     teleop: TeleopConfig = Field(default_factory=TeleopConfig)
     store: str = "data/demos.zarr"
     image_codec: str = "jpegxl"
+    compat: Literal["reference"] | None = None
+    """``reference``: stores the Diffusion Policy reference's reader opens (JPEG 2000 images)."""
     record_video: bool = True
     video_dir: str | None = None
     """Per-episode mp4s; default: ``<store>.videos/``."""
@@ -201,7 +203,7 @@ class Collector:
         limits = cfg.rig.arm.limits
         mapper = TeleopMapper(cfg.teleop, limits.workspace_min_m, limits.workspace_max_m)
         self.say(f"timing: {env.describe_timing()}")
-        store = EpisodeStore.open(self.store_path, "a", image_codec=cfg.image_codec)
+        store = EpisodeStore.open(self.store_path, "a", image_codec=cfg.image_codec, compat=cfg.compat)
         self.next_index = store.n_episodes
         self.say(f"store {self.store_path}: {store.n_episodes} episodes already")
         try:

@@ -61,6 +61,12 @@ The JPEG-XL and JPEG 2000 codecs plug into zarr only in zarr format 2
 (``imagecodecs.numcodecs.register_codecs()``), so new stores are zarr format 2, like the reference's.
 Stores in zarr format 3 (for example built by plain ``zarr`` with default codecs) are read and
 appended to with their own codecs.
+
+Reference compatibility. The metadata this store writes is read by the reference's environment
+(zarr 2, imagecodecs from 2022): arrays record only the codec parameters set here, and existing
+metadata is changed only in ``shape`` (``collection/store_meta.py``). ``compat="reference"`` (collect
+config ``compat: reference``) also picks the reference's image codec, JPEG 2000.
+``tests/collection/test_reference_compat.py`` reads our stores the way the reference does.
 """
 
 from __future__ import annotations
@@ -105,6 +111,9 @@ LOW_DIM_CHUNK_STEPS = 1024
 BACKLOG_WARN_STEPS = 300
 
 Mode = Literal["r", "a", "w"]
+# ``compat``: None, or "reference" for stores the Diffusion Policy reference's reader opens.
+COMPAT_MODES: tuple[str | None, ...] = (None, "reference")
+REFERENCE_IMAGE_CODEC = "jpeg2k"
 
 # Stores with a live writer thread; closed at interpreter exit so that a commit(wait=False) still in
 # flight is finished rather than lost with the daemon writer thread. This must run before
@@ -334,12 +343,18 @@ class EpisodeStore:
     thread, in the order it was asked for. ``n_episodes`` / ``n_steps`` count committed episodes.
     """
 
-    def __init__(self, path: str | Path, mode: Mode, image_codec: str, batch_steps: int) -> None:
+    def __init__(
+        self, path: str | Path, mode: Mode, image_codec: str, batch_steps: int, compat: str | None = None
+    ) -> None:
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', got {mode!r}")
         if batch_steps < 1:
             raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
         make_image_codec(image_codec)  # validate the name early
+        if compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
+        if compat == "reference":
+            image_codec = REFERENCE_IMAGE_CODEC
         self.path = Path(path)
         self.mode: Mode = mode
         self.image_codec = image_codec
@@ -379,6 +394,7 @@ class EpisodeStore:
         mode: Mode = "a",
         image_codec: str = DEFAULT_IMAGE_CODEC,
         batch_steps: int = DEFAULT_BATCH_STEPS,
+        compat: str | None = None,
     ) -> EpisodeStore:
         """Open a store directory.
 
@@ -387,9 +403,11 @@ class EpisodeStore:
         warning and ``store.dropped_steps`` set); ``"w"`` create, deleting any existing store.
         ``image_codec`` applies to image arrays this store creates (see the module docstring);
         existing arrays keep their codecs. ``batch_steps``: steps per write handed to the writer.
-        A path ending in ``.zip`` (a zipped reference dataset) opens read only.
+        A path ending in ``.zip`` (a zipped reference dataset) opens read only. ``compat="reference"``:
+        image arrays this store creates use the reference's codec (JPEG 2000), whatever ``image_codec``
+        says, so that the Diffusion Policy reference's reader opens the store.
         """
-        return cls(path, mode, image_codec, batch_steps)
+        return cls(path, mode, image_codec, batch_steps, compat)
 
     def _open_group(self) -> zarr.Group:
         if self.path.suffix == ".zip":
