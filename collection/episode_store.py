@@ -201,6 +201,21 @@ class EpisodeInfo:
     end: int
     length: int
     duration_s: float  # timestamp[end-1] - timestamp[start]; NaN without a ``timestamp`` key
+    late_steps: int | None = None  # steps later than LATE_FACTOR * dt_s after the previous; None: no dt_s
+
+
+# A step is late when it follows the previous one by more than this many periods.
+LATE_FACTOR = 1.5
+
+
+def episode_timing(ts: np.ndarray, dt_s: float | None) -> tuple[float, int | None]:
+    """(duration_s, late_steps) of one episode's timestamps: the one definition the store, ``rig
+    collect`` and ``rig episodes list`` print."""
+    ts = np.asarray(ts, dtype=np.float64).reshape(len(ts), -1)[:, 0]
+    if len(ts) == 0:
+        return float("nan"), None
+    late = None if dt_s is None else int(np.count_nonzero(np.diff(ts) > LATE_FACTOR * dt_s))
+    return float(ts[-1] - ts[0]), late
 
 
 @dataclass(frozen=True)
@@ -251,6 +266,7 @@ class EpisodeWriter:
         self._n_buf = 0
         self._n_steps = 0
         self._open = True
+        self._timestamps: list[float] = []  # for ``timing`` while the episode is still being written
 
     @property
     def n_steps(self) -> int:
@@ -260,6 +276,11 @@ class EpisodeWriter:
     @property
     def is_open(self) -> bool:
         return self._open
+
+    @property
+    def timing(self) -> tuple[float, int | None]:
+        """(duration_s, late_steps) of the steps appended so far, as ``EpisodeInfo`` will say."""
+        return episode_timing(np.asarray(self._timestamps), self._store.dt_s)
 
     def append(self, step: Mapping[str, Any]) -> None:
         """Add one step: ``{key: array}`` without the leading time axis (``timestamp`` a scalar).
@@ -280,6 +301,8 @@ class EpisodeWriter:
         i = self._n_buf
         for key, value in step.items():
             self._buf[key][i] = value
+        if "timestamp" in step:
+            self._timestamps.append(float(self._buf["timestamp"][i].flat[0]))
         self._n_buf += 1
         self._n_steps += 1
         if self._n_buf == self._batch_steps:
@@ -344,7 +367,13 @@ class EpisodeStore:
     """
 
     def __init__(
-        self, path: str | Path, mode: Mode, image_codec: str, batch_steps: int, compat: str | None = None
+        self,
+        path: str | Path,
+        mode: Mode,
+        image_codec: str,
+        batch_steps: int,
+        compat: str | None = None,
+        dt_s: float | None = None,
     ) -> None:
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', got {mode!r}")
@@ -368,6 +397,7 @@ class EpisodeStore:
         try:
             self._group = self._open_group()
             self._load()
+            self.dt_s = self._check_dt_s(dt_s)
         except BaseException:
             self._release_writer_lock()
             raise
@@ -395,6 +425,7 @@ class EpisodeStore:
         image_codec: str = DEFAULT_IMAGE_CODEC,
         batch_steps: int = DEFAULT_BATCH_STEPS,
         compat: str | None = None,
+        dt_s: float | None = None,
     ) -> EpisodeStore:
         """Open a store directory.
 
@@ -405,9 +436,25 @@ class EpisodeStore:
         existing arrays keep their codecs. ``batch_steps``: steps per write handed to the writer.
         A path ending in ``.zip`` (a zipped reference dataset) opens read only. ``compat="reference"``:
         image arrays this store creates use the reference's codec (JPEG 2000), whatever ``image_codec``
-        says, so that the Diffusion Policy reference's reader opens the store.
+        says, so that the Diffusion Policy reference's reader opens the store. ``dt_s``: the rig's step
+        period, recorded in the store's attributes (``dt_s``) by the first writer that gives it; a
+        different period for a store that has one is an EpisodeStoreError (one store, one rate).
         """
-        return cls(path, mode, image_codec, batch_steps, compat)
+        return cls(path, mode, image_codec, batch_steps, compat, dt_s)
+
+    def _check_dt_s(self, dt_s: float | None) -> float | None:
+        stored = self._group.attrs.get("dt_s")
+        if dt_s is None or self.mode == "r":
+            return None if stored is None else float(stored)
+        if stored is None:
+            self._group.attrs["dt_s"] = float(dt_s)
+            return float(dt_s)
+        if abs(float(stored) - dt_s) > 1e-9:
+            raise EpisodeStoreError(
+                f"episode store {self.path} was recorded at dt_s={stored} s, this rig runs at {dt_s} s; "
+                "record into a new store (one store, one step period)"
+            )
+        return float(stored)
 
     def _open_group(self) -> zarr.Group:
         if self.path.suffix == ".zip":
@@ -571,8 +618,8 @@ class EpisodeStore:
         out = []
         start = 0
         for i, end in enumerate(ends):
-            duration_s = float(ts[end - 1, 0] - ts[start, 0]) if ts is not None else float("nan")
-            out.append(EpisodeInfo(i, start, end, end - start, duration_s))
+            timing = episode_timing(ts[start:end], self.dt_s) if ts is not None else (float("nan"), None)
+            out.append(EpisodeInfo(i, start, end, end - start, *timing))
             start = end
         return out
 
@@ -839,11 +886,10 @@ class EpisodeStore:
         self._ee[e] = end
         self._ends.append(end)
         self._w_token = -1
-        duration_s = float("nan")
+        timing: tuple[float, int | None] = (float("nan"), None)
         if "timestamp" in self._arrays:
-            ts = self._arrays["timestamp"]
-            duration_s = float(np.ravel(ts[end - 1])[0]) - float(np.ravel(ts[start])[0])
-        return EpisodeInfo(e, start, end, end - start, duration_s)
+            timing = episode_timing(self._arrays["timestamp"][start:end], self.dt_s)
+        return EpisodeInfo(e, start, end, end - start, *timing)
 
     def _do_discard(self, job: _Job) -> None:
         if job.token == self._w_token:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collection.episode_store import EpisodeInfo, EpisodeStore, EpisodeStoreError
+from collection.episode_store import LATE_FACTOR, EpisodeInfo, EpisodeStore, EpisodeStoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -59,11 +59,16 @@ def _cmd_list(store: EpisodeStore) -> int:
         )
     if not infos:
         return 0
-    print(f"{'index':>5}  {'length':>7}  {'duration s':>10}")
+    period = f"dt_s {store.dt_s} s" if store.dt_s else "no recorded dt_s"
+    print(f"late: steps more than {LATE_FACTOR} dt_s after the previous one ({period})")
+    print(f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}")
     for info in infos:
-        print(f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}")
+        late = "-" if info.late_steps is None else info.late_steps
+        print(f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}")
     total_s = float(np.nansum([i.duration_s for i in infos]))
-    print(f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}")
+    lates = [i.late_steps for i in infos if i.late_steps is not None]
+    total_late = sum(lates) if lates else "-"
+    print(f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}")
     return 0
 
 
