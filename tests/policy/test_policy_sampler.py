@@ -200,3 +200,18 @@ def test_worker_processes_decode_the_same_samples(tmp_path):
     frames = torch.cat([b["obs"]["camera_0"] for b in batches])
     assert frames.dtype == torch.uint8 and frames.shape == (len(EXPECTED_WINDOWS), 2, 8, 10, 3)
     np.testing.assert_array_equal(frames[:, :, 0, 0, 0].numpy(), [w[:2] for w in EXPECTED_WINDOWS])
+
+
+def test_the_store_s_recorded_dt_is_used_and_disagreeing_timestamps_are_warned(tmp_path, caplog):
+    import zarr
+
+    store = _write_index_store(tmp_path / "s.zarr", ENDS)  # timestamps 0.1 s apart
+    pc, dc = _cfgs()
+    with caplog.at_level("WARNING", logger="policy.dataset"):
+        assert EpisodeDataset(store, pc, dc, "train").dt_s == pytest.approx(0.1)
+    assert "records no dt_s" in caplog.text  # inferred: said so
+    caplog.clear()
+    zarr.open_group(str(store), mode="r+").attrs["dt_s"] = 0.15  # the rig's period, steps came late
+    with caplog.at_level("WARNING", logger="policy.dataset"):
+        assert EpisodeDataset(store, pc, dc, "train").dt_s == pytest.approx(0.15)
+    assert "recorded dt_s=0.15 s, but its timestamps step by 0.1 s" in caplog.text
