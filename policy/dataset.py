@@ -325,7 +325,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
             return hit
         if self._root is None:
             self._root = open_store(self.path)
-        frame = np.asarray(self._root["data"][key][int(self._layout.step_index[kept_idx])])
+        row = int(self._layout.step_index[kept_idx])
+        try:
+            frame = np.asarray(self._root["data"][key][row])
+        except Exception as exc:  # a damaged chunk found mid-training: name the array and the step
+            raise ValueError(
+                f"episode store {self.path}: data/{key} row {row} cannot be decoded ({type(exc).__name__}: "
+                f"{exc}); `rig episodes check {self.path}` lists every damaged step"
+            ) from None
         frame = resize_image(frame, self.policy_cfg.vision.image_size)
         limit = self.dataset_cfg.image_cache_mb * 1e6
         if limit > 0:
