@@ -171,6 +171,14 @@ _IMAGECODECS: dict[str, tuple[Any, dict[str, Any]]] = {
 }
 
 
+def open_root_readonly(path: str | Path) -> zarr.Group:
+    """The one read-only opener of an episode store's root group: a ``.zarr`` directory or a zipped
+    store (``.zarr.zip``, as the reference distributes its datasets). zarr's errors pass through."""
+    path = Path(path)
+    store: Any = zarr.storage.ZipStore(path, mode="r") if path.suffix == ".zip" else str(path)
+    return zarr.open_group(store, mode="r")
+
+
 def make_image_codec(name: str) -> Any:
     """The numcodecs codec object for an image codec name (None for ``raw``). Raises ValueError."""
     if name in _IMAGECODECS:
@@ -460,7 +468,7 @@ class EpisodeStore:
         if self.path.suffix == ".zip":
             if self.mode != "r":
                 raise EpisodeStoreError(f"{self.path}: zipped stores open read only (mode='r')")
-            return zarr.open_group(zarr.storage.ZipStore(self.path, mode="r"), mode="r")
+            return open_root_readonly(self.path)
         if self.mode == "w":
             if self.path.exists() and not self._looks_like_zarr(self.path):
                 # mode "w" deletes the directory: never do that to something that is not a store

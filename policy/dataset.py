@@ -33,9 +33,8 @@ ShapeMeta = dict[str, Any]
 
 def open_store(path: str | Path) -> Any:
     """Open an episode store read-only (zarr v2 or v3 format, with imagecodecs' codecs registered)."""
-    import zarr
 
-    from collection.episode_store import register_image_codecs
+    from collection.episode_store import open_root_readonly, register_image_codecs
 
     register_image_codecs()
     path = Path(path)
@@ -43,8 +42,7 @@ def open_store(path: str | Path) -> Any:
         raise FileNotFoundError(f"episode store {path} does not exist (pass --dataset PATH)")
     try:
         # The episode store's opener: a .zarr directory or a zipped store (.zarr.zip), read only.
-        store = zarr.storage.ZipStore(path, mode="r") if path.suffix == ".zip" else str(path)
-        root = zarr.open_group(store, mode="r")
+        root = open_root_readonly(path)
     except Exception as exc:
         raise ValueError(f"{path} is not a zarr episode store: {exc}") from exc
     for required in ("data", "meta/episode_ends"):
