@@ -26,7 +26,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -56,6 +56,8 @@ class CollectConfig(StrictModel):
     teleop: TeleopConfig = Field(default_factory=TeleopConfig)
     store: str = "data/demos.zarr"
     image_codec: str = "jpegxl"
+    compat: Literal["reference"] | None = None
+    """``reference``: stores the Diffusion Policy reference's reader opens (JPEG 2000 images)."""
     record_video: bool = True
     video_dir: str | None = None
     """Per-episode mp4s; default: ``<store>.videos/``."""
@@ -121,7 +123,6 @@ class Collector:
         ep, self.episode = self.episode, None
         if env.cameras is not None and env.cameras.is_recording:
             env.cameras.stop_recording()
-        duration = now() - self.episode_start
         if save and ep.n_steps > 0:
             index = self.episode_index
             self.events.append(("save_pressed", index, now()))
@@ -130,7 +131,10 @@ class Collector:
             self.pending_commits.append(fut)
             self.saved += 1
             self.next_index += 1
-            self.say(f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration:.1f} s")
+            duration_s, late = ep.timing  # as `rig episodes list` will print it
+            self.say(
+                f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration_s:.2f} s, {late} late"
+            )
         else:
             ep.discard(wait=False)
             self.discarded += 1
@@ -201,7 +205,9 @@ class Collector:
         limits = cfg.rig.arm.limits
         mapper = TeleopMapper(cfg.teleop, limits.workspace_min_m, limits.workspace_max_m)
         self.say(f"timing: {env.describe_timing()}")
-        store = EpisodeStore.open(self.store_path, "a", image_codec=cfg.image_codec)
+        store = EpisodeStore.open(
+            self.store_path, "a", image_codec=cfg.image_codec, compat=cfg.compat, dt_s=dt_s
+        )
         self.next_index = store.n_episodes
         self.say(f"store {self.store_path}: {store.n_episodes} episodes already")
         try:

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -47,6 +48,15 @@ def test_collect_records_n_scripted_episodes(tmp_path):
     # The scripted expert really drove the arm to the marker: the last action is near the target.
     ep = s.get_episode(1)
     assert np.linalg.norm(ep["action"][-1, :2] - ep["action"][0, :2]) > 0.005
+    # The time base: the rig's step period is recorded, and collect and `rig episodes list` print the
+    # same duration and late steps for each episode.
+    assert s.dt_s == pytest.approx(0.1)
+    said = re.findall(r"episode (\d+): saved (\d+) steps, ([\d.]+) s, (\d+) late", out.stdout)
+    listed = subprocess.run(
+        [sys.executable, "-m", "robot.cli", "episodes", "list", str(store)], capture_output=True, text=True
+    )
+    rows = [line.split() for line in listed.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    assert said and [tuple(r) for r in rows] == said, (said, listed.stdout)
 
 
 @pytest.mark.timeout(180)
