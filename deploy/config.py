@@ -86,6 +86,9 @@ class DeployConfig(StrictModel):
     """Where async inference runs: its own process (default) or inline (blocks the loop)."""
     server: str | None = None
     """Policy server address (``tcp://host:5555``, deploy/serving.py): inference runs there."""
+    server_keys: str | None = None
+    """CurveZMQ key folder holding ``server.key`` and ``client.key_secret`` (from
+    ``python -m deploy.serving keygen``), for a server started with ``--keys``."""
     server_timeout_s: float = Field(10.0, gt=0)
     """A policy server request unanswered this long stops the run (the arm holds)."""
     device: str = "cpu"
