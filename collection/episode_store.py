@@ -464,6 +464,18 @@ class EpisodeStore:
             )
         return float(stored)
 
+    @property
+    def next_seed(self) -> int | None:
+        """The sim world seed the next recorded episode takes (``next_seed`` in the store's attributes,
+        kept by ``rig collect`` so that appending continues the seeds instead of repeating worlds)."""
+        value = self._group.attrs.get("next_seed")
+        return None if value is None else int(value)
+
+    @next_seed.setter
+    def next_seed(self, seed: int) -> None:
+        self._check_writable()
+        self._group.attrs["next_seed"] = int(seed)
+
     def _open_group(self) -> zarr.Group:
         if self.path.suffix == ".zip":
             if self.mode != "r":

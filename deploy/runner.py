@@ -1,7 +1,10 @@
 """The deployment loop: observations -> policy -> stamped, feasible, safe actions -> arm; recorded.
 
 :class:`DeployRunner` runs episodes on an open :class:`robot.env.Env` with a policy client
-(:mod:`deploy.policy_client`). Per episode (sim): ``reset_world(seed)``, ``home()``, then a fixed-rate
+(:mod:`deploy.policy_client`). Before the first episode the policy is warmed up (one predict, not
+counted). Per episode (sim): ``reset_world(seed)``, ``home()``, a wait until every camera has frames
+captured after both (``Env.wait_for_frames_since``: the first observation shows the new world even
+with a slow camera), then a fixed-rate
 loop at ``loop_hz`` until the task's success has been held ``success_hold_s``, ``max_episode_s``
 passed, ``q`` was pressed, or the safety layer stopped the arm.
 
@@ -19,7 +22,8 @@ Each loop tick (host monotonic time ``t``):
    ``async`` when the plan will run out within the expected latency (quantile of the measured ones)
    plus the action latency, the commit window and one step, conditioned on the actions that will be
    committed by the time the chunk is expected (``committed_actions``, inpainted by the policy);
-6. every ``rig.obs.dt_s``: record one step (obs, executed action, chunk index, latency, drops).
+6. every ``rig.obs.dt_s``: record one step (obs, executed action, chunk index, latency, drops); a
+   tick that sees no newer frame than the last recorded step records nothing (no repeated times).
 
 Every number in use (action latency, margins, dt, latency estimate) is printed at start.
 
@@ -31,7 +35,7 @@ the chunk that action came from, -1 takeover/none), ``chunk_start`` (bool: a chu
 the previous step), ``inference_latency_s`` (latency of the newest chunk, NaN before the first),
 ``dropped_actions`` (int64, cumulative), ``takeover`` (bool). Per-chunk details (observation time,
 request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump) go to
-``<store>.deploy/episode_<index>.json``.
+``<store>.deploy/episode_<index>.json``, with ``ready_time`` (when the reset and homing finished).
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ from deploy.config import DeployConfig
 from deploy.policy_client import ChunkResult, PolicyMeta
 from deploy.safety import ChunkSafety, PolicySafetyStop
 from deploy.scheduler import ActionPlan, PlannedAction, schedule_chunk, stamp_chunk
+from robot.process import DeviceProcessError
 from robot.timing import RateLoop, now
 
 log = logging.getLogger("deploy.runner")
@@ -217,6 +222,23 @@ class DeployRunner:
                 )
             out[key] = obs[key]
         return out
+
+    def warm_up(self, timeout_s: float = 120.0) -> None:
+        """One predict before the first episode, so that chunk 0 does not pay the one-off costs (weight
+        packing, allocator, CUDA graphs); its latency is said and kept out of the figures."""
+        warm_up = getattr(self.client, "warm_up", None)
+        if warm_up is None:
+            return
+        res = warm_up(self._policy_obs(self.env.get_obs(self.meta.n_obs_steps)), timeout_s)
+        if res is None:
+            raise DeviceProcessError(
+                f"{self.client.transport}: the policy's warm-up predict did not finish within {timeout_s:.0f} s"
+            )
+        if res.error is not None:
+            raise ValueError(f"the policy failed its warm-up predict: {res.error}")
+        self.say(
+            f"policy warm-up: one predict took {res.latency_s * 1e3:.0f} ms (not counted in the figures)"
+        )
 
     def check_observations(self) -> None:
         """Before the first episode: the rig's observations have the keys and per-step shapes the
@@ -472,6 +494,9 @@ class DeployRunner:
     def _record(self, writer: Any, ep: dict[str, Any]) -> None:
         obs = self.env.get_obs(1)
         ts = float(obs["timestamp"][-1])
+        if ts <= ep["last_recorded_t"]:  # a late tick saw no new frame: never record an obs twice
+            return
+        ep["last_recorded_t"] = ts
         step = {k: v[-1] for k, v in obs.items() if k.startswith("camera_") and v.ndim == 4}
         cur = None
         for r in reversed(self.plan.committed):
@@ -505,6 +530,9 @@ class DeployRunner:
         if env.config.is_sim and seed is not None:
             env.reset_world(seed)
         env.home()
+        t_ready = now()
+        # A slow camera still delivers the world before the reset: the first observation waits.
+        env.wait_for_frames_since(t_ready, self.meta.n_obs_steps)
         self.sent_log, self.chunk_log, self.arm_log = [], [], {}
         self._arm_counter = env.arm.state_ring.count
         self._button_count = None
@@ -521,6 +549,8 @@ class DeployRunner:
             "takeover": False,
             "takeover_s": 0.0,
             "next_cycle": t_start,
+            "ready_time": t_ready,
+            "last_recorded_t": -np.inf,
         }
         writer = store.begin_episode() if store is not None else None
         loop = RateLoop(cfg.loop_hz)
@@ -646,6 +676,7 @@ class DeployRunner:
             "end_reason": reason,
             "action_latency_s": self.action_latency_s,
             "dt_s": self.dt_s,
+            "ready_time": ep["ready_time"],
             "chunks": [
                 {
                     k: (float(v) if isinstance(v, float | np.floating) else v)
@@ -677,6 +708,7 @@ class DeployRunner:
         """Run ``config.episodes`` episodes (stops early on a safety stop or ``q``); the summary."""
         self.say(f"timing: {self.describe_timing()}")
         self.check_observations()
+        self.warm_up()
         for i, seed in enumerate(self.seeds()):
             r = self.run_episode(i, seed if self.env.config.is_sim else None, store)
             self.say(

@@ -75,7 +75,7 @@ def test_get_obs_aligns_streams_by_capture_time_and_includes_newest_frame(env):
 
 
 @pytest.mark.timeout(60)
-def test_exec_actions_drops_past_targets_and_says_how_many(env, caplog):
+def test_exec_actions_drops_past_targets_and_counts_them(env, caplog):
     pose = env.arm.get_state()["actual_tcp_pose"].copy()
     now = time.monotonic()
     times = np.array([now - 0.5, now - 0.1, now + 0.4, now + 0.8])
@@ -85,7 +85,7 @@ def test_exec_actions_drops_past_targets_and_says_how_many(env, caplog):
     with caplog.at_level("INFO", logger="robot.env"):
         dropped = env.exec_actions(poses, times)
     assert dropped == 2 and env.dropped_actions == before + 2
-    assert "dropped 2 of 4" in caplog.text
+    assert "dropped" not in caplog.text  # counted, reported per episode by collect/deploy, not per call
     time.sleep(1.2)
     final = env.arm.get_state()["actual_tcp_pose"]
     assert abs(final[1] - (pose[1] + 0.04)) < 1e-3  # the feasible ones were executed
