@@ -271,17 +271,26 @@ class Env:
         dt_s = self.config.obs.dt_s
         out: dict[str, np.ndarray] = {}
         cam_recs = []
-        if self.cameras is not None:
-            for name, cam in zip(self.camera_names, self._camera_list(), strict=True):
-                k = min(cam.ring.capacity - 1, int(math.ceil(n * dt_s * cam.config.fps)) + 3)
-                recs = cam.ring.get_last(k)
+        cams = (
+            list(zip(self.camera_names, self._camera_list(), strict=True)) if self.cameras is not None else []
+        )
+        if cams:
+            newest = []
+            for name, cam in cams:
+                recs = cam.ring.get_last(1)
                 if len(recs["counter"]) == 0:
                     raise RuntimeError(f"camera {name} has delivered no frame yet")
-                cam_recs.append((name, recs, self._capture_times(name, recs)))
-            t_last = min(float(times[-1]) for _, _, times in cam_recs)
+                newest.append(float(self._capture_times(name, recs)[-1]))
+            t_last = min(newest)
         else:
             t_last = float(self.arm.get_state()["capture_time"])
         targets = t_last - dt_s * np.arange(n - 1, -1, -1)
+        for (name, cam), t_newest in zip(cams, newest if cams else [], strict=True):
+            # Back from this camera's newest frame to the oldest target: a camera ahead of the slowest
+            # one (a starved process, a longer latency) needs more than n * dt of its frames.
+            k = min(cam.ring.capacity - 1, int(math.ceil((t_newest - targets[0]) * cam.config.fps)) + 3)
+            recs = cam.ring.get_last(k)
+            cam_recs.append((name, recs, self._capture_times(name, recs)))
         for i, (name, recs, times) in enumerate(cam_recs):
             idx = nearest_indices(times, targets)
             out[f"camera_{i}"] = recs["color"][idx]
