@@ -5,7 +5,8 @@
 
 ``preview`` starts every camera of the config, shows the tiled preview window (if there is a
 display) and prints per-camera fps, drops and latency once a second until Ctrl-C, ``q`` in the
-window, or ``--seconds``. ``--animate`` moves a simulated tool around so sim cameras show motion.
+window, ``--seconds``, or the end of every replayed recording (``backend: playback``; each camera's end
+is reported once). ``--animate`` moves a simulated tool around so sim cameras show motion.
 """
 
 from __future__ import annotations
@@ -93,16 +94,28 @@ def _preview(args: argparse.Namespace) -> int:
                 if not preview.enabled:
                     print("no display: printing statistics only")
                 t_end = time.monotonic() + args.seconds if args.seconds else float("inf")
+                ended: set[str] = set()
                 while time.monotonic() < t_end and not preview.quit_requested:
                     time.sleep(min(1.0, max(t_end - time.monotonic(), 0.0)))
                     mc.check()
                     preview.check()
                     parts = []
                     for name, st in mc.stats().items():
+                        if st["ended"]:
+                            if name not in ended:
+                                ended.add(name)
+                                print(
+                                    f"camera {name}: end of recording {mc.cameras[name].config.playback.path} "
+                                    f"({st['frames']} frames, {st['dropped']} missing from the recording)",
+                                    flush=True,
+                                )
+                            continue
                         parts.append(
                             f"{name}: {st['fps']:5.1f} fps, {st['dropped']} dropped, "
                             f"latency {1000 * st['latency_mean_s']:.1f} ms"
                         )
+                    if not parts:  # every camera replayed a recording to its end
+                        break
                     print(" | ".join(parts), flush=True)
     finally:
         stop.set()
