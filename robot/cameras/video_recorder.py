@@ -80,7 +80,10 @@ class _Episode:
         for packet in self.stream.encode(None):
             self.container.mux(packet)
         self.container.close()
-        self.tmp_path.replace(self.path)  # a crash mid-episode leaves only a .part file
+        if self.rows:
+            self.tmp_path.replace(self.path)  # a crash mid-episode leaves only a .part file
+        else:  # no frame came (a very short episode on a starved machine): no mp4, an empty sidecar
+            self.tmp_path.unlink(missing_ok=True)
         rows = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
         side = sidecar_path(self.path)
         np.savez(
