@@ -30,7 +30,8 @@ reach at ``timestamp`` (from the actions actually sent, policy or takeover), ``c
 the chunk that action came from, -1 takeover/none), ``chunk_start`` (bool: a chunk was merged since
 the previous step), ``inference_latency_s`` (latency of the newest chunk, NaN before the first),
 ``dropped_actions`` (int64, cumulative), ``takeover`` (bool). Per-chunk details (observation time,
-request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump) go to
+request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump, safety
+events) go to
 ``<store>.deploy/episode_<index>.json``. With ``record_video``, every camera's full-rate mp4 goes to
 ``<video_dir>/episode_<index>/<camera>.mp4`` (default ``<store>.videos/``, as in collection; written
 by the cameras' writer processes, off the loop) and the episode's summary names the files.
@@ -360,6 +361,7 @@ class DeployRunner:
             "rows": n_use,
             # Later than planned for: more was committed than the policy was conditioned on.
             "late": bool(t > req["t_arrive_expected"]),
+            "safety_events": list(check.events),
         }
         if self.keep_logs:
             info["poses"] = check.poses.copy()
@@ -510,6 +512,9 @@ class DeployRunner:
         if env.config.is_sim and seed is not None:
             env.reset_world(seed)
         env.home()
+        # Before the episode's clock starts: the first call starts the video writer processes.
+        videos = self._start_video(store.n_episodes if store is not None else index)
+        video_dir = next(iter(videos.values())).parent if videos else None
         self.sent_log, self.chunk_log, self.arm_log = [], [], {}
         self._arm_counter = env.arm.state_ring.count
         self._button_count = None
@@ -528,8 +533,6 @@ class DeployRunner:
             "next_cycle": t_start,
         }
         writer = store.begin_episode() if store is not None else None
-        videos = self._start_video(store.n_episodes if store is not None else index)
-        video_dir = next(iter(videos.values())).parent if videos else None
         loop = RateLoop(cfg.loop_hz)
         next_record = t_start
         last_status = t_start
