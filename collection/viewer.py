@@ -11,6 +11,9 @@ step index within its episode) is a second timeline. Episode ``<i>`` lives under
     world/episode_<i>/ee_path                the whole end-effector path (static line strip)
     world/episode_<i>/action_path            the whole commanded path (static line strip)
     episode_<i>/camera_<k>                   every camera stream (JPEG-compressed images)
+    episode_<i>/video/<camera>               the full-rate episode video (collection / deploy write
+                                             ``<store>.videos/episode_<i>/<camera>.mp4``), each frame
+                                             at its capture time from the ``.timestamps.npz`` beside it
     episode_<i>/pose/<x|y|z|rx|ry|rz>/{ee,action}   pose and action channels over time
     episode_<i>/gripper/<key>                gripper width, when the store has one
   evaluation stores (``rig deploy``) also:
@@ -137,6 +140,28 @@ def log_store(rec: Any, store: Any, episodes: list[int]) -> None:
             index,
             store.get_episode(index),
             json.loads(sidecar.read_text()) if sidecar.is_file() else None,
+        )
+        log_videos(rec, index, Path(str(store.path) + ".videos") / episode_name(index))
+
+
+def log_videos(rec: Any, index: int, video_dir: Path) -> None:
+    """The episode's full-rate mp4s (if any), each frame on the timeline at its capture time."""
+    import rerun as rr
+
+    for mp4 in sorted(video_dir.glob("*.mp4")):
+        stamps = mp4.with_name(mp4.stem + ".timestamps.npz")
+        if not stamps.is_file():
+            continue
+        capture_s = np.load(stamps)["capture_time"]
+        entity = f"{episode_name(index)}/video/{mp4.stem}"
+        video = rr.AssetVideo(path=mp4)
+        rec.log(entity, video, static=True)
+        pts_ns = video.read_frame_timestamps_nanos()
+        n = min(len(pts_ns), len(capture_s))  # one sidecar row per encoded frame; equal unless truncated
+        rec.send_columns(
+            entity,
+            indexes=[rr.TimeColumn("time", duration=capture_s[:n])],
+            columns=rr.VideoFrameReference.columns_nanos(pts_ns[:n]),
         )
 
 

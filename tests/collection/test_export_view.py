@@ -150,6 +150,11 @@ def test_view_saves_every_stream_of_an_evaluation_store_at_its_recorded_times(ev
         lat = entities[f"/{name}/eval/inference_latency_ms"]
         assert np.allclose(_times_s(lat), sorted(c["t_done"] for c in sidecar["chunks"]), atol=1e-6)
         assert f"/{name}/eval/dropped_actions" in entities and f"/{name}/eval/takeover" in entities
+        # The full-rate episode videos `rig deploy` wrote, every frame at its capture time.
+        for cam in ("scene", "wrist"):
+            stamps = np.load(Path(f"{eval_store}.videos") / name / f"{cam}.timestamps.npz")["capture_time"]
+            assert len(stamps) > 0
+            assert np.allclose(_times_s(entities[f"/{name}/video/{cam}"]), stamps, atol=1e-6)
         texts = [t.as_py()[0] for b in entities[f"/{name}/eval/events"] for t in b.column("TextLog:text")]
         assert sum(t.startswith("chunk ") for t in texts) == len(sidecar["chunks"]) > 0
         assert any(t == f"episode ends: {sidecar['end_reason']}" for t in texts)
