@@ -133,21 +133,75 @@ def log_store(rec: Any, store: Any, episodes: list[int]) -> None:
         static=True,
     )
     sidecar_dir = Path(str(store.path) + ".deploy")
+    tabs = []
     for index in episodes:
         sidecar = sidecar_dir / f"{episode_name(index)}.json"
-        log_episode(
-            rec,
-            index,
-            store.get_episode(index),
-            json.loads(sidecar.read_text()) if sidecar.is_file() else None,
+        arrays = store.get_episode(index)
+        log_episode(rec, index, arrays, json.loads(sidecar.read_text()) if sidecar.is_file() else None)
+        videos = log_videos(rec, index, Path(str(store.path) + ".videos") / episode_name(index))
+        tabs.append(episode_layout(index, arrays, videos))
+    import rerun.blueprint as rrb
+
+    rec.send_blueprint(rrb.Blueprint(rrb.Tabs(*tabs), collapse_panels=True))
+
+
+def episode_layout(index: int, arrays: dict[str, np.ndarray], videos: list[str]) -> Any:
+    """The viewer layout of one episode (a tab): 3D path and cameras left, channels and events right."""
+    import rerun.blueprint as rrb
+
+    name = episode_name(index)
+    images = [rrb.Spatial2DView(origin=f"/{name}/{k}", name=k) for k in camera_keys(arrays)]
+    images += [rrb.Spatial2DView(origin=f"/{name}/video/{v}", name=f"{v} (full rate)") for v in videos]
+    pose = arrays.get(POSE_KEY)
+    eye = None
+    if pose is not None and pose.ndim == 2 and pose.shape[1] >= 3 and len(pose):
+        # Look at the path from the front-left and above, close enough to see a few-cm motion.
+        target = pose[:, :3].mean(axis=0)
+        eye = rrb.archetypes.EyeControls3D(
+            position=target + np.array([0.3, -0.45, 0.3]), look_target=target, eye_up=[0.0, 0.0, 1.0]
         )
-        log_videos(rec, index, Path(str(store.path) + ".videos") / episode_name(index))
+    left = [
+        rrb.Spatial3DView(
+            origin="/world",
+            contents=["/world", "/world/table", f"/world/{name}/**"],
+            name="end effector (table frame)",
+            eye_controls=eye,
+        )
+    ]
+    if images:
+        left.append(rrb.Grid(*images))
+    channels = f"/{name}/pose"
+    right = [
+        rrb.TimeSeriesView(
+            origin=channels, contents=[f"$origin/{a}/**" for a in AXES[:3]], name="position (m)"
+        ),
+        rrb.TimeSeriesView(
+            origin=channels, contents=[f"$origin/{a}/**" for a in AXES[3:]], name="rotation (rad)"
+        ),
+    ]
+    if gripper_key(arrays):
+        right.append(rrb.TimeSeriesView(origin=f"/{name}/gripper", name="gripper"))
+    if "inference_latency_s" in arrays:
+        right += [
+            rrb.TimeSeriesView(
+                origin=f"/{name}/eval", contents="$origin/inference_latency_ms", name="inference latency (ms)"
+            ),
+            rrb.TimeSeriesView(
+                origin=f"/{name}/eval",
+                contents=["$origin/dropped_actions", "$origin/takeover"],
+                name="dropped actions, takeover",
+            ),
+            rrb.TextLogView(origin=f"/{name}/eval/events", name="chunks, takeover, safety"),
+        ]
+    return rrb.Horizontal(rrb.Vertical(*left), rrb.Vertical(*right), name=f"episode {index}")
 
 
-def log_videos(rec: Any, index: int, video_dir: Path) -> None:
-    """The episode's full-rate mp4s (if any), each frame on the timeline at its capture time."""
+def log_videos(rec: Any, index: int, video_dir: Path) -> list[str]:
+    """The episode's full-rate mp4s (if any), each frame on the timeline at its capture time; returns
+    the camera names logged."""
     import rerun as rr
 
+    names = []
     for mp4 in sorted(video_dir.glob("*.mp4")):
         stamps = mp4.with_name(mp4.stem + ".timestamps.npz")
         if not stamps.is_file():
@@ -163,6 +217,8 @@ def log_videos(rec: Any, index: int, video_dir: Path) -> None:
             indexes=[rr.TimeColumn("time", duration=capture_s[:n])],
             columns=rr.VideoFrameReference.columns_nanos(pts_ns[:n]),
         )
+        names.append(mp4.stem)
+    return names
 
 
 def _columns(rec: Any, path: str, times: np.ndarray, steps: np.ndarray, columns: Any) -> None:
@@ -209,11 +265,15 @@ def log_episode(rec: Any, index: int, arrays: dict[str, np.ndarray], sidecar: di
             steps,
             rr.Transform3D.columns(translation=pose[:, :3], quaternion=quats),
         )
-        rec.log(f"world/{name}/ee_path", rr.LineStrips3D([pose[:, :3]], colors=[[40, 120, 230]]), static=True)
+        rec.log(
+            f"world/{name}/ee_path",
+            rr.LineStrips3D([pose[:, :3]], colors=[[40, 120, 230]], radii=0.002),
+            static=True,
+        )
     if action is not None and action.ndim == 2 and action.shape[1] >= 3:
         rec.log(
             f"world/{name}/action_path",
-            rr.LineStrips3D([action[:, :3]], colors=[[240, 140, 30]]),
+            rr.LineStrips3D([action[:, :3]], colors=[[240, 140, 30]], radii=0.0015),
             static=True,
         )
     for key, data, color in ((POSE_KEY, pose, [40, 120, 230]), (ACTION_KEY, action, [240, 140, 30])):

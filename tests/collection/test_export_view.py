@@ -134,6 +134,9 @@ def test_view_saves_every_stream_of_an_evaluation_store_at_its_recorded_times(ev
     assert r.returncode == 0, r.stderr
     entities = _read_rrd(rrd)
     assert {"/world", "/world/table"} <= set(entities)
+    from rerun.chunk import RrdReader
+
+    assert len(RrdReader(rrd).blueprints()) == 1  # the layout: one tab per episode
     for i in (0, 1):
         ep = _episode(eval_store, i)
         name = f"episode_{i:06d}"
