@@ -98,7 +98,10 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> int:
                 args.save.parent.mkdir(parents=True, exist_ok=True)
                 rec.save(args.save)
             else:
-                rec.spawn()
+                # The viewer binary comes with rerun-sdk, beside this interpreter (the venv's bin/),
+                # which is not always on PATH (e.g. .venv/bin/rig run without activating the venv).
+                exe = Path(sys.executable).with_name("rerun")
+                rr.spawn(recording=rec, executable_path=str(exe) if exe.is_file() else None)
             log_store(rec, store, episodes)
     except ValueError as exc:
         print(f"rig episodes view: {exc}", file=sys.stderr)
