@@ -94,22 +94,14 @@ def _preview(args: argparse.Namespace) -> int:
                 if not preview.enabled:
                     print("no display: printing statistics only")
                 t_end = time.monotonic() + args.seconds if args.seconds else float("inf")
-                ended: set[str] = set()
                 while time.monotonic() < t_end and not preview.quit_requested:
                     time.sleep(min(1.0, max(t_end - time.monotonic(), 0.0)))
-                    mc.check()
+                    mc.check()  # says when a replayed recording has ended
                     preview.check()
                     parts = []
                     for name, st in mc.stats().items():
                         if st["ended"]:
-                            if name not in ended:
-                                ended.add(name)
-                                print(
-                                    f"camera {name}: end of recording {mc.cameras[name].config.playback.path} "
-                                    f"({st['frames']} frames, {st['dropped']} missing from the recording)",
-                                    flush=True,
-                                )
-                            continue
+                            continue  # no stale figures of a finished recording
                         parts.append(
                             f"{name}: {st['fps']:5.1f} fps, {st['dropped']} dropped, "
                             f"latency {1000 * st['latency_mean_s']:.1f} ms"
@@ -137,8 +129,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "list":
         return _list()
+    import logging
+
     from robot.process import DeviceProcessError
 
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         return _preview(args)
     except (RuntimeError, DeviceProcessError) as exc:

@@ -226,7 +226,9 @@ def test_preview_of_the_shipped_playback_config_reports_the_end_of_the_recording
         env=env,
     )
     assert r.returncode == 0, r.stderr
-    lines = r.stdout.splitlines()
-    end = [i for i, line in enumerate(lines) if line.startswith("camera scene: end of recording")]
-    assert len(end) == 1 and f"{path} (20 frames, 0 missing from the recording)" in lines[end[0]]
-    assert not any(line.startswith("scene:") for line in lines[end[0] :])  # no stale figures after it
+    end = [line for line in r.stderr.splitlines() if line.startswith("camera scene: end of recording")]
+    assert end == [
+        f"camera scene: end of recording {path} (20 frames, 0 missing from the recording); no frame comes after it"
+    ]
+    # The preview stops at the end (its figures are printed once a second, --seconds was 30).
+    assert len([line for line in r.stdout.splitlines() if line.startswith("scene:")]) < 10
