@@ -5,6 +5,8 @@
     rig episodes delete-last PATH       delete the last episode (asks first unless --yes)
     rig episodes check PATH             decode everything, report each problem by array, episode, step
     rig episodes repair PATH [--dry-run]  drop what a crash left past the last episode, nothing else
+    rig episodes export PATH --format lerobot DIR   a LeRobotDataset v3 (collection/lerobot_cli.py)
+    rig episodes import DIR --format lerobot PATH   a LeRobotDataset v3 into a new store
 
 ``list`` and ``show`` open the store read only and never change it; ``delete-last`` asks on a read-only
 view and opens the store for appending only after a yes (which also drops trailing data left by a
@@ -42,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", help="drop the rows a crash left past the last episode (nothing else)")
     rp.add_argument("path", type=Path)
     rp.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    from collection import lerobot_cli
+
+    lerobot_cli.add_parsers(sub)
     return p
 
 
@@ -131,6 +136,10 @@ def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command in ("export", "import"):
+        from collection import lerobot_cli
+
+        return lerobot_cli.run(args)
     if not args.path.exists():
         print(f"rig episodes: no episode store at {args.path}", file=sys.stderr)
         return 1
