@@ -20,13 +20,18 @@ workspace and speed limits, as always.
 The arm's state history (its capture times) is collected while it moves; afterwards the arm's pose at
 ``t0 + (ts[i] - ts[0])`` is compared with the recorded ``robot_eef_pose[i]``: position error (mm),
 rotation error (deg), the mean offset per axis, and the time shift of the replay that best matches
-the recording (a large one means the action latency in use is off by about that much).
+the recording (a large one means that actions are not reached when deploy's stamping assumes: the
+action latency in use is off, or the recorded observation times lag the commands, e.g. by the camera
+latency; the table names the ``action_time_offset_s`` that would replay in step).
 
 A real arm (``rig.arm.backend`` not ``sim``) moves only after the person types ``replay``.
 
 Prints a table, then as its very last line one JSON object: ``episode``, ``steps``, ``compared_steps``,
 ``pos_err_mean_mm``, ``pos_err_p95_mm``, ``pos_err_max_mm``, ``rot_err_mean_deg``, ``rot_err_max_deg``,
-``offset_mm`` ([x, y, z] mean of replayed minus recorded), ``best_shift_ms``, ``actions_dropped``.
+``pos_err_p50_mm``, ``offset_mm`` ([x, y, z] mean of replayed minus recorded), ``best_shift_ms``,
+``shifted_pos_err_mean_mm`` / ``shifted_pos_err_p50_mm`` (the error with the replay shifted by
+``best_shift_ms``: the arm's tracking without the timing), ``final_pos_err_mm`` (last step),
+``actions_dropped``.
 Exit status: 0 done, 1 not confirmed / device error, 2 bad input, 130 Ctrl-C (the arm stops).
 """
 
@@ -227,44 +232,52 @@ def tracking_figures(
     pos_err_m = np.linalg.norm(replayed[:, :3] - rec[:, :3], axis=1)
     rot_err_rad = np.array([rotation_angle(a, b) for a, b in zip(replayed[:, 3:], rec[:, 3:], strict=True)])
 
-    def mean_pos_err(shift_s: float) -> float:
+    def pos_errs_m(shift_s: float) -> np.ndarray:
         shifted = interpolate_poses(state_times, state_poses, step_times[inside] + shift_s)
-        return float(np.mean(np.linalg.norm(shifted[:, :3] - rec[:, :3], axis=1)))
+        return np.linalg.norm(shifted[:, :3] - rec[:, :3], axis=1)
 
     shifts = np.arange(-SHIFT_RANGE_S, SHIFT_RANGE_S + 1e-9, SHIFT_STEP_S)
-    best_shift_s = float(shifts[int(np.argmin([mean_pos_err(s) for s in shifts]))])
+    best_shift_s = float(shifts[int(np.argmin([pos_errs_m(s).mean() for s in shifts]))])
+    shifted_err_m = pos_errs_m(best_shift_s)
     r = lambda x, nd=2: round(float(x), nd)  # noqa: E731
     return {
         "steps": int(len(step_times)),
         "compared_steps": int(inside.sum()),
         "pos_err_mean_mm": r(pos_err_m.mean() * 1e3),
+        "pos_err_p50_mm": r(np.percentile(pos_err_m, 50) * 1e3),
         "pos_err_p95_mm": r(np.percentile(pos_err_m, 95) * 1e3),
         "pos_err_max_mm": r(pos_err_m.max() * 1e3),
         "rot_err_mean_deg": r(np.degrees(rot_err_rad.mean()), 3),
         "rot_err_max_deg": r(np.degrees(rot_err_rad.max()), 3),
         "offset_mm": [r(v * 1e3) for v in (replayed[:, :3] - rec[:, :3]).mean(axis=0)],
         "best_shift_ms": r(best_shift_s * 1e3, 0),
+        "shifted_pos_err_mean_mm": r(shifted_err_m.mean() * 1e3),
+        "shifted_pos_err_p50_mm": r(np.percentile(shifted_err_m, 50) * 1e3),
+        "final_pos_err_mm": r(pos_err_m[-1] * 1e3),
         "actions_dropped": int(dropped),
     }
 
 
-def format_table(f: dict[str, Any]) -> str:
+def format_table(f: dict[str, Any], offset_s: float) -> str:
     x, y, z = f["offset_mm"]
     shift = f["best_shift_ms"]
-    hint = (
-        "the arm lags the recording"
-        if shift > 0
-        else "the arm leads the recording"
-        if shift < 0
-        else "in step"
-    )
+    if shift > 0:
+        when = f"the arm reaches the recorded poses {shift:.0f} ms later than recorded"
+    elif shift < 0:
+        when = f"the arm reaches the recorded poses {-shift:.0f} ms earlier than recorded"
+    else:
+        when = "in step with the recording"
     return "\n".join(
         [
             f"tracking error over {f['compared_steps']} of {f['steps']} steps (replayed minus recorded pose)",
-            f"  position   mean {f['pos_err_mean_mm']:.2f} mm   p95 {f['pos_err_p95_mm']:.2f} mm   max {f['pos_err_max_mm']:.2f} mm",
+            f"  position   mean {f['pos_err_mean_mm']:.2f} mm   p50 {f['pos_err_p50_mm']:.2f} mm   "
+            f"p95 {f['pos_err_p95_mm']:.2f} mm   max {f['pos_err_max_mm']:.2f} mm   last step {f['final_pos_err_mm']:.2f} mm",
             f"  rotation   mean {f['rot_err_mean_deg']:.3f} deg  max {f['rot_err_max_deg']:.3f} deg",
             f"  offset     x {x:+.2f} mm  y {y:+.2f} mm  z {z:+.2f} mm",
-            f"  best time shift {shift:+.0f} ms ({hint}; compare with the action latency in use)",
+            f"  timing     best shift {shift:+.0f} ms: {when}; shifted by it the error is mean "
+            f"{f['shifted_pos_err_mean_mm']:.2f} mm, p50 {f['shifted_pos_err_p50_mm']:.2f} mm",
+            f"             (action_time_offset_s={offset_s - shift / 1e3:.3f} would replay in step; deploy "
+            f"stamps actions as this replay does, {offset_s:.3f} s after the observation)",
             f"  actions dropped (out of reach on time) {f['actions_dropped']}",
         ]
     )
@@ -296,6 +309,7 @@ def main(argv: list[str]) -> int:
         print(f"rig replay: {exc}", file=sys.stderr)
         return 1
     figures = {"episode": args.episode, **figures}
-    print(format_table(figures), flush=True)
+    offset_s = config.rig.obs.dt_s if config.action_time_offset_s is None else config.action_time_offset_s
+    print(format_table(figures, offset_s), flush=True)
     print(json.dumps(figures), flush=True)
     return 0
