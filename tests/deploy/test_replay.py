@@ -22,6 +22,7 @@ import pytest
 
 from collection.episode_store import EpisodeStore
 from robot.shm.segments import list_segments
+from tests.deploy.test_interrupts import _group_pids
 
 RIG = [sys.executable, "-m", "robot.cli"]
 DT_S = 0.1
@@ -116,20 +117,6 @@ def test_a_real_arm_moves_only_after_the_typed_confirmation(tmp_path):
         assert "REAL arm" in out.stdout and "Type 'replay'" in out.stdout
         assert "not confirmed" in out.stderr and "the arm was not moved" in out.stderr
         assert "connect" not in out.stderr.lower()  # refused before any connection was tried
-
-
-def _group_pids(pgid: int) -> list[int]:
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-                if int(fields[2]) == pgid and fields[0] != "Z":
-                    pids.append(int(entry))
-            except (OSError, IndexError, ValueError):
-                continue
-    return pids
 
 
 @pytest.mark.timeout(120)
