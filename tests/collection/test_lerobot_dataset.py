@@ -172,6 +172,15 @@ def test_export_then_import_gives_the_store_back_and_rig_train_runs_on_it(
     assert Path(summary["checkpoint"]).is_file()
 
 
+@pytest.mark.timeout(120)
+def test_a_failed_build_of_the_lerobot_virtualenv_raises_and_leaves_no_venv(tmp_path: Path) -> None:
+    bad = tmp_path / "requirements.txt"
+    bad.write_text(f"{tmp_path / 'no-such-package-0.0.0-py3-none-any.whl'}\n")
+    with pytest.raises(RuntimeError, match="building the LeRobot virtualenv failed"):
+        lerobot_python(tmp_path / "cache", bad, bad)
+    assert not (tmp_path / "cache" / "venv").exists()
+
+
 def test_export_and_import_errors_are_one_line_and_exit_2(demos: Path, tmp_path: Path) -> None:
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "notes.txt").write_text("mine")
