@@ -18,8 +18,9 @@ Store key -> LeRobot feature (:func:`feature_name`; :mod:`collection.import_lero
 other ``robot_*`` keys -> ``observation.robot_*``, ``action`` -> ``action``, ``timestamp`` (host
 monotonic s) -> ``host_timestamp`` (float64, kept so an import gives the store back exactly); any other
 key (an evaluation store's ``chunk_index``, ``takeover`` ...) keeps its name. LeRobot's own
-``timestamp`` is ``frame_index / fps``: the store records on a fixed ``dt_s`` grid, and LeRobot
-finds a video frame by that time (within 0.1 ms).
+``timestamp`` is ``frame_index / fps`` (``fps = 1 / rig.obs.dt_s``: a store's steps are one control
+step apart, while their recorded host times jitter with the machine's load), and LeRobot finds a
+video frame by that time (within 0.1 ms).
 
 Values: low-dim arrays are written with their stored dtype, bit-exact. Frames are H.264 (yuv420p,
 ``crf``; 4:2:0 chroma and the codec make them close to, not equal to, the stored pixels) with a GOP of

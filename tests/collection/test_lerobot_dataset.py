@@ -172,6 +172,37 @@ def test_export_then_import_gives_the_store_back_and_rig_train_runs_on_it(
     assert Path(summary["checkpoint"]).is_file()
 
 
+def test_an_evaluation_store_s_keys_survive_export_and_import(tmp_path: Path) -> None:
+    from collection.export_lerobot import export_lerobot
+    from collection.import_lerobot import import_lerobot
+
+    rng = np.random.default_rng(3)
+    store = tmp_path / "eval.zarr"
+    with EpisodeStore.open(store, "w", image_codec="jpegxl_lossless") as s:
+        for length in (6, 9):
+            s.add_episode(
+                {
+                    "camera_0": rng.integers(0, 255, (length, 16, 24, 3), dtype=np.uint8),
+                    "robot_eef_pose": rng.normal(size=(length, 6)),
+                    "action": rng.normal(size=(length, 6)),
+                    "timestamp": 50.0 + 0.1 * np.arange(length),
+                    "chunk_index": np.arange(length, dtype=np.int64) // 3 - 1,
+                    "chunk_start": np.arange(length) % 3 == 0,
+                    "inference_latency_s": np.r_[np.nan, rng.uniform(0.1, 0.2, length - 1)],
+                    "takeover": np.zeros(length, bool),
+                }
+            )
+    summary = export_lerobot(store, tmp_path / "lerobot", 10)
+    assert summary.episodes == 2 and summary.frames == 15
+    import_lerobot(tmp_path / "lerobot", tmp_path / "back.zarr")
+    want, got = _all_steps(store), _all_steps(tmp_path / "back.zarr")
+    assert sorted(got) == sorted(want)
+    for key in want:
+        assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, key
+        if key != "camera_0":
+            assert np.array_equal(got[key], want[key], equal_nan=key == "inference_latency_s"), key
+
+
 @pytest.mark.timeout(120)
 def test_a_failed_build_of_the_lerobot_virtualenv_raises_and_leaves_no_venv(tmp_path: Path) -> None:
     bad = tmp_path / "requirements.txt"
