@@ -290,7 +290,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("store", type=Path, help="episode store (.zarr)")
     parser.add_argument("episode", type=int, help="episode index (negative counts from the end)")
     add_config_arguments(parser, default="replay/sim.yaml")
-    args = parser.parse_args(argv)
+    # Intermixed: `STORE EPISODE --config X key=value` (plain parse_args stops taking overrides
+    # after an option that follows the positionals).
+    args = parser.parse_intermixed_args(argv)
     config = config_from_args(ReplayConfig, args)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
