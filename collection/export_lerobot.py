@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -186,6 +187,13 @@ def _arrow_column(values: np.ndarray) -> Any:
     return pa.FixedSizeListArray.from_arrays(flat, width)
 
 
+def _rgb(frames: np.ndarray) -> np.ndarray:
+    """(T, H, W, 3) of a camera's (T, H, W, C) frames: grey repeated, alpha dropped (LeRobot videos are RGB)."""
+    if frames.shape[-1] == 1:
+        return np.repeat(frames, 3, axis=-1)
+    return frames[..., :3]
+
+
 def _per_step(values: np.ndarray) -> np.ndarray:
     flat = np.asarray(values).reshape(len(values), -1)
     return flat[:, 0] if flat.shape[1] == 1 else flat
@@ -293,7 +301,7 @@ class _VideoWriter:
             self._open(width, height)
         start = self.n_frames
         for rgb in frames:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[..., :3]), format="rgb24")
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             frame.pts = self.n_frames
             frame.time_base = Fraction(1, self.fps)
             for packet in self.stream.encode(frame):
@@ -342,15 +350,30 @@ def export_lerobot(
     ``out_dir`` must not exist or be empty (nothing is overwritten). ``task``: the task string of
     every frame (default: the store's name). ``fps``: the store's control rate (``1 / rig.obs.dt_s``;
     its recorded timestamps jitter with the load of the machine, so they are not used to guess it).
-    Raises ValueError/FileExistsError with one clear line.
+    Raises ValueError/FileExistsError with one clear line (and then leaves no ``out_dir`` behind).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"{out} exists and is not an empty folder; choose a new one")
-    say = progress or (lambda _msg: None)
+    try:
+        return _export(Path(store_path), out, fps, task, robot_type, crf, progress or (lambda _msg: None))
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)  # it was empty or absent: leave no half dataset behind
+        raise
+
+
+def _export(
+    store_path: Path,
+    out: Path,
+    fps: int,
+    task: str | None,
+    robot_type: str,
+    crf: int,
+    say: Callable[[str], None],
+) -> ExportSummary:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     with EpisodeStore.open(store_path, "r") as store:
         if store.n_episodes == 0:
             raise ValueError(f"{store_path} has no episodes to export")
@@ -368,7 +391,7 @@ def export_lerobot(
                 )
         features: dict[str, dict[str, Any]] = {}
         for k in cameras:
-            h, w, c = first[k].shape[1:]
+            h, w = first[k].shape[1:3]
             features[feature_name(k)] = {
                 "dtype": "video",
                 "shape": [h, w, 3],
@@ -421,8 +444,9 @@ def export_lerobot(
                 }
                 ep_stats = {name: low_dim_stats(v) for name, v in columns.items()}
                 for k in cameras:
-                    row.update(videos[k].add_episode(arrays[k]))
-                    ep_stats[feature_name(k)] = image_stats(arrays[k])
+                    frames = _rgb(arrays[k])
+                    row.update(videos[k].add_episode(frames))
+                    ep_stats[feature_name(k)] = image_stats(frames)
                 row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
                 for name, st in ep_stats.items():
                     for stat, value in st.items():

@@ -100,12 +100,12 @@ def test_lerobot_loads_the_export_with_the_same_frames_and_values(demos: Path, t
         assert frames.shape == want[cam].shape
         psnr = [_psnr_db(frames[i], want[cam][i]) for i in range(n)]
         assert min(psnr) > 35, (cam, min(psnr))
-        for i in range(n):  # no frame shifted: the own step matches at least as well as its neighbours
-            errs = [
-                np.abs(frames[i].astype(int) - want[cam][j]).mean()
-                for j in range(max(0, i - 2), min(n, i + 3))
-            ]
-            assert np.abs(frames[i].astype(int) - want[cam][i]).mean() <= min(errs) + 1e-9, (cam, i)
+        # No frame shifted: a frame is nearer its own step's frame than any nearby step's that differs.
+        for i in range(n):
+            own = np.abs(frames[i].astype(int) - want[cam][i]).mean()
+            for j in range(max(0, i - 2), min(n, i + 3)):
+                if np.abs(want[cam][j].astype(int) - want[cam][i]).mean() > 3:
+                    assert own < np.abs(frames[i].astype(int) - want[cam][j]).mean(), (cam, i, j)
     # Stats as LeRobot reads them from meta/stats.json.
     pose = want["robot_eef_pose"]
     assert np.array_equal(got["stats__observation.state__min"], pose.min(axis=0))
@@ -152,6 +152,8 @@ def test_export_then_import_gives_the_store_back_and_rig_train_runs_on_it(
     out = rig("episodes", "import", out_dir, "--format", "lerobot", back)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "imported 2 episodes" in out.stdout
+    again = rig("episodes", "import", out_dir, "--format", "lerobot", back)  # never into an existing store
+    assert again.returncode == 2 and "exists; import into a new store" in again.stderr
     want, got = _all_steps(demos), _all_steps(back)
     assert sorted(got) == sorted(want)
     with EpisodeStore.open(demos, "r") as a, EpisodeStore.open(back, "r") as b:
