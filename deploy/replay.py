@@ -305,11 +305,15 @@ def main(argv: list[str]) -> int:
     if not config.rig.is_sim and not confirm_real_arm(config, steps, duration_s):
         print(f"rig replay: not confirmed (type '{CONFIRM_WORD}'); the arm was not moved", file=sys.stderr)
         return 1
+    from robot.interrupt import Interrupted
+
     try:
         figures = run_replay(config, episode)
     except TimeoutError as exc:
         print(f"rig replay: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as exc:  # the rig was stopped on the way out (Env.__exit__)
+        raise Interrupted("the arm stopped where it was; nothing was written") from exc
     figures = {"episode": args.episode, **figures}
     offset_s = config.rig.obs.dt_s if config.action_time_offset_s is None else config.action_time_offset_s
     print(format_table(figures, offset_s), flush=True)

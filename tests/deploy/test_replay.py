@@ -11,19 +11,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from collection.episode_store import EpisodeStore
-from robot.shm.segments import list_segments
-from tests.deploy.test_interrupts import _group_pids
+from tests.sigint import interrupt_command
 
 RIG = [sys.executable, "-m", "robot.cli"]
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -150,31 +146,7 @@ def test_a_real_arm_moves_only_after_the_typed_confirmation(tmp_path):
 @pytest.mark.timeout(120)
 def test_ctrl_c_as_a_terminal_sends_it_stops_the_replay(tmp_path):
     store = circle_store(tmp_path / "long.zarr", 400)  # 40 s: still replaying when Ctrl-C comes
-    out_path, err_path = tmp_path / "out.txt", tmp_path / "err.txt"
-    with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(
-            [*RIG, "replay", str(store), "0"],
-            stdout=out,
-            stderr=err,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 90
-            while "replaying" not in out_path.read_text():
-                assert proc.poll() is None and time.monotonic() < deadline, err_path.read_text()[-2000:]
-                time.sleep(0.2)
-            time.sleep(1.0)  # mid-motion
-            os.killpg(proc.pid, signal.SIGINT)
-            rc = proc.wait(30)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(5)
-    text = err_path.read_text()
-    assert rc == 130, text[-2000:]
-    assert "interrupted" in text and "Traceback" not in text
-    assert "tracking error" not in out_path.read_text()
-    time.sleep(0.5)
-    assert _group_pids(proc.pid) == []
-    assert not [s for s in list_segments() if s.owner_pid == proc.pid]
+    result = interrupt_command([*RIG, "replay", str(store), "0"], tmp_path, ready="replaying", settle_s=1.0)
+    result.assert_clean_interrupt(kept="the arm stopped where it was")
+    assert result.took_s < 5.0, f"took {result.took_s:.1f} s to end after SIGINT"
+    assert "tracking error" not in result.out
