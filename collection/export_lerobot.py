@@ -41,7 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import numpy as np
 
@@ -335,35 +335,70 @@ def video_info(path: Path, fps: int) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------------------- export
+def store_fps(store: EpisodeStore) -> int:
+    """LeRobot's whole frames per second of a store: ``1 / dt_s`` (the rig's step period, which the store
+    records); ValueError when it has none or it is not a whole rate (then pass ``--fps``)."""
+    if store.dt_s is None:
+        raise ValueError(f"{store.path} records no step period (dt_s): pass --fps (1 / rig.obs.dt_s)")
+    fps = round(1.0 / store.dt_s)
+    if abs(fps * store.dt_s - 1.0) > 1e-6:
+        raise ValueError(
+            f"{store.path} steps every {store.dt_s} s, not a whole number of frames per second: pass --fps"
+        )
+    return fps
+
+
+def export(
+    store: EpisodeStore, out_dir: Path, episodes: list[int], out: TextIO, fps: int | None = None
+) -> None:
+    """``rig episodes export STORE --format lerobot DIR`` (the plug-in of collection/export_cli.py)."""
+    s = export_lerobot(
+        store,
+        out_dir,
+        fps or store_fps(store),
+        episodes=episodes,
+        progress=lambda m: print(m, file=out, flush=True),
+    )
+    print(
+        f"exported {s.episodes} episodes, {s.frames} frames at {s.fps} fps to {s.out_dir} (LeRobot v3.0)",
+        file=out,
+    )
+
+
 def export_lerobot(
-    store_path: str | Path,
+    store: EpisodeStore,
     out_dir: str | Path,
     fps: int,
     *,
+    episodes: list[int] | None = None,
     task: str | None = None,
     robot_type: str = "ur5",
     crf: int = DEFAULT_CRF,
     progress: Callable[[str], None] | None = None,
 ) -> ExportSummary:
-    """Write every committed episode of the store at ``store_path`` as a LeRobot v3.0 dataset.
+    """Write the committed episodes ``episodes`` (store indices; default all) of an open ``store`` as a
+    LeRobot v3.0 dataset; they become LeRobot episodes 0, 1, ... in that order.
 
     ``out_dir`` must not exist or be empty (nothing is overwritten). ``task``: the task string of
-    every frame (default: the store's name). ``fps``: the store's control rate (``1 / rig.obs.dt_s``;
-    its recorded timestamps jitter with the load of the machine, so they are not used to guess it).
-    Raises ValueError/FileExistsError with one clear line (and then leaves no ``out_dir`` behind).
+    every frame (default: the store's name). ``fps``: the store's control rate (``1 / dt_s``; its
+    recorded timestamps jitter with the load of the machine, so they are not used to guess it).
+    Raises ValueError with one clear line (and then leaves no ``out_dir`` behind).
     """
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"{out} exists and is not an empty folder; choose a new one")
+        raise ValueError(f"{out} exists and is not an empty folder; choose a new one")
+    if episodes is None:
+        episodes = list(range(store.n_episodes))
     try:
-        return _export(Path(store_path), out, fps, task, robot_type, crf, progress or (lambda _msg: None))
+        return _export(store, episodes, out, fps, task, robot_type, crf, progress or (lambda _msg: None))
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)  # it was empty or absent: leave no half dataset behind
         raise
 
 
 def _export(
-    store_path: Path,
+    store: EpisodeStore,
+    episodes: list[int],
     out: Path,
     fps: int,
     task: str | None,
@@ -374,91 +409,91 @@ def _export(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with EpisodeStore.open(store_path, "r") as store:
-        if store.n_episodes == 0:
-            raise ValueError(f"{store_path} has no episodes to export")
-        if int(fps) != fps or fps < 1:
-            raise ValueError(f"LeRobot datasets need a whole number of frames per second, got fps={fps}")
-        fps = int(fps)
-        task = task or Path(store_path).name.removesuffix(".zarr")
-        first = store.get_episode(0)
-        cameras = [k for k in store.keys if is_image_step(first[k].shape[1:], first[k].dtype)]
-        low_dim = [k for k in store.keys if k not in cameras]
-        for k in low_dim:
-            if first[k].ndim > 2:
-                raise ValueError(
-                    f"key {k!r}: steps of shape {first[k].shape[1:]} cannot be exported (0-d or 1-d only)"
-                )
-        features: dict[str, dict[str, Any]] = {}
-        for k in cameras:
-            h, w = first[k].shape[1:3]
-            features[feature_name(k)] = {
-                "dtype": "video",
-                "shape": [h, w, 3],
-                "names": ["height", "width", "channels"],
-            }
-        for k in low_dim:
-            width = int(np.prod(first[k].shape[1:], dtype=np.int64))
-            names = POSE_NAMES if k in ("robot_eef_pose", "action") and width == 6 else None
-            features[feature_name(k)] = {"dtype": str(first[k].dtype), "shape": [width], "names": names}
-        for k, dtype in LEROBOT_INDEX_FEATURES.items():
-            features[k] = {"dtype": dtype, "shape": [1], "names": None}
+    if not episodes:
+        raise ValueError(f"{store.path} has no episodes to export")
+    if int(fps) != fps or fps < 1:
+        raise ValueError(f"LeRobot datasets need a whole number of frames per second, got fps={fps}")
+    fps = int(fps)
+    task = task or store.path.name.removesuffix(".zarr")
+    first = store.get_episode(episodes[0])
+    cameras = [k for k in store.keys if is_image_step(first[k].shape[1:], first[k].dtype)]
+    low_dim = [k for k in store.keys if k not in cameras]
+    for k in low_dim:
+        if first[k].ndim > 2:
+            raise ValueError(
+                f"key {k!r}: steps of shape {first[k].shape[1:]} cannot be exported (0-d or 1-d only)"
+            )
+    features: dict[str, dict[str, Any]] = {}
+    for k in cameras:
+        h, w = first[k].shape[1:3]
+        features[feature_name(k)] = {
+            "dtype": "video",
+            "shape": [h, w, 3],
+            "names": ["height", "width", "channels"],
+        }
+    for k in low_dim:
+        width = int(np.prod(first[k].shape[1:], dtype=np.int64))
+        names = POSE_NAMES if k in ("robot_eef_pose", "action") and width == 6 else None
+        features[feature_name(k)] = {"dtype": str(first[k].dtype), "shape": [width], "names": names}
+    for k, dtype in LEROBOT_INDEX_FEATURES.items():
+        features[k] = {"dtype": dtype, "shape": [1], "names": None}
 
-        out.mkdir(parents=True, exist_ok=True)
-        videos = {k: _VideoWriter(out, feature_name(k), fps, crf) for k in cameras}
-        data_cursor = _FileCursor()
-        data_tables: list[Any] = []
-        data_bytes = 0
-        episode_rows: list[dict[str, Any]] = []
-        per_episode_stats: list[dict[str, dict[str, np.ndarray]]] = []
-        n_frames = 0
-        try:
-            for info in store.episodes():
-                arrays = store.get_episode(info.index)
-                length = info.length
-                frame_index = np.arange(length, dtype=np.int64)
-                # One value per step is a scalar column (LeRobot's shape (1,)), more a fixed-size list.
-                columns = {feature_name(k): _per_step(arrays[k]) for k in low_dim}
-                columns.update(
-                    timestamp=(frame_index / fps).astype(np.float32),
-                    frame_index=frame_index,
-                    episode_index=np.full(length, info.index, np.int64),
-                    index=np.arange(n_frames, n_frames + length, dtype=np.int64),
-                    task_index=np.zeros(length, np.int64),
-                )
-                table = pa.table({name: _arrow_column(v) for name, v in columns.items()})
-                if data_tables and data_bytes + table.nbytes > DATA_FILE_SIZE_MB * 1e6:
-                    _write_parquet(pq, pa, out / DATA_PATH.format(**vars(data_cursor)), data_tables)
-                    data_cursor.advance()
-                    data_tables, data_bytes = [], 0
-                data_tables.append(table)
-                data_bytes += table.nbytes
-                row: dict[str, Any] = {
-                    "episode_index": info.index,
-                    "tasks": [task],
-                    "length": length,
-                    "data/chunk_index": data_cursor.chunk_index,
-                    "data/file_index": data_cursor.file_index,
-                    "dataset_from_index": n_frames,
-                    "dataset_to_index": n_frames + length,
-                }
-                ep_stats = {name: low_dim_stats(v) for name, v in columns.items()}
-                for k in cameras:
-                    frames = _rgb(arrays[k])
-                    row.update(videos[k].add_episode(frames))
-                    ep_stats[feature_name(k)] = image_stats(frames)
-                row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
-                for name, st in ep_stats.items():
-                    for stat, value in st.items():
-                        row[f"stats/{name}/{stat}"] = np.asarray(value).tolist()
-                episode_rows.append(row)
-                per_episode_stats.append(ep_stats)
-                n_frames += length
-                say(f"episode {info.index}: {length} frames")
-        finally:
-            for writer in videos.values():
-                writer.close()
-        _write_parquet(pq, pa, out / DATA_PATH.format(**vars(data_cursor)), data_tables)
+    out.mkdir(parents=True, exist_ok=True)
+    videos = {k: _VideoWriter(out, feature_name(k), fps, crf) for k in cameras}
+    data_cursor = _FileCursor()
+    data_tables: list[Any] = []
+    data_bytes = 0
+    episode_rows: list[dict[str, Any]] = []
+    per_episode_stats: list[dict[str, dict[str, np.ndarray]]] = []
+    n_frames = 0
+    try:
+        infos = store.episodes()
+        for lerobot_index, store_index in enumerate(episodes):
+            arrays = store.get_episode(store_index)
+            length = infos[store_index].length
+            frame_index = np.arange(length, dtype=np.int64)
+            # One value per step is a scalar column (LeRobot's shape (1,)), more a fixed-size list.
+            columns = {feature_name(k): _per_step(arrays[k]) for k in low_dim}
+            columns.update(
+                timestamp=(frame_index / fps).astype(np.float32),
+                frame_index=frame_index,
+                episode_index=np.full(length, lerobot_index, np.int64),
+                index=np.arange(n_frames, n_frames + length, dtype=np.int64),
+                task_index=np.zeros(length, np.int64),
+            )
+            table = pa.table({name: _arrow_column(v) for name, v in columns.items()})
+            if data_tables and data_bytes + table.nbytes > DATA_FILE_SIZE_MB * 1e6:
+                _write_parquet(pq, pa, out / DATA_PATH.format(**vars(data_cursor)), data_tables)
+                data_cursor.advance()
+                data_tables, data_bytes = [], 0
+            data_tables.append(table)
+            data_bytes += table.nbytes
+            row: dict[str, Any] = {
+                "episode_index": lerobot_index,
+                "tasks": [task],
+                "length": length,
+                "data/chunk_index": data_cursor.chunk_index,
+                "data/file_index": data_cursor.file_index,
+                "dataset_from_index": n_frames,
+                "dataset_to_index": n_frames + length,
+            }
+            ep_stats = {name: low_dim_stats(v) for name, v in columns.items()}
+            for k in cameras:
+                frames = _rgb(arrays[k])
+                row.update(videos[k].add_episode(frames))
+                ep_stats[feature_name(k)] = image_stats(frames)
+            row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0})
+            for name, st in ep_stats.items():
+                for stat, value in st.items():
+                    row[f"stats/{name}/{stat}"] = np.asarray(value).tolist()
+            episode_rows.append(row)
+            per_episode_stats.append(ep_stats)
+            n_frames += length
+            say(f"episode {store_index}: {length} frames")
+    finally:
+        for writer in videos.values():
+            writer.close()
+    _write_parquet(pq, pa, out / DATA_PATH.format(**vars(data_cursor)), data_tables)
 
     for k in cameras:
         features[feature_name(k)]["info"] = video_info(videos[k].files[0], fps)

@@ -15,6 +15,8 @@ dtypes and low-dim values back exactly; frames come back as the video decodes th
 - LeRobot's bookkeeping (``frame_index``, ``episode_index``, ``index``, ``task_index``) and strings
   are left out. A one-value feature (shape (1,)) becomes a scalar per step.
 
+The store records ``dt_s = 1 / fps`` (what ``rig train`` steps by).
+
 Frames: each episode's frames are decoded (PyAV) from its video file between its
 ``from_timestamp`` and ``to_timestamp``; a missing or extra frame is an error naming the episode and
 camera. ``image`` features (PNG/JPEG bytes in the parquet) are decoded with OpenCV.
@@ -162,7 +164,7 @@ def import_lerobot(
     episode_of_row = _column(data, "episode_index", "int64")
     index_of_row = _column(data, "index", "int64")
     n_steps = 0
-    with EpisodeStore.open(store_path, "w", image_codec=image_codec) as store:
+    with EpisodeStore.open(store_path, "w", image_codec=image_codec, dt_s=1.0 / fps) as store:
         for ep in episodes:
             e, length = int(ep["episode_index"]), int(ep["length"])
             rows = np.flatnonzero(episode_of_row == e)

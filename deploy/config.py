@@ -102,6 +102,11 @@ class DeployConfig(StrictModel):
     store: str | None = "data/eval.zarr"
     """Evaluation episodes are appended here (episode store layout); None: not recorded."""
     image_codec: str = "jpegxl"
+    record_video: bool = True
+    """Per-camera mp4 of every evaluation episode, as collection records them."""
+    video_dir: str | None = None
+    """Where the videos go (``episode_<store index>/<camera>.mp4``); default ``<store>.videos/``.
+    Without a store and a video_dir nothing is recorded."""
     spacemouse: bool = True
     """Start the SpaceMouse process (needed for takeover by button and to drive during takeover)."""
     takeover: TakeoverConfig = Field(default_factory=TakeoverConfig)

@@ -34,14 +34,18 @@ reach at ``timestamp`` (from the actions actually sent, policy or takeover), ``c
 the chunk that action came from, -1 takeover/none), ``chunk_start`` (bool: a chunk was merged since
 the previous step), ``inference_latency_s`` (latency of the newest chunk, NaN before the first),
 ``dropped_actions`` (int64, cumulative), ``takeover`` (bool). Per-chunk details (observation time,
-request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump) go to
-``<store>.deploy/episode_<index>.json``, with ``ready_time`` (when the reset and homing finished).
+request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump, safety
+events) go to ``<store>.deploy/episode_<index>.json``, with ``ready_time`` (when the reset and homing
+finished). With ``record_video``, every camera's full-rate mp4 goes to
+``<video_dir>/episode_<index>/<camera>.mp4`` (default ``<store>.videos/``, as in collection; written
+by the cameras' writer processes, off the loop) and the episode's summary names the files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from collections import deque
 from dataclasses import dataclass, field
@@ -76,6 +80,7 @@ class EpisodeResult:
     end_reason: str
     inference_latency_s: list[float] = field(default_factory=list)
     store_index: int | None = None
+    videos: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.inference_latency_s or [np.nan]) * 1e3
@@ -93,6 +98,7 @@ class EpisodeResult:
             "end_reason": self.end_reason,
             "inference_p50_ms": _r(np.nanpercentile(lat, 50)) if self.inference_latency_s else None,
             "store_index": self.store_index,
+            "videos": self.videos,
         }
 
 
@@ -377,6 +383,7 @@ class DeployRunner:
             "rows": n_use,
             # Later than planned for: more was committed than the policy was conditioned on.
             "late": bool(t > req["t_arrive_expected"]),
+            "safety_events": list(check.events),
         }
         if self.keep_logs:
             info["poses"] = check.poses.copy()
@@ -531,6 +538,9 @@ class DeployRunner:
             env.reset_world(seed)
         env.home()
         t_ready = now()
+        # Before the episode's clock starts: the first call starts the video writer processes.
+        videos = self._start_video(store.n_episodes if store is not None else index)
+        video_dir = next(iter(videos.values())).parent if videos else None
         # A slow camera still delivers the world before the reset: the first observation waits.
         env.wait_for_frames_since(t_ready, self.meta.n_obs_steps)
         self.sent_log, self.chunk_log, self.arm_log = [], [], {}
@@ -632,6 +642,9 @@ class DeployRunner:
         finally:
             self._collect_arm_log()
             self.plan.pending = []
+            if videos:
+                env.cameras.stop_recording()
+                videos = {name: path for name, path in videos.items() if path.is_file()}
         duration = now() - t_start
         success = bool(env.config.is_sim and env.task_success()) if error is None else False
         store_index = None
@@ -642,6 +655,9 @@ class DeployRunner:
                 self._write_sidecar(store, store_index, ep, seed, end_reason)
             else:
                 writer.discard()
+        if video_dir is not None and writer is not None and store_index is None:  # not saved: no video
+            shutil.rmtree(video_dir, ignore_errors=True)
+            videos = {}
         result = EpisodeResult(
             index=index,
             seed=seed,
@@ -656,12 +672,21 @@ class DeployRunner:
             end_reason=end_reason,
             inference_latency_s=list(ep["latencies"]),
             store_index=store_index,
+            videos={name: str(path) for name, path in videos.items()},
         )
         self.plan.dropped_due = 0
         self.episodes.append(result)
         if error is not None:
             raise error
         return result
+
+    def _start_video(self, episode: int) -> dict[str, Path]:
+        """Start the episode's per-camera mp4s (``record_video``); ``{camera: path}``, {} when off."""
+        cfg = self.cfg
+        directory = cfg.video_dir or (f"{cfg.store}.videos" if cfg.store else None)
+        if not cfg.record_video or directory is None or self.env.cameras is None:
+            return {}
+        return self.env.cameras.start_recording(directory, episode)
 
     def _write_sidecar(
         self, store: Any, store_index: int, ep: dict[str, Any], seed: int | None, reason: str
@@ -716,6 +741,7 @@ class DeployRunner:
                 f"seed {seed}, {r.chunks} chunks, inference p50 {_ms_median(r.inference_latency_s)}, "
                 f"dropped {r.actions_dropped}, safety events {r.safety_events}"
                 + (f", saved as episode {r.store_index}" if r.store_index is not None else "")
+                + (f", video {', '.join(r.videos.values())}" if r.videos else "")
             )
             if self.stopped or self.quit:
                 break

@@ -164,6 +164,20 @@ def test_export_then_import_gives_the_store_back_and_rig_train_runs_on_it(
             assert min(_psnr_db(x, y) for x, y in zip(got[key], want[key], strict=True)) > 33, key
         else:
             assert np.array_equal(got[key], want[key]), key
+    # --episodes: one episode of the store becomes LeRobot's episode 0.
+    assert (
+        rig(
+            "episodes", "export", demos, "--episodes", -1, "--format", "lerobot", tmp_path / "last"
+        ).returncode
+        == 0
+    )
+    assert (
+        rig("episodes", "import", tmp_path / "last", "--format", "lerobot", tmp_path / "last.zarr").returncode
+        == 0
+    )
+    with EpisodeStore.open(demos, "r") as a, EpisodeStore.open(tmp_path / "last.zarr", "r") as b:
+        assert b.n_episodes == 1 and b.dt_s == a.dt_s
+        assert np.array_equal(b.get_episode(0)["action"], a.get_episode(-1)["action"])
     out = rig(
         "train", "--config", "policy/tiny_reach.yaml", "--dataset", back, "--out", tmp_path / "run",
         "--max-steps", 3, "training.torch_threads=1", "training.batch_size=4",
@@ -180,7 +194,7 @@ def test_an_evaluation_store_s_keys_survive_export_and_import(tmp_path: Path) ->
 
     rng = np.random.default_rng(3)
     store = tmp_path / "eval.zarr"
-    with EpisodeStore.open(store, "w", image_codec="jpegxl_lossless") as s:
+    with EpisodeStore.open(store, "w", image_codec="jpegxl_lossless", dt_s=0.1) as s:
         for length in (6, 9):
             s.add_episode(
                 {
@@ -194,7 +208,8 @@ def test_an_evaluation_store_s_keys_survive_export_and_import(tmp_path: Path) ->
                     "takeover": np.zeros(length, bool),
                 }
             )
-    summary = export_lerobot(store, tmp_path / "lerobot", 10)
+    with EpisodeStore.open(store, "r") as s:
+        summary = export_lerobot(s, tmp_path / "lerobot", 10)
     assert summary.episodes == 2 and summary.frames == 15
     import_lerobot(tmp_path / "lerobot", tmp_path / "back.zarr")
     want, got = _all_steps(store), _all_steps(tmp_path / "back.zarr")
@@ -226,10 +241,19 @@ def test_export_and_import_errors_are_one_line_and_exit_2(demos: Path, tmp_path:
         (("import", tmp_path / "v2", "--format", "lerobot", tmp_path / "b.zarr"), "only v3 is read"),
         (("import", tmp_path / "v2", "--format", "lerobot", demos), "only v3 is read"),
     ]
+    nodt = tmp_path / "nodt.zarr"  # a store written without its step period
+    with EpisodeStore.open(nodt, "w") as s:
+        s.add_episode({"action": np.zeros((3, 6)), "timestamp": np.arange(3.0)})
+    cases.append(
+        (("export", nodt, "--format", "lerobot", tmp_path / "y"), "records no step period (dt_s): pass --fps")
+    )
     for args, words in cases:
         out = rig("episodes", *args)
         assert out.returncode == 2, (args, out.stderr)
         assert words in out.stderr and "Traceback" not in out.stderr
         assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert not (tmp_path / "y").exists()
+    out = rig("episodes", "export", nodt, "--format", "lerobot", tmp_path / "y", "--fps", 10)
+    assert out.returncode == 0 and json.loads((tmp_path / "y/meta/info.json").read_text())["fps"] == 10
     assert (tmp_path / "full" / "notes.txt").read_text() == "mine"
     assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()

@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -353,6 +354,19 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     s = EpisodeStore.open(store, "r")
     assert s.n_episodes == 2
     assert {"action", "chunk_index", "inference_latency_s", "dropped_actions", "camera_0"} <= set(s.keys)
+    # Evaluation video per camera, like collection's, named in the summary and in the episode lines.
+    for e in summary["per_episode"]:
+        videos = e["videos"]
+        assert set(videos) == {"scene", "wrist"}
+        for name, path in videos.items():
+            assert path == str(
+                tmp_path / "eval.zarr.videos" / f"episode_{e['store_index']:06d}" / f"{name}.mp4"
+            )
+            with av.open(path) as f:
+                n_frames = sum(1 for _ in f.decode(video=0))
+            stamps = np.load(Path(path).with_name(f"{name}.timestamps.npz"))["capture_time"]
+            assert n_frames == len(stamps) > 0  # few on a starved machine, but every one listed is there
+        assert any(line.startswith(f"episode {e['index']}:") and videos["scene"] in line for line in lines)
 
 
 @pytest.mark.timeout(90)
