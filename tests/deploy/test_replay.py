@@ -90,8 +90,8 @@ def test_a_collected_episode_replays_along_its_recorded_path(tmp_path):
     figures = replay_figures(rig("replay", store, -1))
     assert figures["steps"] == steps and figures["compared_steps"] == steps
     # Timing aside (collection stamps a step with its camera time, earlier than its command), the arm
-    # retraces the demonstration: half of the steps within 5 mm, rotation (locked) unchanged.
-    assert figures["shifted_pos_err_p50_mm"] < 5, figures
+    # retraces the demonstration: half of the steps within 6 mm, rotation (locked) unchanged.
+    assert figures["shifted_pos_err_p50_mm"] < 6, figures
     assert figures["final_pos_err_mm"] < 10, figures
     assert figures["rot_err_max_deg"] < 1, figures
 
