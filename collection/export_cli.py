@@ -6,9 +6,10 @@
 ``--video``/``--frames``/``--plots`` (any combination, each its own folder) write media per episode
 (:mod:`collection.export_media`). ``--format NAME DIR`` writes the episodes as a dataset of another
 ecosystem; the formats are listed in :data:`FORMATS`, each a module with
-``export(store, out_dir, episodes, out) -> None`` (``store``: an open read-only
+``export(store, out_dir, episodes, out, fps) -> None`` (``store``: an open read-only
 :class:`~collection.episode_store.EpisodeStore`, ``episodes``: store indices, ``out``: where to print
-progress); an input problem is a ``ValueError`` (one line, exit 2).
+progress, ``fps``: ``--fps`` or None for the store's own rate); an input problem is a ``ValueError``
+(one line, exit 2).
 
 The store is opened read only and never changed. Exit status: 0 done, 2 input error (no store, an
 episode that is not there, nothing asked for), 1 a failure while writing.
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 # --format NAME -> module whose ``export(store, out_dir, episodes, out)`` writes that format.
-FORMATS: dict[str, str] = {}
+FORMATS: dict[str, str] = {"lerobot": "collection.export_lerobot"}
 
 
 def add_parser(sub: Any) -> None:
@@ -49,6 +50,12 @@ def add_parser(sub: Any) -> None:
         nargs=2,
         metavar=("NAME", "DIR"),
         help=f"write the episodes as a dataset of format NAME ({', '.join(sorted(FORMATS)) or 'none yet'}) into DIR",
+    )
+    p.add_argument(
+        "--fps",
+        type=int,
+        default=None,
+        help="frames per second of a --format dataset (default: 1 / the store's dt_s)",
     )
 
 
@@ -87,7 +94,9 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
             episodes = select_episodes(store.n_episodes, args.episodes, args.path)
             if args.format:
                 name, out_dir = args.format
-                importlib.import_module(FORMATS[name]).export(store, Path(out_dir), episodes, out)
+                importlib.import_module(FORMATS[name]).export(
+                    store, Path(out_dir), episodes, out, fps=args.fps
+                )
             if media:
                 export_media(store, episodes, media, out)
     except ValueError as exc:

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "episodes": ("collection.store_cli", "list / inspect / delete episodes of a store"),
     "train": ("policy.train_cli", "train a diffusion policy on an episode store"),
     "deploy": ("deploy.deploy_cli", "run a trained policy on the arm (sim by default)"),
+    "replay": ("deploy.replay", "drive the arm through a recorded episode; print the tracking error"),
     "calibrate": ("calibration.cli", "intrinsics, hand-eye, camera latency, robot latency"),
     "demo": ("deploy.demo", "end to end on the simulated rig: collect -> train -> deploy"),
     "arm": ("robot.arm.cli", "arm controller tools: status, home"),
