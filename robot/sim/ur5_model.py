@@ -318,6 +318,12 @@ class SimUR5:
             alpha = _clip_norm(wn * wn * rot_err - 2 * zeta * wn * self._omega, p.max_angular_accel_rad_s2)
             v_new = _clip_norm(self._vel + a * dt, p.max_linear_speed_m_s)
             w_new = _clip_norm(self._omega + alpha * dt, p.max_angular_speed_rad_s)
+            # Trapezoidal position update: moving at the new speed over the whole step would make
+            # the response lead by about half a step, which a latency calibration would see.
+            v_mean = 0.5 * (self._vel + v_new)
+            w_mean = 0.5 * (self._omega + w_new)
+            self._advance(v_new, w_new, dt, t_end, v_mean, w_mean)
+            return
         self._advance(v_new, w_new, dt, t_end)
 
     def _smooth(self, dt: float) -> None:
@@ -332,11 +338,22 @@ class SimUR5:
         err = quat_to_rotvec(quat_mul(target_quat, quat_conj(self._smoothed_quat)))
         self._smoothed_quat = quat_normalize(quat_mul(rotvec_to_quat(k * err), self._smoothed_quat))
 
-    def _advance(self, v_new: FloatArray, w_new: FloatArray, dt: float, t_end: float) -> None:
+    def _advance(
+        self,
+        v_new: FloatArray,
+        w_new: FloatArray,
+        dt: float,
+        t_end: float,
+        v_mean: FloatArray | None = None,
+        w_mean: FloatArray | None = None,
+    ) -> None:
+        """Set the speeds to ``v_new``/``w_new`` and move at ``v_mean``/``w_mean`` (default: the new
+        speeds) over ``dt``."""
         self._vel = v_new
         self._omega = w_new
-        self._pos = self._pos + v_new * dt
-        self._quat = quat_normalize(quat_mul(rotvec_to_quat(w_new * dt), self._quat))
+        self._pos = self._pos + (v_new if v_mean is None else v_mean) * dt
+        w_move = w_new if w_mean is None else w_mean
+        self._quat = quat_normalize(quat_mul(rotvec_to_quat(w_move * dt), self._quat))
         self._t = t_end
 
     # ------------------------------------------------------------------ state (copies)
