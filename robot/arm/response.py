@@ -114,12 +114,13 @@ def fit_dead_time(
     t: FloatArray,
     y: FloatArray,
     max_dead_time_s: float,
+    y0: float | None = None,
 ) -> tuple[float, float]:
     """The dead time (s) that best explains the measured ``y`` at ``t`` from the targets ``u_cmd``
     sent at ``t_cmd`` under ``response``'s lag (its time constants kept), searched over
     ``[0, max_dead_time_s]`` (1 ms grid, parabolic refinement); returns (dead time, RMS residual in
-    the unit of y). The arm is assumed at rest at ``y[0]`` before the first target."""
-    y0 = float(y[0])
+    the unit of y). The arm is assumed at rest at ``y0`` (default ``y[0]``) before the first target."""
+    y0 = float(y[0]) if y0 is None else float(y0)
     grid = np.arange(t_cmd[0] - GRID_S, t[-1] + GRID_S, GRID_S)
     z = lag_response(held_targets(grid, t_cmd, u_cmd, y0), y0, response.time_constants_s)
     ds = np.arange(0.0, max_dead_time_s + 1e-9, 0.001)
