@@ -8,8 +8,10 @@ their loops). Two estimates, each over a sliding window of ``window_s``:
   ``capture_time``), along the axis that moved most. The lag dynamics are the calibrated ones
   (``ActionLatencyValue.response()``, robot/arm/response.py) and only the dead time is refitted
   (:func:`robot.arm.response.fit_dead_time`). A window counts only when the sent targets span at
-  least ``min_motion_m`` and the fit explains the motion (residual under ``max_residual_fraction`` of
-  its spread): a still arm, or one pushed by contact, says nothing about its latency. Without a
+  least ``min_motion_m`` and the fit explains the motion (RMS residual under ``max_residual_fraction``
+  of its standard deviation): a still arm, one pushed by contact, or one held back by its
+  acceleration limit (a hard start or reversal; the sim arm's 5 m/s^2 biased the dead time by ~5 ms
+  there) says nothing reliable about its latency. Without a
   calibrated response the model is a pure delay; its estimate is then the delay with which the arm
   follows, compared with its own first value.
 - **Camera transport latency**, ``receive_time - capture_time`` averaged over the frames of the
@@ -46,10 +48,10 @@ _PURE_DELAY = ArmResponse("first_order", 0.0, (1e-4,))
 
 @dataclass
 class WatchSettings:
-    window_s: float = 3.0
-    every_s: float = 0.5
+    window_s: float = 2.0
+    every_s: float = 0.25
     min_motion_m: float = 0.005
-    max_residual_fraction: float = 0.2
+    max_residual_fraction: float = 0.005
     camera_drift_s: float = 0.005
     max_dead_time_s: float = 0.5
 
