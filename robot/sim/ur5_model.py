@@ -189,9 +189,8 @@ class SimUR5:
         self._target_pose = self.tcp_pose  # effective (delayed) target
         self._commanded_pose = self._target_pose.copy()  # last accepted command (not yet delayed)
         # The servo smoothing's output (what the tracking follows) and its time constant (s).
-        self._smoothed_pos = self._pos.copy()
-        self._smoothed_quat = self._quat
         self._smoothing_tau_s = 0.0
+        self._reset_smoothing()
         self._pending: deque[tuple[float, FloatArray, float]] = deque()
         self._stopping = False
         self._halted = False
@@ -250,6 +249,8 @@ class SimUR5:
         self._reset_smoothing()
 
     def _reset_smoothing(self) -> None:
+        """The target is where the arm is (at rest, stopped or halted): nothing left to smooth."""
+        self._target_quat = self._quat
         self._smoothed_pos = self._pos.copy()
         self._smoothed_quat = self._quat
 
@@ -265,6 +266,10 @@ class SimUR5:
             # within a nanosecond counts as due now (else the split below would be empty).
             while self._pending and self._pending[0][0] <= self._t + 1e-9:
                 _, self._target_pose, self._smoothing_tau_s = self._pending.popleft()
+                self._target_quat = rotvec_to_quat(self._target_pose[3:])
+                if self._smoothing_tau_s <= 0:
+                    self._smoothed_pos = self._target_pose[:3].copy()
+                    self._smoothed_quat = self._target_quat
             dt = min(_MAX_SUBSTEP_S, t - self._t)
             if self._pending:
                 dt = min(dt, self._pending[0][0] - self._t)
@@ -328,14 +333,11 @@ class SimUR5:
 
     def _smooth(self, dt: float) -> None:
         """Advance the servo smoothing (first-order low-pass, exact over ``dt``) towards the target."""
-        target_quat = rotvec_to_quat(self._target_pose[3:])
         if self._smoothing_tau_s <= 0:
-            self._smoothed_pos = self._target_pose[:3].copy()
-            self._smoothed_quat = target_quat
-            return
+            return  # the smoothed target was set to the target when it took effect
         k = 1.0 - math.exp(-dt / self._smoothing_tau_s)
         self._smoothed_pos = self._smoothed_pos + k * (self._target_pose[:3] - self._smoothed_pos)
-        err = quat_to_rotvec(quat_mul(target_quat, quat_conj(self._smoothed_quat)))
+        err = quat_to_rotvec(quat_mul(self._target_quat, quat_conj(self._smoothed_quat)))
         self._smoothed_quat = quat_normalize(quat_mul(rotvec_to_quat(k * err), self._smoothed_quat))
 
     def _advance(
