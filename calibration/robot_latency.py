@@ -97,6 +97,7 @@ def run_excitation(
     n_wp = int(math.ceil(duration_s / proc.waypoint_dt_s)) + 1
     while True:
         env.check()
+        env.heartbeat()  # also while only waiting for the arm to finish (no waypoints sent then)
         horizon = now() + proc.schedule_ahead_s
         times = []
         while next_i < n_wp and t_start + next_i * proc.waypoint_dt_s <= horizon:
