@@ -11,6 +11,11 @@ Keys (terminal, pipe, or the preview window): ``c`` start an episode, ``s`` stop
 ``Backspace`` discard the last saved episode (asks ``y`` to confirm), ``q`` quit. ``s`` returns at
 once: the episode is committed in the background and ``c`` may start the next one immediately.
 
+Latency watch (:mod:`robot.latency_watch`): every step the loop feeds it the arm's new states; it
+estimates the action dead time and the cameras' transport latency over a sliding window, warns once
+when either drifts from the calibration by more than a control tick / 5 ms, and each saved episode
+stores its figures in the store's episode attributes (``store.episode_attrs(i)["latency_watch"]``).
+
 Crash safety: an episode becomes visible in the store only after all its data is written, so Ctrl-C
 or a crash loses at most the episode being recorded, never a saved one.
 
@@ -35,6 +40,7 @@ from collection.episode_store import EpisodeStore
 from collection.keys import BACKSPACE, KeyReader
 from collection.teleop import TeleopConfig, TeleopMapper
 from robot.config import StrictModel
+from robot.latency_watch import LatencyWatch
 from robot.rig_config import RigConfig
 from robot.timing import RateLoop, now
 
@@ -96,6 +102,7 @@ class Collector:
         self.skipped_steps = 0
         self.events: list[tuple[str, int, float]] = []  # (what, episode index, host time) for benchmarks
         self._world_ready = False  # the sim world was already reset for the next episode
+        self.latency_watch: Any = None  # robot.latency_watch.LatencyWatch, once the rig runs
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
@@ -119,6 +126,8 @@ class Collector:
         if self.cfg.record_video and env.cameras is not None:
             env.cameras.start_recording(self.video_dir, self.episode_index)
         self.episode = store.begin_episode()
+        if self.latency_watch is not None:
+            self.latency_watch.begin_episode()
         self.episode_start = now()
         self._dropped_at_start = env.dropped_actions
         self.events.append(("recording", self.episode_index, self.episode_start))
@@ -135,7 +144,12 @@ class Collector:
         if save and ep.n_steps > 0:
             index = self.episode_index
             self.events.append(("save_pressed", index, now()))
-            fut = ep.commit(wait=False)
+            attrs = (
+                None
+                if self.latency_watch is None
+                else {"latency_watch": self.latency_watch.episode_summary()}
+            )
+            fut = ep.commit(wait=False, attrs=attrs)
             fut.add_done_callback(lambda _f, i=index: self.events.append(("on_disk", i, now())))
             self.pending_commits.append(fut)
             self.saved += 1
@@ -228,6 +242,7 @@ class Collector:
             self.seed = store.next_seed
         try:
             env.home()
+            self.latency_watch = LatencyWatch.for_env(env)
             mapper.reset(env.arm.get_state()["target_tcp_pose"])
             loop = RateLoop(1.0 / dt_s)
             last_status = now()
@@ -237,6 +252,7 @@ class Collector:
                 self.loop_errors_ms.append(tick.error_s * 1e3)
                 env.check()
                 env.heartbeat()
+                self.latency_watch.poll(tick.time)
                 keys = self.keys.poll()
                 if auto:
                     keys += self._auto_keys(env, tick.time)
@@ -295,6 +311,9 @@ class Collector:
             "store_episodes": EpisodeStore.open(self.store_path, "r").n_episodes,
             "loop_err_p99_ms": float(np.percentile(errs, 99)),
             "skipped_duplicate_steps": self.skipped_steps,
+            "latency_warnings": []
+            if self.latency_watch is None
+            else list(self.latency_watch.warned.values()),
             "video_dir": str(self.video_dir) if cfg.record_video else None,
         }
 

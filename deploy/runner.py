@@ -36,9 +36,13 @@ the previous step), ``inference_latency_s`` (latency of the newest chunk, NaN be
 ``dropped_actions`` (int64, cumulative), ``takeover`` (bool). Per-chunk details (observation time,
 request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump, safety
 events) go to ``<store>.deploy/episode_<index>.json``, with ``ready_time`` (when the reset and homing
-finished). With ``record_video``, every camera's full-rate mp4 goes to
-``<video_dir>/episode_<index>/<camera>.mp4`` (default ``<store>.videos/``, as in collection; written
-by the cameras' writer processes, off the loop) and the episode's summary names the files.
+finished) and the latency watch's newest estimates at each chunk (``latency_watch``: action dead time,
+camera transport latencies) and its episode figures; the episode's store attributes hold the same
+figures (:mod:`robot.latency_watch`: it warns once when the arm's dead time drifts from the
+calibration by more than a control tick, a camera's by 5 ms). With ``record_video``, every camera's
+full-rate mp4 goes to ``<video_dir>/episode_<index>/<camera>.mp4`` (default ``<store>.videos/``, as
+in collection; written by the cameras' writer processes, off the loop) and the episode's summary
+names the files.
 """
 
 from __future__ import annotations
@@ -59,6 +63,7 @@ from deploy.config import DeployConfig
 from deploy.policy_client import ChunkResult, PolicyMeta
 from deploy.safety import ChunkSafety, PolicySafetyStop
 from deploy.scheduler import ActionPlan, PlannedAction, schedule_chunk, stamp_chunk
+from robot.latency_watch import LatencyWatch
 from robot.process import DeviceProcessError
 from robot.timing import RateLoop, now
 
@@ -187,6 +192,7 @@ class DeployRunner:
         self.arm_log: dict[str, list[np.ndarray]] = {}
         self._arm_counter = 0
         self._request_seq = 0
+        self.latency_watch = LatencyWatch.for_env(env)
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
@@ -432,6 +438,7 @@ class DeployRunner:
             )
         ep["chunk_start"] = True
         ep["last_latency_s"] = res.latency_s
+        info["latency_watch"] = self.latency_watch.current()
         self.chunk_log.append(info)
         ep["chunk_infos"].append(info)
 
@@ -543,6 +550,7 @@ class DeployRunner:
         video_dir = next(iter(videos.values())).parent if videos else None
         # A slow camera still delivers the world before the reset: the first observation waits.
         env.wait_for_frames_since(t_ready, self.meta.n_obs_steps)
+        self.latency_watch.begin_episode()
         self.sent_log, self.chunk_log, self.arm_log = [], [], {}
         self._arm_counter = env.arm.state_ring.count
         self._button_count = None
@@ -577,6 +585,7 @@ class DeployRunner:
                 env.heartbeat()
                 self.client.check()
                 self._collect_arm_log()
+                self.latency_watch.poll(t)
                 keys = self.keys.poll()
                 if "q" in keys:
                     self.quit = True
@@ -650,7 +659,7 @@ class DeployRunner:
         store_index = None
         if writer is not None:
             if ep["steps"] > 0:
-                info = writer.commit(wait=True)
+                info = writer.commit(wait=True, attrs={"latency_watch": self.latency_watch.episode_summary()})
                 store_index = info.index
                 self._write_sidecar(store, store_index, ep, seed, end_reason)
             else:
@@ -702,6 +711,7 @@ class DeployRunner:
             "action_latency_s": self.action_latency_s,
             "dt_s": self.dt_s,
             "ready_time": ep["ready_time"],
+            "latency_watch": self.latency_watch.episode_summary(),
             "chunks": [
                 {
                     k: (float(v) if isinstance(v, float | np.floating) else v)
@@ -767,6 +777,7 @@ class DeployRunner:
             "episode_durations_s": [round(e.duration_s, 3) for e in eps],
             "per_episode": [e.to_dict() for e in eps],
             "safety_stop": self.stopped,
+            "latency_warnings": list(self.latency_watch.warned.values()),
         }
 
 

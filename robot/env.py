@@ -127,6 +127,9 @@ class Env:
             if self.calibration is not None and self.calibration.robot.action_latency
             else "config"
         )
+        a = self.calibration.robot.action_latency if src == "calibration" else None
+        if a is not None and a.dead_time_s is not None:
+            src += f": ramp lag of a {a.model} response, dead time {a.dead_time_s * 1e3:.1f} ms"
         lines = [f"action latency {self.action_latency_s * 1e3:.1f} ms ({src})"]
         lines.append(
             f"observation dt {self.config.obs.dt_s * 1e3:.0f} ms x {self.config.obs.n_obs_steps} steps"

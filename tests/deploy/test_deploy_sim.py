@@ -24,7 +24,7 @@ from deploy.deploy_cli import close_client, make_client
 from deploy.evaluation import arrival_errors, executed_path, idle_ticks
 from deploy.policy_client import PolicySpec
 from deploy.runner import DeployRunner
-from robot.calibration_data import CalibrationFile, LatencyValue, RobotCalibration
+from robot.calibration_data import ActionLatencyValue, CalibrationFile, RobotCalibration
 from robot.config import config_path, load_config
 from robot.env import Env
 
@@ -61,7 +61,7 @@ def deploy_config(tmp_path, *overrides):
 @pytest.fixture(scope="module")
 def env():
     cfg = deploy_config(Path("/tmp"))
-    cal = CalibrationFile(robot=RobotCalibration(action_latency=LatencyValue(value_s=DELAY_S)))
+    cal = CalibrationFile(robot=RobotCalibration(action_latency=ActionLatencyValue(value_s=DELAY_S)))
     with Env(cfg.rig, spacemouse=True, calibration=cal) as e:
         yield e
 
@@ -334,6 +334,7 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "nan ms" not in out.stdout and "All-NaN" not in out.stderr  # no figures before the first chunk
+    assert "latency watch" not in out.stderr  # the arm's latency did not change
     lines = out.stdout.strip().splitlines()
     assert any(line.startswith("timing:") and "action latency 40.0 ms" in line for line in lines)
     assert sum(line.startswith("episode ") for line in lines) >= 2
@@ -346,6 +347,7 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
         "actions_dropped",
         "safety_events",
         "episode_durations_s",
+        "latency_warnings",
     ):
         assert key in summary, key
     assert summary["episodes"] == 2 and len(summary["episode_durations_s"]) == 2
