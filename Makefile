@@ -11,6 +11,11 @@ STAMP := $(VENV)/.installed
 SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb xauth xdotool \
 	libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 
+# Two pytest workers, a test file each at a time (module fixtures such as a running rig stay in one
+# worker): most of the suite waits on the processes it starts, so the second worker is the "busy
+# process beside" the tests are written to withstand. `make test PYTEST_PARALLEL=` runs them serially.
+PYTEST_PARALLEL := -n 2 --dist loadfile
+
 .PHONY: setup system-deps test demo lint bench clean
 setup: system-deps $(STAMP)
 
@@ -42,7 +47,7 @@ test: setup
 	# The compatibility tests' virtualenvs (pip, mostly network) build beside the suite; their tests
 	# wait for them on a lock (tests/compat_venv.py).
 	@mkdir -p .cache; $(PY) -m tests.compat_venv > .cache/compat-venvs.log 2>&1 & \
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q; rc=$$?; wait; exit $$rc
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_PARALLEL); rc=$$?; wait; exit $$rc
 	$(VENV)/bin/rig shm clean --quiet
 
 demo: setup
