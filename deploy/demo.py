@@ -2,7 +2,8 @@
 
 1. ``rig collect`` records ``--episodes`` reach demonstrations, the scripted SpaceMouse expert driving
    the simulated arm through the same teleop path a person uses;
-2. ``rig train`` trains the tiny diffusion policy on them;
+2. ``rig train`` trains the tiny diffusion policy on them (``--policy``: the U-Net ``tiny_reach``, or
+   ``tiny_reach_transformer`` for the transformer backbone);
 3. ``rig deploy`` runs the trained policy on the simulated arm for ``--eval-episodes`` episodes whose
    seeds were not used for collection, and reports the task's success rate.
 
@@ -92,11 +93,19 @@ def main(argv: list[str]) -> int:
         "--checkpoint", default=None, help="reuse this checkpoint/run: skip collection and training"
     )
     ap.add_argument("--collect-config", default="collect/sim_reach.yaml")
-    ap.add_argument("--policy-config", default="policy/tiny_reach.yaml")
+    ap.add_argument(
+        "--policy",
+        "--policy-config",
+        dest="policy_config",
+        default="policy/tiny_reach.yaml",
+        help="policy config: a name under configs/policy/ (tiny_reach, tiny_reach_transformer) or a path",
+    )
     ap.add_argument("--deploy-config", default="deploy/sim_reach.yaml")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
     args = ap.parse_args(argv)
 
+    if "/" not in args.policy_config and not Path(args.policy_config).is_file():
+        args.policy_config = f"policy/{args.policy_config}"
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
     out.mkdir(parents=True, exist_ok=True)
     rig = [sys.executable, "-m", "robot.cli"]

@@ -43,7 +43,7 @@ def test_plain_cuda_predict_matches_cpu(trained_run):
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
 def test_cuda_fast_path_with_graphs_matches_cpu_reference(trained_run, dtype):
     ref = Policy.load(trained_run["run_dir"], device="cpu")
-    ref.cache_film = False  # the reference: FiLM recomputed at every step, fp32
+    ref.cache_cond = False  # the reference: FiLM recomputed at every step, fp32
     fast = Policy.load(trained_run["run_dir"], device="cuda")
     fast.optimize_for_inference(
         dtype=dtype,
