@@ -469,7 +469,7 @@ def test_a_trained_checkpoint_runs_async_with_inpainting(env, tmp_path, tiny_che
     assert len(ep["action"]) == result.steps and np.all(np.isfinite(ep["action"]))
 
 
-@pytest.mark.timeout(120)
+@pytest.mark.timeout(240)  # the server process imports torch and loads the policy before it answers
 def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoint):
     """`python -m deploy.serving --checkpoint RUN` (a process of its own): the meta names the
     backbone, and a chunk over the wire, committed actions inpainted, equals the in-process one."""
