@@ -101,7 +101,10 @@ class DiffusionPolicy(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return next(self.denoiser.parameters()).dtype
+        """The dtype activations enter the denoiser in: the model's own (``.to(dtype)`` casts the
+        normalizer with everything else). The fast path's reduced-precision weights do not change it:
+        their layers take fp32 activations and round inside (policy/fast_inference.py)."""
+        return self.normalizer.scale("action").dtype
 
     @property
     def device(self) -> torch.device:

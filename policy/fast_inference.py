@@ -64,14 +64,22 @@ def _can_pack(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and torch.backends.mkldnn.is_available()
 
 
+# A packed matmul pays a fixed cost per call (oneDNN primitive dispatch) that only streaming a large
+# weight faster earns back: at 16 rows, one thread, a packed fp32 (1024 x 256) matmul beat F.linear
+# (201 against 221 us) while (768 x 256) and smaller ones were slower (158 against 138 us, and 58
+# against 11 us at 128 x 128). The tiny configs' layers (and the transformer's) are mostly below this.
+PACK_MIN_BYTES = 1 << 20
+
+
 class _MatmulConv(nn.Module):
     """Shared state of the matmul-form convolutions: weights in the fast dtype, plus optionally an
     fp32 copy used while ``precise`` is set (see :func:`set_precise`).
 
-    On CPU the weights are re-laid-out once, at the first call, into oneDNN's blocked format
-    (``torch.ops.mkldnn``, what ``torch.compile``'s weight freezing uses): a batch-1 matmul then
-    streams them at 2-3x the speed of a plain ``linear`` (measured 22-26 GB/s fp32, 30-38 GB/s bf16
-    on 2 cores, against 8-9 and 23). The plain copies are dropped after packing to save memory.
+    On CPU the weights of at least ``PACK_MIN_BYTES`` are re-laid-out once, at the first call, into
+    oneDNN's blocked format (``torch.ops.mkldnn``, what ``torch.compile``'s weight freezing uses): a
+    batch-1 matmul then streams them at 2-3x the speed of a plain ``linear`` (measured 22-26 GB/s fp32,
+    30-38 GB/s bf16 on 2 cores, against 8-9 and 23). The plain copies are dropped after packing to save
+    memory.
     """
 
     weight: nn.Parameter
@@ -105,10 +113,10 @@ class _MatmulConv(nn.Module):
                     "before calling optimize_for_inference()"
                 )
             return packed
-        if not (self.pack and _can_pack(x)):
+        w = getattr(self, name)
+        if not (self.pack and _can_pack(x)) or w.numel() * w.element_size() < PACK_MIN_BYTES:
             return None
         if packed is None:
-            w = getattr(self, name)
             rows = x.shape[-2] * (2 if (w.dtype != torch.float32 and self.split_input) else 1)
             packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows)
             self._packed[name] = packed

@@ -108,3 +108,19 @@ def test_precise_steps_use_full_precision_weights():
         precise = unet(x, torch.tensor(20), global_cond=g)
     assert (precise - ref).abs().max() < 1e-4
     assert (fast - ref).abs().max() > 10 * (precise - ref).abs().max()
+
+
+def test_only_weights_past_the_threshold_are_packed_and_both_compute_the_linear():
+    from policy.fast_inference import PACK_MIN_BYTES, PackedLinear
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN packing is CPU/mkldnn only")
+    torch.manual_seed(0)
+    small, large = nn.Linear(128, 128), nn.Linear(512, 1024)
+    assert small.weight.numel() * 4 < PACK_MIN_BYTES <= large.weight.numel() * 4
+    x = torch.randn(1, 16, 512)
+    for linear, inp in ((small, x[..., :128]), (large, x)):
+        fast = PackedLinear(linear)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(inp), linear(inp), atol=1e-5, rtol=1e-5)
+        assert bool(fast._packed) == (linear is large)
