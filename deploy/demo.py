@@ -82,6 +82,14 @@ def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
     return last_json
 
 
+def policy_config(name: str) -> str:
+    """``--policy`` -> the config ``rig train`` gets: a bare name (``tiny_reach_transformer``) is the
+    config of that name under configs/policy/; a path stays as given."""
+    if "/" in name or Path(name).is_file():
+        return name
+    return f"policy/{name}"
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="rig demo", description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=40, help="demonstrations to collect")
@@ -104,8 +112,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
     args = ap.parse_args(argv)
 
-    if "/" not in args.policy_config and not Path(args.policy_config).is_file():
-        args.policy_config = f"policy/{args.policy_config}"
+    args.policy_config = policy_config(args.policy_config)
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
     out.mkdir(parents=True, exist_ok=True)
     rig = [sys.executable, "-m", "robot.cli"]
