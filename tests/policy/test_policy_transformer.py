@@ -217,24 +217,7 @@ def test_transformer_through_emulated_graphs_matches_plain_fast_path(trained_tra
     assert all(c.captures == 1 for c in calls.values()) and calls["cond"].replays == 4
 
 
-@pytest.mark.timeout(120)
-def test_transformer_resume_continues_and_bf16_autocast_trains(trained_transformer_run, tmp_path):
-    import shutil
-
-    run_dir = tmp_path / "run"
-    shutil.copytree(trained_transformer_run["run_dir"], run_dir, symlinks=True)
-    before = load_checkpoint(run_dir)
-    rc, summary, _ = run_train(
-        "--out", run_dir, "--resume", "--max-steps", "310", "training.val_every_steps=0"
-    )
-    assert rc == 0 and summary["steps"] == 310 and summary["backbone"] == "transformer"
-    after = load_checkpoint(run_dir)
-    assert after["history"]["train_loss"][:300] == before["history"]["train_loss"]
-    assert int(next(iter(after["optimizer"]["state"].values()))["step"]) == 310
-    assert (
-        np.mean(after["history"]["train_loss"][300:])
-        < 2 * np.mean(before["history"]["train_loss"][-30:]) + 0.05
-    )
+def test_transformer_trains_under_bf16_autocast(trained_transformer_run, tmp_path):
     rc, summary, _ = run_train(
         "--config",
         TRANSFORMER_CONFIG,
