@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the Python wheels need at run time: pyrealsense2 -> libusb, our libspnav binding ->
 # libspnav, opencv's GUI wheel -> libGL/glib (xvfb + xdotool: the preview window tests run on a virtual
-# screen), PyAV's H.264 encoder ships in its wheel.
-SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb xauth xdotool
+# screen), PyAV's H.264 encoder ships in its wheel; FFmpeg's shared libraries (Debian 12 names) -> torchcodec,
+# with which LeRobot decodes videos in the LeRobot compatibility test's own virtualenv.
+SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb xauth xdotool \
+	libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 
 .PHONY: setup system-deps test demo lint bench clean
 setup: system-deps $(STAMP)
@@ -37,7 +39,10 @@ lint: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
+	# The compatibility tests' virtualenvs (pip, mostly network) build beside the suite; their tests
+	# wait for them on a lock (tests/compat_venv.py).
+	@mkdir -p .cache; $(PY) -m tests.compat_venv > .cache/compat-venvs.log 2>&1 & \
+	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q; rc=$$?; wait; exit $$rc
 	$(VENV)/bin/rig shm clean --quiet
 
 demo: setup

@@ -81,7 +81,8 @@ class ObsLatencyExcitation(StrictModel):
 
 
 class RobotLatencyProcedure(StrictModel):
-    """``rig calibrate robot-latency``: chirp through the waypoint path, fit dead time + tracking lag."""
+    """``rig calibrate robot-latency``: chirp through the waypoint path, fit dead time + first- or
+    second-order lag (calibration/robot_latency.py)."""
 
     axis: Axis = "y"
     center_offset_m: tuple[float, float, float] = (0.0, 0.0, -0.1)

@@ -98,10 +98,14 @@ def move_and_settle(
     deadline = time.monotonic() + duration + 10.0
     while time.monotonic() < deadline:
         env.check()
+        env.heartbeat()  # a real arm's controller stops it after heartbeat_timeout_s without one
         st = env.arm.get_state()
         lin, ang = pose_distance(st["actual_tcp_pose"], pose)
         if lin < 5e-4 and ang < 2e-3 and float(np.linalg.norm(st["actual_tcp_speed"][:3])) < 1e-3:
-            time.sleep(settle_s)
+            settle_end = time.monotonic() + settle_s
+            while time.monotonic() < settle_end:
+                env.heartbeat()
+                time.sleep(min(0.1, settle_s))
             return
         time.sleep(0.02)
     raise RuntimeError(f"arm did not reach {np.round(pose, 4).tolist()} (workspace limits? reachability?)")

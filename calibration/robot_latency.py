@@ -6,16 +6,22 @@ camera watching a board on the tool.
 ``max_speed_m_s``), sent as waypoints in batches through :meth:`robot.env.Env.exec_actions` (without
 latency compensation), exactly like a policy's action chunks. The arm controller logs, per tick,
 the target it sent (``target_tcp_pose`` at ``tick_time``) and the measured pose (``actual_tcp_pose``
-at ``capture_time``). The response is fitted with the model
+at ``capture_time``). The response is fitted with two models (robot/arm/response.py)
 
-    measured(t) = first_order_lag_tau( sent target held per tick, delayed by d )(t)
+    measured(t) = lag( sent target held per tick )(t - d),   lag = one first-order lag (d, tau)
+                                                             or two in cascade (d, tau1, tau2)
 
-by least squares over (d, tau) (a coarse grid, then Gauss-Newton), with d searched up to the total
-lag found by cross-correlating commanded and measured velocity (~d + tau). Samples right after a
-controller stall (a gap of several ticks: the target jumps, and the arm's acceleration limit rather
-than the linear model shapes the response) are left out. ``d`` (the dead time: a target sent at t
-starts moving the arm at t + d) is the action latency written to the file; tau and the total lag
-are reported.
+each by least squares (a coarse grid over the time constants with every dead time on a 1 ms grid,
+then Gauss-Newton), d searched up to the lag of the velocity cross-correlation peak. A first-order
+fit to a higher-order arm (a UR under servoL smoothing) counts the slow start of the response as
+dead time, so the model is chosen by BIC (residual with a penalty per parameter), and the result is
+refused when another model fits about as well (BIC within ``AMBIGUOUS_BIC``) but puts the dead time
+more than one control tick elsewhere: the data cannot tell the dead time then. Samples right
+after a controller stall (a gap of several ticks: the target jumps, and the arm's acceleration limit
+rather than the linear model shapes the response) are left out. Reported: the model, the dead time d
+(a target sent at t starts moving the arm at t + d), the lags to 50 % and 90 % of a step, and the
+ramp lag (d + sum of the time constants), which is the action latency written to the file
+(``value_s``: what deployment shifts actions by; README, "Latency").
 
 **Observation latency.** With a board on the tool in view of a world-mounted camera, the arm moves in
 a slow, large sinusoid; the board's image position (mean of its ChArUco corners) at each frame's
@@ -23,7 +29,8 @@ capture time is matched against the robot's reported TCP position on the *receiv
 by L; the L with the smallest residual of an affine map position -> pixels is the age of a robot
 state when the host receives it. Camera capture times are the frames' ``capture_time`` (device
 stamps) or ``receive_time`` minus the calibrated camera latency (``obs.camera_time_source: receive``),
-so calibrate the camera latency first. (On the sim rig the cameras render the world as of the newest
+so calibrate the camera latency first. A negative L (the state seen before it happened) within one
+control tick is written as 0 with a warning; beyond that it is an error. (On the sim rig the cameras render the world as of the newest
 arm tick before the exposure: expect a few ms of error there.)
 """
 
@@ -36,14 +43,12 @@ from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
-from scipy.signal import lfilter
 
 from calibration.procedures import AXES, RobotLatencyProcedure
 from calibration.result import CalibrationError, progress
-from robot.calibration_data import LatencyValue
+from robot.arm.response import MODEL_ORDERS, ArmResponse, fit_dead_time
+from robot.calibration_data import ActionLatencyValue, LatencyValue
 from robot.timing import now
-
-_GRID_S = 0.0005
 
 
 # ---------------------------------------------------------------------------------------- signals
@@ -92,6 +97,7 @@ def run_excitation(
     n_wp = int(math.ceil(duration_s / proc.waypoint_dt_s)) + 1
     while True:
         env.check()
+        env.heartbeat()  # also while only waiting for the arm to finish (no waypoints sent then)
         horizon = now() + proc.schedule_ahead_s
         times = []
         while next_i < n_wp and t_start + next_i * proc.waypoint_dt_s <= horizon:
@@ -116,17 +122,6 @@ def run_excitation(
 
 
 # ---------------------------------------------------------------------------------------- action
-def _first_order_response(grid: np.ndarray, t_cmd: np.ndarray, u_cmd: np.ndarray, y0: float, tau: float):
-    """Response on ``grid`` of a first-order lag (time constant ``tau``) to the targets ``u_cmd``, each
-    held from its tick ``t_cmd`` to the next (zero-order hold), starting at rest at ``y0``. The dead
-    time is applied afterwards by evaluating this at ``t - d`` (the system is time-invariant)."""
-    idx = np.searchsorted(t_cmd, grid, side="right") - 1
-    u = np.where(idx >= 0, u_cmd[np.clip(idx, 0, None)], y0)
-    alpha = math.exp(-_GRID_S / max(tau, 1e-5))
-    y, _ = lfilter([0.0, 1.0 - alpha], [1.0, -alpha], u, zi=[alpha * y0])
-    return y
-
-
 def xcorr_lag(t_a: np.ndarray, a: np.ndarray, t_b: np.ndarray, b: np.ndarray, max_lag_s: float) -> float:
     """Lag (s) of signal b behind signal a from the peak of the cross-correlation of their velocities
     (1 ms grid, parabolic peak refinement)."""
@@ -155,21 +150,90 @@ def stall_mask(t_ticks: np.ndarray, t_samples: np.ndarray, max_gap_s: float, aft
     return keep
 
 
+AMBIGUOUS_BIC = 10.0
+"""Two models whose BIC differ by less than this explain the data about equally well (a difference of
+10 is "very strong" evidence on the usual scale of Kass & Raftery)."""
+_RMS_FLOOR_M = 1e-7  # below the resolution of any arm's encoders: keeps the log in BIC finite
+
+
+@dataclass
+class ModelFit:
+    """One response model fitted to the chirp (see robot/arm/response.py)."""
+
+    response: ArmResponse
+    rms_m: float
+    bic: float
+    """Bayesian information criterion: n ln(mse) + k ln(n); the smallest is chosen."""
+
+
 @dataclass
 class ActionFit:
-    dead_time_s: float
-    tau_s: float
+    response: ArmResponse
+    """The chosen model (dead time and lag)."""
+    candidates: list[ModelFit]
     total_lag_s: float
+    """Lag of the velocity cross-correlation peak (model-free, ~ the ramp lag)."""
     rms_m: float
     n_samples: int
+    period_s: float
+    """The arm controller's tick (s): the resolution the dead time is judged at."""
     t: np.ndarray
     commanded: np.ndarray
     measured: np.ndarray
     model: np.ndarray
 
+    @property
+    def dead_time_s(self) -> float:
+        return self.response.dead_time_s
+
+    @property
+    def tau_s(self) -> float:
+        """Sum of the lag's time constants (s): its mean delay."""
+        return float(sum(self.response.time_constants_s))
+
+
+def _fit_model(
+    name: str, t_cmd: np.ndarray, u: np.ndarray, t_fit: np.ndarray, y_fit: np.ndarray, d_max: float
+) -> ModelFit:
+    """Least squares of dead time + lag ``name`` to the data: a coarse grid over the time constants
+    (for each, every dead time on a 1 ms grid), then Gauss-Newton from the best point."""
+    taus = np.geomspace(0.001, 0.25, 15)
+    grid_taus = (
+        [(a,) for a in taus]
+        if name == "first_order"
+        else [(a, b) for i, a in enumerate(taus) for b in taus[: i + 1]]
+    )
+    best = (np.inf, 0.0, grid_taus[0])
+    for tc in grid_taus:
+        d, rms = fit_dead_time(ArmResponse(name, 0.0, tc), t_cmd, u, t_fit, y_fit, d_max)
+        if rms < best[0]:
+            best = (rms, d, tc)
+
+    def residuals(p: np.ndarray) -> np.ndarray:
+        r = ArmResponse(name, float(p[0]), tuple(float(v) for v in np.exp(p[1:])))
+        return (r.predict(t_cmd, u, t_fit, float(y_fit[0])) - y_fit) * 1e3
+
+    k = len(best[2])
+    res = least_squares(
+        residuals,
+        np.array([best[1], *np.log(best[2])]),
+        bounds=([0.0] + [math.log(1e-4)] * k, [d_max + 0.01] + [0.0] * k),
+        x_scale=np.array([0.001] + [0.1] * k),
+        diff_step=np.full(k + 1, 1e-4),
+    )
+    response = ArmResponse(
+        name, float(res.x[0]), tuple(sorted((float(v) for v in np.exp(res.x[1:])), reverse=True))
+    )
+    rms = float(np.sqrt(np.mean((response.predict(t_cmd, u, t_fit, float(y_fit[0])) - y_fit) ** 2)))
+    n = len(t_fit)
+    bic = n * math.log(max(rms, _RMS_FLOOR_M) ** 2) + (k + 1) * math.log(n)
+    return ModelFit(response, rms, bic)
+
 
 def fit_action_latency(recs: dict, axis: int, proc: RobotLatencyProcedure) -> ActionFit:
-    """Fit dead time + first-order lag to the sent targets vs measured poses (module docstring)."""
+    """Fit dead time + first- and second-order lags to the sent targets vs measured poses, choose the
+    model by BIC and refuse when another model fits about as well but puts the dead time more than
+    one control tick elsewhere (module docstring)."""
     t0, t1 = recs["t_start"] - 0.2, recs["t_end"] + proc.max_delay_s
     keep = (recs["capture_time"] >= t0) & (recs["capture_time"] <= t1)
     t_cmd = recs["tick_time"][keep]
@@ -192,45 +256,50 @@ def fit_action_latency(recs: dict, axis: int, proc: RobotLatencyProcedure) -> Ac
             f"the arm barely moved ({meas_span * 1e3:.2f} mm of {cmd_span * 1e3:.2f} mm commanded): is it "
             "in a protective stop, or are its speed limits far below max_speed_m_s?"
         )
+    period_s = float(np.median(np.diff(t_cmd)))
     total = xcorr_lag(t_cmd, u, t_meas, y, proc.max_delay_s)
-    grid = np.arange(t_meas[0] - proc.max_delay_s, t_meas[-1], _GRID_S)
-    y0 = float(y[0])
     # A controller stall makes the sent target jump; the arm's response to a jump is limited by its
     # acceleration (not the linear model), so samples right after a long stall are left out.
-    use = stall_mask(t_cmd, t_meas, 3.0 * float(np.median(np.diff(t_cmd))), total + 0.08)
+    use = stall_mask(t_cmd, t_meas, 3.0 * period_s, total + 0.08)
     t_fit, y_fit = t_meas[use], y[use]
-
-    def model_at(t: np.ndarray, d: float, tau: float) -> np.ndarray:
-        return np.interp(t - d, grid, _first_order_response(grid, t_cmd, u, y0, tau))
-
-    # Coarse search over (dead time, tau), then least squares from the best point.
-    best = (np.inf, 0.0, 0.02)
-    for tau in np.geomspace(0.001, 0.25, 17):
-        z = _first_order_response(grid, t_cmd, u, y0, tau)
-        for d in np.arange(0.0, min(total, proc.max_delay_s) + 0.0105, 0.001):
-            c = float(np.mean((np.interp(t_fit - d, grid, z) - y_fit) ** 2))
-            if c < best[0]:
-                best = (c, d, tau)
-
-    def residuals(p: np.ndarray) -> np.ndarray:
-        return (model_at(t_fit, p[0], math.exp(p[1])) - y_fit) * 1e3
-
-    res = least_squares(
-        residuals,
-        np.array([best[1], math.log(best[2])]),
-        bounds=([0.0, math.log(1e-4)], [proc.max_delay_s, 0.0]),
-        x_scale=np.array([0.001, 0.1]),
-        diff_step=np.array([1e-4, 1e-4]),
-    )
-    d, tau = float(res.x[0]), math.exp(float(res.x[1]))
-    model = model_at(t_meas, d, tau)
-    rms = float(np.sqrt(np.mean((model[use] - y_fit) ** 2)))
-    if rms > proc.max_residual_m:
+    d_max = min(total, proc.max_delay_s) + 0.01
+    fits = [_fit_model(name, t_cmd, u, t_fit, y_fit, d_max) for name in MODEL_ORDERS]
+    chosen = min(fits, key=lambda f: f.bic)
+    if chosen.rms_m > proc.max_residual_m:
         raise CalibrationError(
-            f"the arm's response does not fit a dead time + first-order lag (RMS {rms * 1e3:.3f} mm > "
-            f"{proc.max_residual_m * 1e3:.3f} mm): lower -p max_speed_m_s, or check the arm's tracking"
+            f"the arm's response fits no dead time + lag model (best: {chosen.response.model}, RMS "
+            f"{chosen.rms_m * 1e3:.3f} mm > {proc.max_residual_m * 1e3:.3f} mm): lower -p max_speed_m_s, "
+            "or check the arm's tracking"
         )
-    return ActionFit(d, tau, total, rms, int(use.sum()), t_meas, np.interp(t_meas, t_cmd, u), y, model)
+    for other in fits:
+        if (
+            other is not chosen
+            and other.bic - chosen.bic < AMBIGUOUS_BIC
+            and abs(other.response.dead_time_s - chosen.response.dead_time_s) > period_s
+        ):
+            raise CalibrationError(
+                "the dead time is ambiguous: "
+                + ", ".join(
+                    f"{f.response.model} {f.response.dead_time_s * 1e3:.1f} ms (RMS {f.rms_m * 1e6:.1f} um)"
+                    for f in fits
+                )
+                + f" fit about equally well but differ by more than one control tick ({period_s * 1e3:.0f} ms). "
+                "The measurement is too noisy to tell them apart: raise -p duration_s or -p amplitude_m "
+                "(within the workspace), and check that nothing else moves the arm"
+            )
+    model = chosen.response.predict(t_cmd, u, t_meas, float(y[0]))
+    return ActionFit(
+        chosen.response,
+        fits,
+        total,
+        chosen.rms_m,
+        int(use.sum()),
+        period_s,
+        t_meas,
+        np.interp(t_meas, t_cmd, u),
+        y,
+        model,
+    )
 
 
 # ---------------------------------------------------------------------------------------- observation
@@ -294,6 +363,24 @@ def fit_obs_latency(
     return L, math.sqrt(resid(L)), np.interp(t_cam + L, t_recv, pos)
 
 
+def clamp_obs_latency(latency_s: float, period_s: float, camera: str) -> tuple[float, str | None]:
+    """A robot state cannot be seen before it happened: a negative observation latency within one
+    control tick (``period_s``) is the fit's resolution and becomes 0 (with the warning to print);
+    beyond that the inputs are wrong (CalibrationError)."""
+    if latency_s >= 0:
+        return latency_s, None
+    if latency_s < -period_s:
+        raise CalibrationError(
+            f"camera {camera}: the robot state would arrive {-latency_s * 1e3:.1f} ms before it happened "
+            "(negative observation latency): calibrate the camera latency first (rig calibrate "
+            "camera-latency), and check obs.camera_time_source"
+        )
+    return 0.0, (
+        f"observation latency {latency_s * 1e3:.2f} ms < 0 (within one control tick, "
+        f"{period_s * 1e3:.0f} ms): written as 0"
+    )
+
+
 # ---------------------------------------------------------------------------------------- result
 @dataclass
 class RobotLatencyResult:
@@ -302,13 +389,25 @@ class RobotLatencyResult:
     proc: RobotLatencyProcedure
     plot_paths: list[Path]
 
-    def action_latency_value(self) -> LatencyValue:
+    def action_latency_value(self) -> ActionLatencyValue:
         a = self.action
-        return LatencyValue(
-            value_s=a.dead_time_s,
+        r = a.response
+        others = ", ".join(
+            f"{f.response.model} {f.response.dead_time_s * 1e3:.1f} ms"
+            for f in a.candidates
+            if f.response is not r
+        )
+        return ActionLatencyValue(
+            value_s=r.ramp_lag_s,
+            dead_time_s=r.dead_time_s,
+            model=r.model,
+            time_constants_s=list(r.time_constants_s),
+            lag_50_s=r.lag_50_s,
+            lag_90_s=r.lag_90_s,
             method=f"chirp {self.proc.chirp_f0_hz:g}-{self.proc.chirp_f1_hz:g} Hz along {self.proc.axis} through "
-            f"the waypoint path; dead time + first-order fit (tracking tau {a.tau_s * 1e3:.1f} ms, total "
-            f"lag {a.total_lag_s * 1e3:.1f} ms)",
+            f"the waypoint path; dead time + first/second-order lag fits, {r.model} chosen by BIC (dead time of "
+            f"the others: {others}); value = ramp lag (dead time + sum of time constants); cross-correlation "
+            f"lag {a.total_lag_s * 1e3:.1f} ms",
             residual=a.rms_m * 1e3,
             residual_unit="mm RMS",
             n_samples=a.n_samples,
@@ -326,11 +425,24 @@ class RobotLatencyResult:
 
     def summary(self) -> dict:
         a = self.action
+        r = a.response
         out = {
-            "action_latency_ms": round(a.dead_time_s * 1e3, 3),
+            "action_latency_ms": round(r.ramp_lag_s * 1e3, 3),
+            "dead_time_ms": round(r.dead_time_s * 1e3, 3),
+            "model": r.model,
+            "time_constants_ms": [round(v * 1e3, 3) for v in r.time_constants_s],
             "tracking_tau_ms": round(a.tau_s * 1e3, 3),
+            "lag_50_ms": round(r.lag_50_s * 1e3, 3),
+            "lag_90_ms": round(r.lag_90_s * 1e3, 3),
             "total_lag_ms": round(a.total_lag_s * 1e3, 3),
             "action_rms_mm": round(a.rms_m * 1e3, 4),
+            "models": {
+                f.response.model: {
+                    "dead_time_ms": round(f.response.dead_time_s * 1e3, 3),
+                    "rms_um": round(f.rms_m * 1e6, 3),
+                }
+                for f in a.candidates
+            },
         }
         if self.obs is not None:
             out["obs_latency_ms"] = round(self.obs.latency_s * 1e3, 3)
@@ -354,14 +466,19 @@ def _plot_action(fit: ActionFit, path: Path) -> Path:
         fit.model * 1e3,
         "--",
         lw=0.8,
-        label=f"model: dead time {fit.dead_time_s * 1e3:.1f} ms, tau {fit.tau_s * 1e3:.1f} ms",
+        label=f"{fit.response.model}: dead time {fit.dead_time_s * 1e3:.1f} ms, taus "
+        + "/".join(f"{v * 1e3:.1f}" for v in fit.response.time_constants_s)
+        + " ms",
     )
     axes[0].set_ylabel("position (mm)")
     axes[0].legend(fontsize=7)
     axes[1].plot(t, (fit.measured - fit.model) * 1e3, lw=0.8, color="k")
     axes[1].set_ylabel("measured - model (mm)")
     axes[1].set_xlabel("time (s)")
-    fig.suptitle(f"action latency {fit.dead_time_s * 1e3:.1f} ms (RMS {fit.rms_m * 1e3:.3f} mm)")
+    fig.suptitle(
+        f"dead time {fit.dead_time_s * 1e3:.1f} ms, lag to 50 % {fit.response.lag_50_s * 1e3:.1f} ms, "
+        f"ramp lag {fit.response.ramp_lag_s * 1e3:.1f} ms (RMS {fit.rms_m * 1e3:.3f} mm)"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -475,9 +592,11 @@ def measure(rig, calibration, proc: RobotLatencyProcedure, plots: Path) -> Robot
             use_receive = env.config.obs.camera_time_source == "receive"
             cam_latency = env.camera_latency_s.get(cam_name, 0.0)
     fit = fit_action_latency(recs, axis, proc)
+    r = fit.response
     progress(
-        f"robot-latency: action latency (dead time) {fit.dead_time_s * 1e3:.2f} ms, tracking tau "
-        f"{fit.tau_s * 1e3:.2f} ms, total lag {fit.total_lag_s * 1e3:.2f} ms, RMS {fit.rms_m * 1e6:.1f} um"
+        f"robot-latency: {r.model} response: dead time {r.dead_time_s * 1e3:.2f} ms, lag to 50 % "
+        f"{r.lag_50_s * 1e3:.2f} ms, to 90 % {r.lag_90_s * 1e3:.2f} ms, ramp lag (the action latency "
+        f"deployment uses) {r.ramp_lag_s * 1e3:.2f} ms, RMS {fit.rms_m * 1e6:.1f} um"
     )
     paths.append(_plot_action(fit, plots / "robot_action_latency.png"))
     if cam_name is not None:
@@ -503,6 +622,12 @@ def measure(rig, calibration, proc: RobotLatencyProcedure, plots: Path) -> Robot
         L, rms, aligned = fit_obs_latency(
             tc, pix[ok], orecs["receive_time"], orecs["actual_tcp_pose"][:, axis], o.max_latency_s
         )
+        L_fit = L
+        L, warning = clamp_obs_latency(L, fit.period_s, cam_name)
+        if warning:
+            progress(f"robot-latency: WARNING {warning}")
+        if L != L_fit:
+            aligned = np.interp(tc + L, orecs["receive_time"], orecs["actual_tcp_pose"][:, axis])
         obs_fit = ObsFit(cam_name, L, rms, int(ok.sum()), tc, pix[ok], aligned)
         progress(
             f"robot-latency: observation latency {L * 1e3:.2f} ms (RMS {rms:.3f} px over {int(ok.sum())} frames)"

@@ -20,9 +20,13 @@ def describe(cal: CalibrationFile) -> list[str]:
     lines = []
     r = cal.robot
     if r.action_latency is not None:
-        lines.append(
-            f"robot action latency  {r.action_latency.value_s * 1e3:8.2f} ms   ({_prov(r.action_latency)})"
-        )
+        a = r.action_latency
+        lines.append(f"robot action latency  {a.value_s * 1e3:8.2f} ms   ({_prov(a)})")
+        if a.dead_time_s is not None and a.lag_50_s is not None and a.lag_90_s is not None:
+            lines.append(
+                f"  {a.model} response: dead time {a.dead_time_s * 1e3:.2f} ms, lag to 50 % "
+                f"{a.lag_50_s * 1e3:.2f} ms, to 90 % {a.lag_90_s * 1e3:.2f} ms"
+            )
     if r.obs_latency is not None:
         lines.append(
             f"robot obs latency     {r.obs_latency.value_s * 1e3:8.2f} ms   ({_prov(r.obs_latency)})"

@@ -11,6 +11,11 @@ Keys (terminal, pipe, or the preview window): ``c`` start an episode, ``s`` stop
 ``Backspace`` discard the last saved episode (asks ``y`` to confirm), ``q`` quit. ``s`` returns at
 once: the episode is committed in the background and ``c`` may start the next one immediately.
 
+Latency watch (:mod:`robot.latency_watch`): every step the loop feeds it the arm's new states; it
+estimates the action dead time and the cameras' transport latency over a sliding window, warns once
+when either drifts from the calibration by more than a control tick / 5 ms, and each saved episode
+stores its figures in the store's episode attributes (``store.episode_attrs(i)["latency_watch"]``).
+
 Crash safety: an episode becomes visible in the store only after all its data is written, so Ctrl-C
 or a crash loses at most the episode being recorded, never a saved one.
 
@@ -35,6 +40,7 @@ from collection.episode_store import EpisodeStore
 from collection.keys import BACKSPACE, KeyReader
 from collection.teleop import TeleopConfig, TeleopMapper
 from robot.config import StrictModel
+from robot.latency_watch import LatencyWatch
 from robot.rig_config import RigConfig
 from robot.timing import RateLoop, now
 
@@ -92,9 +98,11 @@ class Collector:
         self.pending_commits: list[Any] = []
         self.next_index = 0  # index the next saved episode will get in the store
         self._last_recorded_t = -1.0
+        self._dropped_at_start = 0
         self.skipped_steps = 0
         self.events: list[tuple[str, int, float]] = []  # (what, episode index, host time) for benchmarks
         self._world_ready = False  # the sim world was already reset for the next episode
+        self.latency_watch: Any = None  # robot.latency_watch.LatencyWatch, once the rig runs
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
@@ -104,14 +112,24 @@ class Collector:
     def start_episode(self, env: Any, store: EpisodeStore) -> None:
         if self.episode is not None:
             return
-        if env.config.is_sim and not self._world_ready:
+        reset = env.config.is_sim and not self._world_ready
+        if reset:
             env.reset_world(self.seed)
+        if reset or self._world_ready:
+            # Frames still in flight show the world before the reset: the first recorded step waits
+            # for frames captured after it (by capture time).
+            env.wait_for_frames_since(now(), n_obs_steps=1)  # a step records one frame per camera
         self._world_ready = False
+        if env.config.is_sim:
+            store.next_seed = self.seed + 1  # this seed is used even if the episode is discarded
         self.episode_index = self.next_index
         if self.cfg.record_video and env.cameras is not None:
             env.cameras.start_recording(self.video_dir, self.episode_index)
         self.episode = store.begin_episode()
+        if self.latency_watch is not None:
+            self.latency_watch.begin_episode()
         self.episode_start = now()
+        self._dropped_at_start = env.dropped_actions
         self.events.append(("recording", self.episode_index, self.episode_start))
         self._success_since = None
         how = "saved when the task succeeds" if self.cfg.auto.episodes > 0 else "press s to save"
@@ -126,14 +144,21 @@ class Collector:
         if save and ep.n_steps > 0:
             index = self.episode_index
             self.events.append(("save_pressed", index, now()))
-            fut = ep.commit(wait=False)
+            attrs = (
+                None
+                if self.latency_watch is None
+                else {"latency_watch": self.latency_watch.episode_summary()}
+            )
+            fut = ep.commit(wait=False, attrs=attrs)
             fut.add_done_callback(lambda _f, i=index: self.events.append(("on_disk", i, now())))
             self.pending_commits.append(fut)
             self.saved += 1
             self.next_index += 1
             duration_s, late = ep.timing  # as `rig episodes list` will print it
+            dropped = env.dropped_actions - self._dropped_at_start
             self.say(
-                f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration_s:.2f} s, {late} late"
+                f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration_s:.2f} s, {late} late, "
+                f"{dropped} teleop targets dropped (their time had passed)"
             )
         else:
             ep.discard(wait=False)
@@ -210,8 +235,14 @@ class Collector:
         )
         self.next_index = store.n_episodes
         self.say(f"store {self.store_path}: {store.n_episodes} episodes already")
+        if env.config.is_sim and store.next_seed is not None and store.next_seed > self.seed:
+            self.say(
+                f"world seeds continue from {store.next_seed} (the store's next seed; task.seed={self.seed})"
+            )
+            self.seed = store.next_seed
         try:
             env.home()
+            self.latency_watch = LatencyWatch.for_env(env)
             mapper.reset(env.arm.get_state()["target_tcp_pose"])
             loop = RateLoop(1.0 / dt_s)
             last_status = now()
@@ -221,6 +252,7 @@ class Collector:
                 self.loop_errors_ms.append(tick.error_s * 1e3)
                 env.check()
                 env.heartbeat()
+                self.latency_watch.poll(tick.time)
                 keys = self.keys.poll()
                 if auto:
                     keys += self._auto_keys(env, tick.time)
@@ -279,6 +311,9 @@ class Collector:
             "store_episodes": EpisodeStore.open(self.store_path, "r").n_episodes,
             "loop_err_p99_ms": float(np.percentile(errs, 99)),
             "skipped_duplicate_steps": self.skipped_steps,
+            "latency_warnings": []
+            if self.latency_watch is None
+            else list(self.latency_watch.warned.values()),
             "video_dir": str(self.video_dir) if cfg.record_video else None,
         }
 
@@ -315,10 +350,14 @@ def run_collect(config: CollectConfig, keys: KeyReader | None = None) -> dict[st
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with Env(config.rig, spacemouse=True) as env:
         preview = None
-        if keys is None and config.preview and env.cameras is not None and display_available():
-            preview = Preview({name: cam.ring for name, cam in env.cameras.cameras.items()})
-            preview.start()
-            keys = _PreviewKeys(preview)
+        if keys is None and config.preview and env.cameras is not None:
+            if display_available():
+                preview = Preview({name: cam.ring for name, cam in env.cameras.cameras.items()})
+                preview.start()
+                keys = _PreviewKeys(preview)
+            else:
+                print("preview: no display, so no camera window (keys come from this terminal; preview=false "
+                      "silences this)", flush=True)  # fmt: skip
         try:
             with keys if keys is not None else KeyReader() as kr:
                 summary = Collector(config, kr).run(env)

@@ -243,7 +243,7 @@ class EpisodeStoreError(RuntimeError):
 class _Job:
     """One unit of work for the writer thread; ``future`` carries its result or exception."""
 
-    __slots__ = ("kind", "token", "arrays", "length", "future")
+    __slots__ = ("kind", "token", "arrays", "length", "attrs", "future")
 
     def __init__(
         self,
@@ -251,11 +251,13 @@ class _Job:
         token: int = -1,
         arrays: dict[str, np.ndarray] | None = None,
         length: int = 0,
+        attrs: Mapping[str, Any] | None = None,
     ) -> None:
         self.kind = kind
         self.token = token
         self.arrays = arrays
         self.length = length
+        self.attrs = attrs
         self.future: Future[Any] = Future()
 
 
@@ -325,8 +327,11 @@ class EpisodeWriter:
         if wait:
             job.future.result()
 
-    def commit(self, wait: bool = True) -> EpisodeInfo | Future[EpisodeInfo]:
-        """Finish the episode: its data is written, then its ``meta/episode_ends`` entry.
+    def commit(
+        self, wait: bool = True, attrs: Mapping[str, Any] | None = None
+    ) -> EpisodeInfo | Future[EpisodeInfo]:
+        """Finish the episode: its data is written, then its ``meta/episode_ends`` entry, then
+        ``attrs`` (JSON-able, e.g. the latencies seen while recording; see ``episode_attrs``).
 
         With ``wait`` (default) blocks until the episode is durable (survives a crash of this process)
         and returns its EpisodeInfo; otherwise returns a Future of it at once, and
@@ -338,7 +343,7 @@ class EpisodeWriter:
             raise ValueError("cannot commit an episode with no steps; call discard() instead")
         self._hand_over()
         self._open = False
-        job = self._store._submit(_Job("commit", token=self._token, length=self._n_steps))
+        job = self._store._submit(_Job("commit", token=self._token, length=self._n_steps, attrs=attrs))
         self._store._episode_closed(self)
         return job.future.result() if wait else job.future
 
@@ -463,6 +468,18 @@ class EpisodeStore:
                 "record into a new store (one store, one step period)"
             )
         return float(stored)
+
+    @property
+    def next_seed(self) -> int | None:
+        """The sim world seed the next recorded episode takes (``next_seed`` in the store's attributes,
+        kept by ``rig collect`` so that appending continues the seeds instead of repeating worlds)."""
+        value = self._group.attrs.get("next_seed")
+        return None if value is None else int(value)
+
+    @next_seed.setter
+    def next_seed(self, seed: int) -> None:
+        self._check_writable()
+        self._group.attrs["next_seed"] = int(seed)
 
     def _open_group(self) -> zarr.Group:
         if self.path.suffix == ".zip":
@@ -894,6 +911,8 @@ class EpisodeStore:
         self._ee[e] = end
         self._ends.append(end)
         self._w_token = -1
+        if job.attrs is not None:
+            self._set_episode_attrs(e, dict(job.attrs))
         timing: tuple[float, int | None] = (float("nan"), None)
         if "timestamp" in self._arrays:
             timing = episode_timing(self._arrays["timestamp"][start:end], self.dt_s)
@@ -904,8 +923,24 @@ class EpisodeStore:
             self._w_token = -1
         self._set_rows(self.n_steps)
 
+    def _set_episode_attrs(self, index: int, attrs: dict[str, Any] | None) -> None:
+        # One root attribute (readers of the reference layout ignore it), keyed by episode index.
+        every = dict(self._group.attrs.get("episode_attrs", {}))
+        if attrs is None:
+            if str(index) not in every:
+                return  # leave a store without episode attributes untouched
+            every.pop(str(index))
+        else:
+            every[str(index)] = attrs
+        self._group.attrs["episode_attrs"] = every
+
+    def episode_attrs(self, index: int) -> dict[str, Any]:
+        """What ``commit(attrs=...)`` stored with episode ``index`` ({} if nothing)."""
+        return dict(self._group.attrs.get("episode_attrs", {}).get(str(index), {}))
+
     def _do_delete_last(self, job: _Job) -> EpisodeInfo:
         info = self.episodes()[-1]
+        self._set_episode_attrs(info.index, None)
         self._ee = resize_rows(self._group, self._ee, len(self._ends) - 1)
         self._ends.pop()
         self._set_rows(self.n_steps)

@@ -5,6 +5,10 @@
     rig episodes delete-last PATH       delete the last episode (asks first unless --yes)
     rig episodes check PATH             decode everything, report each problem by array, episode, step
     rig episodes repair PATH [--dry-run]  drop what a crash left past the last episode, nothing else
+    rig episodes export PATH --video/--frames/--plots DIR   mp4 / PNG frames / PNG plots (export_cli.py)
+    rig episodes export PATH --format lerobot DIR           a LeRobotDataset v3 (export_lerobot.py)
+    rig episodes import DIR --format lerobot PATH           a LeRobotDataset v3 into a new store (lerobot_cli.py)
+    rig episodes view PATH [I ...] [--save FILE.rrd]        open episodes in the rerun viewer (viewer.py)
 
 ``list`` and ``show`` open the store read only and never change it; ``delete-last`` asks on a read-only
 view and opens the store for appending only after a yes (which also drops trailing data left by a
@@ -42,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", help="drop the rows a crash left past the last episode (nothing else)")
     rp.add_argument("path", type=Path)
     rp.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    from collection import export_cli, lerobot_cli, viewer
+
+    export_cli.add_parser(sub)
+    lerobot_cli.add_parser(sub)
+    viewer.add_parser(sub)
     return p
 
 
@@ -131,6 +140,18 @@ def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    if args.command == "export":
+        from collection.export_cli import run
+
+        return run(args)
+    if args.command == "import":
+        from collection.lerobot_cli import run
+
+        return run(args)
+    if args.command == "view":
+        from collection.viewer import run
+
+        return run(args)
     if not args.path.exists():
         print(f"rig episodes: no episode store at {args.path}", file=sys.stderr)
         return 1

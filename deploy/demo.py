@@ -177,6 +177,7 @@ def main(argv: list[str]) -> int:
             f"store={out / 'eval.zarr'}",
             f"seed={EVAL_SEED_OFFSET}",
             f"max_episode_s={DEMO_MAX_EPISODE_S}",
+            "record_video=false",  # as in its collection: the 2-core budget goes to the rig
             *args.overrides,
         ],
         out / "deploy.log",

@@ -37,7 +37,7 @@ def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
     if config.server:
         from deploy.serving import RemotePolicyClient
 
-        return RemotePolicyClient(config.server, timeout_s=config.server_timeout_s)
+        return RemotePolicyClient(config.server, timeout_s=config.server_timeout_s, keys=config.server_keys)
     if config.mode == "async" and config.inference == "process":
         from deploy.inference_process import InferenceProcess
         from robot.process import DeviceProcessError
@@ -179,6 +179,9 @@ def main(argv: list[str]) -> int:
             raise
         print(f"rig deploy: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:  # the policy server: not answering, or gone mid-run (the arm held)
+        print(f"rig deploy: {exc}", file=sys.stderr)
+        return 1
     print(format_table(summary), flush=True)
     print(json.dumps(summary), flush=True)
     return 3 if summary["safety_stop"] else 0

@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 from pydantic import Field
 
+from robot.arm.response import ArmResponse
 from robot.config import CONFIG_DIR, ConfigError, StrictModel, build_config
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,32 @@ class Measured(StrictModel):
 class LatencyValue(Measured):
     value_s: float
     std_s: float | None = None
+
+
+class ActionLatencyValue(LatencyValue):
+    """The arm's response to the targets it is sent (robot/arm/response.py), from
+    ``rig calibrate robot-latency``.
+
+    ``value_s`` is what deployment shifts actions by: the *ramp lag* (dead time + the sum of the lag's
+    time constants), the delay with which the arm follows a smooth trajectory (README, "Latency";
+    benchmarks/chunking_bench.py compares it with the dead time and the lags to 50 % / 90 % of a step).
+    Files written before the response was modelled hold only ``value_s`` (then: the dead time)."""
+
+    dead_time_s: float | None = None
+    """A target sent at t starts moving the arm at t + dead_time_s (s)."""
+    model: str | None = None
+    """``first_order`` | ``second_order``: the lag that follows the dead time."""
+    time_constants_s: list[float] | None = None
+    lag_50_s: float | None = None
+    """Sending a step -> the arm covered 50 % of it (s)."""
+    lag_90_s: float | None = None
+    """Sending a step -> the arm covered 90 % of it (s)."""
+
+    def response(self) -> ArmResponse | None:
+        """The fitted response model, or None for a file without one."""
+        if self.model is None or self.dead_time_s is None or self.time_constants_s is None:
+            return None
+        return ArmResponse(self.model, self.dead_time_s, tuple(self.time_constants_s))
 
 
 class IntrinsicsValue(Measured):
@@ -82,8 +109,8 @@ class CameraCalibration(StrictModel):
 
 
 class RobotCalibration(StrictModel):
-    action_latency: LatencyValue | None = None
-    """Command target time -> arm actually there (s): waypoints are scheduled this much earlier."""
+    action_latency: ActionLatencyValue | None = None
+    """Command target time -> arm actually there (s): waypoints are scheduled ``value_s`` earlier."""
     obs_latency: LatencyValue | None = None
     """Age of a robot state when the host receives it (s)."""
 

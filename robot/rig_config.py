@@ -41,7 +41,8 @@ class LatencyDefaults(StrictModel):
     """Used when the calibration file has no value (a warning says so)."""
 
     action_latency_s: float = Field(0.0, ge=0)
-    """Command target time -> arm there. Waypoints are scheduled this much earlier."""
+    """Command target time -> arm there (the ramp lag: dead time + tracking lag; README, "Latency").
+    Waypoints are scheduled this much earlier. A calibration file's ``robot.action_latency`` wins."""
     camera_latency_s: dict[str, float] = Field(default_factory=dict)
     """Per camera name; only used with obs.camera_time_source = receive."""
 

@@ -57,6 +57,14 @@ class SimArmConfig(StrictModel):
     tracking_order: Literal[1, 2] = 1
     damping_ratio: float = Field(1.0, gt=0)
     """Second-order tracking only."""
+    servo_lookahead_time_s: float = Field(0.0, ge=0, le=0.2)
+    """The UR's servoL smoothing as the sim models it (robot/sim/ur5_model.py), applied to every
+    target the controller sends: 0 = none; a real UR takes 0.03-0.2 s (``ur.servo_lookahead_time_s``)."""
+    servo_gain: float = Field(300.0, ge=100, le=2000)
+    """servoL gain of that smoothing (UR range 100-2000)."""
+    action_delay_change: tuple[float, float] | None = None
+    """Drill: ``[after_s, action_delay_s]`` changes the ground-truth delay ``after_s`` seconds after the
+    controller started (the arm's latency drifting mid-run, for the online latency watch); None: never."""
     max_linear_speed_m_s: float = Field(1.0, gt=0)
     """The arm's own limits (UR5: ~1 m/s TCP); the safety filter's limits are normally lower."""
     max_linear_accel_m_s2: float = Field(5.0, gt=0)

@@ -4,8 +4,9 @@ the simulated world, and publishes the world state for the simulated cameras.
 Timing contract: the model is stepped to the tick's host monotonic time ``t`` in ``read_state``, so the
 published ``capture_time`` is the physical time of the state (exact, or ``sim.state_latency_s`` older
 when that ground-truth latency is configured). A servo target sent at ``t`` moves the arm from
-``t + sim.action_delay_s`` on. The world-state ring gets one record every ``sim.world_every_n_ticks``
-ticks with ``time`` = the physical time of the arm pose it shows.
+``t + sim.action_delay_s`` on (smoothed as the UR's servoL with ``sim.servo_lookahead_time_s`` and
+``sim.servo_gain``; ``sim.action_delay_change`` changes the delay mid-run, a drill). The world-state
+ring gets one record every ``sim.world_every_n_ticks`` ticks with ``time`` = the physical time of the arm pose it shows.
 """
 
 from __future__ import annotations
@@ -64,12 +65,15 @@ class SimArmBackend:
         self._history: deque[ArmReading] = deque()
         self._ticks = 0
         self._last_world_t: float | None = None
+        self._delay_change_at: float | None = None
 
     def connect(self, t: float) -> None:
         initial = self.config.sim.initial_pose
         self.model = SimUR5(model_params(self.config), initial if initial else self.config.start_pose, t0=t)
         self.world.reset(self.config.sim.seed)
         self._last_world_t = t
+        change = self.config.sim.action_delay_change
+        self._delay_change_at = None if change is None else t + change[0]
         self._publish_world(t)
 
     def _reading(self) -> ArmReading:
@@ -102,7 +106,12 @@ class SimArmBackend:
     def servo(self, pose: FloatArray, t: float) -> bool:
         if self._fault:
             return True  # like a real arm in a protective stop: commands are ignored, not refused
-        return self.model.command_pose(pose, t)
+        if self._delay_change_at is not None and t >= self._delay_change_at:
+            self._delay_change_at = None
+            self.model.set_action_delay(self.config.sim.action_delay_change[1])
+            log.info("sim arm: action delay now %.1f ms (drill)", self.model.params.action_delay_s * 1e3)
+        s = self.config.sim
+        return self.model.command_pose(pose, t, s.servo_lookahead_time_s, s.servo_gain)
 
     def stop(self, t: float) -> None:
         self.model.stop(t)

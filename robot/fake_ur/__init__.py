@@ -31,9 +31,10 @@ Not reproduced (the client never needs them for the project's calls): the realti
 interfaces' outgoing state streams on 30001-30003, force mode, contact detection, freedrive/teach,
 path moves (``moveJ``/``moveL`` with a path, which re-upload a modified script), IK/Jacobian/torque
 queries other than those listed, custom scripts (recorded, not executed), digital/analog I/O effects.
-Approximated: servoJ/servoL's time, lookahead and gain, and speedJ/speedL's acceleration are ignored
-(the arm model's own tracking applies); stops halt the kinematic arm at once (the sim arm decelerates
-at its limits); moveJ/moveL use a trapezoidal profile without UR's blending. What a real CB3 answers
+Approximated: servoJ/servoL's time and speedJ/speedL's acceleration are ignored (the arm model's own
+tracking applies); servoJ/servoL's lookahead and gain drive the sim arm's model of the UR's servo
+smoothing (``robot.sim.ur5_model``; the kinematic arm ignores them); stops halt the kinematic arm at
+once (the sim arm decelerates at its limits); moveJ/moveL use a trapezoidal profile without UR's blending. What a real CB3 answers
 when a client asks for more than 125 Hz is unknown: the fake streams at its own rate (125 Hz) and
 ``state()["connections"]`` shows requested and streamed rates.
 

@@ -49,11 +49,17 @@ class ArmModel(Protocol):
     def set_tcp_offset(self, tcp_offset_pose: ArrayLike) -> None:
         """Set the TCP as a pose ``[x, y, z, rx, ry, rz]`` relative to the flange (m, rad)."""
 
-    def servo_joints(self, q: ArrayLike, t: float) -> None:
-        """Track joint target ``q`` (rad) from now on (servoJ)."""
+    def servo_joints(
+        self, q: ArrayLike, t: float, lookahead_time_s: float = 0.0, gain: float = 300.0
+    ) -> None:
+        """Track joint target ``q`` (rad) from now on (servoJ), smoothed with servoJ's
+        ``lookahead_time_s`` (s) and ``gain`` where the model applies them."""
 
-    def servo_pose(self, pose: ArrayLike, t: float) -> bool:
-        """Track TCP target ``pose`` from now on (servoL). False if the pose is unreachable."""
+    def servo_pose(
+        self, pose: ArrayLike, t: float, lookahead_time_s: float = 0.0, gain: float = 300.0
+    ) -> bool:
+        """Track TCP target ``pose`` from now on (servoL; lookahead and gain as in servo_joints).
+        False if the pose is unreachable."""
 
     def speed_joints(self, qd: ArrayLike, accel_rad_s2: float, t: float) -> None:
         """Move the joints at constant speed ``qd`` (rad/s) until the next command (speedJ)."""
@@ -348,12 +354,17 @@ class KinematicArm:
         self._tcp = np.asarray(tcp_offset_pose, dtype=np.float64).copy()
         self._pose = ur5_fk(self._q, self._tcp)
 
-    def servo_joints(self, q: ArrayLike, t: float) -> None:
+    def servo_joints(
+        self, q: ArrayLike, t: float, lookahead_time_s: float = 0.0, gain: float = 300.0
+    ) -> None:
+        # Lookahead and gain are ignored here: the kinematic arm's own first-order lag applies.
         self._mode = "servo"
         self._move = None
         self._q_target = np.clip(np.asarray(q, dtype=np.float64), -UR5_JOINT_LIMIT_RAD, UR5_JOINT_LIMIT_RAD)
 
-    def servo_pose(self, pose: ArrayLike, t: float) -> bool:
+    def servo_pose(
+        self, pose: ArrayLike, t: float, lookahead_time_s: float = 0.0, gain: float = 300.0
+    ) -> bool:
         q = ur5_ik_closest(pose, self._q_target, self._tcp)
         if q is None:
             self.unreachable_count += 1

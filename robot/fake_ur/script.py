@@ -132,7 +132,7 @@ class ControlScript:
         self.unsupported: Counter[int] = Counter() if unsupported is None else unsupported
         self.last_servo_target: np.ndarray | None = None
         # servoJ/servoL's other arguments as last received: speed, acceleration, time (s),
-        # lookahead time (s), gain (recorded; the arm model's own tracking applies).
+        # lookahead time (s), gain (the last two go to the arm model, which may smooth with them).
         self.last_servo_args: np.ndarray | None = None
         self.failed_moves = 0
         self._write_async_status(-1)  # reset_async_progress(): 65536
@@ -210,16 +210,17 @@ class ControlScript:
             self.current_cmd = cmd
         if cmd in (CMD_SERVOJ, CMD_SERVOL):
             self.last_servo_args = self._doubles(6, 5)
+            lookahead_time_s, gain = float(self.last_servo_args[3]), float(self.last_servo_args[4])
         if cmd == CMD_SERVOJ:
             q = self._doubles(0, 6)
             self.last_servo_target = q
-            self.arm.servo_joints(q, t)
+            self.arm.servo_joints(q, t, lookahead_time_s, gain)
         elif cmd == CMD_SERVOL:
             pose = self._doubles(0, 6)
             # IK costs ~0.3 ms: solve only when the client wrote a new target.
             if first or self.last_servo_target is None or not np.array_equal(pose, self.last_servo_target):
                 self.last_servo_target = pose
-                if not self.arm.servo_pose(pose, t):
+                if not self.arm.servo_pose(pose, t, lookahead_time_s, gain):
                     self.failed_moves += 1
         elif cmd == CMD_SPEEDJ:
             self.arm.speed_joints(self._doubles(0, 6), float(self._doubles(6, 1)[0]), t)

@@ -3,7 +3,9 @@
 ``SimUR5`` is a TCP-space servo model (command delay, first/second-order tracking, speed and
 acceleration limits, UR5 kinematics). ``SimArmAdapter`` gives it the ``ArmModel`` interface:
 
-* servoL -> ``command_pose``; servoJ -> ``command_pose(FK(q))``;
+* servoL -> ``command_pose``; servoJ -> ``command_pose(FK(q))``, both with the client's
+  ``lookahead_time`` and ``gain`` (the sim's model of the UR's servo smoothing, see
+  ``robot.sim.ur5_model``);
 * moveJ / moveL -> a trapezoidal path (``MoveProfile``) streamed into ``command_pose`` every tick;
   the move is done once the path ended and the arm settled on the goal (the sim's delay and lag
   make this later than the path's end, as on a real arm);
@@ -69,19 +71,25 @@ class SimArmAdapter:
         self._speed = None
         self._target_pose = self._sim.tcp_pose
 
-    def _command(self, pose: FloatArray, t: float) -> bool:
-        ok = bool(self._sim.command_pose(pose, t))
+    def _command(
+        self, pose: FloatArray, t: float, lookahead_time_s: float = 0.0, gain: float = 300.0
+    ) -> bool:
+        ok = bool(self._sim.command_pose(pose, t, lookahead_time_s, gain))
         if ok:
             self._target_pose = np.asarray(pose, dtype=np.float64).copy()
         return ok
 
-    def servo_joints(self, q: ArrayLike, t: float) -> None:
+    def servo_joints(
+        self, q: ArrayLike, t: float, lookahead_time_s: float = 0.0, gain: float = 300.0
+    ) -> None:
         self._move, self._speed = None, None
-        self._command(ur5_fk(q, self._tcp), t)
+        self._command(ur5_fk(q, self._tcp), t, lookahead_time_s, gain)
 
-    def servo_pose(self, pose: ArrayLike, t: float) -> bool:
+    def servo_pose(
+        self, pose: ArrayLike, t: float, lookahead_time_s: float = 0.0, gain: float = 300.0
+    ) -> bool:
         self._move, self._speed = None, None
-        return self._command(np.asarray(pose, dtype=np.float64), t)
+        return self._command(np.asarray(pose, dtype=np.float64), t, lookahead_time_s, gain)
 
     def speed_joints(self, qd: ArrayLike, accel_rad_s2: float, t: float) -> None:
         self._move = None

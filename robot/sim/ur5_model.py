@@ -8,6 +8,15 @@ Dynamics (TCP space, base frame):
 
 - ``command_pose(pose, t)`` is a servo target (like ``servoL``). It becomes effective at
   ``t + action_delay_s`` (pure delay); until then the previous effective target is tracked.
+- ``command_pose(pose, t, lookahead_time_s, gain)`` also applies the servo smoothing of the UR
+  controller. UR documents ``servoj``/``servol``'s ``lookahead_time`` (0.03-0.2 s) as "smoothens the
+  trajectory with this lookahead time" and ``gain`` (100-2000) as the "proportional gain for
+  following target position"; the controller's filter itself is not published. Modelled as a first-
+  order low-pass on the effective target with time constant
+  :func:`servo_smoothing_time_constant_s` (``lookahead_time_s / 2 * 300 / gain``: lag grows with the
+  lookahead, falls with the gain; ur_rtde's defaults 0.1 s / 300 give 50 ms). The arm's own tracking
+  follows the smoothed target, so a smoothed arm is (at least) second order: a dead time + first-
+  order fit mistakes the slow start of its response for dead time.
 - Tracking, first order: the TCP velocity is driven towards ``error / tau`` (exact exponential
   discretisation), second order: ``accel = wn^2 * error - 2 * zeta * wn * velocity`` with
   ``wn = 1 / tau``. In both, the linear and angular speeds and accelerations are clipped to the limits.
@@ -27,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import ur_analytic_ik
@@ -49,6 +58,19 @@ FloatArray = NDArray[np.float64]
 UR5_REFERENCE_Q = np.array([math.pi, -math.pi / 2, math.pi / 2, -math.pi / 2, -math.pi / 2, 0.0])
 
 _MAX_SUBSTEP_S = 0.002
+
+SERVO_REFERENCE_GAIN = 300.0
+"""ur_rtde's default servoL/servoJ gain: the gain at which the smoothing lag is lookahead / 2."""
+
+
+def servo_smoothing_time_constant_s(lookahead_time_s: float, gain: float) -> float:
+    """Time constant (s) of the modelled UR servo smoothing (module docstring) for a servoL/servoJ
+    ``lookahead_time_s`` (s) and ``gain``; 0 for a lookahead of 0 (no smoothing)."""
+    if lookahead_time_s <= 0:
+        return 0.0
+    if gain <= 0:
+        raise ValueError(f"servo gain must be > 0, got {gain}")
+    return 0.5 * lookahead_time_s * SERVO_REFERENCE_GAIN / gain
 
 
 def pose_to_matrix(pose: ArrayLike) -> FloatArray:
@@ -166,14 +188,25 @@ class SimUR5:
         self._qd = np.zeros(6)
         self._target_pose = self.tcp_pose  # effective (delayed) target
         self._commanded_pose = self._target_pose.copy()  # last accepted command (not yet delayed)
-        self._pending: deque[tuple[float, FloatArray]] = deque()
+        # The servo smoothing's output (what the tracking follows) and its time constant (s).
+        self._smoothing_tau_s = 0.0
+        self._reset_smoothing()
+        self._pending: deque[tuple[float, FloatArray, float]] = deque()
         self._stopping = False
         self._halted = False
         self.unreachable = False
         self._q_target_hint = q.copy()
 
-    def command_pose(self, pose: ArrayLike, t: float) -> bool:
-        """Servo target ``pose`` issued at time ``t``; it takes effect at ``t + action_delay_s``.
+    def command_pose(
+        self,
+        pose: ArrayLike,
+        t: float,
+        lookahead_time_s: float = 0.0,
+        gain: float = SERVO_REFERENCE_GAIN,
+    ) -> bool:
+        """Servo target ``pose`` issued at time ``t``; it takes effect at ``t + action_delay_s``,
+        smoothed as servoL with ``lookahead_time_s`` (s) and ``gain`` would be (module docstring;
+        a lookahead of 0: no smoothing).
 
         Returns False (and sets :attr:`unreachable`) when the pose has no IK solution; the command is
         then ignored. A command also ends a ``stop``/``halt``.
@@ -188,8 +221,16 @@ class SimUR5:
         self._stopping = False
         self._halted = False
         self._commanded_pose = pose.copy()
-        self._pending.append((float(t) + self.params.action_delay_s, pose.copy()))
+        tau_s = servo_smoothing_time_constant_s(lookahead_time_s, gain)
+        self._pending.append((float(t) + self.params.action_delay_s, pose.copy(), tau_s))
         return True
+
+    def set_action_delay(self, action_delay_s: float) -> None:
+        """Change the ground-truth delay for commands issued from now on (a drill: the arm's latency
+        drifting mid-run, e.g. a loaded controller); commands already pending keep their time."""
+        if action_delay_s < 0:
+            raise ValueError(f"action_delay_s must be >= 0, got {action_delay_s}")
+        self.params = replace(self.params, action_delay_s=float(action_delay_s))
 
     def stop(self, t: float) -> None:
         """Drop pending commands and decelerate to rest at the acceleration limits (servoStop)."""
@@ -205,6 +246,13 @@ class SimUR5:
         self._qd[:] = 0.0
         self._target_pose = self.tcp_pose
         self._commanded_pose = self._target_pose.copy()
+        self._reset_smoothing()
+
+    def _reset_smoothing(self) -> None:
+        """The target is where the arm is (at rest, stopped or halted): nothing left to smooth."""
+        self._target_quat = self._quat
+        self._smoothed_pos = self._pos.copy()
+        self._smoothed_quat = self._quat
 
     # ------------------------------------------------------------------ dynamics
     def step(self, t: float) -> None:
@@ -214,9 +262,14 @@ class SimUR5:
             return
         q_prev, t_prev = self._q, self._t
         while self._t < t:
-            # Pending targets take effect exactly at their time: split the substep there.
-            while self._pending and self._pending[0][0] <= self._t:
-                _, self._target_pose = self._pending.popleft()
+            # Pending targets take effect exactly at their time: split the substep there. One due
+            # within a nanosecond counts as due now (else the split below would be empty).
+            while self._pending and self._pending[0][0] <= self._t + 1e-9:
+                _, self._target_pose, self._smoothing_tau_s = self._pending.popleft()
+                self._target_quat = rotvec_to_quat(self._target_pose[3:])
+                if self._smoothing_tau_s <= 0:
+                    self._smoothed_pos = self._target_pose[:3].copy()
+                    self._smoothed_quat = self._target_quat
             dt = min(_MAX_SUBSTEP_S, t - self._t)
             if self._pending:
                 dt = min(dt, self._pending[0][0] - self._t)
@@ -244,9 +297,11 @@ class SimUR5:
                 # At rest: hold here from now on.
                 self._target_pose = self.tcp_pose
                 self._commanded_pose = self._target_pose.copy()
+                self._reset_smoothing()
             return
-        pos_err = self._target_pose[:3] - self._pos
-        rot_err = quat_to_rotvec(quat_mul(rotvec_to_quat(self._target_pose[3:]), quat_conj(self._quat)))
+        self._smooth(dt)
+        pos_err = self._smoothed_pos - self._pos
+        rot_err = quat_to_rotvec(quat_mul(self._smoothed_quat, quat_conj(self._quat)))
         if p.tracking_order == 1:
             # Velocity that closes the error exactly like exp(-dt/tau) over this step.
             # Never faster than what can still brake to rest on the remaining error at the
@@ -268,13 +323,39 @@ class SimUR5:
             alpha = _clip_norm(wn * wn * rot_err - 2 * zeta * wn * self._omega, p.max_angular_accel_rad_s2)
             v_new = _clip_norm(self._vel + a * dt, p.max_linear_speed_m_s)
             w_new = _clip_norm(self._omega + alpha * dt, p.max_angular_speed_rad_s)
+            # Trapezoidal position update: moving at the new speed over the whole step would make
+            # the response lead by about half a step, which a latency calibration would see.
+            v_mean = 0.5 * (self._vel + v_new)
+            w_mean = 0.5 * (self._omega + w_new)
+            self._advance(v_new, w_new, dt, t_end, v_mean, w_mean)
+            return
         self._advance(v_new, w_new, dt, t_end)
 
-    def _advance(self, v_new: FloatArray, w_new: FloatArray, dt: float, t_end: float) -> None:
+    def _smooth(self, dt: float) -> None:
+        """Advance the servo smoothing (first-order low-pass, exact over ``dt``) towards the target."""
+        if self._smoothing_tau_s <= 0:
+            return  # the smoothed target was set to the target when it took effect
+        k = 1.0 - math.exp(-dt / self._smoothing_tau_s)
+        self._smoothed_pos = self._smoothed_pos + k * (self._target_pose[:3] - self._smoothed_pos)
+        err = quat_to_rotvec(quat_mul(self._target_quat, quat_conj(self._smoothed_quat)))
+        self._smoothed_quat = quat_normalize(quat_mul(rotvec_to_quat(k * err), self._smoothed_quat))
+
+    def _advance(
+        self,
+        v_new: FloatArray,
+        w_new: FloatArray,
+        dt: float,
+        t_end: float,
+        v_mean: FloatArray | None = None,
+        w_mean: FloatArray | None = None,
+    ) -> None:
+        """Set the speeds to ``v_new``/``w_new`` and move at ``v_mean``/``w_mean`` (default: the new
+        speeds) over ``dt``."""
         self._vel = v_new
         self._omega = w_new
-        self._pos = self._pos + v_new * dt
-        self._quat = quat_normalize(quat_mul(rotvec_to_quat(w_new * dt), self._quat))
+        self._pos = self._pos + (v_new if v_mean is None else v_mean) * dt
+        w_move = w_new if w_mean is None else w_mean
+        self._quat = quat_normalize(quat_mul(rotvec_to_quat(w_move * dt), self._quat))
         self._t = t_end
 
     # ------------------------------------------------------------------ state (copies)

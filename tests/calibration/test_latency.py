@@ -77,10 +77,13 @@ def test_robot_latency_recovers_action_and_observation_latency(tmp_path, capsys)
         ],
     )
     assert rc == 0, text
-    assert abs(res["action_latency_ms"] - 131.3) < 8.0, res  # one control tick at 125 Hz
+    assert abs(res["dead_time_ms"] - 131.3) < 8.0, res  # one control tick at 125 Hz
+    # The shift deployment uses: dead time + the sim arm's 20 ms first-order tracking.
+    assert abs(res["action_latency_ms"] - 151.3) < 8.0, res
     assert abs(res["obs_latency_ms"] - 27.0) < 8.0, res
     cal = load_calibration(out)
-    assert abs(cal.robot.action_latency.value_s - 0.1313) < 0.008
+    assert abs(cal.robot.action_latency.dead_time_s - 0.1313) < 0.008
+    assert cal.robot.action_latency.value_s == pytest.approx(res["action_latency_ms"] / 1e3, abs=1e-6)
     assert abs(cal.robot.obs_latency.value_s - 0.027) < 0.008
     assert (tmp_path / "robot_action_latency.png").is_file()
     assert (tmp_path / "robot_obs_latency.png").is_file()
@@ -108,10 +111,43 @@ def test_robot_action_latency_small_delay_slow_tracking(tmp_path, capsys):
         ],
     )
     assert rc == 0, text
-    assert abs(res["action_latency_ms"] - 11.7) < 8.0, res
+    assert abs(res["dead_time_ms"] - 11.7) < 8.0, res
     assert abs(res["tracking_tau_ms"] - 37.0) < 10.0, res
     assert "obs_latency_ms" not in res
     assert load_calibration(out).robot.obs_latency is None
+
+
+@pytest.mark.timeout(120)
+def test_robot_latency_of_a_second_order_arm_under_servo_smoothing(tmp_path, capsys):
+    # The arm (38 ms delay, 20 ms second-order tracking) plus the UR's servoL smoothing
+    # (lookahead 0.05 s, gain 600: a 12.5 ms lag): a dead time + first-order fit read 46.9 ms
+    # without the smoothing.
+    out = tmp_path / "cal.yaml"
+    rc, res, text = run_cli(
+        capsys,
+        [
+            "robot-latency",
+            "--out",
+            str(out),
+            "-p",
+            "obs.enabled=false",
+            "arm.sim.action_delay_s=0.038",
+            "arm.sim.tracking_order=2",
+            "arm.sim.tracking_time_constant_s=0.02",
+            "arm.sim.servo_lookahead_time_s=0.05",
+            "arm.sim.servo_gain=600",
+        ],
+    )
+    assert rc == 0, text
+    assert res["model"] == "second_order", res
+    assert abs(res["dead_time_ms"] - 38.0) < 8.0, res
+    assert res["models"]["first_order"]["dead_time_ms"] > 38.0 + 8.0, res  # what one model alone says
+    assert res["dead_time_ms"] < res["lag_50_ms"] < res["action_latency_ms"] < res["lag_90_ms"], res
+    a = load_calibration(out).robot.action_latency
+    assert a.model == "second_order" and abs(a.dead_time_s - 0.038) < 0.008
+    assert a.lag_50_s == pytest.approx(res["lag_50_ms"] / 1e3, abs=1e-6)
+    rc, _, text = run_cli(capsys, ["show", "--file", str(out)])
+    assert rc == 0 and "second_order response: dead time" in text
 
 
 def test_robot_latency_refuses_an_excitation_outside_the_workspace(tmp_path, capsys):

@@ -30,7 +30,7 @@ def _check_store(path, n):
     return store
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_collect_records_n_scripted_episodes(tmp_path):
     store = tmp_path / "demos.zarr"
     out = subprocess.run(
@@ -57,6 +57,18 @@ def test_collect_records_n_scripted_episodes(tmp_path):
     )
     rows = [line.split() for line in listed.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
     assert said and [tuple(r) for r in rows] == said, (said, listed.stdout)
+    assert out.stdout.count("preview: no display") == 1  # said once, not per tick
+    assert len(re.findall(r"late, \d+ teleop targets dropped", out.stdout)) == 2  # one count per episode
+    assert "exec_actions: dropped" not in out.stdout + out.stderr
+    # Appending continues the world seeds instead of repeating the first episodes' worlds.
+    first_seeds = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", out.stdout)]
+    more = subprocess.run(
+        [*RIG, f"store={store}", "auto.episodes=1", "record_video=false", *FAST],
+        capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    (seed,) = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", more.stdout)]
+    assert seed == max(first_seeds) + 1 and f"world seeds continue from {seed}" in more.stdout
 
 
 @pytest.mark.timeout(180)
@@ -85,8 +97,10 @@ def test_new_episode_starts_right_after_save_from_keys(tmp_path):
     s = _check_store(store, 2)
     first, second = s.get_episode(0), s.get_episode(1)
     gap_s = second["timestamp"][0] - first["timestamp"][-1]
-    # No wait for the first episode's write between `s` and `c`: the next control step records.
-    assert gap_s < 3 * 0.1 + 0.05, gap_s
+    # `c` right after `s` starts the next episode without waiting for the first one's write (that
+    # commit(wait=False) overlaps the next episode is asserted, without timing, in test_episode_store);
+    # here only a sanity bound: the reset world's first fresh frames, a few steps, not seconds.
+    assert 0 < gap_s < 2.0, gap_s
 
 
 def _wait_line(proc, text, timeout_s):

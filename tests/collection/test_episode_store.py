@@ -145,6 +145,26 @@ def test_delete_last_removes_episode_and_its_data(tmp_path: Path) -> None:
     assert raw["data/camera_0"].shape[0] == store.n_steps == raw["meta/episode_ends"][-1]
 
 
+def test_episode_attributes_are_committed_with_their_episode_and_deleted_with_it(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    with EpisodeStore.open(path, "w", image_codec="blosc") as store:
+        stream(store, make_episode(0))  # no attributes
+        ep = store.begin_episode()
+        for step in range(4):
+            ep.append({k: v[step] for k, v in make_episode(1).items()})
+        ep.commit(wait=False, attrs={"latency_watch": {"action_dead_time": {"median_ms": 31.5}}})
+        stream(store, make_episode(2))
+    store = EpisodeStore.open(path, "r")
+    assert store.episode_attrs(0) == {} and store.episode_attrs(2) == {}
+    assert store.episode_attrs(1)["latency_watch"]["action_dead_time"]["median_ms"] == 31.5
+    with EpisodeStore.open(path, "a") as store:
+        store.delete_last()
+        store.delete_last()
+        assert store.episode_attrs(1) == {}  # a later episode 1 does not inherit them
+        stream(store, make_episode(3))
+        assert store.episode_attrs(1) == {}
+
+
 def test_delete_last_of_empty_store_says_so(tmp_path: Path) -> None:
     with EpisodeStore.open(tmp_path / "s.zarr", "w") as store:
         with pytest.raises(EpisodeStoreError, match="no episode to delete"):

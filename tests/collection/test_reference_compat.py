@@ -1,8 +1,9 @@
 """Stores move both ways between this project and the Diffusion Policy reference's reader.
 
 The reference runs zarr 2 and pins imagecodecs 2022.9.26; the oldest imagecodecs that installs on
-this project's Python 3.11 is 2022.12.24. A virtualenv with those (``REFERENCE_PINS``) is built once
-into ``.cache/reference-compat/`` (ignored by git; delete it to rebuild) and reused by later runs.
+this project's Python 3.11 is 2022.12.24. A virtualenv with those (``reference_compat/requirements.txt``)
+is built once into ``.cache/reference-compat/`` (ignored by git; rebuilt when the file changes) and
+reused by later runs (tests/compat_venv.py).
 ``benchmarks/reference_reader.py`` reads a store there the way the reference's ``ReplayBuffer``
 does and decodes every frame.
 """
@@ -11,35 +12,30 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from collection.episode_store import EpisodeStore
+from tests.compat_venv import compat_python
 
 pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = REPO / ".cache" / "reference-compat"
-REFERENCE_PINS = ["zarr<3", "numcodecs<0.13", "imagecodecs==2022.12.24", "numpy<2"]
+REQUIREMENTS = Path(__file__).resolve().parent / "reference_compat" / "requirements.txt"
 READER = REPO / "benchmarks" / "reference_reader.py"
+
+
+def reference_venv_python() -> Path:
+    """The reference's virtualenv (built once, see tests/compat_venv.py; a failed build raises)."""
+    return compat_python(CACHE, REQUIREMENTS, what="reference reader")
 
 
 @pytest.fixture(scope="module")
 def reference_python() -> Path:
-    python = CACHE / "venv" / "bin" / "python"
-    stamp = CACHE / "venv" / ("built " + " ".join(REFERENCE_PINS).replace("<", "lt"))
-    if not stamp.exists():
-        subprocess.run([sys.executable, "-m", "venv", "--clear", str(CACHE / "venv")], check=True)
-        pip = subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", *REFERENCE_PINS], capture_output=True, text=True
-        )
-        if pip.returncode != 0:  # no package index reachable: nothing to test against
-            pytest.skip(f"cannot build the reference environment: {pip.stderr.strip().splitlines()[-1:]}")
-        stamp.touch()
-    return python
+    return reference_venv_python()
 
 
 def _read_as_reference(python: Path, store: Path) -> dict[str, int]:

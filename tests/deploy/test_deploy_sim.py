@@ -14,6 +14,7 @@ import sys
 import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 
@@ -23,7 +24,7 @@ from deploy.deploy_cli import close_client, make_client
 from deploy.evaluation import arrival_errors, executed_path, idle_ticks
 from deploy.policy_client import PolicySpec
 from deploy.runner import DeployRunner
-from robot.calibration_data import CalibrationFile, LatencyValue, RobotCalibration
+from robot.calibration_data import ActionLatencyValue, CalibrationFile, RobotCalibration
 from robot.config import config_path, load_config
 from robot.env import Env
 
@@ -46,6 +47,7 @@ RIG = [
     "rig.cameras.cameras.scene.sim.intrinsics={fx: 28.0, fy: 28.0, cx: 15.5, cy: 11.5}",
 ]
 STANDIN = "py:deploy.standin:ReferencePolicy"
+STANDIN_CLI = [sys.executable, "-m", "robot.cli", "deploy", "--checkpoint", STANDIN, "--mode", "async"]
 
 
 def deploy_config(tmp_path, *overrides):
@@ -59,7 +61,7 @@ def deploy_config(tmp_path, *overrides):
 @pytest.fixture(scope="module")
 def env():
     cfg = deploy_config(Path("/tmp"))
-    cal = CalibrationFile(robot=RobotCalibration(action_latency=LatencyValue(value_s=DELAY_S)))
+    cal = CalibrationFile(robot=RobotCalibration(action_latency=ActionLatencyValue(value_s=DELAY_S)))
     with Env(cfg.rig, spacemouse=True, calibration=cal) as e:
         yield e
 
@@ -332,6 +334,7 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "nan ms" not in out.stdout and "All-NaN" not in out.stderr  # no figures before the first chunk
+    assert "latency watch" not in out.stderr  # the arm's latency did not change
     lines = out.stdout.strip().splitlines()
     assert any(line.startswith("timing:") and "action latency 40.0 ms" in line for line in lines)
     assert sum(line.startswith("episode ") for line in lines) >= 2
@@ -344,6 +347,7 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
         "actions_dropped",
         "safety_events",
         "episode_durations_s",
+        "latency_warnings",
     ):
         assert key in summary, key
     assert summary["episodes"] == 2 and len(summary["episode_durations_s"]) == 2
@@ -352,6 +356,19 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     s = EpisodeStore.open(store, "r")
     assert s.n_episodes == 2
     assert {"action", "chunk_index", "inference_latency_s", "dropped_actions", "camera_0"} <= set(s.keys)
+    # Evaluation video per camera, like collection's, named in the summary and in the episode lines.
+    for e in summary["per_episode"]:
+        videos = e["videos"]
+        assert set(videos) == {"scene", "wrist"}
+        for name, path in videos.items():
+            assert path == str(
+                tmp_path / "eval.zarr.videos" / f"episode_{e['store_index']:06d}" / f"{name}.mp4"
+            )
+            with av.open(path) as f:
+                n_frames = sum(1 for _ in f.decode(video=0))
+            stamps = np.load(Path(path).with_name(f"{name}.timestamps.npz"))["capture_time"]
+            assert n_frames == len(stamps) > 0  # few on a starved machine, but every one listed is there
+        assert any(line.startswith(f"episode {e['index']}:") and videos["scene"] in line for line in lines)
 
 
 @pytest.mark.timeout(90)
@@ -499,3 +516,28 @@ def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoin
     assert res is not None and res.error is None, res
     np.testing.assert_array_equal(res.actions[:2], committed)
     np.testing.assert_allclose(res.actions, want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.timeout(150)
+def test_the_first_observation_after_reset_and_homing_is_captured_after_them(tmp_path):
+    """A slow camera (150 ms from exposure to the host) still delivers the world before the reset for
+    a while: deploy waits for frames captured after the reset and the homing, by capture time, warms
+    the policy up first, and never records a step twice."""
+    store = tmp_path / "eval.zarr"
+    cmd = [*STANDIN_CLI, "--episodes", "2", f"store={store}", "max_episode_s=1.5", "spacemouse=false",
+           f"policy_kwargs={{latency_s: 0.12, start_pose: {START}}}", "rig.calibration_file=/nonexistent/cal.yaml",
+           *RIG, "rig.cameras.cameras.scene.sim.latency_s=0.15"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=140, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    warm = [line for line in out.stdout.splitlines() if line.startswith("policy warm-up: one predict took")]
+    assert len(warm) == 1 and out.stdout.index(warm[0]) < out.stdout.index("episode 0:")
+    s = EpisodeStore.open(store, "r")
+    n_obs, dt_s = 2, 0.1
+    for i in range(2):
+        side = json.loads((tmp_path / "eval.zarr.deploy" / f"episode_{i:06d}.json").read_text())
+        ts = s.get_episode(i, ["timestamp"])["timestamp"]
+        assert np.all(np.diff(ts) > 0), np.diff(ts)  # no repeated timestamps
+        assert ts[0] >= side["ready_time"], (ts[0], side["ready_time"])
+        chunk0 = side["chunks"][0]
+        # Every frame of chunk 0's observation window was captured after the reset and homing.
+        assert chunk0["t_obs"] - (n_obs - 1) * dt_s >= side["ready_time"]

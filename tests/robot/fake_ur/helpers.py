@@ -114,3 +114,39 @@ def pose_distance(a: Any, b: Any) -> tuple[float, float]:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     rot = Rotation.from_rotvec(a[3:]) * Rotation.from_rotvec(b[3:]).inv()
     return float(np.linalg.norm(a[:3] - b[:3])), float(rot.magnitude())
+
+
+def servo_through_script(
+    arm,
+    targets,
+    period_s: float,
+    lookahead_time_s: float,
+    gain: float,
+    servo_joints: bool = False,
+):
+    """Stream ``targets`` (one TCP pose per controller tick, (N, 6)) to ``arm`` through the fake
+    controller's control script exactly as ur_rtde's servoL/servoJ write them into the input
+    registers (pose or joints, then speed, acceleration, time, lookahead, gain). Per tick at
+    ``t = i * period_s``: the arm steps to ``t`` and its state is read (as the controller does before
+    it takes the new command), then the script runs. Returns the tick times and measured TCP poses."""
+    from robot.fake_ur.arm_model import ur5_ik_closest
+    from robot.fake_ur.script import CMD_SERVOJ, CMD_SERVOL, ControlScript, Registers
+
+    regs = Registers()
+    script = ControlScript(regs, arm, 0, 0.0)
+    regs.input_int[0] = CMD_SERVOJ if servo_joints else CMD_SERVOL
+    ts, measured = [], []
+    q = arm.actual_q
+    for i, pose in enumerate(np.asarray(targets, dtype=np.float64)):
+        t = (i + 1) * period_s
+        arm.step(t)
+        ts.append(t)
+        measured.append(arm.actual_tcp_pose)
+        if servo_joints:
+            q = ur5_ik_closest(pose, q, np.zeros(6))
+            regs.input_double[:6] = q
+        else:
+            regs.input_double[:6] = pose
+        regs.input_double[6:11] = (0.0, 0.0, period_s, lookahead_time_s, gain)
+        script.tick(t)
+    return np.asarray(ts), np.asarray(measured)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 import struct
 
@@ -222,3 +223,34 @@ def test_rtde_watchdog_stops_the_program_when_the_client_stops_kicking():
     assert out["running_while_kicked"] is True
     assert out["stopped_after_s"] is not None
     assert st["watchdog_trips"] == 1
+
+
+def _half_rise_time_s(lookahead_time_s: float, gain: float, servo_joints: bool = False) -> float:
+    """Time from a 5 mm servo step until the fake's sim arm covered half of it (s)."""
+    from robot.fake_ur.sim_adapter import SimArmAdapter
+    from robot.sim.ur5_model import UR5ModelParams
+    from tests.robot.fake_ur.helpers import servo_through_script
+
+    params = UR5ModelParams(action_delay_s=0.01, tracking_time_constant_s=0.01, max_linear_accel_m_s2=1e3)
+    arm = SimArmAdapter(Q0, params)
+    start = arm.actual_tcp_pose
+    goal = start + np.array([0.0, 0.005, 0, 0, 0, 0])
+    period_s = 0.002
+    targets = np.repeat(goal[None], int(1.0 / period_s), axis=0)
+    ts, measured = servo_through_script(arm, targets, period_s, lookahead_time_s, gain, servo_joints)
+    frac = (measured[:, 1] - start[1]) / 0.005
+    assert frac[-1] == pytest.approx(1.0, abs=0.01)  # it gets there
+    return float(ts[np.argmax(frac >= 0.5)] - period_s)  # the step was sent at the first tick
+
+
+def test_sim_arm_lag_grows_with_servo_lookahead_and_falls_with_gain():
+    base = _half_rise_time_s(0.0, 300.0)  # no smoothing: delay + tracking only
+    assert base == pytest.approx(0.01 + 0.01 * math.log(2), abs=0.003)
+    short, long = _half_rise_time_s(0.03, 300.0), _half_rise_time_s(0.2, 300.0)
+    assert base < short < long
+    # The smoothing's half time is (lookahead / 2) * (300 / gain) * ln 2 on top of the arm's own lag.
+    assert long - base > 0.5 * 0.1 * math.log(2)
+    high_gain = _half_rise_time_s(0.2, 2000.0)
+    assert base < high_gain < long
+    # servoJ goes through the same smoothing.
+    assert _half_rise_time_s(0.2, 300.0, servo_joints=True) == pytest.approx(long, abs=0.003)
