@@ -7,8 +7,11 @@
 #                  the versions in this machine's .venv
 #   there:       run(command="bash benchmarks/gpu_check.sh run", carry=[".whl"], timeout_s=540)
 #                  installs them into /tmp/site, then runs tests/policy (the GPU tests in
-#                  tests/policy/test_policy_gpu.py are skipped everywhere else) and
-#                  benchmarks/policy_bench.py --device cuda; logs and the benchmark's JSON go to $OUT.
+#                  tests/policy/test_policy_gpu.py are skipped everywhere else; both backbones) and
+#                  benchmarks/policy_bench.py --device cuda for the U-Net and for the transformer
+#                  (--backbone transformer); logs and the benchmarks' JSON go to $OUT.
+# Time limits (sum 510 s, inside the 540 s of the run): tests 240 s, U-Net bench 150 s, transformer
+# bench 120 s (its paper config is ~9 M parameters, the camera encoders dominate).
 #
 # The GPU image has torch (CUDA), numpy, pytest, hypothesis, yaml, tqdm, matplotlib, opencv; the
 # project is used from the working tree (PYTHONPATH), not installed (its C extension is for the rig,
@@ -43,12 +46,15 @@ run)
     export PYTHONPATH="/tmp/site:$PWD" PYTHONUNBUFFERED=1
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
     python3 -c "import torch, diffusers, zarr; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'diffusers', diffusers.__version__, 'zarr', zarr.__version__)" | tee -a "$out/gpu.txt"
-    timeout 300 python3 -m pytest -q -p no:cacheprovider -rs tests/policy 2>&1 | tee "$out/pytest.log" | grep -v "^train:"
+    timeout 240 python3 -m pytest -q -p no:cacheprovider -rs tests/policy 2>&1 | tee "$out/pytest.log" | grep -v "^train:"
     tests_rc=${PIPESTATUS[0]}
-    timeout 200 python3 benchmarks/policy_bench.py --device cuda --runs 20 --tiny-runs 50 2>&1 | tee "$out/policy_bench.log"
+    timeout 150 python3 benchmarks/policy_bench.py --device cuda --runs 20 --tiny-runs 50 2>&1 | tee "$out/policy_bench.log"
     bench_rc=${PIPESTATUS[0]}
-    echo "gpu_check: tests rc=$tests_rc, policy_bench rc=$bench_rc"
-    [ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ]
+    timeout 120 python3 benchmarks/policy_bench.py --device cuda --backbone transformer --runs 20 --tiny-runs 50 2>&1 \
+        | tee "$out/policy_bench_transformer.log"
+    bench_t_rc=${PIPESTATUS[0]}
+    echo "gpu_check: tests rc=$tests_rc, policy_bench rc=$bench_rc (unet), $bench_t_rc (transformer)"
+    [ "$tests_rc" = 0 ] && [ "$bench_rc" = 0 ] && [ "$bench_t_rc" = 0 ]
     ;;
 *)
     echo "usage: bash benchmarks/gpu_check.sh prep|run" >&2

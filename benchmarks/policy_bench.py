@@ -1,17 +1,23 @@
 """Diffusion-policy inference latency: plain fp32 eager against the fast path, same seed and noise.
 
-    python benchmarks/policy_bench.py [--runs N] [--tiny-runs N] [--compile] [--device cpu|cuda]
+    python benchmarks/policy_bench.py [--backbone unet|transformer] [--runs N] [--tiny-runs N] [--compile]
+                                      [--device cpu|cuda]
 
-Configs: the paper's real-robot config (configs/policy/paper.yaml: 2 cameras 240x320 cropped to
-216x288, ResNet-18-GN encoders, U-Net down dims 512/1024/2048 = ~307 M parameters, DDIM 16 steps) and
-configs/policy/tiny.yaml, both with freshly initialised weights (latency does not depend on training).
+Configs, per backbone, both with freshly initialised weights (latency does not depend on training):
+the paper's real-robot config (2 cameras 240x320 cropped to 216x288, ResNet-18-GN encoders, DDIM 16
+steps) with the U-Net (configs/policy/paper.yaml, down dims 512/1024/2048 = ~307 M parameters) or the
+transformer (configs/policy/paper_transformer.yaml, 8 layers x 256 = ~9 M parameters), and the tiny
+config (configs/policy/tiny.yaml, or tiny_reach_transformer.yaml, what `rig demo --policy
+tiny_reach_transformer` trains).
 
-- eager: fp32 weights, ``torch.no_grad``, the U-Net's FiLM conditioning recomputed at every step
-  (what the reference implementation does).
+- eager: fp32 weights, ``torch.no_grad``, the denoiser's conditioning (U-Net: FiLM; transformer:
+  condition tokens and cross-attention keys/values) recomputed at every step (what the reference
+  implementation does).
 - fast, two variants, through the public ``Policy.predict`` (validation included), both with
-  ``inference_mode``, FiLM parameters of all 16 steps computed once per chunk, U-Net convolutions as
-  matmuls on contiguous pre-laid-out weights (policy/fast_inference.py), channels-last encoders,
-  optionally ``torch.compile``:
+  ``inference_mode``, the conditioning of all 16 steps computed once per chunk, the denoiser's
+  convolutions and per-step linear layers as matmuls on contiguous pre-laid-out weights
+  (policy/fast_inference.py), attention through ``scaled_dot_product_attention``, channels-last
+  encoders, optionally ``torch.compile``:
   * fp32 weights;
   * bf16 weights, fp32 activations, the first 3 (high-noise) denoising steps on an fp32 copy.
   The reported fast path is the quicker variant whose actions stay within the bound.
@@ -19,12 +25,14 @@ configs/policy/tiny.yaml, both with freshly initialised weights (latency does no
 Both sample from the same seed, so the initial noise is identical; ``max_abs_diff`` is the largest
 difference of the sampled action windows in normalized units ([-1, 1] range; the acceptance bound
 is 0.02 = 1% of that range). ``limit_ms`` estimates the memory-bound floor of the fast path: the
-bytes of weights each chunk must stream (U-Net conv weights 16 times, FiLM and encoder weights once)
+bytes of weights each chunk must stream (per-step denoiser weights 16 times, conditioning and encoder
+weights once)
 divided by the memory bandwidth measured in the same run with a large tensor copy (bytes read +
 written per second).
 
 The table goes to stdout; the last line is one JSON object with ``eager_p50_ms``, ``fast_p50_ms``,
-``speedup`` (eager/fast, paper config), ``max_abs_diff``, ``limit_ms``, ``tiny_p50_ms`` and more.
+``speedup`` (eager/fast, paper config), ``max_abs_diff``, ``limit_ms``, ``tiny_p50_ms`` and more, for
+the chosen ``--backbone``.
 Latencies on a shared machine are noisy: read p50 and p99 together, and compare only within a run.
 """
 
@@ -45,7 +53,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from policy.config import TrainConfig  # noqa: E402
 from policy.diffusion import DiffusionPolicy  # noqa: E402
-from policy.fast_inference import LinearConv1d, LinearConvTranspose1d, _MatmulConv  # noqa: E402
+from policy.fast_inference import _MatmulConv  # noqa: E402
 from policy.inference import Policy  # noqa: E402
 from robot.config import config_path, load_config  # noqa: E402
 
@@ -71,14 +79,24 @@ def measure_bandwidth_gbs(device: torch.device, mbytes: int = 512, reps: int = 5
     return 2 * n * 4 / best / 1e9
 
 
+CONFIGS = {  # backbone -> (paper config, tiny config)
+    "unet": ("policy/paper.yaml", "policy/tiny.yaml"),
+    "transformer": ("policy/paper_transformer.yaml", "policy/tiny_reach_transformer.yaml"),
+}
+POSE_LOW, POSE_HIGH = np.array([-0.5, -0.5, 0.0, -3, -3, -3]), np.array([0.5, 0.5, 0.3, 3, 3, 3])
+
+
 def shape_meta_for(cfg: TrainConfig, stored_hw: tuple[int, int]) -> dict:
+    """A 6-D pose store's shape_meta, with the pose columns the config selects (``dims``)."""
     obs = {}
     for key, oc in cfg.policy.obs.items():
         if oc.type == "rgb":
             obs[key] = {"type": "rgb", "shape": [3, *stored_hw]}
         else:
-            obs[key] = {"type": "low_dim", "shape": [6], "dims": list(range(6))}
-    return {"obs": obs, "action": {"shape": [6], "dims": list(range(6)), "key": "action"}}
+            dims = oc.dims if oc.dims is not None else list(range(6))
+            obs[key] = {"type": "low_dim", "shape": [len(dims)], "dims": dims}
+    adims = cfg.policy.action_dims if cfg.policy.action_dims is not None else list(range(6))
+    return {"obs": obs, "action": {"shape": [len(adims)], "dims": adims, "key": "action"}}
 
 
 def make_policy(name: str, stored_hw: tuple[int, int], device: torch.device) -> Policy:
@@ -87,12 +105,9 @@ def make_policy(name: str, stored_hw: tuple[int, int], device: torch.device) -> 
     torch.manual_seed(0)
     model = DiffusionPolicy(cfg.policy, sm)
     rng = np.random.default_rng(0)
-    model.normalizer.fit(
-        "robot_eef_pose", rng.uniform([-0.5, -0.5, 0.0, -3, -3, -3], [0.5, 0.5, 0.3, 3, 3, 3], (500, 6))
-    )
-    model.normalizer.fit(
-        "action", rng.uniform([-0.5, -0.5, 0.0, -3, -3, -3], [0.5, 0.5, 0.3, 3, 3, 3], (500, 6))
-    )
+    for key in ("robot_eef_pose", "action"):
+        dims = sm["obs"][key]["dims"] if key in sm["obs"] else sm["action"]["dims"]
+        model.normalizer.fit(key, rng.uniform(POSE_LOW[dims], POSE_HIGH[dims], (500, len(dims))))
     return Policy(model.eval(), cfg, sm, dt_s=0.1, device=device)
 
 
@@ -114,7 +129,7 @@ def eager_predict(policy: Policy, obs: dict[str, np.ndarray], seed: int) -> torc
     with torch.no_grad():
         tens = policy._obs_tensors(obs)
         gen = torch.Generator().manual_seed(seed)
-        policy.model.predict_action(tens, gen, cache_film=False)
+        policy.model.predict_action(tens, gen, cache_cond=False)
     return policy.model.last_normalized_actions.float().cpu()
 
 
@@ -137,13 +152,12 @@ def time_fn(fn, runs: int, device: torch.device, warmup: int = 1) -> np.ndarray:
 
 
 def weight_bytes(policy: Policy) -> dict[str, int]:
-    """Bytes of weights the fast path streams per chunk: per plain U-Net step, per precise (fp32)
-    step, and once per chunk (FiLM layers and step embedding, computed once; camera encoders)."""
-    unet = policy.model.unet
-    once_ids = {id(p) for blk in unet._res_blocks for p in blk.cond_encoder.parameters()}
-    once_ids |= {id(p) for p in unet.diffusion_step_encoder.parameters()}
+    """Bytes of weights the fast path streams per chunk: per plain denoiser step, per precise (fp32)
+    step, and once per chunk (the conditioning cache's layers; camera encoders)."""
+    denoiser = policy.model.denoiser
+    once_ids = {id(p) for m in denoiser.cache_modules() for p in m.parameters()}
     fast_only, precise_only, shared, once = 0, 0, 0, 0
-    for m in unet.modules():
+    for m in denoiser.modules():
         for name, p in m.named_parameters(recurse=False):
             nbytes = p.numel() * p.element_size()
             if id(p) in once_ids:
@@ -221,7 +235,7 @@ def bench_config(
             times[key].append((time.perf_counter() - t0) * 1e3)
     row = {
         "config": name,
-        "unet_params_m": sum(p.numel() for p in eager.model.unet.parameters()) / 1e6,
+        "denoiser_params_m": sum(p.numel() for p in eager.model.denoiser.parameters()) / 1e6,
         "steps": eager.config.policy.noise.num_inference_steps,
         "eager_p50_ms": float(np.percentile(times["eager"], 50)),
         "eager_p99_ms": float(np.percentile(times["eager"], 99)),
@@ -240,9 +254,7 @@ def bench_config(
             "bytes_per_precise_step": wb["per_precise_step"],
             "precise_steps": fast.model.precise_steps,
             "bytes_once": wb["once"],
-            "matmul_convs": sum(
-                isinstance(m, LinearConv1d | LinearConvTranspose1d) for m in fast.model.unet.modules()
-            ),
+            "matmul_layers": sum(isinstance(m, _MatmulConv) for m in fast.model.denoiser.modules()),
             "graphs": fast.model.graph_mode == "cuda",
         }
     for pol, _ in paths.values():
@@ -253,6 +265,7 @@ def bench_config(
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", choices=sorted(CONFIGS), default="unet", help="the denoiser to measure")
     p.add_argument("--runs", type=int, default=3, help="timed chunks per path for the paper config")
     p.add_argument("--tiny-runs", type=int, default=20, help="timed chunks per path for the tiny config")
     p.add_argument("--compile", action="store_true", help="also torch.compile the U-Net in the fast paths")
@@ -282,16 +295,21 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"device {device}, torch threads {torch.get_num_threads()}, copy bandwidth {bw:.1f} GB/s (read + write)"
     )
-    paper = bench_config("policy/paper.yaml", (240, 320), args.runs, device, args.compile, enc_dtype)
-    tiny = bench_config("policy/tiny.yaml", (96, 128), args.tiny_runs, device, args.compile, enc_dtype)
+    paper_cfg, tiny_cfg = CONFIGS[args.backbone]
+    paper = bench_config(paper_cfg, (240, 320), args.runs, device, args.compile, enc_dtype)
+    tiny = bench_config(tiny_cfg, (96, 128), args.tiny_runs, device, args.compile, enc_dtype)
     print()
-    hdr = f"{'config':<7} {'path':<36} {'p50 ms':>9} {'p99 ms':>9} {'encoder':>9} {'limit ms':>9} {'speedup':>8} {'max|d|':>8}"
+    print(
+        f"backbone {args.backbone}: {paper['denoiser_params_m']:.1f} M denoiser parameters (paper), "
+        f"{tiny['denoiser_params_m']:.2f} M (tiny)"
+    )
+    hdr = f"{'config':<22} {'path':<36} {'p50 ms':>9} {'p99 ms':>9} {'encoder':>9} {'limit ms':>9} {'speedup':>8} {'max|d|':>8}"
     print(hdr)
     print("-" * len(hdr))
     for row in (paper, tiny):
         cfg = Path(row["config"]).stem
         print(
-            f"{cfg:<7} {'eager fp32':<36} {row['eager_p50_ms']:9.1f} {row['eager_p99_ms']:9.1f} "
+            f"{cfg:<22} {'eager fp32':<36} {row['eager_p50_ms']:9.1f} {row['eager_p99_ms']:9.1f} "
             f"{row['eager_encoder_ms']:9.1f} {'':>9} {1.0:7.2f}x {0.0:8.4f}"
         )
         for key, label in row["variants"].items():
@@ -305,7 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             v["limit_ms"] = chunk_bytes / (bw * 1e9) * 1e3
             v["speedup"] = row["eager_p50_ms"] / v["p50_ms"]
             print(
-                f"{'':<7} {label:<36} {v['p50_ms']:9.1f} {v['p99_ms']:9.1f} {v['encoder_ms']:9.1f} "
+                f"{'':<22} {label:<36} {v['p50_ms']:9.1f} {v['p99_ms']:9.1f} {v['encoder_ms']:9.1f} "
                 f"{v['limit_ms']:9.1f} {v['speedup']:7.2f}x {v['max_abs_diff']:8.4f}"
             )
         # The fast path: the quickest variant whose actions stay within the bound.
@@ -315,9 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     pf = paper[paper["fast"]]
     k = pf["precise_steps"]
     print(
-        f"paper fast path ({paper['fast']}): {paper['steps'] - k} U-Net steps x {pf['bytes_per_step'] / 1e6:.0f} MB "
+        f"paper fast path ({paper['fast']}): {paper['steps'] - k} denoiser steps x {pf['bytes_per_step'] / 1e6:.0f} MB "
         f"+ {k} x {pf['bytes_per_precise_step'] / 1e6:.0f} MB (fp32 steps) of weights "
-        f"+ {pf['bytes_once'] / 1e6:.0f} MB once (FiLM, encoders) = {pf['limit_ms']:.0f} ms at "
+        f"+ {pf['bytes_once'] / 1e6:.0f} MB once (conditioning, encoders) = {pf['limit_ms']:.0f} ms at "
         f"{bw:.1f} GB/s; measured {pf['p50_ms']:.0f} ms, of which the camera encoders (compute-bound, "
         f"4 images of 216x288) take {pf['encoder_ms']:.0f} ms"
     )
@@ -350,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         "graphs": pf["graphs"],
         "tiny_eager_p50_ms": round(tiny["eager_p50_ms"], 1),
         "bandwidth_gbs": round(bw, 2),
+        "backbone": args.backbone,
         "device": str(device),
         "threads": torch.get_num_threads(),
         "compile": args.compile,

@@ -96,7 +96,8 @@ class DeployConfig(StrictModel):
     torch_threads: int | None = Field(1, ge=1)
     """CPU threads torch may use for inference (None: all cores; the rig's processes need some)."""
     fast_inference: bool = False
-    """bf16 weights and cached FiLM (``Policy.optimize_for_inference``); see policy_bench."""
+    """Packed (bf16 for large denoisers) weights and the conditioning cached per chunk
+    (``Policy.optimize_for_inference``); see policy_bench."""
     policy_kwargs: dict[str, Any] = Field(default_factory=dict)
     """Arguments of a ``py:module:Factory`` policy (stand-ins for tests and benchmarks)."""
     store: str | None = "data/eval.zarr"

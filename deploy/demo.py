@@ -2,7 +2,8 @@
 
 1. ``rig collect`` records ``--episodes`` reach demonstrations, the scripted SpaceMouse expert driving
    the simulated arm through the same teleop path a person uses;
-2. ``rig train`` trains the tiny diffusion policy on them;
+2. ``rig train`` trains the tiny diffusion policy on them (``--policy``: the U-Net ``tiny_reach``, or
+   ``tiny_reach_transformer`` for the transformer backbone);
 3. ``rig deploy`` runs the trained policy on the simulated arm for ``--eval-episodes`` episodes whose
    seeds were not used for collection, and reports the task's success rate.
 
@@ -81,6 +82,14 @@ def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
     return last_json
 
 
+def policy_config(name: str) -> str:
+    """``--policy`` -> the config ``rig train`` gets: a bare name (``tiny_reach_transformer``) is the
+    config of that name under configs/policy/; a path stays as given."""
+    if "/" in name or Path(name).is_file():
+        return name
+    return f"policy/{name}"
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="rig demo", description=__doc__.splitlines()[0])
     ap.add_argument("--episodes", type=int, default=40, help="demonstrations to collect")
@@ -92,11 +101,18 @@ def main(argv: list[str]) -> int:
         "--checkpoint", default=None, help="reuse this checkpoint/run: skip collection and training"
     )
     ap.add_argument("--collect-config", default="collect/sim_reach.yaml")
-    ap.add_argument("--policy-config", default="policy/tiny_reach.yaml")
+    ap.add_argument(
+        "--policy",
+        "--policy-config",
+        dest="policy_config",
+        default="policy/tiny_reach.yaml",
+        help="policy config: a name under configs/policy/ (tiny_reach, tiny_reach_transformer) or a path",
+    )
     ap.add_argument("--deploy-config", default="deploy/sim_reach.yaml")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
     args = ap.parse_args(argv)
 
+    args.policy_config = policy_config(args.policy_config)
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
     out.mkdir(parents=True, exist_ok=True)
     rig = [sys.executable, "-m", "robot.cli"]

@@ -163,6 +163,9 @@ def _obs_shapes(shape_meta: dict[str, Any]) -> dict[str, list[int]]:
 
 
 def policy_meta(policy: Any, description: str) -> PolicyMeta:
+    backbone = getattr(policy, "backbone", None)  # a trained policy says which denoiser it runs
+    if backbone is not None:
+        description = f"{description} ({backbone})"
     return PolicyMeta(
         n_obs_steps=int(policy.n_obs_steps),
         n_action_steps=int(policy.n_action_steps),

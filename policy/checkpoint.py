@@ -4,7 +4,9 @@ A run directory holds ``checkpoints/step_<N>.pt``, a ``latest`` symlink to the n
 (``config.yaml``), ``log.jsonl`` and ``loss.png``. A checkpoint is a ``torch.save`` dict of plain
 types and tensors (loadable with ``weights_only=True``):
 
-``format``, ``config`` (the full TrainConfig as a dict), ``shape_meta``, ``dt_s``, ``model`` (state
+``format``, ``config`` (the full TrainConfig as a dict), ``backbone`` (``"unet"`` or ``"transformer"``,
+as in ``config["policy"]["model"]``; absent in checkpoints older than the transformer, which are all
+U-Nets), ``shape_meta``, ``dt_s``, ``model`` (state
 dict), ``normalizer`` (its buffers, also part of ``model``), ``ema_model`` (state dict of the EMA
 weights, or None), ``ema_meta`` (EMA bookkeeping),
 ``optimizer``, ``lr_scheduler``, ``step``, ``epoch``, ``git_revision``, ``history``.

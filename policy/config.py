@@ -59,6 +59,37 @@ class UnetConfig(StrictModel):
     cond_predict_scale: bool = True
 
 
+class TransformerConfig(StrictModel):
+    """Time-series diffusion transformer (the paper's Diffusion Policy-T; policy/transformer.py).
+
+    The defaults are the reference's real-robot image configuration
+    (train_diffusion_transformer_real_hybrid_workspace.yaml in real-stanford/diffusion_policy).
+    """
+
+    n_layer: int = Field(8, ge=1, description="decoder layers")
+    n_head: int = Field(4, ge=1, description="attention heads; must divide n_emb")
+    n_emb: int = Field(256, ge=8, description="token width; even (sinusoidal step embedding)")
+    p_drop_emb: float = Field(0.0, ge=0.0, lt=1.0, description="dropout on the token embeddings")
+    p_drop_attn: float = Field(0.3, ge=0.0, lt=1.0, description="dropout on attention weights and sublayers")
+    # An action token attends to earlier action tokens only, and to the step token and the
+    # observations up to its own time step.
+    causal_attn: bool = True
+
+    @model_validator(mode="after")
+    def _check_heads(self) -> TransformerConfig:
+        if self.n_emb % self.n_head or self.n_emb % 2:
+            raise ValueError(f"n_emb ({self.n_emb}) must be even and divisible by n_head ({self.n_head})")
+        return self
+
+
+class ModelConfig(StrictModel):
+    """The denoising network: which backbone, and the settings of each (only the chosen one is used)."""
+
+    backbone: Literal["unet", "transformer"] = "unet"
+    unet: UnetConfig = Field(default_factory=UnetConfig)
+    transformer: TransformerConfig = Field(default_factory=TransformerConfig)
+
+
 class NoiseConfig(StrictModel):
     """Diffusion schedule: DDPM for training, DDIM for sampling (both from diffusers)."""
 
@@ -83,8 +114,17 @@ class PolicyConfig(StrictModel):
     n_obs_steps: int = 2
     n_action_steps: int = 8
     vision: VisionConfig = Field(default_factory=VisionConfig)
-    unet: UnetConfig = Field(default_factory=UnetConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
     noise: NoiseConfig = Field(default_factory=NoiseConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unet_of_older_checkpoints(cls, data: object) -> object:
+        # Checkpoints written before the transformer backbone hold `policy.unet` and no `policy.model`.
+        if isinstance(data, dict) and "unet" in data and "model" not in data:
+            data = dict(data)
+            data["model"] = {"backbone": "unet", "unet": data.pop("unet")}
+        return data
 
     @model_validator(mode="after")
     def _check_steps(self) -> PolicyConfig:
@@ -95,8 +135,8 @@ class PolicyConfig(StrictModel):
                 f"n_obs_steps - 1 + n_action_steps ({self.n_obs_steps - 1 + self.n_action_steps}) "
                 f"must not exceed horizon ({self.horizon})"
             )
-        factor = 2 ** (len(self.unet.down_dims) - 1)
-        if self.horizon % factor:
+        factor = 2 ** (len(self.model.unet.down_dims) - 1)
+        if self.model.backbone == "unet" and self.horizon % factor:
             raise ValueError(f"horizon {self.horizon} must be divisible by {factor} (2^(len(down_dims)-1))")
         if not self.obs:
             raise ValueError("policy.obs is empty: give at least one observation key")
@@ -128,7 +168,12 @@ class TrainingConfig(StrictModel):
     num_epochs: int = 100
     max_steps: int | None = None  # stop after this many optimizer steps (whichever comes first)
     lr: float = 1e-4
+    # AdamW weight decay of the denoiser. The transformer decays only its weight matrices (not biases,
+    # LayerNorms or position embeddings); the U-Net decays all its parameters.
     weight_decay: float = 1e-6
+    # ... and of the observation encoder (None: weight_decay). The reference transformer trains with
+    # 1e-3 for the transformer and 1e-6 for the encoder.
+    obs_encoder_weight_decay: float | None = None
     betas: tuple[float, float] = (0.95, 0.999)
     lr_scheduler: str = "cosine"
     lr_warmup_steps: int = 500

@@ -1,14 +1,20 @@
-"""The diffusion policy network: observation encoder + conditional U-Net + noise schedules.
+"""The diffusion policy network: observation encoder + denoiser + noise schedules.
+
+The denoiser is the backbone chosen by ``policy.model.backbone``: the conditional 1-D U-Net
+(policy/unet.py, the observation feature enters by FiLM) or the time-series diffusion transformer
+(policy/transformer.py, the observation steps and the diffusion step enter as cross-attention tokens).
+Both take the same inputs and share the conditioning-cache contract below.
 
 Training (:meth:`DiffusionPolicy.compute_loss`): normalize actions, add DDPM noise at a random step
 (100 steps, squared-cosine schedule), regress the noise (epsilon) from the noisy action window and
-the observation feature of the first ``n_obs_steps`` steps (global FiLM conditioning).
+the observation feature of the first ``n_obs_steps`` steps.
 
 Sampling (:meth:`DiffusionPolicy.sample`): DDIM with ``num_inference_steps`` (16) steps from Gaussian
 noise drawn from a caller-given generator (so a seed fixes the result). Known leading actions are
 inpainted: at every step their positions are replaced by the known values noised to that step's
-level, and by the exact values at the end. The FiLM parameters of all steps are computed in one
-batched call before the loop (they depend only on step and observation).
+level, and by the exact values at the end. The denoiser's conditioning of all steps (U-Net: FiLM
+parameters; transformer: each layer's cross-attention keys and values) is computed in one batched
+call before the loop: it depends only on step and observation, not on the noisy actions.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from torch import nn
 from policy.config import PolicyConfig
 from policy.normalizer import LinearNormalizer
 from policy.obs_encoder import ObsEncoder
+from policy.transformer import TransformerForDiffusion
 from policy.unet import ConditionalUnet1D
 
 
@@ -51,20 +58,37 @@ class DiffusionPolicy(nn.Module):
         self.normalizer = LinearNormalizer(dims)
         self.obs_encoder = ObsEncoder(shape_meta, cfg.vision, self.normalizer)
         self.obs_feature_dim = self.obs_encoder.out_dim
-        u = cfg.unet
-        self.unet = ConditionalUnet1D(
-            input_dim=self.action_dim,
-            global_cond_dim=self.obs_feature_dim * cfg.n_obs_steps,
-            diffusion_step_embed_dim=u.diffusion_step_embed_dim,
-            down_dims=list(u.down_dims),
-            kernel_size=u.kernel_size,
-            n_groups=u.n_groups,
-            cond_predict_scale=u.cond_predict_scale,
-        )
+        self.backbone = cfg.model.backbone
+        # registered under the backbone's name, so the state dict's keys say which it is
+        if self.backbone == "unet":
+            u = cfg.model.unet
+            self.unet = ConditionalUnet1D(
+                input_dim=self.action_dim,
+                global_cond_dim=self.obs_feature_dim * cfg.n_obs_steps,
+                diffusion_step_embed_dim=u.diffusion_step_embed_dim,
+                down_dims=list(u.down_dims),
+                kernel_size=u.kernel_size,
+                n_groups=u.n_groups,
+                cond_predict_scale=u.cond_predict_scale,
+            )
+        else:
+            tc = cfg.model.transformer
+            self.transformer = TransformerForDiffusion(
+                action_dim=self.action_dim,
+                horizon=cfg.horizon,
+                n_obs_steps=cfg.n_obs_steps,
+                cond_dim=self.obs_feature_dim,
+                n_layer=tc.n_layer,
+                n_head=tc.n_head,
+                n_emb=tc.n_emb,
+                p_drop_emb=tc.p_drop_emb,
+                p_drop_attn=tc.p_drop_attn,
+                causal_attn=tc.causal_attn,
+            )
         self.train_scheduler, self.infer_scheduler = make_schedulers(cfg)
         # Fast path (policy.fast_inference): this many first denoising steps use the precise weights.
         self.precise_steps = 0
-        # CUDA graphs for the conditioning (encoders + FiLM) and the U-Net steps (policy.cuda_graphs):
+        # CUDA graphs for the conditioning (encoders + cache) and the denoiser steps (policy.cuda_graphs):
         # None (plain calls), "cuda" or "emulate" (the same buffer protocol on CPU, for tests).
         self.graph_mode: str | None = None
         self._graph_calls: dict[Any, Any] = {}
@@ -72,12 +96,34 @@ class DiffusionPolicy(nn.Module):
         self._timesteps_key: Any = None
 
     @property
+    def denoiser(self) -> ConditionalUnet1D | TransformerForDiffusion:
+        return self.unet if self.backbone == "unet" else self.transformer
+
+    @property
     def dtype(self) -> torch.dtype:
-        return next(self.unet.parameters()).dtype
+        """The dtype activations enter the denoiser in: the model's own (``.to(dtype)`` casts the
+        normalizer with everything else). The fast path's reduced-precision weights do not change it:
+        their layers take fp32 activations and round inside (policy/fast_inference.py)."""
+        return self.normalizer.scale("action").dtype
 
     @property
     def device(self) -> torch.device:
-        return next(self.unet.parameters()).device
+        return next(self.denoiser.parameters()).device
+
+    def optim_groups(self, weight_decay: float, obs_encoder_weight_decay: float | None) -> list[dict]:
+        """AdamW parameter groups, one per distinct weight decay, each in parameter order: the
+        denoiser's decays (see its ``optim_groups``) and the observation encoder's
+        (``obs_encoder_weight_decay``, None = ``weight_decay``). A U-Net with one decay for all gives
+        the single group that optimizer states of older checkpoints hold."""
+        decay = {
+            id(p): g["weight_decay"] for g in self.denoiser.optim_groups(weight_decay) for p in g["params"]
+        }
+        enc_decay = weight_decay if obs_encoder_weight_decay is None else obs_encoder_weight_decay
+        decay.update({id(p): enc_decay for p in self.obs_encoder.parameters()})
+        groups: dict[float, list[nn.Parameter]] = {}
+        for p in self.parameters():
+            groups.setdefault(decay[id(p)], []).append(p)
+        return [{"params": params, "weight_decay": wd} for wd, params in groups.items()]
 
     def encode_obs(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
         """Raw obs (B, >= n_obs_steps, ...) -> global condition (B, n_obs_steps * feature_dim)."""
@@ -95,7 +141,7 @@ class DiffusionPolicy(nn.Module):
             0, self.train_scheduler.config.num_train_timesteps, (b,), device=actions.device
         )
         noisy = self.train_scheduler.add_noise(actions, noise, timesteps)
-        pred = self.unet(noisy, timesteps, global_cond=global_cond)
+        pred = self.denoiser(noisy, timesteps, global_cond=global_cond)
         target = noise if self.cfg.noise.prediction_type == "epsilon" else actions
         return F.mse_loss(pred.float(), target.float())
 
@@ -105,16 +151,16 @@ class DiffusionPolicy(nn.Module):
         generator: torch.Generator | None = None,
         known: torch.Tensor | None = None,
         known_start: int = 0,
-        cache_film: bool = True,
-        films: list[torch.Tensor] | None = None,
+        cache_cond: bool = True,
+        caches: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """DDIM-sample normalized action windows (B, horizon, Da).
 
         known: optional normalized actions (B, m, Da) that must occupy window positions
         ``known_start .. known_start + m - 1`` (inpainting). Noise is drawn with ``generator`` (fp32,
         on the generator's device) so that a seed gives the same chunk on any dtype and device.
-        films: FiLM parameters of all inference steps (from :meth:`condition`), else computed here
-        (``cache_film``) or per step.
+        caches: the denoiser's conditioning of all inference steps (from :meth:`condition`), else
+        computed here (``cache_cond``) or per step.
         """
         b = global_cond.shape[0]
         sched = self.infer_scheduler
@@ -130,24 +176,25 @@ class DiffusionPolicy(nn.Module):
             known = known.to(device=self.device, dtype=torch.float32)
             known_noise = torch.randn(known.shape, generator=generator, device=gen_device).to(self.device)
         timesteps = sched.timesteps
-        if films is None and cache_film:
-            films = self.unet.film(timesteps.to(self.device), global_cond)
+        denoiser = self.denoiser
+        if caches is None and cache_cond:
+            caches = denoiser.cond_cache(timesteps.to(self.device), global_cond)
         if self.precise_steps:
             from policy.fast_inference import set_precise
-        graphed = self.graph_mode is not None and films is not None
+        graphed = self.graph_mode is not None and caches is not None
         for i, t in enumerate(timesteps):
             precise = i < self.precise_steps
             if self.precise_steps and not graphed:
-                set_precise(self.unet, precise)
+                set_precise(denoiser, precise)
             if known_noise is not None:
                 traj[:, sl] = sched.add_noise(known, known_noise, t.reshape(1))
-            step_film = None if films is None else [f[i * b : (i + 1) * b] for f in films]
+            step_cache = None if caches is None else [c[i * b : (i + 1) * b] for c in caches]
             if graphed:
-                out = self._step_call(precise)(traj.to(self.dtype), *step_film)[0]
-            elif step_film is not None:
-                out = self.unet(traj.to(self.dtype), film=step_film)
+                out = self._step_call(precise)(traj.to(self.dtype), *step_cache)[0]
+            elif step_cache is not None:
+                out = denoiser(traj.to(self.dtype), cache=step_cache)
             else:
-                out = self.unet(traj.to(self.dtype), t.to(self.device), global_cond=global_cond)
+                out = denoiser(traj.to(self.dtype), t.to(self.device), global_cond=global_cond)
             traj = sched.step(out.float(), t, traj, generator=None).prev_sample
         if known is not None and known.shape[1] > 0:
             traj[:, sl] = known
@@ -163,20 +210,21 @@ class DiffusionPolicy(nn.Module):
         return call
 
     def _step_call(self, precise: bool) -> Any:
-        """The U-Net on one step's FiLM parameters, as a graph per weight mode (fast / precise)."""
+        """The denoiser on one step's conditioning cache, as a graph per weight mode (fast / precise)."""
 
-        def step(x: torch.Tensor, *film: torch.Tensor) -> torch.Tensor:
+        def step(x: torch.Tensor, *cache: torch.Tensor) -> torch.Tensor:
             if self.precise_steps:
                 from policy.fast_inference import set_precise
 
-                set_precise(self.unet, precise)
-            return self.unet(x, film=list(film))
+                set_precise(self.denoiser, precise)
+            return self.denoiser(x, cache=list(cache))
 
         return self._graph_call(("step", precise), step)
 
     def condition(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Observation feature and the FiLM parameters of all inference steps, as one graph call when
-        ``graph_mode`` is set (the encoders are a few hundred kernel launches of their own)."""
+        """Observation feature and the denoiser's conditioning cache of all inference steps, as one
+        graph call when ``graph_mode`` is set (the encoders are a few hundred kernel launches of their
+        own)."""
         sched = self.infer_scheduler
         sched.set_timesteps(self.cfg.noise.num_inference_steps)
         steps_key = (tuple(sched.timesteps.tolist()), self.device)
@@ -191,7 +239,7 @@ class DiffusionPolicy(nn.Module):
 
         def cond(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
             global_cond = self.encode_obs(dict(zip(keys, values, strict=True)))
-            return (global_cond, *self.unet.film(timesteps, global_cond))
+            return (global_cond, *self.denoiser.cond_cache(timesteps, global_cond))
 
         if self.graph_mode is None:
             out = cond(*(obs[k] for k in keys))
@@ -208,14 +256,14 @@ class DiffusionPolicy(nn.Module):
         obs: dict[str, torch.Tensor],
         generator: torch.Generator | None = None,
         committed: torch.Tensor | None = None,
-        cache_film: bool = True,
+        cache_cond: bool = True,
     ) -> torch.Tensor:
         """Raw obs -> raw action windows (B, horizon, Da); window index ``n_obs_steps - 1`` is the
         action at the last observation's time. ``committed`` (B, m, Da) raw actions are inpainted
         from that index on."""
-        films = None
-        if cache_film:
-            global_cond, films = self.condition(obs)
+        caches = None
+        if cache_cond:
+            global_cond, caches = self.condition(obs)
         else:
             global_cond = self.encode_obs(obs)
         known = None
@@ -226,8 +274,8 @@ class DiffusionPolicy(nn.Module):
             generator,
             known=known,
             known_start=self.cfg.n_obs_steps - 1,
-            cache_film=cache_film,
-            films=films,
+            cache_cond=cache_cond,
+            caches=caches,
         )
         self.last_normalized_actions = norm
         return self.normalizer.unnormalize("action", norm.float())

@@ -1,5 +1,5 @@
-"""Inference fast path for the conditional U-Net: convolutions as matrix products on reduced-precision,
-pre-laid-out weights.
+"""Inference fast path for the denoisers: convolutions and linear layers as matrix products on
+reduced-precision, pre-laid-out weights.
 
 Why: at inference the U-Net runs with batch 1 on a 16-step sequence, so every denoising step is a
 pass over all ~300 M weights (paper config) with almost no arithmetic per weight -- the step is bound
@@ -17,8 +17,14 @@ high-noise denoising steps (DDIM divides the noise estimate by a small sqrt(alph
 ``keep_fp32`` keeps an fp32 copy of the weights and :func:`set_precise` runs chosen steps on it.
 
 The FiLM parameters (per-block Linear on [step embedding, observation feature]) do not depend on the
-noisy actions; :meth:`policy.unet.ConditionalUnet1D.film` computes them for all steps at once, so
+noisy actions; :meth:`policy.unet.ConditionalUnet1D.cond_cache` computes them for all steps at once, so
 they are not part of the per-step weight traffic at all.
+
+The transformer backbone (policy/transformer.py) is mostly ``nn.Linear`` layers over a handful of
+tokens (16 action tokens at batch 1): the same argument holds, so its per-step Linears get the same
+pre-packed (and optionally reduced-precision) weights, while the layers that only build the
+conditioning cache (observation tokens, cross-attention keys/values) stay fp32 and run once per chunk.
+Attention itself is ``scaled_dot_product_attention`` on activations and has no weights.
 """
 
 from __future__ import annotations
@@ -58,14 +64,22 @@ def _can_pack(x: torch.Tensor) -> bool:
     return x.device.type == "cpu" and torch.backends.mkldnn.is_available()
 
 
+# A packed matmul pays a fixed cost per call (oneDNN primitive dispatch) that only streaming a large
+# weight faster earns back: at 16 rows, one thread, a packed fp32 (1024 x 256) matmul beat F.linear
+# (201 against 221 us) while (768 x 256) and smaller ones were slower (158 against 138 us, and 58
+# against 11 us at 128 x 128). The tiny configs' layers (and the transformer's) are mostly below this.
+PACK_MIN_BYTES = 1 << 20
+
+
 class _MatmulConv(nn.Module):
     """Shared state of the matmul-form convolutions: weights in the fast dtype, plus optionally an
     fp32 copy used while ``precise`` is set (see :func:`set_precise`).
 
-    On CPU the weights are re-laid-out once, at the first call, into oneDNN's blocked format
-    (``torch.ops.mkldnn``, what ``torch.compile``'s weight freezing uses): a batch-1 matmul then
-    streams them at 2-3x the speed of a plain ``linear`` (measured 22-26 GB/s fp32, 30-38 GB/s bf16
-    on 2 cores, against 8-9 and 23). The plain copies are dropped after packing to save memory.
+    On CPU the weights of at least ``PACK_MIN_BYTES`` are re-laid-out once, at the first call, into
+    oneDNN's blocked format (``torch.ops.mkldnn``, what ``torch.compile``'s weight freezing uses): a
+    batch-1 matmul then streams them at 2-3x the speed of a plain ``linear`` (measured 22-26 GB/s fp32,
+    30-38 GB/s bf16 on 2 cores, against 8-9 and 23). The plain copies are dropped after packing to save
+    memory.
     """
 
     weight: nn.Parameter
@@ -95,14 +109,14 @@ class _MatmulConv(nn.Module):
         if packed is not None:
             if x.device.type != "cpu":
                 raise RuntimeError(
-                    "this U-Net's weights were packed for CPU inference; move the policy to the device "
+                    "this policy's weights were packed for CPU inference; move the policy to the device "
                     "before calling optimize_for_inference()"
                 )
             return packed
-        if not (self.pack and _can_pack(x)):
+        w = getattr(self, name)
+        if not (self.pack and _can_pack(x)) or w.numel() * w.element_size() < PACK_MIN_BYTES:
             return None
         if packed is None:
-            w = getattr(self, name)
             rows = x.shape[-2] * (2 if (w.dtype != torch.float32 and self.split_input) else 1)
             packed = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows)
             self._packed[name] = packed
@@ -186,15 +200,23 @@ class LinearConvTranspose1d(_MatmulConv):
 
 
 class PackedLinear(_MatmulConv):
-    """An ``nn.Linear`` kept in fp32 whose weight is pre-laid-out for oneDNN on CPU (the FiLM layers:
-    computed once per chunk for all steps, 16 rows, ~250 MB of fp32 weights in the paper config; a plain
-    ``addmm`` streams them at ~8 GB/s, the packed matmul at ~18, with the same fp32 result up to
-    summation order)."""
+    """An ``nn.Linear`` whose weight is pre-laid-out for oneDNN on CPU, in ``dtype`` (fp32 output).
 
-    def __init__(self, linear: nn.Linear) -> None:
+    fp32 for the U-Net's FiLM layers: computed once per chunk for all steps, 16 rows, ~250 MB of fp32
+    weights in the paper config; a plain ``addmm`` streams them at ~8 GB/s, the packed matmul at ~18,
+    with the same fp32 result up to summation order. The transformer's per-step Linears may use bf16
+    (with ``keep_fp32`` for precise steps), like the U-Net's convolutions."""
+
+    def __init__(
+        self,
+        linear: nn.Linear,
+        dtype: torch.dtype = torch.float32,
+        split_input: bool = False,
+        keep_fp32: bool = False,
+    ) -> None:
         super().__init__()
-        self.split_input = False
-        self._set_weight(linear.weight.detach(), torch.float32, keep_fp32=False)
+        self.split_input = split_input
+        self._set_weight(linear.weight.detach(), dtype, keep_fp32)
         self.bias = (
             None if linear.bias is None else nn.Parameter(linear.bias.detach().float(), requires_grad=False)
         )
@@ -204,37 +226,45 @@ class PackedLinear(_MatmulConv):
         return y if self.bias is None else y + self.bias
 
 
-def convert_unet_for_inference(
-    unet: nn.Module,
+def convert_for_inference(
+    denoiser: nn.Module,
     dtype: torch.dtype = torch.bfloat16,
     split_input: bool = True,
     keep_fp32: bool = False,
 ) -> nn.Module:
-    """Replace every Conv1d / ConvTranspose1d of ``unet`` (in place) by its matmul form with weights
-    in ``dtype``, and every Linear (FiLM, step embedding) by a packed fp32 one; everything else stays
-    fp32. ``keep_fp32`` also keeps an fp32 copy of the weights
-    so that :func:`set_precise` can run chosen denoising steps at full precision.
-    Inference only (no gradients)."""
-    for name, child in list(unet.named_children()):
-        if isinstance(child, nn.Conv1d):
-            setattr(unet, name, LinearConv1d(child, dtype, split_input, keep_fp32))
-        elif isinstance(child, nn.ConvTranspose1d):
-            setattr(unet, name, LinearConvTranspose1d(child, dtype, split_input, keep_fp32))
-        elif isinstance(child, nn.Linear):
-            setattr(unet, name, PackedLinear(child))
-        else:
-            convert_unet_for_inference(child, dtype, split_input, keep_fp32)
-    return unet.requires_grad_(False)
+    """Replace (in place) every Conv1d / ConvTranspose1d / Linear of a denoiser (U-Net or
+    transformer) that runs at every denoising step by its matmul form with weights in ``dtype``, and
+    every Linear of its conditioning cache (``denoiser.cache_modules()``: FiLM, step embedding,
+    cross-attention keys/values, run once per chunk) by a packed fp32 one; everything else stays
+    fp32. ``keep_fp32`` also keeps an fp32 copy of the weights so that :func:`set_precise` can run
+    chosen denoising steps at full precision. Inference only (no gradients)."""
+    once = {id(m) for root in denoiser.cache_modules() for m in root.modules()}
+
+    def convert(module: nn.Module) -> None:
+        for name, child in list(module.named_children()):
+            if isinstance(child, nn.Conv1d):
+                setattr(module, name, LinearConv1d(child, dtype, split_input, keep_fp32))
+            elif isinstance(child, nn.ConvTranspose1d):
+                setattr(module, name, LinearConvTranspose1d(child, dtype, split_input, keep_fp32))
+            elif isinstance(child, nn.Linear) and id(child) in once:
+                setattr(module, name, PackedLinear(child))
+            elif isinstance(child, nn.Linear):
+                setattr(module, name, PackedLinear(child, dtype, split_input, keep_fp32))
+            else:
+                convert(child)
+
+    convert(denoiser)
+    return denoiser.requires_grad_(False)
 
 
-def set_precise(unet: nn.Module, precise: bool) -> None:
-    """Use (True) or not (False) the fp32 weight copies of converted convolutions.
+def set_precise(denoiser: nn.Module, precise: bool) -> None:
+    """Use (True) or not (False) the fp32 weight copies of converted layers.
 
     Precise steps read twice the bytes of plain bf16 steps (as many as fp32). The first, high-noise
     denoising steps are where weight rounding moves the final actions most (DDIM divides the noise
     estimate by a small sqrt(alpha_bar) there), so running just those precisely removes most of the
     bf16 error at a small cost.
     """
-    for m in unet.modules():
+    for m in denoiser.modules():
         if isinstance(m, _MatmulConv) and m.weight_fp32 is not None:
             m.precise = precise

@@ -23,10 +23,11 @@ units, ``actions[i]`` meant for time ``t_last_obs + (first_index + i) * dt_s``; 
 ``n_action_steps`` rows are returned; rows beyond ``n_action_steps`` are the rest of the predicted
 horizon (less reliable the further out).
 
-Timing: one ``predict`` runs the observation encoder once and the U-Net ``num_inference_steps`` (16)
-times. Call ``policy.optimize_for_inference()`` once after loading for the fast path (matmul-form
-U-Net, bf16 weights for large U-Nets; see its docstring); ``benchmarks/policy_bench.py`` gives the
-latencies of both paths. ``seed`` fixes the sampling noise: the same
+Timing: one ``predict`` runs the observation encoder and the denoiser's conditioning once and the
+denoiser (U-Net or transformer, ``policy.backbone``) ``num_inference_steps`` (16) times. Call
+``policy.optimize_for_inference()`` once after loading for the fast path (pre-packed matmul weights,
+bf16 for large denoisers; see its docstring); ``benchmarks/policy_bench.py [--backbone transformer]``
+gives the latencies of both paths. ``seed`` fixes the sampling noise: the same
 obs, committed actions and seed give the same chunk.
 """
 
@@ -69,7 +70,7 @@ class Policy:
         self.shape_meta = shape_meta
         self.dt_s = float(dt_s)
         self.device = torch.device(device)
-        self.cache_film = True
+        self.cache_cond = True
         self._compiled = False
 
     @classmethod
@@ -81,6 +82,11 @@ class Policy:
         state = ckpt["ema_model"] if use_ema and ckpt.get("ema_model") is not None else ckpt["model"]
         model.load_state_dict(state)
         return cls(model, config, ckpt["shape_meta"], ckpt["dt_s"], device)
+
+    @property
+    def backbone(self) -> str:
+        """The denoiser: ``"unet"`` or ``"transformer"``."""
+        return self.config.policy.model.backbone
 
     @property
     def n_obs_steps(self) -> int:
@@ -109,20 +115,22 @@ class Policy:
     ) -> None:
         """Switch to the fast path (irreversible for this object).
 
-        - The U-Net's convolutions become matmuls on pre-laid-out weights in ``dtype``, activations
-          stay fp32 between layers (see policy/fast_inference.py; ``split_input`` also keeps the
-          matmul inputs exact, at the cost of twice the rows: measured slower for the same accuracy
-          as one more precise step).
-          ``"auto"``: bf16 for U-Nets over 20 M parameters (memory-bound, e.g. the paper config),
-          fp32 for small ones (overhead-bound, e.g. the tiny config); ``None``: fp32.
+        - The denoiser's convolutions and per-step linear layers become matmuls on pre-laid-out
+          weights in ``dtype``, activations stay fp32 between layers (see policy/fast_inference.py;
+          ``split_input`` also keeps the matmul inputs exact, at the cost of twice the rows: measured
+          slower for the same accuracy as one more precise step).
+          ``"auto"``: bf16 for denoisers over 20 M parameters (memory-bound, e.g. the paper U-Net),
+          fp32 for small ones (overhead-bound, e.g. the tiny configs and the paper transformer);
+          ``None``: fp32.
         - With bf16, the first ``precise_steps`` denoising steps use an fp32 copy of the weights:
           the high-noise steps are where rounding moves the result most. Costs the copy's memory
           and fp32 bytes on those steps.
         - Camera encoders run in ``encoder_dtype`` (None = fp32) with channels-last layout; the
-          normalizer stays fp32; FiLM parameters are computed once per chunk (``cache_film``).
-        - ``compile=True`` wraps the U-Net in ``torch.compile``.
-        - ``cuda_graphs``: on a CUDA device (``"auto"`` or True) the conditioning (encoders + FiLM of
-          all steps) and each U-Net step are replayed from captured CUDA graphs (policy/cuda_graphs.py;
+          normalizer stays fp32; the denoiser's conditioning (U-Net FiLM, transformer cross-attention
+          keys/values) is computed once per chunk (``cache_cond``).
+        - ``compile=True`` wraps the denoiser in ``torch.compile``.
+        - ``cuda_graphs``: on a CUDA device (``"auto"`` or True) the conditioning (encoders + cache of
+          all steps) and each denoiser step are replayed from captured CUDA graphs (policy/cuda_graphs.py;
           one graph per weight mode, captured at the first predict). ``"emulate"`` runs the same
           static-buffer protocol on CPU (tests); False: plain calls. Not combined with ``compile``.
         - ``dtype`` may also be given as ``"bf16"``, ``"fp16"`` (GPU) or ``"fp32"``.
@@ -132,7 +140,7 @@ class Policy:
         on trained policies). On a CPU shared with other processes (the rig), one torch thread is
         the robust choice: two OpenMP threads that wait on each other stall badly under load.
         """
-        from policy.fast_inference import convert_unet_for_inference
+        from policy.fast_inference import convert_for_inference
 
         named = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": None}
         if isinstance(dtype, str) and dtype != "auto":
@@ -147,13 +155,14 @@ class Policy:
             cuda_graphs = self.device.type == "cuda" and not compile
         if cuda_graphs is True and self.device.type != "cuda":
             raise ValueError(f"cuda_graphs=True needs a CUDA device, the policy is on {self.device}")
+        denoiser = self.model.denoiser
         if dtype == "auto":
-            # bf16 pays off where the U-Net is memory-bound (large); small U-Nets are overhead-bound
+            # bf16 pays off where the denoiser is memory-bound (large); small ones are overhead-bound
             # and bf16 conversions only add work there.
-            n_params = sum(p.numel() for p in self.model.unet.parameters())
+            n_params = sum(p.numel() for p in denoiser.parameters())
             dtype = torch.bfloat16 if n_params > 20_000_000 else None
         keep = precise_steps > 0 and dtype not in (None, torch.float32)
-        convert_unet_for_inference(self.model.unet, dtype or torch.float32, split_input, keep_fp32=keep)
+        convert_for_inference(denoiser, dtype or torch.float32, split_input, keep_fp32=keep)
         self.model.precise_steps = precise_steps if keep else 0
         self.model.obs_encoder.encoders.to(
             dtype=encoder_dtype or torch.float32, memory_format=torch.channels_last
@@ -161,10 +170,10 @@ class Policy:
         if compile and not self._compiled:
             from policy.fast_inference import _MatmulConv
 
-            for m in self.model.unet.modules():
+            for m in denoiser.modules():
                 if isinstance(m, _MatmulConv):
                     m.pack = False  # inductor lays out the weights itself
-            self.model.unet.forward = torch.compile(self.model.unet.forward, dynamic=False)
+            denoiser.forward = torch.compile(denoiser.forward, dynamic=False)
             self._compiled = True
         if cuda_graphs:
             if self._compiled:
@@ -244,7 +253,7 @@ class Policy:
             known = None
             if committed is not None and len(committed):
                 known = torch.as_tensor(committed, dtype=torch.float32)[None]
-            actions = self.model.predict_action(tens, generator, committed=known, cache_film=self.cache_film)
+            actions = self.model.predict_action(tens, generator, committed=known, cache_cond=self.cache_cond)
         out = actions[0, self.n_obs_steps - 1 :].double().cpu().numpy()
         if committed is not None and len(committed):
             out[: len(committed)] = committed

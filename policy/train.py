@@ -241,7 +241,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             meta["shadow_params"] = [p.detach().clone() for p in ema_model.parameters()]
             ema.load_state_dict(meta)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=tc.lr, betas=tc.betas, weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(
+        model.optim_groups(tc.weight_decay, tc.obs_encoder_weight_decay), lr=tc.lr, betas=tc.betas
+    )
     loader = make_loader(train_ds, tc.batch_size, True, cfg.dataset.num_workers, tc.seed, distributed)
     val_loader = None
     if val_ds is not None and len(val_ds) > 0 and is_main:
@@ -292,6 +294,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             ema_meta = {k: v for k, v in ema.state_dict().items() if k != "shadow_params"}
         payload = {
             "config": cfg.model_dump(mode="json"),
+            "backbone": pc.model.backbone,  # also in config; here for other tools
             "shape_meta": shape_meta,
             "dt_s": float(dt_s),
             "model": model.state_dict(),
@@ -441,6 +444,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             "world_size": world,
             "device": str(device),
             "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "no",
+            "backbone": pc.model.backbone,
             "ranks_in_sync": ranks_in_sync,
             **last_val,
         }

@@ -3,9 +3,10 @@
 Convolutions run over the action sequence (channels = action dims). Every residual block is
 conditioned by FiLM on ``cond = [diffusion-step embedding, global observation feature]``: a Linear
 layer maps ``cond`` to a per-channel scale and bias. Since ``cond`` depends only on the denoising
-step and the observation -- not on the noisy actions -- :meth:`ConditionalUnet1D.film` computes the
-FiLM parameters of all denoising steps in one batched call, and :meth:`forward` accepts them, so an
-inference chunk does this work once instead of once per step.
+step and the observation -- not on the noisy actions -- :meth:`ConditionalUnet1D.cond_cache` computes
+the FiLM parameters of all denoising steps in one batched call, and :meth:`forward` accepts them, so
+an inference chunk does this work once instead of once per step (the transformer backbone,
+policy/transformer.py, keeps the same contract).
 """
 
 from __future__ import annotations
@@ -135,7 +136,15 @@ class ConditionalUnet1D(nn.Module):
         dtype = enc[1].weight.dtype
         return enc[1:](enc[0](timesteps).to(dtype))
 
-    def film(self, timesteps: torch.Tensor, global_cond: torch.Tensor) -> list[torch.Tensor]:
+    def cache_modules(self) -> list[nn.Module]:
+        """The modules that only build the conditioning cache (run once per chunk, not per step)."""
+        return [self.diffusion_step_encoder, *(blk.cond_encoder for blk in self._res_blocks)]
+
+    def optim_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: every parameter decays alike (the reference U-Net's optimizer)."""
+        return [{"params": list(self.parameters()), "weight_decay": weight_decay}]
+
+    def cond_cache(self, timesteps: torch.Tensor, global_cond: torch.Tensor) -> list[torch.Tensor]:
         """FiLM parameters of every residual block for ``K`` timesteps and ``B`` observations.
 
         timesteps: (K,) ints; global_cond: (B, G). Returns one tensor per block, shaped
@@ -151,14 +160,15 @@ class ConditionalUnet1D(nn.Module):
         sample: torch.Tensor,
         timestep: torch.Tensor | int | None = None,
         global_cond: torch.Tensor | None = None,
-        film: list[torch.Tensor] | None = None,
+        cache: list[torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """Either ``timestep`` ((B,) or scalar) and ``global_cond`` (B, G), or precomputed ``film``
-        (from :meth:`film` for one timestep, rows = batch)."""
+        """Either ``timestep`` ((B,) or scalar) and ``global_cond`` (B, G), or the precomputed FiLM
+        ``cache`` (from :meth:`cond_cache` for one timestep, rows = batch)."""
         b = sample.shape[0]
+        film = cache
         if film is None:
             if global_cond is None or timestep is None:
-                raise ValueError("give timestep and global_cond, or precomputed film")
+                raise ValueError("give timestep and global_cond, or a precomputed cache")
             ts = torch.as_tensor(timestep, device=sample.device)
             ts = ts.expand(b) if ts.ndim == 0 else ts
             t_emb = self._step_embedding(ts)

@@ -33,3 +33,14 @@ def test_short_demo_produces_every_artifact(tmp_path):
     assert (out / "train" / "latest").exists() and (out / "train" / "loss.png").is_file()
     assert EpisodeStore.open(out / "eval.zarr", "r").n_episodes == 1
     assert "rig demo summary" in res.stdout and json.loads(res.stdout.strip().splitlines()[-1]) == summary
+
+
+def test_policy_names_resolve_to_shipped_configs_of_either_backbone():
+    from deploy.demo import policy_config
+    from policy.config import TrainConfig
+    from robot.config import config_path, load_config
+
+    for name, backbone in (("tiny_reach", "unet"), ("tiny_reach_transformer", "transformer")):
+        cfg = load_config(TrainConfig, config_path(policy_config(name)))
+        assert cfg.policy.model.backbone == backbone
+    assert policy_config("policy/tiny_reach.yaml") == "policy/tiny_reach.yaml"

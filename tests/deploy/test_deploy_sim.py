@@ -400,8 +400,8 @@ TINY_POLICY = [
     "policy.vision.stem_pool=false",
     "policy.vision.crop_shape=[22,30]",
     "policy.vision.num_keypoints=8",
-    "policy.unet.down_dims=[32,64]",
-    "policy.unet.diffusion_step_embed_dim=32",
+    "policy.model.unet.down_dims=[32,64]",
+    "policy.model.unet.diffusion_step_embed_dim=32",
     "training.batch_size=8",
     "training.val_every_steps=1000",
     "training.checkpoint_every_steps=1000",
@@ -410,8 +410,16 @@ TINY_POLICY = [
 ]
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory):
+# The same with the transformer backbone (2 layers of 32-wide tokens).
+TINY_TRANSFORMER = [
+    "policy.model.backbone=transformer",
+    "policy.model.transformer.n_layer=2",
+    "policy.model.transformer.n_emb=32",
+]
+
+
+@pytest.fixture(scope="module", params=["unet", "transformer"])
+def tiny_checkpoint(request, tmp_path_factory):
     import contextlib
     import io as _io
 
@@ -449,6 +457,7 @@ def tiny_checkpoint(tmp_path_factory):
                 "--max-steps",
                 "20",
                 *TINY_POLICY,
+                *(TINY_TRANSFORMER if request.param == "transformer" else []),
             ]
         )
     assert rc == 0
@@ -475,6 +484,38 @@ def test_a_trained_checkpoint_runs_async_with_inpainting(env, tmp_path, tiny_che
     assert runner.sent_log and all(np.all(np.isfinite(w["pose"])) for w in runner.sent_log)
     ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
     assert len(ep["action"]) == result.steps and np.all(np.isfinite(ep["action"]))
+
+
+@pytest.mark.timeout(240)  # the server process imports torch and loads the policy before it answers
+def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoint):
+    """`python -m deploy.serving --checkpoint RUN` (a process of its own): the meta names the
+    backbone, and a chunk over the wire, committed actions inpainted, equals the in-process one."""
+    from deploy.serving import RemotePolicyClient
+    from policy.inference import Policy
+    from tests.deploy.test_serving import start_server, stop_server
+
+    local = Policy.load(tiny_checkpoint)
+    rng = np.random.default_rng(1)
+    obs = {
+        "camera_0": rng.integers(0, 255, (2, 24, 32, 3), dtype=np.uint8),
+        "robot_eef_pose": np.tile(START, (2, 1)),
+    }
+    committed = local.predict(obs, seed=1).actions[:2] + 0.001
+    want = local.predict(obs, committed_actions=committed, seed=1).actions
+    proc, address = start_server("--checkpoint", tiny_checkpoint, "--torch-threads", "1")
+    try:
+        client = RemotePolicyClient(address, timeout_s=60)
+        try:
+            assert client.meta.description.endswith(f"({local.backbone})")
+            client.request(obs, committed, seed=1)
+            res = client.wait(60.0)
+        finally:
+            client.close()
+    finally:
+        stop_server(proc)
+    assert res is not None and res.error is None, res
+    np.testing.assert_array_equal(res.actions[:2], committed)
+    np.testing.assert_allclose(res.actions, want, rtol=0, atol=1e-9)
 
 
 @pytest.mark.timeout(150)

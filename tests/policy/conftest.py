@@ -97,8 +97,8 @@ TINY_TEST_OVERRIDES = [
     "policy.vision.stem_pool=false",
     "policy.vision.crop_shape=[22,22]",
     "policy.vision.num_keypoints=8",
-    "policy.unet.down_dims=[32,64]",
-    "policy.unet.diffusion_step_embed_dim=32",
+    "policy.model.unet.down_dims=[32,64]",
+    "policy.model.unet.diffusion_step_embed_dim=32",
     "training.batch_size=32",
     "training.lr=1e-3",
     "training.lr_warmup_steps=20",
@@ -109,6 +109,16 @@ TINY_TEST_OVERRIDES = [
     "dataset.val_ratio=0.2",
     # one thread: on a busy 2-core machine two OpenMP threads are several times slower
     "training.torch_threads=1",
+]
+
+
+# The shipped transformer config (its optimizer settings) with a transformer as small as the tests'
+# U-Net: 2 layers of 32-wide tokens.
+TRANSFORMER_CONFIG = "policy/tiny_reach_transformer.yaml"
+TRANSFORMER_TEST_OVERRIDES = [
+    *TINY_TEST_OVERRIDES,
+    "policy.model.transformer.n_layer=2",
+    "policy.model.transformer.n_emb=32",
 ]
 
 
@@ -158,6 +168,27 @@ def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     run_dir = base / "run"
     rc, summary, lines = run_train(
         "--dataset", store, "--out", run_dir, "--max-steps", "300", *TINY_TEST_OVERRIDES
+    )
+    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
+
+
+@pytest.fixture(scope="session")
+def trained_transformer_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """`rig train --config policy/tiny_reach_transformer.yaml` (300 steps, the transformer shrunk) on a
+    synthetic reach store, shared by the transformer tests."""
+    base = tmp_path_factory.mktemp("transformer_run")
+    store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
+    run_dir = base / "run"
+    rc, summary, lines = run_train(
+        "--config",
+        TRANSFORMER_CONFIG,
+        "--dataset",
+        store,
+        "--out",
+        run_dir,
+        "--max-steps",
+        "300",
+        *TRANSFORMER_TEST_OVERRIDES,
     )
     return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
 

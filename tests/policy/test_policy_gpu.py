@@ -1,5 +1,5 @@
-"""The policy on a CUDA GPU: inference (plain, fast path in fp32/bf16/fp16 with CUDA graphs), training
-with mixed precision, and torchrun over NCCL. Skipped where no GPU is visible (CI, the 2-core
+"""The policy on a CUDA GPU, both backbones (U-Net, transformer): inference (plain, fast path in
+fp32/bf16/fp16 with CUDA graphs), training with mixed precision, and torchrun over NCCL. Skipped where no GPU is visible (CI, the 2-core
 machines); run on a lent GPU machine with ``bash benchmarks/gpu_check.sh run`` (see that file).
 
 References are computed on CPU in fp32 from the same checkpoint, seed and noise (the sampling noise
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from policy.inference import Policy
-from tests.policy.conftest import run_train, torchrun_train
+from tests.policy.conftest import TRANSFORMER_CONFIG, TRANSFORMER_TEST_OVERRIDES, run_train, torchrun_train
 from tests.policy.test_policy_inference import _obs_from_store
 
 pytestmark = pytest.mark.skipif(
@@ -22,6 +22,16 @@ pytestmark = pytest.mark.skipif(
 )
 
 BOUND = 0.02  # normalized action units: 1% of the [-1, 1] range
+RUNS = ["trained_run", "trained_transformer_run"]  # the U-Net and the transformer run of conftest
+
+
+def _obs(policy: Policy, store, step: int) -> dict:
+    """The store's observation at ``step``, with the low-dim columns the policy was trained on."""
+    obs = _obs_from_store(store, step)
+    for key, meta in policy.shape_meta["obs"].items():
+        if meta.get("dims") is not None:
+            obs[key] = obs[key][:, meta["dims"]]
+    return obs
 
 
 def _normalized(policy: Policy, obs: dict, seed: int, committed: np.ndarray | None = None) -> torch.Tensor:
@@ -30,20 +40,24 @@ def _normalized(policy: Policy, obs: dict, seed: int, committed: np.ndarray | No
     return policy.model.last_normalized_actions.float().cpu()
 
 
-def test_plain_cuda_predict_matches_cpu(trained_run):
+@pytest.mark.parametrize("run", RUNS)
+def test_plain_cuda_predict_matches_cpu(request, run):
+    trained_run = request.getfixturevalue(run)
     cpu = Policy.load(trained_run["run_dir"], device="cpu")
     gpu = Policy.load(trained_run["run_dir"], device="cuda")
     assert gpu.model.device.type == "cuda" and gpu.model.graph_mode is None
     for step in (5, 77, 222):
-        obs = _obs_from_store(trained_run["store"], step)
+        obs = _obs(cpu, trained_run["store"], step)
         diff = (_normalized(gpu, obs, step) - _normalized(cpu, obs, step)).abs().max().item()
         assert diff <= BOUND, f"step {step}: |cuda - cpu| = {diff:.4f}"
 
 
+@pytest.mark.parametrize("run", RUNS)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
-def test_cuda_fast_path_with_graphs_matches_cpu_reference(trained_run, dtype):
+def test_cuda_fast_path_with_graphs_matches_cpu_reference(request, run, dtype):
+    trained_run = request.getfixturevalue(run)
     ref = Policy.load(trained_run["run_dir"], device="cpu")
-    ref.cache_film = False  # the reference: FiLM recomputed at every step, fp32
+    ref.cache_cond = False  # the reference: conditioning recomputed at every step, fp32
     fast = Policy.load(trained_run["run_dir"], device="cuda")
     fast.optimize_for_inference(
         dtype=dtype,
@@ -53,7 +67,7 @@ def test_cuda_fast_path_with_graphs_matches_cpu_reference(trained_run, dtype):
     )
     assert fast.model.graph_mode == "cuda"
     for step in (5, 77, 222):
-        obs = _obs_from_store(trained_run["store"], step)
+        obs = _obs(ref, trained_run["store"], step)
         diff = (_normalized(fast, obs, step) - _normalized(ref, obs, step)).abs().max().item()
         assert diff <= BOUND, f"{dtype}, step {step}: |fast - ref| = {diff:.4f}"
         committed = ref.predict(obs, seed=step).actions[:3] + 0.01
@@ -64,23 +78,28 @@ def test_cuda_fast_path_with_graphs_matches_cpu_reference(trained_run, dtype):
     assert calls["cond"].replays == 6
 
 
-def test_paper_config_fast_path_on_cuda_within_bound():
+@pytest.mark.parametrize("config", ["policy/paper.yaml", "policy/paper_transformer.yaml"])
+def test_paper_config_fast_path_on_cuda_within_bound(config):
     from benchmarks.policy_bench import eager_predict, fast_predict, make_fast, make_obs, make_policy
 
     device = torch.device("cuda")
-    eager = make_policy("policy/paper.yaml", (240, 320), device)
+    eager = make_policy(config, (240, 320), device)
     obs = make_obs(eager)
     ref = eager_predict(eager, obs, seed=7)
     fast = make_fast(eager, device, torch.bfloat16, None, False)
     assert fast.model.graph_mode == "cuda" and fast.model.precise_steps == 3
     for _ in range(2):  # capture, then replay
         diff = (fast_predict(fast, obs, seed=7) - ref).abs().max().item()
-        assert diff <= BOUND, f"paper config bf16 + graphs: |fast - eager| = {diff:.4f}"
+        assert diff <= BOUND, f"{config} bf16 + graphs: |fast - eager| = {diff:.4f}"
 
 
+@pytest.mark.parametrize("backbone", ["unet", "transformer"])
 @pytest.mark.parametrize("mode", ["bf16", "fp16"])
-def test_training_on_cuda_with_mixed_precision(trained_run, tiny_overrides, tmp_path, mode):
+def test_training_on_cuda_with_mixed_precision(trained_run, tiny_overrides, tmp_path, mode, backbone):
+    config = ["--config", TRANSFORMER_CONFIG] if backbone == "transformer" else []
+    overrides = TRANSFORMER_TEST_OVERRIDES if backbone == "transformer" else tiny_overrides
     rc, summary, _ = run_train(
+        *config,
         "--dataset",
         trained_run["store"],
         "--out",
@@ -89,13 +108,14 @@ def test_training_on_cuda_with_mixed_precision(trained_run, tiny_overrides, tmp_
         "150",
         "training.device=cuda",
         f"training.mixed_precision={mode}",
-        *tiny_overrides,
+        *overrides,
     )
     assert rc == 0 and summary["device"].startswith("cuda")
     assert summary["mixed_precision"] == {"bf16": "bfloat16", "fp16": "float16"}[mode]
     assert np.isfinite(summary["final_loss"]) and summary["final_loss"] < 0.5  # from ~1.0 at the start
     policy = Policy.load(tmp_path / mode, device="cpu")  # a GPU checkpoint loads on CPU
-    obs = _obs_from_store(trained_run["store"])
+    assert policy.backbone == backbone
+    obs = _obs(policy, trained_run["store"], 5)
     assert np.all(np.isfinite(policy.predict(obs, seed=0).actions))
 
 

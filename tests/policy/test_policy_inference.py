@@ -73,7 +73,7 @@ def test_fast_path_stays_within_1_percent_of_the_normalized_range(trained_run):
     policy = Policy.load(trained_run["run_dir"])
     fast = Policy.load(trained_run["run_dir"])
     fast.optimize_for_inference(dtype=torch.bfloat16, encoder_dtype=torch.bfloat16)
-    policy.cache_film = False  # the reference: FiLM recomputed at every step
+    policy.cache_cond = False  # the reference: FiLM recomputed at every step
     worst = 0.0
     for step in (5, 77, 222):
         obs = _obs_from_store(trained_run["store"], step)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from policy.fast_inference import LinearConv1d, LinearConvTranspose1d, convert_unet_for_inference
+from policy.fast_inference import LinearConv1d, LinearConvTranspose1d, convert_for_inference
 from policy.resnet import ResNetGN, load_torchvision_state_dict
 from policy.unet import ConditionalUnet1D
 
@@ -44,10 +44,10 @@ def test_unet_with_cached_film_and_matmul_convs_matches_plain_unet():
     ts = torch.tensor([90, 50, 3])
     with torch.inference_mode():
         plain = unet(x, torch.tensor(50), global_cond=g)
-        films = unet.film(ts, g)
-        cached = unet(x, film=[f[3:6] for f in films])  # timestep index 1 -> 50
+        films = unet.cond_cache(ts, g)
+        cached = unet(x, cache=[f[3:6] for f in films])  # timestep index 1 -> 50
         torch.testing.assert_close(cached, plain, atol=1e-5, rtol=1e-5)
-        convert_unet_for_inference(unet, torch.float32)
+        convert_for_inference(unet, torch.float32)
         torch.testing.assert_close(unet(x, torch.tensor(50), global_cond=g), plain, atol=1e-5, rtol=1e-5)
 
 
@@ -102,9 +102,25 @@ def test_precise_steps_use_full_precision_weights():
     x, g = torch.randn(1, 16, 6), torch.randn(1, 40)
     with torch.inference_mode():
         ref = unet(x, torch.tensor(20), global_cond=g)
-        convert_unet_for_inference(unet, torch.bfloat16, keep_fp32=True)
+        convert_for_inference(unet, torch.bfloat16, keep_fp32=True)
         fast = unet(x, torch.tensor(20), global_cond=g)
         set_precise(unet, True)
         precise = unet(x, torch.tensor(20), global_cond=g)
     assert (precise - ref).abs().max() < 1e-4
     assert (fast - ref).abs().max() > 10 * (precise - ref).abs().max()
+
+
+def test_only_weights_past_the_threshold_are_packed_and_both_compute_the_linear():
+    from policy.fast_inference import PACK_MIN_BYTES, PackedLinear
+
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("oneDNN packing is CPU/mkldnn only")
+    torch.manual_seed(0)
+    small, large = nn.Linear(128, 128), nn.Linear(512, 1024)
+    assert small.weight.numel() * 4 < PACK_MIN_BYTES <= large.weight.numel() * 4
+    x = torch.randn(1, 16, 512)
+    for linear, inp in ((small, x[..., :128]), (large, x)):
+        fast = PackedLinear(linear)
+        with torch.inference_mode():
+            torch.testing.assert_close(fast(inp), linear(inp), atol=1e-5, rtol=1e-5)
+        assert bool(fast._packed) == (linear is large)

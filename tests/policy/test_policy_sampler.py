@@ -76,7 +76,7 @@ def _cfgs(**dataset_kw) -> tuple[PolicyConfig, DatasetConfig]:
             "horizon": 4,
             "n_obs_steps": 2,
             "n_action_steps": 3,
-            "unet": {"down_dims": [8, 16]},
+            "model": {"unet": {"down_dims": [8, 16]}},
         }
     )
     dc = DatasetConfig.model_validate({"val_ratio": 0.0, **dataset_kw})

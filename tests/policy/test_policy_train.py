@@ -12,7 +12,7 @@ import torch
 
 from policy.checkpoint import load_checkpoint
 from policy.train_cli import main
-from tests.policy.conftest import run_train, torchrun_train
+from tests.policy.conftest import TRANSFORMER_CONFIG, TRANSFORMER_TEST_OVERRIDES, run_train, torchrun_train
 
 
 @pytest.mark.timeout(120)
@@ -62,10 +62,11 @@ def test_training_loss_falls_5x_and_run_dir_is_complete(trained_run):
     )
 
 
-@pytest.mark.timeout(120)
-def test_resume_continues_step_count_and_history(trained_run, tmp_path):
+@pytest.mark.parametrize("run", ["trained_run", "trained_transformer_run"])  # the first may build its run
+def test_resume_continues_step_count_and_history(request, run, tmp_path):
     import shutil
 
+    trained_run = request.getfixturevalue(run)
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run["run_dir"], run_dir, symlinks=True)
     before = load_checkpoint(run_dir)
@@ -102,8 +103,16 @@ def test_unknown_config_key_is_rejected(trained_run, tmp_path):
         main(["--dataset", str(trained_run["store"]), "--out", str(tmp_path / "x"), "training.lrr=1"])
 
 
+def _backbone_args(backbone: str, tiny_overrides: list[str]) -> list[str]:
+    """Config and overrides of the tests' small policy with the given denoiser."""
+    if backbone == "transformer":
+        return ["--config", TRANSFORMER_CONFIG, *TRANSFORMER_TEST_OVERRIDES]
+    return list(tiny_overrides)
+
+
 @pytest.mark.timeout(120)
-def test_ddp_path_runs_single_process_on_cpu(trained_run, tiny_overrides, tmp_path, monkeypatch):
+@pytest.mark.parametrize("backbone", ["unet", "transformer"])
+def test_ddp_path_runs_single_process_on_cpu(trained_run, tiny_overrides, tmp_path, monkeypatch, backbone):
     """WORLD_SIZE/RANK set (as torchrun does): DDP over gloo must work on a CPU-only machine."""
     import socket
 
@@ -114,9 +123,15 @@ def test_ddp_path_runs_single_process_on_cpu(trained_run, tiny_overrides, tmp_pa
         monkeypatch.setenv(k, v)
     monkeypatch.setenv("MASTER_PORT", str(port))
     rc, summary, _ = run_train(
-        "--dataset", trained_run["store"], "--out", tmp_path / "ddp", "--max-steps", "5", *tiny_overrides
+        "--dataset",
+        trained_run["store"],
+        "--out",
+        tmp_path / "ddp",
+        "--max-steps",
+        "5",
+        *_backbone_args(backbone, tiny_overrides),
     )
-    assert rc == 0 and summary["steps"] == 5
+    assert rc == 0 and summary["steps"] == 5 and summary["backbone"] == backbone
     assert not torch.distributed.is_initialized()
 
 
@@ -141,12 +156,15 @@ def test_missing_dataset_is_a_config_error(tmp_path):
 
 
 @pytest.mark.timeout(240)
-def test_torchrun_two_ranks_train_in_step_over_gloo(trained_run, tiny_overrides, tmp_path):
+@pytest.mark.parametrize("backbone", ["unet", "transformer"])
+def test_torchrun_two_ranks_train_in_step_over_gloo(trained_run, tiny_overrides, tmp_path, backbone):
     """The README's multi-GPU command, on CPU: `torchrun --nproc-per-node 2 -m robot.cli train`
     starts two ranks that train with DistributedDataParallel over gloo, end with the same weights,
     and only rank 0 writes the checkpoint and the summary."""
     out_dir = tmp_path / "ddp2"
-    small_batch = [o for o in tiny_overrides if not o.startswith("training.batch_size")]
+    small_batch = [
+        o for o in _backbone_args(backbone, tiny_overrides) if not o.startswith("training.batch_size")
+    ]
     proc, summaries = torchrun_train(
         2,
         "--dataset",
@@ -155,14 +173,14 @@ def test_torchrun_two_ranks_train_in_step_over_gloo(trained_run, tiny_overrides,
         out_dir,
         "--max-steps",
         "6",
+        *small_batch,  # --config first: the overrides after it stay one run of positionals
         "training.device=cpu",
         "training.batch_size=8",
-        *small_batch,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(summaries) == 1, proc.stdout  # rank 0 alone reports
     summary = summaries[0]
-    assert summary["world_size"] == 2 and summary["steps"] == 6
+    assert summary["world_size"] == 2 and summary["steps"] == 6 and summary["backbone"] == backbone
     assert summary["ranks_in_sync"] is True
     ckpts = sorted((out_dir / "checkpoints").glob("*.pt"))
     assert [c.name for c in ckpts] == ["step_00000006.pt"] and (out_dir / "latest").exists()
