@@ -37,6 +37,7 @@ import numpy as np
 
 from robot.fake_ur import protocol as P
 from robot.fake_ur.arm_model import UR5_HOME_Q, ArmModel, KinematicArm
+from robot.fake_ur.gripper import FakeURCapGripper
 from robot.fake_ur.script import ControlScript, Registers, register_offset_from_script
 from robot.timing import RateLoop
 
@@ -69,7 +70,14 @@ ROBOT_BIT_PROGRAM_RUNNING = 1
 
 CONTROL_SCRIPT_END_MARKER = "# NODE_CONTROL_LOOP_ENDS"
 RTDE_PROTOCOL_VERSION = 2
-DEFAULT_PORTS = {"rtde": 30004, "dashboard": 29999, "primary": 30001, "secondary": 30002, "realtime": 30003}
+DEFAULT_PORTS = {
+    "rtde": 30004,
+    "dashboard": 29999,
+    "primary": 30001,
+    "secondary": 30002,
+    "realtime": 30003,
+    "gripper": 63352,  # the Robotiq URCap's gripper socket (robot/fake_ur/gripper.py)
+}
 
 
 def parse_version(version: str) -> tuple[int, int, int, int]:
@@ -101,6 +109,8 @@ class ServerOptions:
     # Keyword arguments of the arm model's parameters; for arm_kind "sim" the fields of
     # robot.sim.ur5_model.UR5ModelParams (e.g. {"action_delay_s": 0.03}).
     arm_params: dict[str, Any] = field(default_factory=dict)
+    # Keyword arguments of robot.fake_ur.gripper.FakeURCapGripper (e.g. {"closed_count": 230}).
+    gripper_params: dict[str, Any] = field(default_factory=dict)
 
 
 class _Conn:
@@ -214,6 +224,7 @@ class FakeURServer:
         self.arm: ArmModel = (
             arm if arm is not None else KinematicArm(self.options.initial_q, **self.options.arm_params)
         )
+        self.gripper = FakeURCapGripper(**self.options.gripper_params)
         self.host: str | None = self.options.host
         self.ports = {k: v + self.options.port_offset for k, v in DEFAULT_PORTS.items()}
 
@@ -363,6 +374,9 @@ class FakeURServer:
             elif kind == "dashboard":
                 conn = _Conn(sock, kind, peer)
                 handler = self._serve_dashboard
+            elif kind == "gripper":
+                conn = _Conn(sock, kind, peer)
+                handler = self._serve_gripper
             else:
                 conn = _Conn(sock, kind, peer)
                 handler = self._serve_script
@@ -703,6 +717,27 @@ class FakeURServer:
                 conn.send((reply + "\n").encode())
                 if command == "quit":
                     return
+
+    def _serve_gripper(self, conn: _Conn) -> None:
+        """URCap gripper socket: one reply per request line (none while frozen: a silent socket)."""
+        buffer = b""
+        for data in self._recv_chunks(conn):
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                conn.send(self.gripper.handle(line.decode("ascii", "replace")))
+
+    def gripper_set_object(self, width_m: float | None) -> None:
+        """Put an object of ``width_m`` (m) between the gripper's fingers (None: none)."""
+        self.gripper.set_object(width_m)
+
+    def gripper_inject_fault(self, code: int) -> None:
+        """Set the gripper's FLT code (a major fault, >= 0x08, stops it until a reset)."""
+        self.gripper.inject_fault(code)
+
+    def gripper_state(self) -> dict[str, Any]:
+        """The fake gripper's state (see FakeURCapGripper.state)."""
+        return self.gripper.state()
 
     def _dashboard_reply(self, command: str) -> str:
         major, minor, bugfix, build = self.version
