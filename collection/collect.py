@@ -32,6 +32,7 @@ import numpy as np
 from pydantic import Field
 
 from collection.episode_store import EpisodeStore
+from collection.gripper_teleop import GripperTeleop
 from collection.keys import BACKSPACE, KeyReader
 from collection.teleop import TeleopConfig, TeleopMapper
 from robot.config import StrictModel
@@ -200,6 +201,11 @@ class Collector:
         dt_s = cfg.rig.obs.dt_s
         limits = cfg.rig.arm.limits
         mapper = TeleopMapper(cfg.teleop, limits.workspace_min_m, limits.workspace_max_m)
+        grip = (
+            GripperTeleop(cfg.teleop.gripper, cfg.rig.gripper.max_width_m)
+            if env.gripper is not None
+            else None
+        )
         self.say(f"timing: {env.describe_timing()}")
         store = EpisodeStore.open(self.store_path, "a", image_codec=cfg.image_codec)
         self.next_index = store.n_episodes
@@ -233,6 +239,8 @@ class Collector:
                     break
                 if reanchor:  # homing blocked the loop: re-anchor the teleop target and the grid
                     mapper.reset(env.arm.get_state()["target_tcp_pose"])
+                    if grip is not None:
+                        env.gripper.set_width(grip.reset())
                     loop = RateLoop(1.0 / dt_s)
                     continue
                 if self.keys.closed and not auto and self.episode is None:
@@ -240,6 +248,8 @@ class Collector:
                 obs = env.get_obs(1)
                 sm = env.spacemouse.latest()
                 target = mapper.update(sm["axes"], sm["buttons"], dt_s)
+                if grip is not None:  # the action's 7th column: the gripper width (m)
+                    target = np.append(target, grip.update(sm["buttons"]))
                 env.exec_actions(target[None], np.array([tick.deadline + dt_s]))
                 t_obs = float(obs["timestamp"][-1])
                 if self.episode is not None and t_obs <= self._last_recorded_t:
@@ -251,6 +261,7 @@ class Collector:
                         robot_eef_pose=obs["robot_eef_pose"][-1],
                         robot_joint=obs["robot_joint"][-1],
                         action=target,
+                        **({"gripper_width": obs["gripper_width"][-1]} if grip is not None else {}),
                         timestamp=obs["timestamp"][-1],
                     )
                     self.episode.append(step)

@@ -4,7 +4,8 @@ One OS process per gripper (:class:`GripperController`, a :class:`robot.process.
 ``config.rate_hz`` on the host monotonic grid. Each tick at host time ``t``:
 
 1. read the gripper (Robotiq: ``POS``, ``OBJ``, ``FLT`` over the URCap socket; sim: step the fingers);
-2. drain the command queue into the pending schedule (kept sorted by target time);
+2. drain the command queue into the pending schedule (kept sorted by target time); commands that
+   arrive together replace the pending ones from their earliest target time on (a newer plan wins);
 3. send the newest pending width whose target time is at most half a period away (older ones are
    superseded, never replayed); a width already sent is not sent again;
 4. publish one record to :attr:`GripperController.state_ring` (:data:`STATE_LAYOUT`).
@@ -205,6 +206,9 @@ class GripperController(DeviceProcess):
     def _tick(self, t: float) -> None:
         reading = self.backend.read_state(t)
         cmds = self.command_queue.get_all()
+        if cmds["cmd"].size:
+            first = float(np.min(cmds["target_time"]))
+            self._pending = [c for c in self._pending if c[0] < first]
         for i in range(len(cmds["cmd"])):
             self._pending.append(
                 (
