@@ -56,7 +56,7 @@ class RobotiqBackend:
             if self.config.auto_calibrate:
                 self.calibrate()
         except URCapError as exc:
-            raise GripperError(f"gripper ({self.description}): {exc}") from None
+            raise GripperError(str(exc)) from None
 
     def activate(self) -> None:
         """Reset and activate; returns once ``STA`` is 3 (raises GripperError after the timeout)."""
@@ -77,7 +77,7 @@ class RobotiqBackend:
         self.closed_count = self._move_to_end(255, spe, frc, "close fully")
         if self.closed_count - self.open_count < 50:
             raise GripperError(
-                f"gripper ({self.description}): calibration found open {self.open_count} and closed "
+                f"calibration found open {self.open_count} and closed "
                 f"{self.closed_count} counts: something blocks the fingers; clear them and restart"
             )
         self._move_to_end(0, spe, frc, "open fully")
@@ -100,8 +100,7 @@ class RobotiqBackend:
         self._wait(lambda: c.get("OBJ") != 0, what)
         if c.get("OBJ") != 3:
             raise GripperError(
-                f"gripper ({self.description}): the fingers stopped on something during calibration "
-                f"({what}): clear the fingers and restart"
+                f"the fingers stopped on something during calibration ({what}): clear the fingers and restart"
             )
         return c.get("POS")
 
@@ -110,10 +109,10 @@ class RobotiqBackend:
         while not cond():
             flt = self.client.get("FLT")
             if flt >= MAJOR_FAULT_MIN:
-                raise GripperError(f"gripper ({self.description}): could not {what}: {describe_fault(flt)}")
+                raise GripperError(f"could not {what}: {describe_fault(flt)}")
             if time.monotonic() > deadline:
                 raise GripperError(
-                    f"gripper ({self.description}): did not {what} within "
+                    f"did not {what} within "
                     f"{self.config.activation_timeout_s:.0f} s (FLT {flt}); check the gripper's power and "
                     "its cable to the tool flange"
                 )
@@ -137,7 +136,7 @@ class RobotiqBackend:
             obj = self.client.get("OBJ")
             flt = self.client.get("FLT")
         except URCapError as exc:
-            raise GripperError(f"gripper ({self.description}): {exc}") from None
+            raise GripperError(str(exc)) from None
         return GripperReading(
             width_m=self.width_from_counts(pos),
             moving=obj == 0,
@@ -157,7 +156,7 @@ class RobotiqBackend:
                 GTO=1,
             )
         except URCapError as exc:
-            raise GripperError(f"gripper ({self.description}): {exc}") from None
+            raise GripperError(str(exc)) from None
 
     def hold(self, t: float) -> None:
         try:

@@ -198,3 +198,34 @@ def _zombie(pid: int) -> bool:
             return f.read().split(") ")[1].startswith("Z")
     except OSError:
         return True
+
+
+@pytest.mark.timeout(60)
+def test_rig_gripper_close_reports_the_object_and_unreachable_is_one_line(fake):
+    import json
+
+    rig = [sys.executable, "-m", "robot.cli", "gripper"]
+    cfg = ["--config", "gripper/robotiq_2f85.yaml", f"host={fake.host}"]
+    proc = subprocess.Popen(
+        [*rig, "close", *cfg, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        # An object between the fingers once calibration (open, close, open) has started its last move.
+        wait_for(lambda: fake.gripper_state()["gotos"] >= 3, 30, "calibration")
+        fake.gripper_set_object(0.05)
+        stdout, stderr = proc.communicate(timeout=50)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 0, stderr
+    info = json.loads(stdout.strip().splitlines()[-1])
+    assert info["object_detected"] and info["width_m"] == pytest.approx(0.05, abs=1e-3)
+    bad = subprocess.run(
+        [*rig, "status", "--config", "gripper/robotiq_2f85.yaml", "host=127.0.0.1", "port=1"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
+    assert "127.0.0.1:1" in bad.stderr and "connection refused" in bad.stderr
