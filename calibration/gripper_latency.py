@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from calibration.result import CalibrationError, progress
-from calibration.robot_latency import ActionFit, chirp_offsets, fit_action_latency
+from calibration.robot_latency import ActionFit, _plot_action, chirp_offsets, fit_action_latency
 from robot.calibration_data import LatencyValue
 from robot.config import StrictModel
 from robot.timing import now
@@ -136,26 +136,6 @@ def run_width_excitation(env, proc: GripperLatencyProcedure) -> dict:
     }
 
 
-def _plot(fit: ActionFit, path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(9, 3.5))
-    ax.plot(fit.t - fit.t[0], fit.commanded * 1e3, label="sent width")
-    ax.plot(fit.t - fit.t[0], fit.measured * 1e3, label="measured width")
-    ax.plot(fit.t - fit.t[0], fit.model * 1e3, "--", label=f"fit: dead time {fit.dead_time_s * 1e3:.1f} ms")
-    ax.set_xlabel("s")
-    ax.set_ylabel("mm")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
-
-
 def measure(rig, calibration, proc: GripperLatencyProcedure, plots: Path) -> GripperLatencyResult:
     from robot.env import Env
 
@@ -191,6 +171,6 @@ def measure(rig, calibration, proc: GripperLatencyProcedure, plots: Path) -> Gri
         f"gripper-latency: dead time {fit.dead_time_s * 1e3:.2f} ms, tau {fit.tau_s * 1e3:.2f} ms, RMS "
         f"{fit.rms_m * 1e6:.1f} um"
     )
-    path = _plot(fit, plots / "gripper_latency.png")
+    path = _plot_action(fit, plots / "gripper_latency.png")  # the robot-latency plot: sent vs measured (mm)
     progress(f"gripper-latency: plot {path}")
     return GripperLatencyResult(fit, proc, path)
