@@ -7,6 +7,10 @@ while an episode is recording, appends the observation and the commanded action 
 streaming writer (which never blocks on disk). Full-rate per-camera mp4 videos are written alongside
 by the camera recorder, in separate processes.
 
+With a gripper (``rig.gripper``), the SpaceMouse buttons drive it (``teleop.gripper``,
+:mod:`collection.gripper_teleop`); the step records ``gripper_width`` and the action gains the width
+target as its 7th column.
+
 Keys (terminal, pipe, or the preview window): ``c`` start an episode, ``s`` stop and save it,
 ``Backspace`` discard the last saved episode (asks ``y`` to confirm), ``q`` quit. ``s`` returns at
 once: the episode is committed in the background and ``c`` may start the next one immediately.
@@ -207,6 +211,12 @@ class Collector:
             else None
         )
         self.say(f"timing: {env.describe_timing()}")
+        if grip is not None:
+            g = cfg.teleop.gripper
+            self.say(
+                f"gripper: close with button {g.close_button}, open with button {g.open_button}"
+                + (f", toggle with button {g.toggle_button}" if g.toggle_button is not None else "")
+            )
         store = EpisodeStore.open(self.store_path, "a", image_codec=cfg.image_codec)
         self.next_index = store.n_episodes
         self.say(f"store {self.store_path}: {store.n_episodes} episodes already")
