@@ -6,8 +6,10 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the Python wheels need at run time: pyrealsense2 -> libusb, our libspnav binding ->
 # libspnav, opencv's GUI wheel -> libGL/glib (xvfb + xdotool: the preview window tests run on a virtual
-# screen), PyAV's H.264 encoder ships in its wheel.
-SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb xauth xdotool
+# screen), PyAV's H.264 encoder ships in its wheel; FFmpeg's shared libraries (Debian 12 names) -> torchcodec,
+# with which LeRobot decodes videos in the LeRobot compatibility test's own virtualenv.
+SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb xauth xdotool \
+	libavcodec59 libavformat59 libavutil57 libswscale6 libswresample4 libavdevice59 libavfilter8
 
 .PHONY: setup system-deps test demo lint bench clean
 setup: system-deps $(STAMP)

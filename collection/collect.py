@@ -30,7 +30,7 @@ import logging
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import Field
@@ -61,6 +61,8 @@ class CollectConfig(StrictModel):
     teleop: TeleopConfig = Field(default_factory=TeleopConfig)
     store: str = "data/demos.zarr"
     image_codec: str = "jpegxl"
+    compat: Literal["reference"] | None = None
+    """``reference``: stores the Diffusion Policy reference's reader opens (JPEG 2000 images)."""
     record_video: bool = True
     video_dir: str | None = None
     """Per-episode mp4s; default: ``<store>.videos/``."""
@@ -95,6 +97,7 @@ class Collector:
         self.pending_commits: list[Any] = []
         self.next_index = 0  # index the next saved episode will get in the store
         self._last_recorded_t = -1.0
+        self._dropped_at_start = 0
         self.skipped_steps = 0
         self.events: list[tuple[str, int, float]] = []  # (what, episode index, host time) for benchmarks
         self._world_ready = False  # the sim world was already reset for the next episode
@@ -107,14 +110,22 @@ class Collector:
     def start_episode(self, env: Any, store: EpisodeStore) -> None:
         if self.episode is not None:
             return
-        if env.config.is_sim and not self._world_ready:
+        reset = env.config.is_sim and not self._world_ready
+        if reset:
             env.reset_world(self.seed)
+        if reset or self._world_ready:
+            # Frames still in flight show the world before the reset: the first recorded step waits
+            # for frames captured after it (by capture time).
+            env.wait_for_frames_since(now(), n_obs_steps=1)  # a step records one frame per camera
         self._world_ready = False
+        if env.config.is_sim:
+            store.next_seed = self.seed + 1  # this seed is used even if the episode is discarded
         self.episode_index = self.next_index
         if self.cfg.record_video and env.cameras is not None:
             env.cameras.start_recording(self.video_dir, self.episode_index)
         self.episode = store.begin_episode()
         self.episode_start = now()
+        self._dropped_at_start = env.dropped_actions
         self.events.append(("recording", self.episode_index, self.episode_start))
         self._success_since = None
         how = "saved when the task succeeds" if self.cfg.auto.episodes > 0 else "press s to save"
@@ -126,7 +137,6 @@ class Collector:
         ep, self.episode = self.episode, None
         if env.cameras is not None and env.cameras.is_recording:
             env.cameras.stop_recording()
-        duration = now() - self.episode_start
         if save and ep.n_steps > 0:
             index = self.episode_index
             self.events.append(("save_pressed", index, now()))
@@ -135,7 +145,12 @@ class Collector:
             self.pending_commits.append(fut)
             self.saved += 1
             self.next_index += 1
-            self.say(f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration:.1f} s")
+            duration_s, late = ep.timing  # as `rig episodes list` will print it
+            dropped = env.dropped_actions - self._dropped_at_start
+            self.say(
+                f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration_s:.2f} s, {late} late, "
+                f"{dropped} teleop targets dropped (their time had passed)"
+            )
         else:
             ep.discard(wait=False)
             self.discarded += 1
@@ -217,9 +232,16 @@ class Collector:
                 f"gripper: close with button {g.close_button}, open with button {g.open_button}"
                 + (f", toggle with button {g.toggle_button}" if g.toggle_button is not None else "")
             )
-        store = EpisodeStore.open(self.store_path, "a", image_codec=cfg.image_codec)
+        store = EpisodeStore.open(
+            self.store_path, "a", image_codec=cfg.image_codec, compat=cfg.compat, dt_s=dt_s
+        )
         self.next_index = store.n_episodes
         self.say(f"store {self.store_path}: {store.n_episodes} episodes already")
+        if env.config.is_sim and store.next_seed is not None and store.next_seed > self.seed:
+            self.say(
+                f"world seeds continue from {store.next_seed} (the store's next seed; task.seed={self.seed})"
+            )
+            self.seed = store.next_seed
         try:
             env.home()
             mapper.reset(env.arm.get_state()["target_tcp_pose"])
@@ -330,10 +352,14 @@ def run_collect(config: CollectConfig, keys: KeyReader | None = None) -> dict[st
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     with Env(config.rig, spacemouse=True) as env:
         preview = None
-        if keys is None and config.preview and env.cameras is not None and display_available():
-            preview = Preview({name: cam.ring for name, cam in env.cameras.cameras.items()})
-            preview.start()
-            keys = _PreviewKeys(preview)
+        if keys is None and config.preview and env.cameras is not None:
+            if display_available():
+                preview = Preview({name: cam.ring for name, cam in env.cameras.cameras.items()})
+                preview.start()
+                keys = _PreviewKeys(preview)
+            else:
+                print("preview: no display, so no camera window (keys come from this terminal; preview=false "
+                      "silences this)", flush=True)  # fmt: skip
         try:
             with keys if keys is not None else KeyReader() as kr:
                 summary = Collector(config, kr).run(env)

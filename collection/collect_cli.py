@@ -1,7 +1,17 @@
 """``rig collect --config collect/sim_reach.yaml [key=value ...]``: record teleoperated demonstrations.
 
-Keys: c start, s stop and save, Backspace discard last (confirm with y), q quit. Ends with one JSON
-line summarizing what was recorded.
+store=PATH names the episode store (default data/demos.zarr): a new one is created, an existing one
+is appended to; on the sim rig the world seeds continue from the store's last episode.
+
+Keys (this terminal, or the preview window when there is a display): c start an episode, s stop and
+save it, Backspace discard the last saved one (confirm with y), q quit. Ctrl-C keeps every saved
+episode and drops the one being recorded.
+
+Auto mode (auto.episodes=N, sim rig): N episodes without a person. Each starts from a reset world
+and the home pose, is saved once the task succeeds, and is discarded after auto.episode_timeout_s
+(auto.save_failed=true keeps it); the motion comes from the (scripted) SpaceMouse.
+
+Ends with one JSON line summarizing what was recorded.
 """
 
 from __future__ import annotations
@@ -10,14 +20,21 @@ import argparse
 import json
 
 from collection.collect import CollectConfig, run_collect
+from collection.episode_store import saved_episodes_note
 from robot.config import add_config_arguments, config_from_args
+from robot.interrupt import Interrupted
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="rig collect", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="rig collect", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_config_arguments(parser, default="collect/sim_reach.yaml")
     args = parser.parse_args(argv)
     config = config_from_args(CollectConfig, args)
-    summary = run_collect(config)
+    try:
+        summary = run_collect(config)
+    except KeyboardInterrupt as exc:
+        raise Interrupted(saved_episodes_note(config.store)) from exc
     print(json.dumps(summary))
     return 0

@@ -61,6 +61,12 @@ The JPEG-XL and JPEG 2000 codecs plug into zarr only in zarr format 2
 (``imagecodecs.numcodecs.register_codecs()``), so new stores are zarr format 2, like the reference's.
 Stores in zarr format 3 (for example built by plain ``zarr`` with default codecs) are read and
 appended to with their own codecs.
+
+Reference compatibility. The metadata this store writes is read by the reference's environment
+(zarr 2, imagecodecs from 2022): arrays record only the codec parameters set here, and existing
+metadata is changed only in ``shape`` (``collection/store_meta.py``). ``compat="reference"`` (collect
+config ``compat: reference``) also picks the reference's image codec, JPEG 2000.
+``tests/collection/test_reference_compat.py`` reads our stores the way the reference does.
 """
 
 from __future__ import annotations
@@ -82,11 +88,20 @@ import numcodecs
 import numpy as np
 import zarr
 
+from collection.store_meta import resize_rows, write_compressor
+
 log = logging.getLogger(__name__)
 
-# Registers imagecodecs_jpegxl / imagecodecs_jpeg2k / ... with numcodecs so that zarr format 2 stores
-# written with them (ours, and the Diffusion Policy reference datasets) open.
-imagecodecs.numcodecs.register_codecs()
+
+def register_image_codecs() -> None:
+    """Register imagecodecs_jpegxl / imagecodecs_jpeg2k / ... with numcodecs, so that zarr format 2 stores
+    written with them (ours, and the Diffusion Policy reference datasets) open. Silent: imagecodecs
+    prints one "already registered" line per codec (~70) when they were registered before, e.g. by
+    the user's own ``register_codecs()`` call."""
+    imagecodecs.numcodecs.register_codecs(verbose=False)
+
+
+register_image_codecs()
 
 DEFAULT_IMAGE_CODEC = "jpegxl"
 IMAGE_CODECS: tuple[str, ...] = ("jpegxl", "jpegxl_lossless", "jpeg2k", "blosc", "raw")
@@ -96,6 +111,9 @@ LOW_DIM_CHUNK_STEPS = 1024
 BACKLOG_WARN_STEPS = 300
 
 Mode = Literal["r", "a", "w"]
+# ``compat``: None, or "reference" for stores the Diffusion Policy reference's reader opens.
+COMPAT_MODES: tuple[str | None, ...] = (None, "reference")
+REFERENCE_IMAGE_CODEC = "jpeg2k"
 
 # Stores with a live writer thread; closed at interpreter exit so that a commit(wait=False) still in
 # flight is finished rather than lost with the daemon writer thread. This must run before
@@ -144,14 +162,28 @@ def validate_layout(path: Any, ends: list[int], lengths: Mapping[str, int]) -> i
     return n_valid
 
 
+# The imagecodecs codecs and the parameters we set; the store's metadata records exactly these
+# (store_meta.write_compressor), which every imagecodecs version reads.
+_IMAGECODECS: dict[str, tuple[Any, dict[str, Any]]] = {
+    "jpegxl": (imagecodecs.numcodecs.Jpegxl, {"distance": 1.0, "effort": 3, "lossless": False}),
+    "jpegxl_lossless": (imagecodecs.numcodecs.Jpegxl, {"lossless": True, "effort": 1}),
+    "jpeg2k": (imagecodecs.numcodecs.Jpeg2k, {"level": 50}),
+}
+
+
+def open_root_readonly(path: str | Path) -> zarr.Group:
+    """The one read-only opener of an episode store's root group: a ``.zarr`` directory or a zipped
+    store (``.zarr.zip``, as the reference distributes its datasets). zarr's errors pass through."""
+    path = Path(path)
+    store: Any = zarr.storage.ZipStore(path, mode="r") if path.suffix == ".zip" else str(path)
+    return zarr.open_group(store, mode="r")
+
+
 def make_image_codec(name: str) -> Any:
     """The numcodecs codec object for an image codec name (None for ``raw``). Raises ValueError."""
-    if name == "jpegxl":
-        return imagecodecs.numcodecs.Jpegxl(distance=1.0, effort=3, lossless=False)
-    if name == "jpegxl_lossless":
-        return imagecodecs.numcodecs.Jpegxl(lossless=True, effort=1)
-    if name == "jpeg2k":
-        return imagecodecs.numcodecs.Jpeg2k(level=50)
+    if name in _IMAGECODECS:
+        cls, params = _IMAGECODECS[name]
+        return cls(**params)
     if name == "blosc":
         return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.BITSHUFFLE)
     if name == "raw":
@@ -177,6 +209,21 @@ class EpisodeInfo:
     end: int
     length: int
     duration_s: float  # timestamp[end-1] - timestamp[start]; NaN without a ``timestamp`` key
+    late_steps: int | None = None  # steps later than LATE_FACTOR * dt_s after the previous; None: no dt_s
+
+
+# A step is late when it follows the previous one by more than this many periods.
+LATE_FACTOR = 1.5
+
+
+def episode_timing(ts: np.ndarray, dt_s: float | None) -> tuple[float, int | None]:
+    """(duration_s, late_steps) of one episode's timestamps: the one definition the store, ``rig
+    collect`` and ``rig episodes list`` print."""
+    ts = np.asarray(ts, dtype=np.float64).reshape(len(ts), -1)[:, 0]
+    if len(ts) == 0:
+        return float("nan"), None
+    late = None if dt_s is None else int(np.count_nonzero(np.diff(ts) > LATE_FACTOR * dt_s))
+    return float(ts[-1] - ts[0]), late
 
 
 @dataclass(frozen=True)
@@ -227,6 +274,7 @@ class EpisodeWriter:
         self._n_buf = 0
         self._n_steps = 0
         self._open = True
+        self._timestamps: list[float] = []  # for ``timing`` while the episode is still being written
 
     @property
     def n_steps(self) -> int:
@@ -236,6 +284,11 @@ class EpisodeWriter:
     @property
     def is_open(self) -> bool:
         return self._open
+
+    @property
+    def timing(self) -> tuple[float, int | None]:
+        """(duration_s, late_steps) of the steps appended so far, as ``EpisodeInfo`` will say."""
+        return episode_timing(np.asarray(self._timestamps), self._store.dt_s)
 
     def append(self, step: Mapping[str, Any]) -> None:
         """Add one step: ``{key: array}`` without the leading time axis (``timestamp`` a scalar).
@@ -256,6 +309,8 @@ class EpisodeWriter:
         i = self._n_buf
         for key, value in step.items():
             self._buf[key][i] = value
+        if "timestamp" in step:
+            self._timestamps.append(float(self._buf["timestamp"][i].flat[0]))
         self._n_buf += 1
         self._n_steps += 1
         if self._n_buf == self._batch_steps:
@@ -319,12 +374,24 @@ class EpisodeStore:
     thread, in the order it was asked for. ``n_episodes`` / ``n_steps`` count committed episodes.
     """
 
-    def __init__(self, path: str | Path, mode: Mode, image_codec: str, batch_steps: int) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        mode: Mode,
+        image_codec: str,
+        batch_steps: int,
+        compat: str | None = None,
+        dt_s: float | None = None,
+    ) -> None:
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', got {mode!r}")
         if batch_steps < 1:
             raise ValueError(f"batch_steps must be >= 1, got {batch_steps}")
         make_image_codec(image_codec)  # validate the name early
+        if compat not in COMPAT_MODES:
+            raise ValueError(f"compat must be one of {COMPAT_MODES}, got {compat!r}")
+        if compat == "reference":
+            image_codec = REFERENCE_IMAGE_CODEC
         self.path = Path(path)
         self.mode: Mode = mode
         self.image_codec = image_codec
@@ -338,6 +405,7 @@ class EpisodeStore:
         try:
             self._group = self._open_group()
             self._load()
+            self.dt_s = self._check_dt_s(dt_s)
         except BaseException:
             self._release_writer_lock()
             raise
@@ -364,6 +432,8 @@ class EpisodeStore:
         mode: Mode = "a",
         image_codec: str = DEFAULT_IMAGE_CODEC,
         batch_steps: int = DEFAULT_BATCH_STEPS,
+        compat: str | None = None,
+        dt_s: float | None = None,
     ) -> EpisodeStore:
         """Open a store directory.
 
@@ -372,15 +442,45 @@ class EpisodeStore:
         warning and ``store.dropped_steps`` set); ``"w"`` create, deleting any existing store.
         ``image_codec`` applies to image arrays this store creates (see the module docstring);
         existing arrays keep their codecs. ``batch_steps``: steps per write handed to the writer.
-        A path ending in ``.zip`` (a zipped reference dataset) opens read only.
+        A path ending in ``.zip`` (a zipped reference dataset) opens read only. ``compat="reference"``:
+        image arrays this store creates use the reference's codec (JPEG 2000), whatever ``image_codec``
+        says, so that the Diffusion Policy reference's reader opens the store. ``dt_s``: the rig's step
+        period, recorded in the store's attributes (``dt_s``) by the first writer that gives it; a
+        different period for a store that has one is an EpisodeStoreError (one store, one rate).
         """
-        return cls(path, mode, image_codec, batch_steps)
+        return cls(path, mode, image_codec, batch_steps, compat, dt_s)
+
+    def _check_dt_s(self, dt_s: float | None) -> float | None:
+        stored = self._group.attrs.get("dt_s")
+        if dt_s is None or self.mode == "r":
+            return None if stored is None else float(stored)
+        if stored is None:
+            self._group.attrs["dt_s"] = float(dt_s)
+            return float(dt_s)
+        if abs(float(stored) - dt_s) > 1e-9:
+            raise EpisodeStoreError(
+                f"episode store {self.path} was recorded at dt_s={stored} s, this rig runs at {dt_s} s; "
+                "record into a new store (one store, one step period)"
+            )
+        return float(stored)
+
+    @property
+    def next_seed(self) -> int | None:
+        """The sim world seed the next recorded episode takes (``next_seed`` in the store's attributes,
+        kept by ``rig collect`` so that appending continues the seeds instead of repeating worlds)."""
+        value = self._group.attrs.get("next_seed")
+        return None if value is None else int(value)
+
+    @next_seed.setter
+    def next_seed(self, seed: int) -> None:
+        self._check_writable()
+        self._group.attrs["next_seed"] = int(seed)
 
     def _open_group(self) -> zarr.Group:
         if self.path.suffix == ".zip":
             if self.mode != "r":
                 raise EpisodeStoreError(f"{self.path}: zipped stores open read only (mode='r')")
-            return zarr.open_group(zarr.storage.ZipStore(self.path, mode="r"), mode="r")
+            return open_root_readonly(self.path)
         if self.mode == "w":
             if self.path.exists() and not self._looks_like_zarr(self.path):
                 # mode "w" deletes the directory: never do that to something that is not a store
@@ -483,11 +583,13 @@ class EpisodeStore:
 
     def _truncate_to(self, n_steps: int, n_episodes: int) -> None:
         with self._lock:
-            if self._ee.shape[0] != n_episodes:
-                self._ee.resize((n_episodes,))
-            for arr in self._arrays.values():
-                if arr.shape[0] != n_steps:
-                    arr.resize((n_steps, *arr.shape[1:]))
+            self._ee = resize_rows(self._group, self._ee, n_episodes)
+            self._set_rows(n_steps)
+
+    def _set_rows(self, n_steps: int) -> None:
+        """Every data array ``n_steps`` long; arrays already that long are not touched (store_meta)."""
+        for k, arr in list(self._arrays.items()):
+            self._arrays[k] = resize_rows(self._group, arr, n_steps)
 
     # ----------------------------------------------------------------------------- reading
     @property
@@ -536,8 +638,8 @@ class EpisodeStore:
         out = []
         start = 0
         for i, end in enumerate(ends):
-            duration_s = float(ts[end - 1, 0] - ts[start, 0]) if ts is not None else float("nan")
-            out.append(EpisodeInfo(i, start, end, end - start, duration_s))
+            timing = episode_timing(ts[start:end], self.dt_s) if ts is not None else (float("nan"), None)
+            out.append(EpisodeInfo(i, start, end, end - start, *timing))
             start = end
         return out
 
@@ -768,6 +870,10 @@ class EpisodeStore:
                 compressors=codec,
                 fill_value=0,
             )
+            if spec.is_image and self.image_codec in _IMAGECODECS:
+                cls, params = _IMAGECODECS[self.image_codec]
+                write_compressor(self._group, self._arrays[k], cls.codec_id, params)
+                self._arrays[k] = self._group[self._arrays[k].path]
 
     def _do_barrier(self, job: _Job) -> None:
         return None
@@ -781,9 +887,8 @@ class EpisodeStore:
         pos = self._w_base + self._w_written
         n = job.length
         assert job.arrays is not None
+        self._set_rows(pos + n)
         for k, arr in self._arrays.items():
-            if arr.shape[0] != pos + n:
-                arr.resize((pos + n, *arr.shape[1:]))
             arr[pos : pos + n] = job.arrays[k]
         self._w_written += n
 
@@ -794,32 +899,35 @@ class EpisodeStore:
             )
         start = self._w_base
         end = start + job.length
-        for arr in self._arrays.values():
-            if arr.shape[0] != end:
-                arr.resize((end, *arr.shape[1:]))
+        self._set_rows(end)
         # Data is on disk (zarr writes synchronously); only now does the episode become visible.
         e = len(self._ends)
-        self._ee.resize((e + 1,))
+        self._ee = resize_rows(self._group, self._ee, e + 1)
         self._ee[e] = end
         self._ends.append(end)
         self._w_token = -1
-        duration_s = float("nan")
+        timing: tuple[float, int | None] = (float("nan"), None)
         if "timestamp" in self._arrays:
-            ts = self._arrays["timestamp"]
-            duration_s = float(np.ravel(ts[end - 1])[0]) - float(np.ravel(ts[start])[0])
-        return EpisodeInfo(e, start, end, end - start, duration_s)
+            timing = episode_timing(self._arrays["timestamp"][start:end], self.dt_s)
+        return EpisodeInfo(e, start, end, end - start, *timing)
 
     def _do_discard(self, job: _Job) -> None:
         if job.token == self._w_token:
             self._w_token = -1
-        for arr in self._arrays.values():
-            if arr.shape[0] != self.n_steps:
-                arr.resize((self.n_steps, *arr.shape[1:]))
+        self._set_rows(self.n_steps)
 
     def _do_delete_last(self, job: _Job) -> EpisodeInfo:
         info = self.episodes()[-1]
-        self._ee.resize((len(self._ends) - 1,))
+        self._ee = resize_rows(self._group, self._ee, len(self._ends) - 1)
         self._ends.pop()
-        for arr in self._arrays.values():
-            arr.resize((self.n_steps, *arr.shape[1:]))
+        self._set_rows(self.n_steps)
         return info
+
+
+def saved_episodes_note(path: str | Path) -> str:
+    """What an interrupted run kept in the store at ``path``, for ``rig``'s ``interrupted: ...`` line."""
+    try:
+        n = EpisodeStore.open(path, "r").n_episodes
+    except (FileNotFoundError, EpisodeStoreError):
+        return f"nothing was saved ({path} was not created)"
+    return f"{path} holds {n} saved episode{'s' if n != 1 else ''}"

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from collection.episode_store import EpisodeStore, EpisodeStoreError, validate_layout
+from collection.episode_store import EpisodeStore, EpisodeStoreError, open_root_readonly, validate_layout
 
 
 def _episode_of(ends: np.ndarray, row: int) -> tuple[int, int]:
@@ -39,15 +39,11 @@ def _where(ends: np.ndarray, row: int) -> str:
 def check_store(path: Path, out: Any = None, progress: bool = True) -> list[str]:
     """The problems of the store at ``path`` (empty: none). Prints them and a summary to ``out``."""
     out = out or sys.stdout
-    import zarr
     from tqdm import tqdm
 
-    from policy.dataset import _register_image_codecs
-
-    _register_image_codecs()
     problems: list[str] = []
     try:
-        root = zarr.open_group(str(path), mode="r")
+        root = open_root_readonly(path)
         ends_list = [int(e) for e in root["meta/episode_ends"][:]]
         arrays = dict(root["data"].arrays())
     except Exception as exc:

@@ -5,9 +5,14 @@
     rig episodes delete-last PATH       delete the last episode (asks first unless --yes)
     rig episodes check PATH             decode everything, report each problem by array, episode, step
     rig episodes repair PATH [--dry-run]  drop what a crash left past the last episode, nothing else
+    rig episodes export PATH --video/--frames/--plots DIR   mp4 / PNG frames / PNG plots (export_cli.py)
+    rig episodes export PATH --format lerobot DIR           a LeRobotDataset v3 (export_lerobot.py)
+    rig episodes import DIR --format lerobot PATH           a LeRobotDataset v3 into a new store (lerobot_cli.py)
+    rig episodes view PATH [I ...] [--save FILE.rrd]        open episodes in the rerun viewer (viewer.py)
 
-``list`` and ``show`` open the store read only and never change it; ``delete-last`` opens it for
-appending, which also drops trailing data left by a crash (and says so).
+``list`` and ``show`` open the store read only and never change it; ``delete-last`` asks on a read-only
+view and opens the store for appending only after a yes (which also drops trailing data left by a
+crash, and says so).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from collection.episode_store import EpisodeInfo, EpisodeStore, EpisodeStoreError
+from collection.episode_store import LATE_FACTOR, EpisodeInfo, EpisodeStore, EpisodeStoreError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,6 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", help="drop the rows a crash left past the last episode (nothing else)")
     rp.add_argument("path", type=Path)
     rp.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
+    from collection import export_cli, lerobot_cli, viewer
+
+    export_cli.add_parser(sub)
+    lerobot_cli.add_parser(sub)
+    viewer.add_parser(sub)
     return p
 
 
@@ -58,11 +68,16 @@ def _cmd_list(store: EpisodeStore) -> int:
         )
     if not infos:
         return 0
-    print(f"{'index':>5}  {'length':>7}  {'duration s':>10}")
+    period = f"dt_s {store.dt_s} s" if store.dt_s else "no recorded dt_s"
+    print(f"late: steps more than {LATE_FACTOR} dt_s after the previous one ({period})")
+    print(f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}")
     for info in infos:
-        print(f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}")
+        late = "-" if info.late_steps is None else info.late_steps
+        print(f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}")
     total_s = float(np.nansum([i.duration_s for i in infos]))
-    print(f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}")
+    lates = [i.late_steps for i in infos if i.late_steps is not None]
+    total_late = sum(lates) if lates else "-"
+    print(f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}")
     return 0
 
 
@@ -88,6 +103,8 @@ def _cmd_show(store: EpisodeStore, index: int) -> int:
 
 
 def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
+    """``store`` is open read only: nothing changes before the answer (not even a crash's leftovers,
+    which opening for append drops)."""
     if store.n_episodes == 0:
         print(f"rig episodes: {store.path} has no episodes to delete", file=sys.stderr)
         return 1
@@ -100,8 +117,16 @@ def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("not deleted")
             return 1
-    store.delete_last()
-    print(f"deleted {_describe(last)}; {store.n_episodes} episodes remain")
+    store.close()
+    with EpisodeStore.open(store.path, "a") as writable:
+        if (writable.n_episodes, writable.n_steps) != (last.index + 1, last.end):
+            print(f"rig episodes: {store.path} changed while asking; nothing deleted", file=sys.stderr)
+            return 1
+        if writable.dropped_steps:
+            print(f"dropped {writable.dropped_steps} trailing steps an unfinished episode left (a crash)")
+        writable.delete_last()
+        remaining = writable.n_episodes
+    print(f"deleted {_describe(last)}; {remaining} episodes remain")
     # Its videos, where collection writes them by default (<store>.videos/episode_<i>/).
     from robot.cameras.video_recorder import episode_dir
 
@@ -115,7 +140,18 @@ def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    mode = "a" if args.command == "delete-last" else "r"
+    if args.command == "export":
+        from collection.export_cli import run
+
+        return run(args)
+    if args.command == "import":
+        from collection.lerobot_cli import run
+
+        return run(args)
+    if args.command == "view":
+        from collection.viewer import run
+
+        return run(args)
     if not args.path.exists():
         print(f"rig episodes: no episode store at {args.path}", file=sys.stderr)
         return 1
@@ -126,7 +162,7 @@ def main(argv: list[str]) -> int:
             return 1 if check_store(args.path) else 0
         return repair_store(args.path, args.dry_run)
     try:
-        with EpisodeStore.open(args.path, mode=mode) as store:
+        with EpisodeStore.open(args.path, mode="r") as store:
             if args.command == "list":
                 return _cmd_list(store)
             if args.command == "show":

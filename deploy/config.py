@@ -86,6 +86,9 @@ class DeployConfig(StrictModel):
     """Where async inference runs: its own process (default) or inline (blocks the loop)."""
     server: str | None = None
     """Policy server address (``tcp://host:5555``, deploy/serving.py): inference runs there."""
+    server_keys: str | None = None
+    """CurveZMQ key folder holding ``server.key`` and ``client.key_secret`` (from
+    ``python -m deploy.serving keygen``), for a server started with ``--keys``."""
     server_timeout_s: float = Field(10.0, gt=0)
     """A policy server request unanswered this long stops the run (the arm holds)."""
     device: str = "cpu"
@@ -99,6 +102,11 @@ class DeployConfig(StrictModel):
     store: str | None = "data/eval.zarr"
     """Evaluation episodes are appended here (episode store layout); None: not recorded."""
     image_codec: str = "jpegxl"
+    record_video: bool = True
+    """Per-camera mp4 of every evaluation episode, as collection records them."""
+    video_dir: str | None = None
+    """Where the videos go (``episode_<store index>/<camera>.mp4``); default ``<store>.videos/``.
+    Without a store and a video_dir nothing is recorded."""
     spacemouse: bool = True
     """Start the SpaceMouse process (needed for takeover by button and to drive during takeover)."""
     takeover: TakeoverConfig = Field(default_factory=TakeoverConfig)

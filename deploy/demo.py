@@ -21,6 +21,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from robot.interrupt import Interrupted
+
 EVAL_SEED_OFFSET = 100_000  # evaluation seeds never overlap the collection seeds
 # Per task: the configs of each stage and how long an evaluation episode may take (the scripted expert
 # reaches in ~2-4 s and picks and places in ~11 s; a failing episode costs at most this).
@@ -40,11 +42,26 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
+def _stream(lines: Any, log: Any) -> dict[str, Any] | None:
+    """Copy a stage's output to the terminal and its log; return its last JSON line."""
+    last_json = None
+    for line in lines:
+        log.write(line)
+        sys.stdout.write(f"  {line}" if not line.startswith("\r") else line)
+        sys.stdout.flush()
+        stripped = line.strip()
+        if stripped.startswith("{") and stripped.endswith("}"):
+            try:
+                last_json = json.loads(stripped)
+            except json.JSONDecodeError:
+                pass
+    return last_json
+
+
 def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
     """Run one CLI, streaming its output to the terminal and to ``log_path``; return its JSON line."""
     print(f"\n=== {name}: {' '.join(cmd[2:])}", flush=True)
     t0 = time.monotonic()
-    last_json: dict[str, Any] | None = None
     with (
         open(log_path, "w") as log,
         subprocess.Popen(
@@ -57,16 +74,20 @@ def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
         ) as proc,
     ):
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            sys.stdout.write(f"  {line}" if not line.startswith("\r") else line)
-            sys.stdout.flush()
-            stripped = line.strip()
-            if stripped.startswith("{") and stripped.endswith("}"):
-                try:
-                    last_json = json.loads(stripped)
-                except json.JSONDecodeError:
-                    pass
+        try:
+            last_json = _stream(proc.stdout, log)
+        except KeyboardInterrupt:
+            # The stage got the same SIGINT (one process group, as a terminal sends it): it is
+            # saving what it has. Its output goes to the log until it ends; its 'interrupted:' line
+            # (what it kept) becomes part of ours.
+            rest = list(proc.stdout)
+            proc.wait()
+            log.writelines(rest)
+            kept = [line.split("interrupted: ", 1)[1].strip() for line in rest if "interrupted: " in line]
+            raise Interrupted(
+                f"stage '{name}' stopped ({kept[-1] if kept else f'see {log_path}'}); "
+                f"outputs so far under {log_path.parent}/"
+            ) from None
         rc = proc.wait()
     if rc != 0:
         raise SystemExit(f"rig demo: stage '{name}' failed (exit {rc}); see {log_path}")
@@ -163,6 +184,7 @@ def main(argv: list[str]) -> int:
             f"store={out / 'eval.zarr'}",
             f"seed={EVAL_SEED_OFFSET}",
             f"max_episode_s={task['max_episode_s']}",
+            "record_video=false",  # as in its collection: the 2-core budget goes to the rig
             *args.overrides,
         ],
         out / "deploy.log",

@@ -24,9 +24,11 @@ import logging
 import sys
 from typing import Any
 
+from collection.episode_store import saved_episodes_note
 from deploy.config import DeployConfig
 from deploy.policy_client import PolicySpec
 from robot.config import ConfigError, add_config_arguments, config_from_args
+from robot.interrupt import Interrupted
 
 
 def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
@@ -35,7 +37,7 @@ def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
     if config.server:
         from deploy.serving import RemotePolicyClient
 
-        return RemotePolicyClient(config.server, timeout_s=config.server_timeout_s)
+        return RemotePolicyClient(config.server, timeout_s=config.server_timeout_s, keys=config.server_keys)
     if config.mode == "async" and config.inference == "process":
         from deploy.inference_process import InferenceProcess
         from robot.process import DeviceProcessError
@@ -171,11 +173,17 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         summary = run_deploy(config, args.checkpoint)
+    except KeyboardInterrupt as exc:
+        kept = saved_episodes_note(config.store) if config.store else "evaluation recording was off"
+        raise Interrupted(kept) from exc
     except (FileNotFoundError, ValueError) as exc:
         if isinstance(exc, ConfigError):
             raise
         print(f"rig deploy: {exc}", file=sys.stderr)
         return 2
+    except ConnectionError as exc:  # the policy server: not answering, or gone mid-run (the arm held)
+        print(f"rig deploy: {exc}", file=sys.stderr)
+        return 1
     print(format_table(summary), flush=True)
     print(json.dumps(summary), flush=True)
     return 3 if summary["safety_stop"] else 0

@@ -85,14 +85,19 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
         self.meta = PolicyMeta.from_dict(payload)
 
     def request(
-        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+        self,
+        obs: dict[str, Any],
+        committed_actions: np.ndarray | None = None,
+        seed: int | None = None,
+        warm_up: bool = False,
     ) -> int:
         """Send one request (non-blocking). Raises RuntimeError if one is already in flight."""
         if self._writer is not None and self._writer.is_alive():
             # The previous request is still being written: the child is not reading.
             self.check()
             raise DeviceProcessError(f"{self.name}: the inference process is not reading requests")
-        return self._send_request(lambda rid: self._write(("predict", rid, obs, committed_actions, seed)))
+        kind = "warm_up" if warm_up else "predict"
+        return self._send_request(lambda rid: self._write((kind, rid, obs, committed_actions, seed)))
 
     def _write(self, msg: tuple) -> None:
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
@@ -170,7 +175,7 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
             except EOFError:
                 return
             kind, rid, obs, committed, seed = msg
-            if kind != "predict":
+            if kind not in ("predict", "warm_up"):
                 continue
-            actions, first, err, compute_s = run_predict(self.policy, obs, committed, seed)
+            actions, first, err, compute_s = run_predict(self.policy, obs, committed, seed, kind == "warm_up")
             self._res_send.send(("result", (rid, actions, first, err, compute_s)))

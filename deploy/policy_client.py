@@ -193,9 +193,15 @@ def _action_dims(policy: Any) -> list[int] | None:
     return [int(d) for d in dims]
 
 
-def run_predict(policy: Any, obs: dict[str, Any], committed: np.ndarray | None, seed: int | None) -> tuple:
+def run_predict(
+    policy: Any, obs: dict[str, Any], committed: np.ndarray | None, seed: int | None, warm_up: bool = False
+) -> tuple:
     """Call ``predict``; returns ``(actions, first_index, error_text, compute_s)`` and never raises
     (a failing policy is reported to the runner, which holds the arm and says why).
+
+    ``warm_up``: the call before the first episode that pays the one-off costs (weight packing, the
+    allocator, CUDA graphs); a policy with state that a predict advances (the stand-in's clock) says so
+    by a ``warm_up`` method with predict's signature, which is called instead.
 
     A policy trained on a subset of the stored columns (``dims`` in its shape_meta, e.g. x and y of a
     planar task) gets those columns of the low-dim observations and of the committed poses, and its
@@ -215,7 +221,8 @@ def run_predict(policy: Any, obs: dict[str, Any], committed: np.ndarray | None, 
         full_dim = _full_action_dim(policy)
         if adims is not None and committed is not None and np.shape(committed)[-1] == full_dim:
             committed = np.asarray(committed)[:, adims]
-        chunk = policy.predict(sel, committed_actions=committed, seed=seed)
+        call = getattr(policy, "warm_up", policy.predict) if warm_up else policy.predict
+        chunk = call(sel, committed_actions=committed, seed=seed)
         actions = np.asarray(chunk.actions, dtype=np.float64)
         if adims is not None:
             if "robot_eef_pose" not in obs or np.shape(obs["robot_eef_pose"])[-1] != POSE_DIM:
@@ -274,6 +281,15 @@ class OneRequestInFlight:
         self._cancelled.discard(rid)
         return rid, t0, cancelled
 
+    def warm_up(self, obs: dict[str, Any], timeout_s: float) -> ChunkResult | None:
+        """One predict whose result is not used (see :func:`run_predict`); None if it took longer
+        than ``timeout_s``."""
+        self.request(obs, None, None, warm_up=True)
+        res = self.wait(timeout_s)
+        if res is None:
+            self.cancel()
+        return res
+
     def cancel(self) -> None:
         """Forget the in-flight request (its result is discarded when it arrives)."""
         if self._in_flight is not None:
@@ -295,14 +311,22 @@ class LocalPolicyClient:
         return False
 
     def request(
-        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+        self,
+        obs: dict[str, Any],
+        committed_actions: np.ndarray | None = None,
+        seed: int | None = None,
+        warm_up: bool = False,
     ) -> int:
         rid = self._next_id
         self._next_id += 1
         t0 = now()
-        actions, first, err, compute_s = run_predict(self.policy, obs, committed_actions, seed)
+        actions, first, err, compute_s = run_predict(self.policy, obs, committed_actions, seed, warm_up)
         self._result = ChunkResult(rid, actions, first, t0, now(), err, compute_s)
         return rid
+
+    def warm_up(self, obs: dict[str, Any], timeout_s: float) -> ChunkResult | None:
+        self.request(obs, warm_up=True)
+        return self.poll()
 
     def poll(self) -> ChunkResult | None:
         out, self._result = self._result, None

@@ -1,8 +1,10 @@
 """The deployment loop: observations -> policy -> stamped, feasible, safe actions -> arm; recorded.
 
 :class:`DeployRunner` runs episodes on an open :class:`robot.env.Env` with a policy client
-(:mod:`deploy.policy_client`). Per episode: open the gripper (if any); sim: ``reset_world(seed)``;
-``home()``; then a fixed-rate loop at ``loop_hz`` until the task's success has been held ``success_hold_s``, ``max_episode_s``
+(:mod:`deploy.policy_client`). Before the first episode the policy is warmed up (one predict, not
+counted). Per episode: open the gripper (if any); sim: ``reset_world(seed)``; ``home()``; a wait
+until every camera has frames captured after both (``Env.wait_for_frames_since``: the first
+observation shows the new world even with a slow camera), then a fixed-rate loop at ``loop_hz`` until the task's success has been held ``success_hold_s``, ``max_episode_s``
 passed, ``q`` was pressed, or the safety layer stopped the arm.
 
 Each loop tick (host monotonic time ``t``):
@@ -19,7 +21,8 @@ Each loop tick (host monotonic time ``t``):
    ``async`` when the plan will run out within the expected latency (quantile of the measured ones)
    plus the action latency, the commit window and one step, conditioned on the actions that will be
    committed by the time the chunk is expected (``committed_actions``, inpainted by the policy);
-6. every ``rig.obs.dt_s``: record one step (obs, executed action, chunk index, latency, drops).
+6. every ``rig.obs.dt_s``: record one step (obs, executed action, chunk index, latency, drops); a
+   tick that sees no newer frame than the last recorded step records nothing (no repeated times).
 
 Every number in use (action latency, margins, dt, latency estimate) is printed at start.
 
@@ -30,14 +33,18 @@ reach at ``timestamp`` (from the actions actually sent, policy or takeover), ``c
 the chunk that action came from, -1 takeover/none), ``chunk_start`` (bool: a chunk was merged since
 the previous step), ``inference_latency_s`` (latency of the newest chunk, NaN before the first),
 ``dropped_actions`` (int64, cumulative), ``takeover`` (bool). Per-chunk details (observation time,
-request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump) go to
-``<store>.deploy/episode_<index>.json``.
+request/arrival times, latency, committed rows, dropped/superseded counts, fallback, join jump, safety
+events) go to ``<store>.deploy/episode_<index>.json``, with ``ready_time`` (when the reset and homing
+finished). With ``record_video``, every camera's full-rate mp4 goes to
+``<video_dir>/episode_<index>/<camera>.mp4`` (default ``<store>.videos/``, as in collection; written
+by the cameras' writer processes, off the loop) and the episode's summary names the files.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shutil
 import sys
 from collections import deque
 from dataclasses import dataclass, field
@@ -51,6 +58,7 @@ from deploy.config import DeployConfig
 from deploy.policy_client import ChunkResult, PolicyMeta
 from deploy.safety import ChunkSafety, PolicySafetyStop
 from deploy.scheduler import ActionPlan, PlannedAction, schedule_chunk, stamp_chunk
+from robot.process import DeviceProcessError
 from robot.timing import RateLoop, now
 
 log = logging.getLogger("deploy.runner")
@@ -71,6 +79,7 @@ class EpisodeResult:
     end_reason: str
     inference_latency_s: list[float] = field(default_factory=list)
     store_index: int | None = None
+    videos: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.inference_latency_s or [np.nan]) * 1e3
@@ -88,6 +97,7 @@ class EpisodeResult:
             "end_reason": self.end_reason,
             "inference_p50_ms": _r(np.nanpercentile(lat, 50)) if self.inference_latency_s else None,
             "store_index": self.store_index,
+            "videos": self.videos,
         }
 
 
@@ -217,6 +227,23 @@ class DeployRunner:
                 )
             out[key] = obs[key]
         return out
+
+    def warm_up(self, timeout_s: float = 120.0) -> None:
+        """One predict before the first episode, so that chunk 0 does not pay the one-off costs (weight
+        packing, allocator, CUDA graphs); its latency is said and kept out of the figures."""
+        warm_up = getattr(self.client, "warm_up", None)
+        if warm_up is None:
+            return
+        res = warm_up(self._policy_obs(self.env.get_obs(self.meta.n_obs_steps)), timeout_s)
+        if res is None:
+            raise DeviceProcessError(
+                f"{self.client.transport}: the policy's warm-up predict did not finish within {timeout_s:.0f} s"
+            )
+        if res.error is not None:
+            raise ValueError(f"the policy failed its warm-up predict: {res.error}")
+        self.say(
+            f"policy warm-up: one predict took {res.latency_s * 1e3:.0f} ms (not counted in the figures)"
+        )
 
     def check_observations(self) -> None:
         """Before the first episode: the rig's observations have the keys and per-step shapes the
@@ -363,6 +390,7 @@ class DeployRunner:
             "rows": n_use,
             # Later than planned for: more was committed than the policy was conditioned on.
             "late": bool(t > req["t_arrive_expected"]),
+            "safety_events": list(check.events),
         }
         if self.keep_logs:
             info["poses"] = check.poses.copy()
@@ -483,6 +511,9 @@ class DeployRunner:
     def _record(self, writer: Any, ep: dict[str, Any]) -> None:
         obs = self.env.get_obs(1)
         ts = float(obs["timestamp"][-1])
+        if ts <= ep["last_recorded_t"]:  # a late tick saw no new frame: never record an obs twice
+            return
+        ep["last_recorded_t"] = ts
         step = {k: v[-1] for k, v in obs.items() if k.startswith("camera_") and v.ndim == 4}
         cur = None
         for r in reversed(self.plan.committed):
@@ -521,6 +552,12 @@ class DeployRunner:
         if env.config.is_sim and seed is not None:
             env.reset_world(seed)
         env.home()
+        t_ready = now()
+        # Before the episode's clock starts: the first call starts the video writer processes.
+        videos = self._start_video(store.n_episodes if store is not None else index)
+        video_dir = next(iter(videos.values())).parent if videos else None
+        # A slow camera still delivers the world before the reset: the first observation waits.
+        env.wait_for_frames_since(t_ready, self.meta.n_obs_steps)
         self.sent_log, self.chunk_log, self.arm_log = [], [], {}
         self._arm_counter = env.arm.state_ring.count
         self._button_count = None
@@ -537,6 +574,8 @@ class DeployRunner:
             "takeover": False,
             "takeover_s": 0.0,
             "next_cycle": t_start,
+            "ready_time": t_ready,
+            "last_recorded_t": -np.inf,
         }
         writer = store.begin_episode() if store is not None else None
         loop = RateLoop(cfg.loop_hz)
@@ -618,6 +657,9 @@ class DeployRunner:
         finally:
             self._collect_arm_log()
             self.plan.pending = []
+            if videos:
+                env.cameras.stop_recording()
+                videos = {name: path for name, path in videos.items() if path.is_file()}
         duration = now() - t_start
         success = bool(env.config.is_sim and env.task_success()) if error is None else False
         store_index = None
@@ -628,6 +670,9 @@ class DeployRunner:
                 self._write_sidecar(store, store_index, ep, seed, end_reason)
             else:
                 writer.discard()
+        if video_dir is not None and writer is not None and store_index is None:  # not saved: no video
+            shutil.rmtree(video_dir, ignore_errors=True)
+            videos = {}
         result = EpisodeResult(
             index=index,
             seed=seed,
@@ -642,12 +687,21 @@ class DeployRunner:
             end_reason=end_reason,
             inference_latency_s=list(ep["latencies"]),
             store_index=store_index,
+            videos={name: str(path) for name, path in videos.items()},
         )
         self.plan.dropped_due = 0
         self.episodes.append(result)
         if error is not None:
             raise error
         return result
+
+    def _start_video(self, episode: int) -> dict[str, Path]:
+        """Start the episode's per-camera mp4s (``record_video``); ``{camera: path}``, {} when off."""
+        cfg = self.cfg
+        directory = cfg.video_dir or (f"{cfg.store}.videos" if cfg.store else None)
+        if not cfg.record_video or directory is None or self.env.cameras is None:
+            return {}
+        return self.env.cameras.start_recording(directory, episode)
 
     def _write_sidecar(
         self, store: Any, store_index: int, ep: dict[str, Any], seed: int | None, reason: str
@@ -662,6 +716,7 @@ class DeployRunner:
             "end_reason": reason,
             "action_latency_s": self.action_latency_s,
             "dt_s": self.dt_s,
+            "ready_time": ep["ready_time"],
             "chunks": [
                 {
                     k: (float(v) if isinstance(v, float | np.floating) else v)
@@ -693,6 +748,7 @@ class DeployRunner:
         """Run ``config.episodes`` episodes (stops early on a safety stop or ``q``); the summary."""
         self.say(f"timing: {self.describe_timing()}")
         self.check_observations()
+        self.warm_up()
         for i, seed in enumerate(self.seeds()):
             r = self.run_episode(i, seed if self.env.config.is_sim else None, store)
             self.say(
@@ -700,6 +756,7 @@ class DeployRunner:
                 f"seed {seed}, {r.chunks} chunks, inference p50 {_ms_median(r.inference_latency_s)}, "
                 f"dropped {r.actions_dropped}, safety events {r.safety_events}"
                 + (f", saved as episode {r.store_index}" if r.store_index is not None else "")
+                + (f", video {', '.join(r.videos.values())}" if r.videos else "")
             )
             if self.stopped or self.quit:
                 break

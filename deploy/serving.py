@@ -12,8 +12,18 @@ Server (on the GPU machine)::
     python -m deploy.serving --checkpoint runs/x/train --bind tcp://*:5555 --device cuda
 
 It binds the loopback interface (``tcp://127.0.0.1:5555``) unless ``--bind`` says otherwise, and
-then prints what it exposes: the server has no authentication, so serve on a network only one you
-trust (or tunnel the port over ssh). A message larger than ``--max-message-mb`` is dropped by ZeroMQ
+then prints what it exposes. Without keys anyone who reaches the port is answered: serve on a network
+only one you trust (or tunnel the port over ssh), or use CurveZMQ keys, with which only the rig's
+client is answered and the traffic is encrypted::
+
+    python -m deploy.serving keygen keys/          # once: server and client key pairs
+    python -m deploy.serving --checkpoint ... --bind tcp://*:5555 --keys keys/
+    rig deploy ... server=tcp://gpu-host:5555 server_keys=keys/   # the rig needs server.key and
+                                                                  # client.key_secret of keys/
+
+The server answers only the clients whose public keys are in ``keys/clients/`` (``keygen`` puts the
+one it makes there; add more ``*.key`` files for more rigs); others get no answer at all (ZeroMQ drops
+their handshake), so their ``rig deploy`` says the server did not answer. A message larger than ``--max-message-mb`` is dropped by ZeroMQ
 before it is read; a request that does not decode, or whose arrays do not match the policy's
 shape_meta, gets an error reply naming what is wrong, and the server keeps serving.
 
@@ -21,7 +31,8 @@ Rig side: ``rig deploy --checkpoint runs/x/train server=tcp://gpu-host:5555`` (t
 is only shown in the log then; the server's policy is used).
 
 Messages: ``{"op": "meta"}`` -> PolicyMeta as a dict; ``{"op": "predict", "id", "obs", "committed",
-"seed"}`` -> ``{"id", "actions", "first_index", "error", "compute_s"}``.
+"seed", "warm_up"}`` -> ``{"id", "actions", "first_index", "error", "compute_s"}`` (``warm_up``: the
+call before the first episode, see ``run_predict``).
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ import json
 import logging
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import msgpack
@@ -51,6 +63,39 @@ from robot.timing import now
 log = logging.getLogger("deploy.serving")
 
 DEFAULT_BIND = "tcp://127.0.0.1:5555"
+
+
+# ------------------------------------------------------------------ CurveZMQ keys
+def make_keys(folder: str | Path) -> Path:
+    """Create the server's and one client's key pairs in ``folder`` (``server.key``,
+    ``server.key_secret``, ``client.key``, ``client.key_secret``) and authorize that client
+    (``clients/client.key``). Existing keys are an error: they may already be in use."""
+    import shutil
+
+    import zmq.auth
+
+    folder = Path(folder)
+    if (folder / "server.key_secret").exists():
+        raise FileExistsError(
+            f"{folder} already holds keys (server.key_secret); remove them to make new ones"
+        )
+    (folder / "clients").mkdir(parents=True, exist_ok=True)
+    zmq.auth.create_certificates(str(folder), "server")
+    public, _ = zmq.auth.create_certificates(str(folder), "client")
+    shutil.copy(public, folder / "clients" / "client.key")
+    return folder
+
+
+def _load_keys(folder: str | Path, name: str, secret: bool) -> tuple[bytes, bytes | None]:
+    import zmq.auth
+
+    path = Path(folder) / (f"{name}.key_secret" if secret else f"{name}.key")
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} not found: make keys with `python -m deploy.serving keygen {folder}` on the server and "
+            "copy server.key and client.key_secret to the rig"
+        )
+    return zmq.auth.load_certificate(str(path))
 
 
 # ------------------------------------------------------------------ encoding
@@ -84,7 +129,13 @@ class PolicyServer:
     ``serve_forever`` returns when ``stop()`` is called (from a signal handler or another thread).
     """
 
-    def __init__(self, spec: PolicySpec, bind: str = DEFAULT_BIND, max_message_bytes: int = 64 << 20) -> None:
+    def __init__(
+        self,
+        spec: PolicySpec,
+        bind: str = DEFAULT_BIND,
+        max_message_bytes: int = 64 << 20,
+        keys: str | Path | None = None,
+    ) -> None:
         self.spec = spec
         self.policy = load_policy(spec)
         self.meta = policy_meta(self.policy, spec.describe())
@@ -92,6 +143,19 @@ class PolicyServer:
         self.sock = self.ctx.socket(zmq.REP)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.MAXMSGSIZE, int(max_message_bytes))
+        self.auth = None
+        if keys is not None:
+            from zmq.auth.thread import ThreadAuthenticator
+
+            public, secret = _load_keys(keys, "server", secret=True)
+            clients = Path(keys) / "clients"
+            if not any(clients.glob("*.key")):
+                raise FileNotFoundError(f"{clients} holds no client public key (*.key): no rig could connect")
+            self.auth = ThreadAuthenticator(self.ctx)
+            self.auth.start()
+            self.auth.configure_curve(domain="*", location=str(clients))
+            self.sock.curve_secretkey, self.sock.curve_publickey = secret, public
+            self.sock.curve_server = True
         self.sock.bind(bind)
         self.address = self.sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._running = True
@@ -114,6 +178,8 @@ class PolicyServer:
                 self.sock.send(pack(reply))
         finally:
             self.sock.close(0)
+            if self.auth is not None:
+                self.auth.stop()
 
     def _check_obs(self, obs: Any) -> None:
         """ValueError naming the key whose array does not match the policy's shape_meta."""
@@ -143,7 +209,7 @@ class PolicyServer:
         if op == "predict":
             self._check_obs(msg.get("obs"))
             actions, first, err, compute_s = run_predict(
-                self.policy, msg["obs"], msg.get("committed"), msg.get("seed")
+                self.policy, msg["obs"], msg.get("committed"), msg.get("seed"), bool(msg.get("warm_up"))
             )
             self.served += 1
             return {
@@ -166,9 +232,10 @@ class RemotePolicyClient(OneRequestInFlight):
             stops the arm and says so); also the connect/meta timeout.
     """
 
-    def __init__(self, address: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, address: str, timeout_s: float = 10.0, keys: str | Path | None = None) -> None:
         self.address = address
         self.timeout_s = float(timeout_s)
+        self.keys = keys
         self.transport = f"policy server {address}"
         self.ctx = zmq.Context.instance()
         self.sock = self._connect()
@@ -176,23 +243,37 @@ class RemotePolicyClient(OneRequestInFlight):
         self.sock.send(pack({"op": "meta"}))
         if not self.sock.poll(int(self.timeout_s * 1000)):
             self.close()
+            keys_hint = (
+                f" With keys: is this rig's client key ({keys}/client.key) in the server's keys/clients/?"
+                if keys is not None
+                else " A server started with --keys answers only rigs with server_keys set."
+            )
             raise ConnectionError(
                 f"policy server at {address} did not answer within {self.timeout_s:.0f} s: is "
                 "`python -m deploy.serving --checkpoint ... --bind tcp://*:PORT` running there, and the port open?"
+                + keys_hint
             )
         self.meta = PolicyMeta.from_dict(unpack(self.sock.recv()))
 
     def _connect(self) -> Any:
         sock = self.ctx.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        if self.keys is not None:
+            public, secret = _load_keys(self.keys, "client", secret=True)
+            sock.curve_secretkey, sock.curve_publickey = secret, public
+            sock.curve_serverkey, _ = _load_keys(self.keys, "server", secret=False)
         sock.connect(self.address)
         return sock
 
     def request(
-        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+        self,
+        obs: dict[str, Any],
+        committed_actions: np.ndarray | None = None,
+        seed: int | None = None,
+        warm_up: bool = False,
     ) -> int:
         obs = {k: np.asarray(v) for k, v in obs.items()}
-        msg = {"op": "predict", "obs": obs, "committed": committed_actions, "seed": seed}
+        msg = {"op": "predict", "obs": obs, "committed": committed_actions, "seed": seed, "warm_up": warm_up}
         return self._send_request(lambda rid: self.sock.send(pack({**msg, "id": rid})))
 
     def poll(self) -> ChunkResult | None:
@@ -233,6 +314,21 @@ class RemotePolicyClient(OneRequestInFlight):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["keygen"]:
+        if len(argv) != 2:
+            print("usage: python -m deploy.serving keygen DIR", file=sys.stderr)
+            return 2
+        try:
+            folder = make_keys(argv[1])
+        except FileExistsError as exc:
+            print(f"keygen: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"keys in {folder}: start the server with --keys {folder}; copy {folder}/server.key and "
+            f"{folder}/client.key_secret to the rig and set server_keys= to their folder"
+        )
+        return 0
     ap = argparse.ArgumentParser(prog="python -m deploy.serving", description=__doc__.splitlines()[0])
     ap.add_argument("--checkpoint", required=True, help="checkpoint .pt / run dir, or py:module:Factory")
     ap.add_argument(
@@ -245,6 +341,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--torch-threads", type=int, default=None)
     ap.add_argument("--fast-inference", action="store_true")
     ap.add_argument("--policy-kwargs", default="{}", help="JSON object for py: policies")
+    ap.add_argument(
+        "--keys",
+        default=None,
+        help="CurveZMQ key folder (from `keygen DIR`): encrypt, and answer only the clients in DIR/clients/",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     spec = PolicySpec(
@@ -254,17 +355,27 @@ def main(argv: list[str] | None = None) -> int:
         torch_threads=args.torch_threads,
         fast_inference=args.fast_inference,
     )
-    server = PolicyServer(spec, args.bind, int(args.max_message_mb * (1 << 20)))
+    try:
+        server = PolicyServer(spec, args.bind, int(args.max_message_mb * (1 << 20)), keys=args.keys)
+    except FileNotFoundError as exc:
+        print(f"python -m deploy.serving: {exc}", file=sys.stderr)
+        return 2
     signal.signal(signal.SIGTERM, lambda *_: server.stop())
     signal.signal(signal.SIGINT, lambda *_: server.stop())
     print(f"serving {spec.describe()} on {server.address}", flush=True)
     host = server.address.split("://", 1)[-1].rsplit(":", 1)[0]
     if not host.startswith("127.") and host not in ("localhost", "[::1]"):
-        print(
-            f"exposed: {server.address} answers anyone who can reach this port (no authentication); "
-            "serve only on a trusted network",
-            flush=True,
-        )
+        if args.keys is None:
+            print(
+                f"exposed: {server.address} answers anyone who can reach this port (no authentication); "
+                "serve only on a trusted network, or use --keys",
+                flush=True,
+            )
+        else:
+            print(
+                f"exposed: {server.address}, encrypted; answers only the clients in {Path(args.keys) / 'clients'}",
+                flush=True,
+            )
     server.serve_forever()
     print(f"served {server.served} requests", flush=True)
     return 0

@@ -101,6 +101,15 @@ class ReferencePolicy:
     def chunk_offset(self, k: int) -> float:
         return self.chunk_offset_m * (1.0 if k % 2 == 0 else -1.0)
 
+    def warm_up(
+        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+    ) -> ActionChunk:
+        """Deploy's warm-up call: the injected latency, and neither the clock nor the chunk count moves
+        (the reference starts at the first observation the episode asks about)."""
+        time.sleep(self.latency_s)
+        n_out = self.horizon - self.n_obs_steps + 1
+        return ActionChunk(actions=np.tile(self.start_pose, (n_out, 1)), first_index=0)
+
     def predict(
         self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
     ) -> ActionChunk:

@@ -14,6 +14,7 @@ held in memory (a few floats per step); images are decoded lazily per sample, in
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -25,35 +26,23 @@ import torch
 
 from policy.config import DatasetConfig, PolicyConfig
 
+log = logging.getLogger(__name__)
+
 ShapeMeta = dict[str, Any]
-
-
-_codecs_registered = False
-
-
-def _register_image_codecs() -> None:
-    """Register imagecodecs' numcodecs (JPEG-XL, JPEG 2000 ...) once, so format-2 stores decode."""
-    global _codecs_registered
-    if _codecs_registered:
-        return
-    import imagecodecs.numcodecs
-
-    imagecodecs.numcodecs.register_codecs(verbose=False)
-    _codecs_registered = True
 
 
 def open_store(path: str | Path) -> Any:
     """Open an episode store read-only (zarr v2 or v3 format, with imagecodecs' codecs registered)."""
-    import zarr
 
-    _register_image_codecs()
+    from collection.episode_store import open_root_readonly, register_image_codecs
+
+    register_image_codecs()
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"episode store {path} does not exist (pass --dataset PATH)")
     try:
         # The episode store's opener: a .zarr directory or a zipped store (.zarr.zip), read only.
-        store = zarr.storage.ZipStore(path, mode="r") if path.suffix == ".zip" else str(path)
-        root = zarr.open_group(store, mode="r")
+        root = open_root_readonly(path)
     except Exception as exc:
         raise ValueError(f"{path} is not a zarr episode store: {exc}") from exc
     for required in ("data", "meta/episode_ends"):
@@ -151,26 +140,47 @@ def resize_image(frame: np.ndarray, image_size: tuple[int, int] | None) -> np.nd
     return cv2.resize(frame, (int(w), int(h)), interpolation=cv2.INTER_AREA)
 
 
+def _median_step_s(root: Any) -> float | None:
+    """Median timestamp difference within episodes; None without timestamps or 2-step episodes."""
+    if "timestamp" not in root["data"]:
+        return None
+    ts = np.asarray(root["data/timestamp"][:], dtype=np.float64).reshape(root["data/timestamp"].shape[0], -1)[
+        :, 0
+    ]
+    starts = np.concatenate([[0], valid_episode_ends(root)[:-1]])
+    diffs = [np.diff(ts[s:e]) for s, e in zip(starts, valid_episode_ends(root), strict=True) if e - s > 1]
+    return float(np.median(np.concatenate(diffs))) if diffs else None
+
+
 def store_dt_s(root: Any, cfg: DatasetConfig) -> float:
-    """Step period of the store in seconds: ``cfg.dt_s`` or the median timestamp difference."""
+    """Step period of the store in seconds: ``cfg.dt_s``, else the ``dt_s`` the store recorded (``rig
+    collect`` records the rig's), else the median timestamp difference (warned: under load that is
+    not the rig's period). Warns when the timestamps disagree with the period used by over 10%."""
     if cfg.dt_s is not None:
         return float(cfg.dt_s)
-    if "timestamp" not in root["data"]:
-        raise ValueError("episode store has no data/timestamp; set dataset.dt_s in the config")
-    ts = np.asarray(root["data/timestamp"][:], dtype=np.float64)
-    ends = valid_episode_ends(root)
-    diffs = []
-    start = 0
-    for end in ends:
-        if end - start > 1:
-            diffs.append(np.diff(ts[start:end]))
-        start = end
-    if not diffs:
-        raise ValueError("cannot infer the step period: no episode has 2 steps; set dataset.dt_s")
-    dt = float(np.median(np.concatenate(diffs)))
-    if not dt > 0:
-        raise ValueError(f"data/timestamp is not increasing (median step {dt} s); set dataset.dt_s")
-    return dt
+    median = _median_step_s(root)
+    stored = root.attrs.get("dt_s")
+    if stored is not None:
+        dt = float(stored)
+        if median is not None and abs(median - dt) > 0.1 * dt:
+            log.warning(
+                "episode store: recorded dt_s=%g s, but its timestamps step by %.4g s (median); "
+                "training uses %g s (check `rig episodes list` for late steps)",
+                dt,
+                median,
+                dt,
+            )
+        return dt
+    if median is None:
+        raise ValueError("episode store records no dt_s and has no timestamps to infer it; set dataset.dt_s")
+    if not median > 0:
+        raise ValueError(f"data/timestamp is not increasing (median step {median} s); set dataset.dt_s")
+    log.warning(
+        "episode store records no dt_s; using its median timestamp step %.4g s (set dataset.dt_s if the "
+        "rig ran at another period)",
+        median,
+    )
+    return median
 
 
 def build_shape_meta(root: Any, policy_cfg: PolicyConfig) -> ShapeMeta:
@@ -323,7 +333,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
             return hit
         if self._root is None:
             self._root = open_store(self.path)
-        frame = np.asarray(self._root["data"][key][int(self._layout.step_index[kept_idx])])
+        row = int(self._layout.step_index[kept_idx])
+        try:
+            frame = np.asarray(self._root["data"][key][row])
+        except Exception as exc:  # a damaged chunk found mid-training: name the array and the step
+            raise ValueError(
+                f"episode store {self.path}: data/{key} row {row} cannot be decoded ({type(exc).__name__}: "
+                f"{exc}); `rig episodes check {self.path}` lists every damaged step"
+            ) from None
         frame = resize_image(frame, self.policy_cfg.vision.image_size)
         limit = self.dataset_cfg.image_cache_mb * 1e6
         if limit > 0:

@@ -2,7 +2,9 @@
 
 Single process on CPU or one GPU, or DistributedDataParallel when started by ``torchrun`` (which sets
 ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``): each rank reads its share of every epoch, rank 0 validates,
-logs and writes checkpoints. AdamW with linear warmup + cosine decay (diffusers ``get_scheduler``),
+logs and writes checkpoints. Ctrl-C (SIGINT, also as torchrun forwards it to every rank) ends the
+run at the next step boundary (all ranks at the same step): rank 0 writes a resumable checkpoint
+first, then :class:`robot.interrupt.Interrupted` says where it is. AdamW with linear warmup + cosine decay (diffusers ``get_scheduler``),
 EMA of the weights (diffusers ``EMAModel``, warmup power 0.75), gradient-norm clipping, autocast
 (bf16, or fp16 with a grad scaler) on GPU only unless configured otherwise.
 """
@@ -14,7 +16,9 @@ import copy
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +31,7 @@ from policy.checkpoint import git_revision, load_checkpoint, save_checkpoint
 from policy.config import TrainConfig
 from policy.dataset import EpisodeDataset, make_loader
 from policy.diffusion import DiffusionPolicy
+from robot.interrupt import Interrupted
 
 
 def _dist_info() -> tuple[bool, int, int, int]:
@@ -148,6 +153,30 @@ def validate(
         out["val_action_mse"] = float(np.mean(mses))
         out["val_action_mse_raw"] = float(np.mean(raw_mses))
     return out
+
+
+@contextlib.contextmanager
+def _sigint_as_flag() -> Any:
+    """SIGINT sets the yielded event instead of raising mid-step (a half-applied optimizer step
+    must not be checkpointed); outside the main thread (tests) nothing is installed."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _any_rank(flag: bool, distributed: bool, device: torch.device) -> bool:
+    """True on every rank once one rank has the flag (so that all ranks stop at the same step)."""
+    if not distributed:
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
 
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
@@ -311,7 +340,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     )
     model.train()
     done = step >= total_steps
-    with open(log_path, "a") if is_main else contextlib.nullcontext() as log:
+    interrupted = False
+    with (
+        open(log_path, "a") if is_main else contextlib.nullcontext() as log,
+        _sigint_as_flag() as sigint,
+    ):
         while not done:
             if distributed:
                 loader.sampler.set_epoch(epoch)
@@ -368,9 +401,25 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                 if step >= total_steps:
                     done = True
                     break
+                if _any_rank(sigint.is_set(), distributed, device):
+                    interrupted = done = True
+                    break
             else:
                 epoch += 1
     bar.close()
+    if interrupted:
+        kept = ""
+        if is_main:
+            kept = (
+                f"checkpoint of step {step} saved in {checkpoint()}; continue with "
+                f"`rig train --resume --out {run_dir}`"
+            )
+        if distributed:
+            dist.barrier()
+            dist.destroy_process_group()
+        if not is_main:
+            raise SystemExit(130)  # rank 0 alone says what was kept
+        raise Interrupted(kept)
     train_seconds = time.monotonic() - t0
     ranks_in_sync = _replicas_in_sync(model, device) if distributed else True
     summary: dict[str, Any] = {}

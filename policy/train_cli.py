@@ -127,7 +127,13 @@ def _check_finite(root: Any, path: str) -> None:
     for key, arr in root["data"].arrays():
         if arr.dtype.kind != "f" or arr.ndim > 2:
             continue
-        values = np.asarray(arr[: int(ends[-1])])
+        try:
+            values = np.asarray(arr[: int(ends[-1])])
+        except Exception as exc:  # any codec's error on a damaged chunk: name the array, not the codec
+            raise ConfigError(
+                f"episode store {path}: data/{key} cannot be decoded ({type(exc).__name__}: {exc}); "
+                f"`rig episodes check {path}` names the episodes"
+            ) from None
         bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
         if len(bad):
             row = int(bad[0])

@@ -8,8 +8,11 @@ The table names modules by string so that ``robot/`` does not import ``policy/``
 from __future__ import annotations
 
 import importlib
+import os
 import sys
+import time
 import traceback
+from pathlib import Path
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -17,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "episodes": ("collection.store_cli", "list / inspect / delete episodes of a store"),
     "train": ("policy.train_cli", "train a diffusion policy on an episode store"),
     "deploy": ("deploy.deploy_cli", "run a trained policy on the arm (sim by default)"),
+    "replay": ("deploy.replay", "drive the arm through a recorded episode; print the tracking error"),
     "calibrate": ("calibration.cli", "intrinsics, hand-eye, camera latency, robot latency"),
     "demo": ("deploy.demo", "end to end on the simulated rig: collect -> train -> deploy"),
     "arm": ("robot.arm.cli", "arm controller tools: status, home"),
@@ -39,6 +43,33 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def log_dir() -> Path:
+    """Where ``rig`` keeps the log of a run that failed: ``$RIG_LOG_DIR``, else the XDG state folder."""
+    if os.environ.get("RIG_LOG_DIR"):
+        return Path(os.environ["RIG_LOG_DIR"])
+    state = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(state) / "rig" / "logs"
+
+
+KEEP_LOGS = 50  # the newest failed runs' logs are kept; older ones are removed as new ones come
+
+
+def write_run_log(name: str, argv: list[str], message: str, detail: str) -> Path | None:
+    """Write what a failed run leaves for later (the command line, its one-line message and the full
+    tracebacks, the device child's included) and return the file; None when it cannot be written
+    (the one-line message is printed either way)."""
+    try:
+        folder = log_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+        path.write_text(f"$ rig {' '.join([name, *argv])}\n{message}\n\n{detail}")
+        for old in sorted(folder.glob("*.log"), key=lambda p: p.stat().st_mtime)[:-KEEP_LOGS]:
+            old.unlink(missing_ok=True)
+        return path
+    except OSError:
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
@@ -59,20 +90,32 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         raise
     from robot.config import ConfigError
+    from robot.interrupt import Interrupted
     from robot.process import DeviceProcessError
 
     try:
         return int(module.main(rest) or 0)
     except ConfigError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"rig {name}: config error: {exc}", file=sys.stderr)
         return 2
-    except DeviceProcessError as exc:  # a device failed: its own message, the traceback on request
+    except DeviceProcessError as exc:  # a device failed: its own message, the tracebacks in the log
+        detail = (exc.detail + "\n" if exc.detail else "") + traceback.format_exc()
         if debug:
-            print(exc.detail or traceback.format_exc(), file=sys.stderr)
+            print(detail, file=sys.stderr)
         print(f"rig {name}: {exc}", file=sys.stderr)
+        path = write_run_log(name, rest, f"rig {name}: {exc}", detail)
+        if path is not None and not debug:
+            print(f"rig {name}: the traceback is in {path} (or run with --debug)", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print(f"rig {name}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:
+        # A bare KeyboardInterrupt (or a device child's SIGINT) comes from a command that writes
+        # nothing: those that do say what they kept through Interrupted.
+        kept = str(exc) if isinstance(exc, Interrupted) else "nothing was written"
+        if debug:
+            traceback.print_exc()
+        print(f"rig {name}: interrupted: {kept}", file=sys.stderr)
         return 130
 
 

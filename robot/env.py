@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -248,10 +249,38 @@ class Env:
                 for cam in self._camera_list()
             ):
                 return
-            import time
-
             time.sleep(0.01)
         raise TimeoutError(f"cameras delivered no frames within {timeout_s:.0f} s: check cabling / config")
+
+    def wait_for_frames_since(
+        self, t_ready: float, n_obs_steps: int | None = None, timeout_s: float = 5.0
+    ) -> None:
+        """Block until ``get_obs(n_obs_steps)`` taken now uses only frames captured at or after
+        ``t_ready`` (host monotonic s: when a reset or homing finished), by capture time: frames still
+        in flight when the world changed (``latency_s`` of a slow camera) show the world before it."""
+        if self.cameras is None:
+            return
+        n = n_obs_steps or self.config.obs.n_obs_steps
+        fps = min(c.fps for c in self.config.cameras.cameras.values())
+        # The oldest target of get_obs() is (n-1) dt before the newest frame; one frame period more
+        # keeps the frame nearest to it after t_ready too.
+        need = t_ready + (n - 1) * self.config.obs.dt_s + 1.0 / fps
+        deadline = now() + timeout_s
+        while True:
+            self.check()
+            self.heartbeat()
+            newest = []
+            for name, cam in zip(self.camera_names, self._camera_list(), strict=True):
+                recs = cam.ring.get_last(1)
+                newest.append(float(self._capture_times(name, recs)[-1]) if len(recs["counter"]) else -np.inf)
+            if min(newest) >= need:
+                return
+            if now() > deadline:
+                raise TimeoutError(
+                    f"cameras delivered no frame captured after the reset within {timeout_s:.0f} s: "
+                    "check cabling / config"
+                )
+            time.sleep(0.005)
 
     # ------------------------------------------------------------------ observations
     def _camera_list(self) -> list[Any]:
@@ -279,17 +308,26 @@ class Env:
         dt_s = self.config.obs.dt_s
         out: dict[str, np.ndarray] = {}
         cam_recs = []
-        if self.cameras is not None:
-            for name, cam in zip(self.camera_names, self._camera_list(), strict=True):
-                k = min(cam.ring.capacity - 1, int(math.ceil(n * dt_s * cam.config.fps)) + 3)
-                recs = cam.ring.get_last(k)
+        cams = (
+            list(zip(self.camera_names, self._camera_list(), strict=True)) if self.cameras is not None else []
+        )
+        if cams:
+            newest = []
+            for name, cam in cams:
+                recs = cam.ring.get_last(1)
                 if len(recs["counter"]) == 0:
                     raise RuntimeError(f"camera {name} has delivered no frame yet")
-                cam_recs.append((name, recs, self._capture_times(name, recs)))
-            t_last = min(float(times[-1]) for _, _, times in cam_recs)
+                newest.append(float(self._capture_times(name, recs)[-1]))
+            t_last = min(newest)
         else:
             t_last = float(self.arm.get_state()["capture_time"])
         targets = t_last - dt_s * np.arange(n - 1, -1, -1)
+        for (name, cam), t_newest in zip(cams, newest if cams else [], strict=True):
+            # Back from this camera's newest frame to the oldest target: a camera ahead of the slowest
+            # one (a starved process, a longer latency) needs more than n * dt of its frames.
+            k = min(cam.ring.capacity - 1, int(math.ceil((t_newest - targets[0]) * cam.config.fps)) + 3)
+            recs = cam.ring.get_last(k)
+            cam_recs.append((name, recs, self._capture_times(name, recs)))
         for i, (name, recs, times) in enumerate(cam_recs):
             idx = nearest_indices(times, targets)
             out[f"camera_{i}"] = recs["color"][idx]
@@ -344,7 +382,8 @@ class Env:
         dropped = int(np.count_nonzero(~feasible))
         if dropped:
             self.dropped_actions += dropped
-            log.info("exec_actions: dropped %d of %d actions whose time had passed", dropped, len(poses))
+            # Counted, not printed: callers report drops per episode (a line per tick floods the terminal).
+            log.debug("exec_actions: dropped %d of %d actions whose time had passed", dropped, len(poses))
         return dropped
 
     def exec_widths(

@@ -9,6 +9,14 @@ import pytest
 from robot.shm.segments import list_segments
 
 
+@pytest.fixture(autouse=True, scope="session")
+def rig_logs_in_tmp(tmp_path_factory):
+    """A failed ``rig`` run writes its log (the traceback) under RIG_LOG_DIR: the tests' runs, and
+    the ``rig`` subprocesses they start, write theirs under pytest's tmp folder, not the user's home."""
+    os.environ["RIG_LOG_DIR"] = str(tmp_path_factory.mktemp("rig-logs"))
+    yield
+
+
 @pytest.fixture(autouse=True, scope="module")
 def no_leaked_segments():
     # Module scope so that module-scoped rig fixtures can keep their segments between tests.

@@ -81,6 +81,10 @@ def main(argv: list[str]) -> int:
     try:
         with ArmController(config) as arm:
             if args.action == "home":
+                print(
+                    f"homing: to {_fmt(arm.home_pose())} at {config.home_speed_m_s:.2f} m/s (Ctrl-C stops the arm)",
+                    flush=True,
+                )
                 arm.home(wait=True)
             info = _summary(arm, args.seconds if args.action == "status" else 0.2)
             try:

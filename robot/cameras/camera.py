@@ -40,7 +40,8 @@ _I_DIST = 8  # 5 slots
 _S_PUBLISHED, _S_DROPPED, _S_FIRST_RX, _S_LAST_RX, _S_LAT_SUM, _S_LAT_SQ, _S_LAT_MAX, _S_SKIPPED = range(
     13, 21
 )
-_N_SHARED = 21
+_S_ENDED = 21  # 1 once a playback recording has ended
+_N_SHARED = 22
 
 
 def frame_layout(config: CameraConfig) -> dict[str, tuple[tuple[int, ...], str]]:
@@ -137,6 +138,8 @@ class Camera(DeviceProcess):
         while not self.should_stop():
             frame = self._backend.read(_READ_TIMEOUT_S)
             if frame is None:
+                if getattr(self._backend, "ended", False):
+                    s[_S_ENDED] = 1.0
                 continue
             color, depth = frame.color, frame.depth
             if self._crop is not None:
@@ -200,7 +203,8 @@ class Camera(DeviceProcess):
     def stats(self) -> dict[str, float]:
         """Counters since start: ``frames`` published, ``dropped`` (frame_index gaps: device/sim drops and
         frames skipped after a stall), ``fps`` (mean delivered rate), ``latency_mean_s``/``latency_std_s``/
-        ``latency_max_s`` of receive_time - capture_time."""
+        ``latency_max_s`` of receive_time - capture_time, ``age_s`` of the newest frame, ``ended``
+        (playback: the recording has ended and no frame will come)."""
         s = self._shared
         n = s[_S_PUBLISHED]
         span = s[_S_LAST_RX] - s[_S_FIRST_RX]
@@ -214,6 +218,7 @@ class Camera(DeviceProcess):
             "latency_std_s": float(np.sqrt(max(var, 0.0))) if n else float("nan"),
             "latency_max_s": s[_S_LAT_MAX] if n else float("nan"),
             "age_s": now() - s[_S_LAST_RX] if n else float("nan"),
+            "ended": bool(s[_S_ENDED]),
         }
 
     def close(self) -> None:

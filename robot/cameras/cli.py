@@ -5,7 +5,8 @@
 
 ``preview`` starts every camera of the config, shows the tiled preview window (if there is a
 display) and prints per-camera fps, drops and latency once a second until Ctrl-C, ``q`` in the
-window, or ``--seconds``. ``--animate`` moves a simulated tool around so sim cameras show motion.
+window, ``--seconds``, or the end of every replayed recording (``backend: playback``; each camera's end
+is reported once). ``--animate`` moves a simulated tool around so sim cameras show motion.
 """
 
 from __future__ import annotations
@@ -95,14 +96,18 @@ def _preview(args: argparse.Namespace) -> int:
                 t_end = time.monotonic() + args.seconds if args.seconds else float("inf")
                 while time.monotonic() < t_end and not preview.quit_requested:
                     time.sleep(min(1.0, max(t_end - time.monotonic(), 0.0)))
-                    mc.check()
+                    mc.check()  # says when a replayed recording has ended
                     preview.check()
                     parts = []
                     for name, st in mc.stats().items():
+                        if st["ended"]:
+                            continue  # no stale figures of a finished recording
                         parts.append(
                             f"{name}: {st['fps']:5.1f} fps, {st['dropped']} dropped, "
                             f"latency {1000 * st['latency_mean_s']:.1f} ms"
                         )
+                    if not parts:  # every camera replayed a recording to its end
+                        break
                     print(" | ".join(parts), flush=True)
     finally:
         stop.set()
@@ -124,8 +129,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.cmd == "list":
         return _list()
+    import logging
+
     from robot.process import DeviceProcessError
 
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
     try:
         return _preview(args)
     except (RuntimeError, DeviceProcessError) as exc:

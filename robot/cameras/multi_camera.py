@@ -11,6 +11,7 @@ frame is included when a target equals its capture time).
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -22,6 +23,8 @@ from robot.cameras.camera import Camera
 from robot.cameras.config import CameraConfig, MultiCameraConfig, VideoConfig
 from robot.process import DeviceProcessError
 from robot.shm.ring_buffer import RingBuffer
+
+log = logging.getLogger(__name__)
 
 
 def _as_config_map(configs: Any) -> tuple[dict[str, CameraConfig], VideoConfig]:
@@ -87,6 +90,7 @@ class MultiCamera:
             self.close()
             raise
         self._recorders: dict[str, Any] = {}
+        self._ended: set[str] = set()  # playback cameras whose recording's end was reported
         self._recording: dict[str, Path] | None = None
         self._started = False
         self._preload_video = preload_video
@@ -152,11 +156,24 @@ class MultiCamera:
 
     def check(self) -> None:
         """Raise DeviceProcessError (camera name + traceback) for the first camera or recorder that
-        failed or died; the others keep running. Call it from the main loop."""
+        failed or died; the others keep running. Logs (once, as a warning) the end of a replayed
+        recording. Call it from the main loop."""
         for cam in self.cameras.values():
             cam.check()
         for rec in self._recorders.values():
             rec.check()
+        for name, cam in self.cameras.items():
+            if cam.config.backend == "playback" and name not in self._ended and cam.stats()["ended"]:
+                self._ended.add(name)
+                st = cam.stats()
+                log.warning(
+                    "camera %s: end of recording %s (%d frames, %d missing from the recording); no frame comes "
+                    "after it",
+                    name,
+                    cam.config.playback.path,
+                    st["frames"],
+                    st["dropped"],
+                )
 
     def failures(self) -> dict[str, str]:
         """``{camera name: error text}`` of cameras that failed or died (without raising)."""

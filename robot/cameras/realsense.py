@@ -12,19 +12,24 @@ Timestamps (host monotonic seconds):
   if the camera only gives its hardware clock, it is mapped with the smallest ``receive - device``
   offset seen (the frames with the least transport delay). ``receive_time`` is the host time the
   frameset arrived. ``frame_index`` is the camera's frame counter.
-- playback: real-time playback (frames come at their recorded pace; a reader that falls behind loses
-  frames, as with a live camera); ``capture_time`` = the host time playback started + the frame's
-  recorded timestamp relative to the first frame, minus 10 ms of slack (the recorded spacing;
-  clamped to <= ``receive_time``; strictly increasing). At the end
-  of a recording without ``playback.loop``, ``read`` returns None forever and ``ended`` is True.
+- playback: the recording is read in librealsense's non-real-time mode (no frame is lost to a busy
+  machine) and paced here: frame k is handed over at ``t0 + (ts_k - ts_0)``, where ``ts_k`` is its
+  recorded device timestamp and ``t0`` the host time the first frame was read, and that instant is its
+  ``capture_time``. So capture times are the recorded timestamps shifted by one constant, whatever the
+  load (a reader that falls behind gets the frames late, in order, with ``receive_time`` later than
+  ``capture_time``; none is dropped). ``receive_time`` is when the frame was handed over
+  (``>= capture_time``). With ``playback.loop`` the next pass continues one frame period after the last
+  frame. At the end of a recording without ``playback.loop``, ``read`` returns None forever and
+  ``ended`` is True. A frame missing from the recording shows as a gap in ``frame_index``. With depth,
+  each color frame is paired with the depth frame nearest to it in time.
 
 Errors name the camera and what to check: missing serial (with the serials that are connected), a USB2
-link, an unsupported mode, a missing recording.
+link, an unsupported mode; for playback, a missing file, a file that is not a recording, and a
+recording whose size or rate differs from the config.
 """
 
 from __future__ import annotations
 
-import datetime
 import math
 import time
 from pathlib import Path
@@ -37,7 +42,6 @@ from robot.cameras.config import CameraConfig
 from robot.timing import now, precise_wait
 
 SYNC_MODE = {"none": 0, "master": 1, "slave": 2}
-PLAYBACK_SLACK_S = 0.010
 
 
 def _rs():
@@ -79,7 +83,9 @@ class RealSenseBackend:
     def __init__(self, cfg: CameraConfig):
         self.cfg = cfg
         self.playback = cfg.backend == "playback"
-        self.ended = False
+        self._eof = False
+        self._due: tuple[Any, float] | None = None
+        self._held: Any = None
         self._pipe: Any = None
 
     @property
@@ -95,6 +101,10 @@ class RealSenseBackend:
         rs_cfg = rs.config()
         if self.playback:
             path = Path(cfg.playback.path)
+            if not cfg.playback.path:
+                raise ValueError(
+                    f"camera {cfg.name}: backend playback needs playback.path (a .bag or .db3 file)"
+                )
             if not path.is_file():
                 raise FileNotFoundError(f"{self._who}: recording {path} does not exist")
             rs_cfg.enable_device_from_file(str(path), repeat_playback=cfg.playback.loop)
@@ -106,10 +116,21 @@ class RealSenseBackend:
                 rs_cfg.enable_stream(rs.stream.depth, cfg.width, cfg.height, rs.format.z16, int(cfg.fps))
         pipe = rs.pipeline()
         try:
-            if not self.playback and not rs_cfg.can_resolve(rs.pipeline_wrapper(pipe)):
+            if self.playback:
+                # Non-real-time: librealsense hands over every frame, waiting for the reader (real-time
+                # playback paces by the recorder's arrival times, drops what a busy reader misses, and
+                # after a seek runs ahead of them); read() paces the frames by their recorded timestamps.
+                # Set on the resolved device, which pipe.start() then uses, so no frame plays before.
+                rs_cfg.resolve(rs.pipeline_wrapper(pipe)).get_device().as_playback().set_real_time(False)
+            elif not rs_cfg.can_resolve(rs.pipeline_wrapper(pipe)):
                 raise RuntimeError("mode not offered by the device")
             profile = pipe.start(rs_cfg)
         except RuntimeError as exc:
+            if self.playback:
+                raise RuntimeError(
+                    f"{self._who}: not a RealSense recording that pyrealsense2 can read ({exc}); record one "
+                    "with the RealSense Viewer or rs.recorder (.bag, or .db3 from pyrealsense2 2.59)"
+                ) from None
             what = "depth+color" if cfg.depth else "color"
             raise RuntimeError(
                 f"{self._who}: cannot start {what} at {cfg.width}x{cfg.height}@{cfg.fps:g} fps ({exc}); check "
@@ -118,12 +139,9 @@ class RealSenseBackend:
             ) from None
         self._pipe = pipe
         device = profile.get_device()
-        self._playback = None
+        self._player = None
         if self.playback:
-            # Real-time playback (paced by the recording's own timing, like a live camera), paused at
-            # once and rewound at the first read, so no frame goes by while the process starts up.
-            self._playback = device.as_playback()
-            self._playback.pause()
+            self._player = device.as_playback()
         else:
             self._configure_sensors(rs, device)
         try:
@@ -136,6 +154,12 @@ class RealSenseBackend:
                 f"{self._who}: color stream is {intr.width}x{intr.height} but the config says "
                 f"{cfg.width}x{cfg.height}; set width/height to match"
             )
+        if self.playback and color.fps() and abs(color.fps() - cfg.fps) > 0.5:
+            raise RuntimeError(
+                f"{self._who}: the recording is at {color.fps()} fps but the config says {cfg.fps:g}; set "
+                f"fps: {color.fps()} (playback runs at the recorded pace)"
+            )
+        self._period_s = 1.0 / (color.fps() or cfg.fps)
         self._color_is_bgr = color.format() == rs.format.bgr8
         has_depth = any(s.stream_type() == rs.stream.depth for s in profile.get_streams())
         if cfg.depth and not has_depth:
@@ -149,8 +173,10 @@ class RealSenseBackend:
         self._align = rs.align(rs.stream.color) if cfg.depth else None
         self._last_index: int | None = None
         self._hw_offset = math.inf
-        self._anchor = now()
-        self._ts0: float | None = None
+        self._host_minus_rec_s: float | None = None  # playback: capture_time - recorded timestamp
+        self._last_capture = -math.inf
+        self._held = None  # playback: a frameset taken while looking for a better depth match
+        self._due = None  # playback: the next frameset and its capture time
         return CameraIntrinsics(
             float(intr.fx),
             float(intr.fy),
@@ -216,35 +242,102 @@ class RealSenseBackend:
             set_opt(color, rs.option.white_balance, cfg.white_balance_k)
 
     # ------------------------------------------------------------------ read
-    def read(self, timeout_s: float):
+    @property
+    def ended(self) -> bool:
+        """Playback without ``loop``: the recording's last frame has been returned."""
+        return self._eof and self._due is None and self._held is None
+
+    def read(self, timeout_s: float) -> Frame | None:
+        if self.playback:
+            return self._read_playback(timeout_s)
         rs = self._rs
-        if self._playback is not None:
-            self._playback.seek(datetime.timedelta(0))
-            # Host time of the recording's first frame: playback follows the recorder's own arrival
-            # times, which scatter by a few ms around the frame timestamps, hence the slack.
-            self._anchor = now() - PLAYBACK_SLACK_S
-            self._playback.resume()
-            self._playback = None
         ok, frames = self._pipe.try_wait_for_frames(max(int(timeout_s * 1000), 1))
         if not ok:
-            if self.playback and not self.cfg.playback.loop:
-                self.ended = True
             return None
         receive = now()
+        color_frame = frames.get_color_frame()
+        if not color_frame:
+            return None
+        index = int(color_frame.get_frame_number())
+        if self._last_index is not None and index <= self._last_index:
+            return None  # the same color frame again in a new frameset (depth arrived)
+        self._last_index = index
+        ts_s = color_frame.get_timestamp() / 1000.0
+        domain = color_frame.get_frame_timestamp_domain()
+        if domain in (rs.timestamp_domain.global_time, rs.timestamp_domain.system_time):
+            capture = ts_s - (time.time() - time.monotonic())
+        else:
+            # Device clock: shift onto the host clock by the smallest receive - timestamp seen so far,
+            # i.e. assume the least-delayed frame had no transport delay.
+            self._hw_offset = min(self._hw_offset, receive - ts_s)
+            capture = ts_s + self._hw_offset
+        return self._frame(frames, capture, receive)
+
+    def _read_playback(self, timeout_s: float) -> Frame | None:
+        if self._due is None:
+            frames = self._next_playback_frames(timeout_s)
+            if frames is None:
+                return None
+            color_frame = frames.get_color_frame()
+            ts_s = color_frame.get_timestamp() / 1000.0
+            index = int(color_frame.get_frame_number())
+            if self._host_minus_rec_s is None:
+                self._host_minus_rec_s = now() - ts_s
+            elif index < self._last_index:  # the recording looped: go on one frame period later
+                self._host_minus_rec_s = self._last_capture + self._period_s - ts_s
+            self._last_index = index
+            self._due = (frames, ts_s + self._host_minus_rec_s)
+        frames, capture = self._due
+        if capture - now() > timeout_s:
+            time.sleep(timeout_s)  # a long gap in the recording: let the camera loop look at its stop flag
+            return None
+        precise_wait(capture, spin_s=0.0)
+        self._due = None
+        self._last_capture = capture
+        return self._frame(frames, capture, now())
+
+    def _take(self, timeout_s: float) -> Any:
+        """The next frameset from the playback pipeline (None on timeout; sets ``_eof`` at the end)."""
+        if self._held is not None:
+            frames, self._held = self._held, None
+            return frames
+        ok, frames = self._pipe.try_wait_for_frames(max(int(timeout_s * 1000), 1))
+        if ok:
+            return frames
+        stopped = self._player.current_status() == self._rs.playback_status.stopped
+        if stopped and not self.cfg.playback.loop and self._last_index is not None:
+            self._eof = True
+        return None
+
+    def _next_playback_frames(self, timeout_s: float) -> Any:
+        """The next frameset with a new color frame; with depth, the one whose depth frame is nearest
+        in time to it (the syncer may first pair a color frame with the previous depth frame)."""
+        while True:
+            frames = self._take(timeout_s)
+            if frames is None:
+                return None
+            color_frame = frames.get_color_frame()
+            if not color_frame or color_frame.get_frame_number() == self._last_index:
+                continue  # the same color frame again: a depth frame arrived
+            if not self.cfg.depth or _depth_gap_s(frames) < self._period_s / 2:
+                return frames
+            later = self._take(timeout_s)
+            if later is None:
+                return frames
+            later_color = later.get_color_frame()
+            if later_color and later_color.get_frame_number() == color_frame.get_frame_number():
+                return later if _depth_gap_s(later) < _depth_gap_s(frames) else frames
+            self._held = later
+            return frames
+
+    def _frame(self, frames: Any, capture: float, receive: float) -> Frame:
+        """The Frame of a frameset: color as RGB, depth aligned to color (if enabled), copies."""
         if self._align is not None:
             try:
                 frames = self._align.process(frames)
             except RuntimeError:
                 self._align = None  # recordings without depth-to-color extrinsics: keep raw depth
         color_frame = frames.get_color_frame()
-        if not color_frame:
-            return None
-        index = int(color_frame.get_frame_number())
-        if self._last_index is not None and index <= self._last_index:
-            if not (self.playback and self.cfg.playback.loop and index < self._last_index):
-                return None  # the same color frame again in a new frameset (depth arrived)
-            self._anchor, self._ts0 = receive, None  # the recording looped: start the time mapping again
-        self._last_index = index
         color = np.asanyarray(color_frame.get_data()).copy()
         if self._color_is_bgr:
             color = color[..., ::-1].copy()
@@ -257,22 +350,7 @@ class RealSenseBackend:
                     import cv2
 
                     depth = cv2.resize(depth, color.shape[1::-1], interpolation=cv2.INTER_NEAREST)
-        ts_s = color_frame.get_timestamp() / 1000.0
-        domain = color_frame.get_frame_timestamp_domain()
-        if self.playback:
-            # The recording's timeline from when playback was resumed; clamped to the receive time for
-            # a frame played earlier still (both sequences increase, so their minimum does too).
-            if self._ts0 is None:
-                self._ts0 = ts_s
-            capture = min(self._anchor + (ts_s - self._ts0), receive)
-        elif domain in (rs.timestamp_domain.global_time, rs.timestamp_domain.system_time):
-            capture = ts_s - (time.time() - time.monotonic())
-        else:
-            # Device clock: shift onto the host clock by the smallest receive - timestamp seen so far,
-            # i.e. assume the least-delayed frame had no transport delay.
-            self._hw_offset = min(self._hw_offset, receive - ts_s)
-            capture = ts_s + self._hw_offset
-        return Frame(color, depth, float(capture), float(receive), index)
+        return Frame(color, depth, float(capture), float(receive), int(color_frame.get_frame_number()))
 
     def close(self) -> None:
         if self._pipe is not None:
@@ -283,6 +361,14 @@ class RealSenseBackend:
             self._pipe = None
 
 
+def _depth_gap_s(frames: Any) -> float:
+    """|depth - color| timestamp of a frameset in seconds (inf without a depth frame)."""
+    depth = frames.get_depth_frame()
+    if not depth:
+        return math.inf
+    return abs(depth.get_timestamp() - frames.get_color_frame().get_timestamp()) / 1000.0
+
+
 def record_synthetic(
     path: str | Path,
     color_frames: list[np.ndarray],
@@ -290,11 +376,15 @@ def record_synthetic(
     depth_frames: list[np.ndarray] | None = None,
     intrinsics: tuple[float, float, float, float] | None = None,
     start_timestamp_ms: float = 1000.0,
+    frame_numbers: list[int] | None = None,
 ) -> Path:
     """Write a RealSense recording (``.db3`` with pyrealsense2 2.59) of the given RGB frames (and
     optional uint16 depth) through ``rs.software_device`` + ``rs.recorder``: for tests and demos of
-    the playback backend without a camera. Frame i is stamped ``start_timestamp_ms + i * 1000 / fps``.
+    the playback backend without a camera. The i-th frame gets frame number ``n = frame_numbers[i]``
+    (default i; a jump is a gap, as frames dropped by the camera) and the device timestamp
+    ``start_timestamp_ms + n * 1000 / fps``.
     """
+    frame_numbers = list(range(len(color_frames))) if frame_numbers is None else frame_numbers
     rs = _rs()
     path = Path(path)
     h, w = color_frames[0].shape[:2]
@@ -323,18 +413,18 @@ def record_synthetic(
         sensor.open(profile)
         sensor.start(queue)
     t0 = time.monotonic()
-    for i, img in enumerate(color_frames):
-        # Push in real time: the recorder stamps frames with the host time it receives them, and
-        # playback paces by those stamps, so a burst would replay as a burst.
-        precise_wait(t0 + i / fps)
+    for i, (n, img) in enumerate(zip(frame_numbers, color_frames, strict=True)):
+        # Push in real time: the recorder stamps frames with the host time it receives them (the
+        # way a camera's recording is made).
+        precise_wait(t0 + (n - frame_numbers[0]) / fps)
         streams = [np.ascontiguousarray(img, np.uint8)]
         if depth_frames is not None:
             streams.append(np.ascontiguousarray(depth_frames[i], np.uint16))
         for (sensor, profile, bpp), pixels in zip(sensors, streams, strict=True):
             f = rs.software_video_frame()
             f.pixels, f.bpp, f.stride = pixels, bpp, w * bpp
-            f.timestamp = start_timestamp_ms + i * 1000.0 / fps
-            f.domain, f.frame_number = rs.timestamp_domain.hardware_clock, i
+            f.timestamp = start_timestamp_ms + n * 1000.0 / fps
+            f.domain, f.frame_number = rs.timestamp_domain.hardware_clock, n
             f.profile = profile.as_video_stream_profile()
             sensor.on_video_frame(f)
     for sensor, _, _ in sensors:

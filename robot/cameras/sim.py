@@ -51,8 +51,12 @@ def create_screen_ring(plane: PlaneConfig, capacity: int = 16, channels: int = 3
 
 def _newest_at_or_before(ring: RingBuffer, time_key: str, t: float) -> dict[str, Any] | None:
     """The ring record with the newest ``time_key`` <= t (the oldest available if all are later);
-    None when the ring is empty."""
-    k = min(_WORLD_LOOKBACK, ring.capacity)
+    None when the ring is empty.
+
+    Never reads the whole ring: its oldest record is the one the writer replaces next, so a copy of
+    all of it that takes longer than one write period (a loaded machine) is overwritten every time.
+    Half the ring leaves the writer that many periods of slack."""
+    k = min(_WORLD_LOOKBACK, ring.capacity // 2)
     while True:
         recs = ring.get_last(k)
         n = len(recs["counter"])
@@ -60,10 +64,10 @@ def _newest_at_or_before(ring: RingBuffer, time_key: str, t: float) -> dict[str,
             return None
         times = recs[time_key]
         i = int(np.searchsorted(times, t, side="right")) - 1
-        if i >= 0 or n < k or k == ring.capacity:
+        if i >= 0 or n < k or k == ring.capacity // 2:
             i = max(i, 0)
             return {key: v[i] for key, v in recs.items()}
-        k = ring.capacity
+        k = ring.capacity // 2
 
 
 class _Pending:

@@ -40,8 +40,10 @@ def sidecar_path(mp4_path: str | Path) -> Path:
     return p.with_name(p.stem + ".timestamps.npz")
 
 
-class _Episode:
-    """One open mp4 being written (child side)."""
+class EpisodeMp4:
+    """One open mp4 being written: frames in, presentation times from their capture times (host s);
+    ``close()`` renames the ``.part`` file into place and writes the ``.timestamps.npz`` sidecar.
+    Used by the writer processes and by ``rig episodes export --video``."""
 
     def __init__(self, path: Path, width: int, height: int, fps: float, cfg: VideoConfig):
         import av
@@ -80,7 +82,10 @@ class _Episode:
         for packet in self.stream.encode(None):
             self.container.mux(packet)
         self.container.close()
-        self.tmp_path.replace(self.path)  # a crash mid-episode leaves only a .part file
+        if self.rows:
+            self.tmp_path.replace(self.path)  # a crash mid-episode leaves only a .part file
+        else:  # no frame came (a very short episode on a starved machine): no mp4, an empty sidecar
+            self.tmp_path.unlink(missing_ok=True)
         rows = np.array(self.rows, dtype=np.float64).reshape(-1, 4)
         side = sidecar_path(self.path)
         np.savez(
@@ -161,7 +166,7 @@ class VideoRecorder(DeviceProcess):
         if "color" not in layout:
             raise ValueError(f"{self.name}: ring has no 'color' field")
         self._h, self._w = layout["color"][0][:2]
-        self._episode: _Episode | None = None
+        self._episode: EpisodeMp4 | None = None
         self._next = 0
         self._end: int | None = None
         self._max_backlog_ep = 0
@@ -199,7 +204,7 @@ class VideoRecorder(DeviceProcess):
                 return
             path = Path(cmd[1])
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._episode = _Episode(path, self._w, self._h, self.fps, self.config)
+            self._episode = EpisodeMp4(path, self._w, self._h, self.fps, self.config)
             self._next, self._end, self._max_backlog_ep = cmd[2], None, 0
         elif cmd[0] == "end":
             if self._episode is None:

@@ -94,6 +94,6 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt:
         if tty:
             print()
-        return 0
+        raise  # rig: 'interrupted', exit 130, as every command ends on Ctrl-C
     finally:
         sm.close()

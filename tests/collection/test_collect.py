@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -29,7 +30,7 @@ def _check_store(path, n):
     return store
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(300)
 def test_collect_records_n_scripted_episodes(tmp_path):
     store = tmp_path / "demos.zarr"
     out = subprocess.run(
@@ -47,6 +48,27 @@ def test_collect_records_n_scripted_episodes(tmp_path):
     # The scripted expert really drove the arm to the marker: the last action is near the target.
     ep = s.get_episode(1)
     assert np.linalg.norm(ep["action"][-1, :2] - ep["action"][0, :2]) > 0.005
+    # The time base: the rig's step period is recorded, and collect and `rig episodes list` print the
+    # same duration and late steps for each episode.
+    assert s.dt_s == pytest.approx(0.1)
+    said = re.findall(r"episode (\d+): saved (\d+) steps, ([\d.]+) s, (\d+) late", out.stdout)
+    listed = subprocess.run(
+        [sys.executable, "-m", "robot.cli", "episodes", "list", str(store)], capture_output=True, text=True
+    )
+    rows = [line.split() for line in listed.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    assert said and [tuple(r) for r in rows] == said, (said, listed.stdout)
+    assert out.stdout.count("preview: no display") == 1  # said once, not per tick
+    assert len(re.findall(r"late, \d+ teleop targets dropped", out.stdout)) == 2  # one count per episode
+    assert "exec_actions: dropped" not in out.stdout + out.stderr
+    # Appending continues the world seeds instead of repeating the first episodes' worlds.
+    first_seeds = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", out.stdout)]
+    more = subprocess.run(
+        [*RIG, f"store={store}", "auto.episodes=1", "record_video=false", *FAST],
+        capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert more.returncode == 0, more.stderr[-3000:]
+    (seed,) = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", more.stdout)]
+    assert seed == max(first_seeds) + 1 and f"world seeds continue from {seed}" in more.stdout
 
 
 @pytest.mark.timeout(180)
@@ -75,8 +97,10 @@ def test_new_episode_starts_right_after_save_from_keys(tmp_path):
     s = _check_store(store, 2)
     first, second = s.get_episode(0), s.get_episode(1)
     gap_s = second["timestamp"][0] - first["timestamp"][-1]
-    # No wait for the first episode's write between `s` and `c`: the next control step records.
-    assert gap_s < 3 * 0.1 + 0.05, gap_s
+    # `c` right after `s` starts the next episode without waiting for the first one's write (that
+    # commit(wait=False) overlaps the next episode is asserted, without timing, in test_episode_store);
+    # here only a sanity bound: the reset world's first fresh frames, a few steps, not seconds.
+    assert 0 < gap_s < 2.0, gap_s
 
 
 def _wait_line(proc, text, timeout_s):
@@ -127,26 +151,12 @@ def test_sigkill_mid_episode_keeps_saved_episodes_and_their_videos(tmp_path):
 
 @pytest.mark.timeout(240)
 def test_sigint_to_the_group_mid_episode_is_an_interrupt_that_keeps_saved_episodes(tmp_path):
+    from tests.sigint import interrupt_command
+
     store = tmp_path / "int.zarr"
-    proc = subprocess.Popen(
-        [*RIG, f"store={store}", "auto.episodes=5", "record_video=false", *FAST],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # its own process group, as a terminal runs it
-    )
-    try:
-        _wait_line(proc, "episode 1: saved", 150)
-        _wait_line(proc, "episode 2: recording", 60)
-        time.sleep(1.0)  # in the middle of episode 2
-        os.killpg(proc.pid, signal.SIGINT)
-        rc = proc.wait(30)
-        err = proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-    assert rc == 130, err[-3000:]
-    assert "interrupted" in err and "Traceback" not in err and "failed" not in err, err[-3000:]
+    cmd = [*RIG, f"store={store}", "auto.episodes=5", "record_video=false", *FAST]
+    # In the middle of episode 2 (0 and 1 are saved).
+    result = interrupt_command(cmd, tmp_path, ready="episode 2: recording", ready_timeout_s=210, settle_s=1.0)
+    result.assert_clean_interrupt(kept=f"{store} holds 2 saved episodes")
+    assert "failed" not in result.err
     _check_store(store, 2)

@@ -350,3 +350,66 @@ def test_mode_w_refuses_to_wipe_a_directory_that_is_not_a_store(tmp_path: Path) 
     assert (precious / "intrinsics.yaml").read_text() == "fx: 600\n"
     EpisodeStore.open(tmp_path / "s.zarr", "w").close()
     EpisodeStore.open(tmp_path / "s.zarr", "w").close()  # an existing store may be overwritten
+
+
+def test_importing_the_store_after_the_user_registered_the_codecs_prints_nothing() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import imagecodecs.numcodecs; imagecodecs.numcodecs.register_codecs()\n"
+        "import collection.episode_store, policy.dataset, collection.store_check\n"
+        "collection.episode_store.register_image_codecs()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout + done.stderr == ""
+
+
+def _zarr_meta(path: Path) -> dict[str, str]:
+    return {str(p.relative_to(path)): p.read_text() for p in sorted(path.rglob(".z*"))}
+
+
+def test_delete_last_changes_only_the_shape_of_a_reference_store_s_metadata(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "ref.zarr"
+    with EpisodeStore.open(path, "w", image_codec="jpeg2k") as store:
+        for i in range(2):
+            store.add_episode(
+                {"camera_0": np.full((3, 8, 8, 3), 50 + 150 * i, np.uint8), "action": np.ones((3, 2)) * i}
+            )
+    # As the reference writes it: its own key order, extra attributes, its compressor config.
+    zarray = path / "data" / "camera_0" / ".zarray"
+    ref = json.loads(zarray.read_text())
+    ref["compressor"] = {"id": "imagecodecs_jpeg2k", "level": 50, "reversible": None}
+    zarray.write_text(json.dumps(dict(sorted(ref.items())), indent=4, sort_keys=True))
+    (path / "data" / "camera_0" / ".zattrs").write_text('{"foreign": [1, 2]}')
+    before = _zarr_meta(path)
+    with EpisodeStore.open(path, "a"):
+        pass  # nothing to repair: nothing is written
+    assert _zarr_meta(path) == before
+    with EpisodeStore.open(path, "a") as store:
+        store.delete_last()
+    after = _zarr_meta(path)
+    assert after.keys() == before.keys()
+    for name, text in before.items():
+        old, new = json.loads(text), json.loads(after[name])
+        if name.endswith(".zarray") and old["shape"] != new["shape"]:
+            old["shape"][0] = new["shape"][0]
+        assert new == old, name  # every other key as it was
+        assert list(new) == list(old), name  # in its order
+    assert json.loads(after["data/camera_0/.zarray"])["shape"][0] == 3
+    with EpisodeStore.open(path, "r") as store:
+        assert store.n_episodes == 1
+        assert np.abs(store.get_episode(0)["camera_0"].astype(int) - 50).max() <= 3  # lossy codec
+
+
+def test_new_image_arrays_record_only_the_codec_parameters_the_project_sets(tmp_path: Path) -> None:
+    import json
+
+    path = tmp_path / "new.zarr"
+    with EpisodeStore.open(path, "w", image_codec="jpeg2k") as store:
+        store.add_episode({"camera_0": np.full((2, 8, 8, 3), 7, np.uint8)})
+    meta = json.loads((path / "data" / "camera_0" / ".zarray").read_text())
+    assert meta["compressor"] == {"id": "imagecodecs_jpeg2k", "level": 50}

@@ -39,7 +39,8 @@ def test_list_prints_index_length_and_duration(store_path: Path, capsys) -> None
     out = capsys.readouterr().out
     assert "3 episodes, 38 steps" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
-    assert rows == [["0", "11", "1.00"], ["1", "21", "2.00"], ["2", "6", "0.50"]]
+    # No recorded step period (a store written without dt_s): late steps are unknown, "-".
+    assert rows == [["0", "11", "1.00", "-"], ["1", "21", "2.00", "-"], ["2", "6", "0.50", "-"]]
 
 
 def test_list_mentions_crash_leftovers_without_touching_them(store_path: Path, capsys) -> None:
@@ -192,3 +193,43 @@ def test_a_zipped_store_opens_for_the_cli_and_for_training_alike(store_path: Pat
     assert "3 episodes, 38 steps" in capsys.readouterr().out
     root = open_store(zipped)
     assert [int(e) for e in root["meta/episode_ends"][:]] == [11, 32, 38]
+
+
+def test_delete_last_answered_no_leaves_a_crash_s_leftovers_untouched(store_path: Path, monkeypatch) -> None:
+    # A crash mid-episode: 19 rows past the last end. Nothing may change before the prompt's answer.
+    with EpisodeStore.open(store_path, "a") as store:
+        writer = store.begin_episode()
+        for step in range(19):
+            writer.append({k: v[step] for k, v in _episode(3, 19).items()})
+        writer.flush()
+        store._thread = None  # drop the writer as a SIGKILL would: no discard, no truncation
+        store._closed = True
+        store._release_writer_lock()
+    before = {k: a.shape[0] for k, a in zarr.open_group(str(store_path), mode="r")["data"].arrays()}
+    assert set(before.values()) == {38 + 19}
+    monkeypatch.setattr("sys.stdin", io.StringIO("n\n"))
+    assert rig(["episodes", "delete-last", str(store_path)]) == 1
+    after = {k: a.shape[0] for k, a in zarr.open_group(str(store_path), mode="r")["data"].arrays()}
+    assert after == before
+    monkeypatch.setattr("sys.stdin", io.StringIO("y\n"))
+    assert rig(["episodes", "delete-last", str(store_path)]) == 0
+    after = {k: a.shape[0] for k, a in zarr.open_group(str(store_path), mode="r")["data"].arrays()}
+    assert set(after.values()) == {32}
+
+
+def test_list_shows_late_steps_against_the_recorded_step_period(tmp_path: Path, capsys) -> None:
+    from collection.episode_store import EpisodeStoreError
+
+    path = tmp_path / "late.zarr"
+    ts = 0.1 * np.arange(10.0)
+    ts[4:] += 0.3  # step 4 came 0.4 s after step 3: late; the others on time
+    with EpisodeStore.open(path, "w", image_codec="raw", dt_s=0.1) as store:
+        store.add_episode({"action": np.zeros((10, 2)), "timestamp": ts})
+        store.add_episode({"action": np.zeros((5, 2)), "timestamp": 0.1 * np.arange(5.0)})
+    with pytest.raises(EpisodeStoreError, match="recorded at dt_s=0.1 s, this rig runs at 0.05 s"):
+        EpisodeStore.open(path, "a", dt_s=0.05)
+    assert rig(["episodes", "list", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "dt_s 0.1 s" in out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"], ["total"])]
+    assert rows == [["0", "10", "1.20", "1"], ["1", "5", "0.40", "0"], ["total", "15", "1.60", "1"]]

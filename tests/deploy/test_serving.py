@@ -144,3 +144,44 @@ def test_the_server_binds_loopback_unless_told_otherwise():
         assert line.startswith("serving") and " on tcp://127.0.0.1:" in line, proc.stderr.read()
     finally:
         stop_server(proc)
+
+
+@pytest.mark.timeout(90)
+def test_with_curve_keys_only_the_authorized_client_is_answered(tmp_path):
+    keys = tmp_path / "keys"
+    made = subprocess.run(
+        [sys.executable, "-m", "deploy.serving", "keygen", str(keys)], capture_output=True, text=True
+    )
+    assert made.returncode == 0 and (keys / "clients" / "client.key").exists(), made.stderr
+    again = subprocess.run(
+        [sys.executable, "-m", "deploy.serving", "keygen", str(keys)], capture_output=True, text=True
+    )
+    assert again.returncode == 2 and "already holds keys" in again.stderr  # keys in use are never replaced
+    other = tmp_path / "other"  # a pair the server never authorized
+    subprocess.run(
+        [sys.executable, "-m", "deploy.serving", "keygen", str(other)], check=True, capture_output=True
+    )
+    proc, address = start_server(
+        "--checkpoint", "py:deploy.standin:ReferencePolicy", "--policy-kwargs", '{"latency_s": 0.0}',
+        "--keys", str(keys),
+    )  # fmt: skip
+    try:
+        client = RemotePolicyClient(address, timeout_s=10, keys=keys)
+        try:
+            client.request({"timestamp": np.array([0.0, 0.1])})
+            res = client.wait(5.0)
+            assert res is not None and res.error is None and res.actions.shape == (15, 6)
+        finally:
+            client.close()
+        for bad in (None, other):  # no keys at all, or a client key the server does not know
+            with pytest.raises(ConnectionError, match="did not answer"):
+                RemotePolicyClient(address, timeout_s=1.0, keys=bad)
+        # The mixed case: the right server key but this client's key is not authorized.
+        (tmp_path / "mixed").mkdir()
+        for name, src in (("server.key", keys), ("client.key_secret", other), ("client.key", other)):
+            (tmp_path / "mixed" / name).write_bytes((src / name).read_bytes())
+        with pytest.raises(ConnectionError, match="client key"):
+            RemotePolicyClient(address, timeout_s=1.0, keys=tmp_path / "mixed")
+        assert proc.poll() is None  # refused handshakes never end the server
+    finally:
+        stop_server(proc)

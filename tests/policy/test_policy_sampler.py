@@ -200,3 +200,41 @@ def test_worker_processes_decode_the_same_samples(tmp_path):
     frames = torch.cat([b["obs"]["camera_0"] for b in batches])
     assert frames.dtype == torch.uint8 and frames.shape == (len(EXPECTED_WINDOWS), 2, 8, 10, 3)
     np.testing.assert_array_equal(frames[:, :, 0, 0, 0].numpy(), [w[:2] for w in EXPECTED_WINDOWS])
+
+
+def test_the_store_s_recorded_dt_is_used_and_disagreeing_timestamps_are_warned(tmp_path, caplog):
+    import zarr
+
+    store = _write_index_store(tmp_path / "s.zarr", ENDS)  # timestamps 0.1 s apart
+    pc, dc = _cfgs()
+    with caplog.at_level("WARNING", logger="policy.dataset"):
+        assert EpisodeDataset(store, pc, dc, "train").dt_s == pytest.approx(0.1)
+    assert "records no dt_s" in caplog.text  # inferred: said so
+    caplog.clear()
+    zarr.open_group(str(store), mode="r+").attrs["dt_s"] = 0.15  # the rig's period, steps came late
+    with caplog.at_level("WARNING", logger="policy.dataset"):
+        assert EpisodeDataset(store, pc, dc, "train").dt_s == pytest.approx(0.15)
+    assert "recorded dt_s=0.15 s, but its timestamps step by 0.1 s" in caplog.text
+
+
+def test_a_damaged_frame_met_mid_training_is_named_by_array_and_row(tmp_path):
+    from collection.episode_store import EpisodeStore
+
+    path = tmp_path / "s.zarr"
+    with EpisodeStore.open(path, "w", image_codec="jpegxl_lossless") as s:
+        for i in range(2):
+            s.add_episode(
+                {
+                    "camera_0": np.full((6, 8, 10, 3), 9, np.uint8),
+                    "robot_eef_pose": np.zeros((6, 3)),
+                    "action": np.zeros((6, 2)),
+                    "timestamp": 0.1 * np.arange(6) + i,
+                }
+            )
+    chunk = path / "data" / "camera_0" / "0.0.0.0"
+    chunk.write_bytes(chunk.read_bytes()[:20])
+    pc, dc = _cfgs()
+    ds = EpisodeDataset(path, pc, dc, "train")
+    with pytest.raises(ValueError, match=r"data/camera_0 row 0 cannot be decoded .*rig episodes check"):
+        for i in range(len(ds)):
+            ds[i]

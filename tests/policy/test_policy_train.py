@@ -251,3 +251,45 @@ def test_a_nan_in_the_dataset_is_named_by_key_episode_and_step_before_anything_i
     assert out.returncode == 2 and "Traceback" not in out.stderr
     assert "data/action is not finite at episode 2 step 5" in out.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.timeout(240)
+def test_sigint_to_the_group_saves_a_resumable_checkpoint_and_exits_130(
+    trained_run, tiny_overrides, tmp_path
+):
+    from tests.sigint import RIG, interrupt_command
+
+    run_dir = tmp_path / "run"
+    cmd = [*RIG, "train", "--dataset", str(trained_run["store"]), "--out", str(run_dir), "--max-steps", "100000",
+           *tiny_overrides]  # fmt: skip
+    result = interrupt_command(cmd, tmp_path, ready="train:", settle_s=2.0)
+    result.assert_clean_interrupt(kept="rig train --resume --out")
+    step = load_checkpoint(run_dir)["step"]
+    assert 0 < step < 100000 and f"step {step}" in result.err
+    rc, summary, _ = run_train("--out", run_dir, "--resume", "--max-steps", str(step + 2))
+    assert rc == 0 and summary["steps"] == step + 2 and summary["steps_this_run"] == 2
+
+
+def test_train_names_a_damaged_low_dim_chunk_before_writing_anything(tmp_path):
+    from collection.episode_store import EpisodeStore
+
+    store = tmp_path / "damaged.zarr"
+    with EpisodeStore.open(store, "w", image_codec="raw") as s:
+        for i in range(3):
+            s.add_episode(
+                {
+                    "camera_0": np.zeros((12, 8, 8, 3), np.uint8),
+                    "robot_eef_pose": np.zeros((12, 6)),
+                    "action": np.ones((12, 6)),
+                    "timestamp": 0.1 * np.arange(12) + 10 * i,
+                }
+            )
+    chunk = store / "data" / "action" / "0.0"
+    chunk.write_bytes(chunk.read_bytes()[:40])  # truncated, as a full disk or a bad copy leaves it
+    out = subprocess.run(
+        [sys.executable, "-m", "robot.cli", "train", "--dataset", str(store), "--out", str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
+    assert "data/action cannot be decoded" in out.stderr and "rig episodes check" in out.stderr
+    assert not (tmp_path / "run").exists()

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from robot.config import config_path, load_config
-from robot.env import Env, interpolate_poses
+from robot.env import Env, interpolate_poses, nearest_indices
 from robot.rig_config import RigConfig
 
 LATENCIES = {"scene": 0.073, "wrist": 0.031}
@@ -31,7 +31,8 @@ def env():
 
 
 def _world_history(env, seconds=2.0):
-    k = min(env.arm.world_ring.capacity - 1, int(seconds * env.config.arm.rate_hz))
+    # Never near the whole ring: its oldest records are the ones the writer replaces next.
+    k = min(env.arm.world_ring.capacity // 2, int(seconds * env.config.arm.rate_hz))
     return env.arm.world_ring.get_last(k)
 
 
@@ -46,16 +47,20 @@ def test_get_obs_aligns_streams_by_capture_time_and_includes_newest_frame(env):
         p[1] += 0.08 * (i % 3 - 1)
         env.arm.schedule_waypoint(p, t0 + 0.15 * i)
     time.sleep(0.5)
-    checked = 0
-    while time.monotonic() < t0 + 1.6:
+    for _ in range(6):  # a count, not a duration: a loaded machine runs fewer loops in a given time
         newest = {name: cam.ring.latest() for name, cam in env.cameras.cameras.items()}
         obs = env.get_obs()
         targets = obs["timestamp"]
         assert np.allclose(np.diff(targets), env.config.obs.dt_s)
-        half_period = 0.5 / 30.0
         for name in env.camera_names:
-            err = np.abs(obs[f"{name}_capture_time"] - targets)
-            assert err.max() <= half_period + 1e-6, (name, err)
+            # Each target gets the frame nearest to it by capture time (half a period away when the
+            # camera keeps its rate; a camera process starved by a loaded machine skips frames, and
+            # then the nearest is further). Frames that arrived after get_obs() are newer than every
+            # target, so the nearest among the ring's frames read now is the one get_obs() saw.
+            times = env.cameras.cameras[name].ring.get_last(20)["capture_time"]
+            seen = targets >= times[0]  # targets older than this read's frames: not checkable here
+            want = times[nearest_indices(times, targets[seen])]
+            assert np.allclose(obs[f"{name}_capture_time"][seen], want, atol=1e-9), (name, targets, times)
         # The newest common time is the newest frame of the slowest camera: that frame is included.
         t_last = min(float(rec["capture_time"]) for rec in newest.values())
         assert targets[-1] >= t_last - 1e-9
@@ -65,9 +70,7 @@ def test_get_obs_aligns_streams_by_capture_time_and_includes_newest_frame(env):
         truth = interpolate_poses(world["time"], world["tcp_pose"], targets)
         assert np.abs(obs["robot_eef_pose"][:, :3] - truth[:, :3]).max() < 1e-3
         assert obs["camera_0"].shape == (3, 240, 320, 3) and obs["camera_1"].dtype == np.uint8
-        checked += 1
         time.sleep(0.1)
-    assert checked >= 5
     # Camera latency injected per camera shows up as receive - capture.
     stats = env.cameras.stats()
     for name, lat in LATENCIES.items():
@@ -75,7 +78,7 @@ def test_get_obs_aligns_streams_by_capture_time_and_includes_newest_frame(env):
 
 
 @pytest.mark.timeout(60)
-def test_exec_actions_drops_past_targets_and_says_how_many(env, caplog):
+def test_exec_actions_drops_past_targets_and_counts_them(env, caplog):
     pose = env.arm.get_state()["actual_tcp_pose"].copy()
     now = time.monotonic()
     times = np.array([now - 0.5, now - 0.1, now + 0.4, now + 0.8])
@@ -85,7 +88,7 @@ def test_exec_actions_drops_past_targets_and_says_how_many(env, caplog):
     with caplog.at_level("INFO", logger="robot.env"):
         dropped = env.exec_actions(poses, times)
     assert dropped == 2 and env.dropped_actions == before + 2
-    assert "dropped 2 of 4" in caplog.text
+    assert "dropped" not in caplog.text  # counted, reported per episode by collect/deploy, not per call
     time.sleep(1.2)
     final = env.arm.get_state()["actual_tcp_pose"]
     assert abs(final[1] - (pose[1] + 0.04)) < 1e-3  # the feasible ones were executed

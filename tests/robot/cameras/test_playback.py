@@ -3,19 +3,29 @@ cameras): the test writes its own recording with pyrealsense2's software device 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from robot.cameras.camera import Camera
-from robot.cameras.config import CameraConfig
+from robot.cameras.config import CameraConfig, MultiCameraConfig
 from robot.cameras.realsense import record_synthetic
+from robot.config import load_config
 from robot.process import DeviceProcessError
 
 pytestmark = pytest.mark.timeout(60)
+ROOT = Path(__file__).resolve().parents[3]
+RIG = [sys.executable, "-m", "robot.cli"]
 
-W, H, FPS, N = 96, 64, 30, 12
+W, H, FPS, N = 96, 64, 30, 24
+START_MS = 5000.0
 
 
 def _frames():
@@ -25,42 +35,92 @@ def _frames():
     return color, depth
 
 
-def _wait_for(cam: Camera, n: int, timeout_s: float = 10.0) -> None:
+def _wait_for_end(cam: Camera, timeout_s: float = 20.0) -> None:
     deadline = time.monotonic() + timeout_s
-    while cam.ring.count < n and time.monotonic() < deadline:
+    while not cam.stats()["ended"]:
+        assert time.monotonic() < deadline, f"the recording did not end ({cam.stats()})"
         cam.check()
         time.sleep(0.02)
 
 
-def test_recording_replays_through_the_realsense_backend(tmp_path):
+@contextlib.contextmanager
+def _busy_processes(n: int):
+    """``n`` CPU-burning processes beside the test (a machine running a demo or a collection)."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], start_new_session=True) for _ in range(n)
+    ]
+    try:
+        yield
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
+
+
+@pytest.mark.parametrize("busy", [0, 2], ids=["idle", "2 busy processes"])
+@pytest.mark.parametrize("with_depth", [False, True], ids=["color", "color+depth"])
+def test_replay_keeps_the_recorded_timestamps_and_every_frame(tmp_path, with_depth, busy):
     color, depth = _frames()
-    path = record_synthetic(tmp_path / "take.db3", color, FPS, depth, intrinsics=(80.0, 81.0, 47.5, 31.5))
-    cfg = CameraConfig(
-        name="pb", backend="playback", width=W, height=H, fps=FPS, depth=True, playback={"path": str(path)}
+    path = record_synthetic(
+        tmp_path / "take.db3",
+        color,
+        FPS,
+        depth if with_depth else None,
+        intrinsics=(80.0, 81.0, 47.5, 31.5),
+        start_timestamp_ms=START_MS,
     )
-    with Camera(cfg) as cam:
+    cfg = CameraConfig(
+        name="pb",
+        backend="playback",
+        width=W,
+        height=H,
+        fps=FPS,
+        depth=with_depth,
+        playback={"path": str(path)},
+    )
+    with _busy_processes(busy), Camera(cfg) as cam:
         intr = cam.intrinsics
-        _wait_for(cam, N)
-        time.sleep(0.3)  # nothing more may come: the recording has ended
+        _wait_for_end(cam)
         count = cam.ring.count
         recs = cam.ring.get_last(count)
+        stats = cam.stats()
     assert (intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height) == (80.0, 81.0, 47.5, 31.5, W, H)
-    # Real-time playback behaves like a live camera: a process starved of CPU may miss a frame, and a
-    # missed frame shows as a gap in frame_index (never as a duplicate or a wrong picture).
+    assert stats["ended"] and stats["frames"] == N and stats["dropped"] == 0
     idx = recs["frame_index"]
-    assert N - 2 <= count <= N and np.all(np.diff(idx) >= 1) and idx[0] >= 0 and idx[-1] == N - 1
-    assert recs["color"].shape == (count, H, W, 3) and recs["depth"].shape == (count, H, W)
+    assert count == N and np.array_equal(idx, np.arange(N))
     for j, i in enumerate(idx):  # bit-exact color
         assert np.array_equal(recs["color"][j], color[i])
-    # Depth aligned to color by rs.align: recorded values, 0 (no data) only where reprojection leaves holes.
-    d = recs["depth"]
-    assert set(np.unique(d[d > 0])) <= {400 + 7 * i for i in range(N)}
-    assert (d > 0).mean() > 0.8
+    if with_depth:
+        # Aligned to color by rs.align: each color frame's own depth value, 0 (no data) only where the
+        # reprojection leaves holes.
+        for j, i in enumerate(idx):
+            d = recs["depth"][j]
+            assert set(np.unique(d[d > 0])) == {400 + 7 * i} and (d > 0).mean() > 0.8
+    else:
+        assert "depth" not in recs
     cap, rx = recs["capture_time"], recs["receive_time"]
-    # Monotonic, at the recorded spacing (up to the playback's own scatter), never after the frame
-    # was received.
-    assert np.all(np.diff(cap) > 0) and np.allclose(np.diff(cap), np.diff(idx) / FPS, atol=0.005)
+    recorded_s = (START_MS + idx * 1000.0 / FPS) / 1000.0
+    shift = cap - recorded_s
+    assert np.ptp(shift) < 0.001, f"capture - recorded timestamp varies by {1000 * np.ptp(shift):.2f} ms"
     assert np.all(rx >= cap) and np.all(np.diff(rx) > 0)
+
+
+def test_a_gap_in_the_recording_counts_as_drops_and_keeps_its_time(tmp_path):
+    color, _ = _frames()
+    keep = [i for i in range(N) if i not in (4, 5, 6)]
+    path = record_synthetic(
+        tmp_path / "take.db3", [color[i] for i in keep], FPS, frame_numbers=keep, start_timestamp_ms=START_MS
+    )
+    cfg = CameraConfig(
+        name="pb", backend="playback", width=W, height=H, fps=FPS, playback={"path": str(path)}
+    )
+    with Camera(cfg) as cam:
+        _wait_for_end(cam)
+        recs = cam.ring.get_last(cam.ring.count)
+        stats = cam.stats()
+    assert np.array_equal(recs["frame_index"], keep) and stats["dropped"] == 3
+    shift = recs["capture_time"] - (START_MS + np.array(keep) * 1000.0 / FPS) / 1000.0
+    assert np.ptp(shift) < 0.001
 
 
 def test_playback_of_a_missing_file_or_wrong_size_fails_with_a_clear_message(tmp_path):
@@ -113,3 +173,62 @@ def test_live_camera_problems_are_explained(monkeypatch, serial, devices, messag
     with pytest.raises(RuntimeError, match=message) as exc:
         backend.open()
     assert "camera scene" in str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["junk.bag", "junk.db3"])
+def test_a_file_that_is_not_a_recording_is_named_as_such(tmp_path, name):
+    path = tmp_path / name
+    path.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
+    cam = Camera(CameraConfig(name="pb", backend="playback", width=W, height=H, playback={"path": str(path)}))
+    try:
+        with pytest.raises(DeviceProcessError) as exc:
+            cam.start()
+    finally:
+        cam.close()
+    message = str(exc.value)
+    assert f"camera pb (playback of {path}): not a RealSense recording" in message
+    assert "USB" not in message and "\n" not in message
+
+
+def test_a_config_fps_other_than_the_recordings_is_an_error(tmp_path):
+    color, _ = _frames()
+    path = record_synthetic(tmp_path / "take.db3", color[:3], FPS)
+    cfg = CameraConfig(name="pb", backend="playback", width=W, height=H, fps=15, playback={"path": str(path)})
+    cam = Camera(cfg)
+    try:
+        with pytest.raises(DeviceProcessError, match=r"the recording is at 30 fps but the config says 15"):
+            cam.start()
+    finally:
+        cam.close()
+
+
+def test_preview_of_the_shipped_playback_config_reports_the_end_of_the_recording(tmp_path):
+    cfg = load_config(MultiCameraConfig, ROOT / "configs/cameras/playback.yaml").cameras["scene"]
+    rng = np.random.default_rng(5)
+    frames = [rng.integers(0, 256, (cfg.height, cfg.width, 3), dtype=np.uint8) for _ in range(20)]
+    path = record_synthetic(tmp_path / "scene.db3", frames, cfg.fps)
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    r = subprocess.run(
+        [
+            *RIG,
+            "cameras",
+            "preview",
+            "--config",
+            "cameras/playback.yaml",
+            f"cameras.scene.playback.path={path}",
+            "--seconds",
+            "30",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert r.returncode == 0, r.stderr
+    end = [line for line in r.stderr.splitlines() if line.startswith("camera scene: end of recording")]
+    assert end == [
+        f"camera scene: end of recording {path} (20 frames, 0 missing from the recording); no frame comes after it"
+    ]
+    # The preview stops at the end (its figures are printed once a second, --seconds was 30).
+    assert len([line for line in r.stdout.splitlines() if line.startswith("scene:")]) < 10

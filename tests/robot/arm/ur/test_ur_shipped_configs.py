@@ -9,6 +9,7 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -50,6 +51,14 @@ def _rig_arm(*args: str) -> subprocess.CompletedProcess:
     )
 
 
+def _message_and_log_hint(stderr: str) -> tuple[str, str]:
+    """A device failure prints its one-line message, then one hint line naming the run's log."""
+    lines = stderr.strip().splitlines()
+    assert "Traceback" not in stderr and len(lines) == 2, stderr
+    assert lines[1].startswith("rig arm: the traceback is in "), stderr
+    return lines[0], lines[1]
+
+
 @pytest.mark.timeout(120)
 def test_unreachable_host_is_one_line_naming_host_port_and_checklist_traceback_only_with_debug():
     host = (
@@ -57,8 +66,10 @@ def test_unreachable_host_is_one_line_naming_host_port_and_checklist_traceback_o
     )
     out = _rig_arm("arm", "status", "--config", "arm/ur5_cb3.yaml", f"host={host}")
     assert out.returncode == 1
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert f"UR at {host}:29999: connection refused" in out.stderr and "Check:" in out.stderr
+    message, hint = _message_and_log_hint(out.stderr)
+    assert f"UR at {host}:29999: connection refused" in message and "Check:" in message
+    log = Path(hint.split("the traceback is in ")[1].split(" (or run with --debug)")[0])
+    assert "Traceback" in log.read_text() and f"UR at {host}:29999" in log.read_text()
     debug = _rig_arm("--debug", "arm", "status", "--config", "arm/ur5_cb3.yaml", f"host={host}")
     assert debug.returncode == 1 and "Traceback" in debug.stderr
 
@@ -68,5 +79,5 @@ def test_500_hz_of_a_cb3_is_one_line_saying_what_to_set():
     with FakeURController("3.15", process=True) as fake:
         out = _rig_arm("arm", "status", "--config", "arm/ur5e.yaml", f"host={fake.host}")
     assert out.returncode == 1
-    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1, out.stderr
-    assert "rate_hz is 500" in out.stderr and "Set rate_hz: 125" in out.stderr
+    message, _ = _message_and_log_hint(out.stderr)
+    assert "rate_hz is 500" in message and "Set rate_hz: 125" in out.stderr

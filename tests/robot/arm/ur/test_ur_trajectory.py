@@ -146,13 +146,16 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
         late = overruns[i] - overruns[np.searchsorted(tt, wt - 0.5)]
         i = min(i + int(late), len(tt) - 1)
         assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6
-        # Actual arm: there one tick plus the arm's delay (and the link) later, up to the tracking lag
-        # of a 0.1 m/s move.
-        j = np.searchsorted(ct, wt + dt + ARM_DELAY_S + link_s)
-        assert pose_distance(h["actual_tcp_pose"][j], wp)[0] < 0.1 * ARM_TAU_S * 1.5 + 0.001
+        # Actual arm: at the waypoint (up to the tracking lag of a 0.1 m/s move) while it is held,
+        # from one tick plus the arm's delay and the link on. How soon is not asserted: the targets
+        # pass through the ur_rtde client process and the fake's own loop, which a loaded machine
+        # delays by more than that bound (the controller's part of the timing is asserted above).
+        held = (ct >= wt + dt + ARM_DELAY_S + link_s) & (ct <= wt + 0.3)
+        dist = [pose_distance(p, wp)[0] for p in h["actual_tcp_pose"][held]]
+        assert dist and min(dist) < 0.1 * ARM_TAU_S * 1.5 + 0.001, (wt, min(dist, default=None))
     # The too-fast segment is stretched: commands never faster than the limit, arrival at distance / vmax.
     steps = np.linalg.norm(np.diff(h["target_tcp_pose"][:, :3], axis=0), axis=1)
-    assert steps.max() <= vmax * dt * (1 + 1e-6)
+    assert 0.95 * vmax * dt <= steps.max() <= vmax * dt * (1 + 1e-6)  # at the limit, never above
     arrive = tt[np.argmax(np.linalg.norm(h["target_tcp_pose"][:, :3] - fast_goal[:3], axis=1) < 1e-6)]
     assert -2 * dt <= arrive - expected_fast_arrival <= (2 + h["tick_overrun"].sum()) * dt
     # The arm itself (as the controller streamed it: one sample per new RTDE package, on the
@@ -163,7 +166,9 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
     pos, rt = h["actual_tcp_pose"][u, :3], h["robot_time"][u]
     k = max(1, int(round(0.1 / rig.fake_period_s)))
     actual_v = np.linalg.norm(pos[k:] - pos[:-k], axis=1) / (rt[k:] - rt[:-k])
-    assert 0.8 * vmax <= actual_v.max() <= vmax * 1.2  # the fast leg ran at the limit, not above
+    # Never above the limit. (How close to it is not asserted: a fake starved by a loaded machine
+    # catches up its ticks, so targets that came at the limit in host time arrive slower in its time.)
+    assert actual_v.max() <= vmax * 1.2
     assert not np.any(h["status_flags"] & (StatusFlag.UNREACHABLE | StatusFlag.REJECTED_TARGET))
     assert not np.any(h["status_flags"] & (StatusFlag.FAULTED | StatusFlag.DISCONNECTED))
 
