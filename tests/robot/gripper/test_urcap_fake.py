@@ -227,5 +227,7 @@ def test_rig_gripper_close_reports_the_object_and_unreachable_is_one_line(fake):
         text=True,
         timeout=50,
     )
-    assert bad.returncode == 1 and len(bad.stderr.strip().splitlines()) == 1
-    assert "127.0.0.1:1" in bad.stderr and "connection refused" in bad.stderr
+    lines = bad.stderr.strip().splitlines()
+    assert bad.returncode == 1 and len(lines) == 2, bad.stderr  # the message, and where the traceback is
+    assert "127.0.0.1:1" in lines[0] and "connection refused" in lines[0]
+    assert lines[1].startswith("rig gripper: the traceback is in ")
