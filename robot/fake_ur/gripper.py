@@ -15,6 +15,10 @@ What it reproduces of a 2F-85 behind the URCap (Robotiq manual, the URCap's URSc
 * Faults: :meth:`inject_fault` sets FLT; a major fault (>= 0x08) stops the fingers and ignores
   commands until a reset (``ACT 0``). A silent or closed socket comes from the server's ``freeze``
   and ``drop_connections``.
+* The sim world (``ServerOptions.gripper_world``): a :class:`robot.sim.world.SimWorld` with a task
+  (e.g. ``pick_place``) stepped by the controller tick with the arm's TCP pose and the finger width;
+  the fingers stop on the box between them (``OBJ 2``), which the world then holds and carries, as on
+  the sim rig (robot/sim/grasp.py). An object set with :meth:`set_object` takes precedence.
 
 Times are host monotonic seconds; the state advances lazily to the time of each request.
 """
@@ -25,6 +29,8 @@ import re
 import threading
 import time
 from typing import Any
+
+import numpy as np
 
 from robot.gripper.finger_model import FingerModel, ObjectStatus
 
@@ -60,6 +66,9 @@ class FakeURCapGripper:
         self.pre = 0
         self._activating_until: float | None = None
         self.object_width_m: float | None = None
+        self.world: Any = None  # a robot.sim.world.SimWorld, stepped by step_world()
+        self._tcp_pose = np.zeros(6)
+        self._world_t = clock()
         self.requests = 0
         self.gotos = 0
 
@@ -130,7 +139,20 @@ class FakeURCapGripper:
             self.flt = 0 if self.flt < 0x08 else self.flt
         if self.flt >= 0x08:
             return
-        self.model.step(t, self.object_width_m)
+        obstacle = self.object_width_m
+        if obstacle is None and self.world is not None:
+            from robot.sim.grasp import obstacle_width
+
+            obstacle = obstacle_width(self.world.record(t, self._tcp_pose, np.zeros(6)), self.model.width_m)
+        self.model.step(t, obstacle)
+
+    def step_world(self, t: float, tcp_pose: Any) -> None:
+        """Controller tick: advance the fingers and the sim world to ``t`` with the TCP at ``tcp_pose``."""
+        with self._lock:
+            self._tcp_pose = np.asarray(tcp_pose, dtype=np.float64).copy()
+            self._advance(t)
+            dt, self._world_t = t - self._world_t, t
+            self.world.step(self._tcp_pose, max(dt, 0.0), self.model.width_m)
 
     # ------------------------------------------------------------------ test controls
     def set_object(self, width_m: float | None) -> None:
@@ -162,4 +184,7 @@ class FakeURCapGripper:
                 "requests": self.requests,
                 "gotos": self.gotos,
                 "object_width_m": self.object_width_m,
+                "world_object_poses": [o.pose.tolist() for o in self.world.task.objects()]
+                if self.world
+                else [],
             }

@@ -111,6 +111,8 @@ class ServerOptions:
     arm_params: dict[str, Any] = field(default_factory=dict)
     # Keyword arguments of robot.fake_ur.gripper.FakeURCapGripper (e.g. {"closed_count": 230}).
     gripper_params: dict[str, Any] = field(default_factory=dict)
+    # A sim world behind the gripper: {"task": "pick_place", "params": {...}, "seed": 0} (None: none).
+    gripper_world: dict[str, Any] | None = None
 
 
 class _Conn:
@@ -225,6 +227,13 @@ class FakeURServer:
             arm if arm is not None else KinematicArm(self.options.initial_q, **self.options.arm_params)
         )
         self.gripper = FakeURCapGripper(**self.options.gripper_params)
+        if self.options.gripper_world is not None:
+            from robot.sim.tasks import make_task
+            from robot.sim.world import SimWorld
+
+            spec = self.options.gripper_world
+            self.gripper.world = SimWorld(make_task(spec["task"], **spec.get("params", {})))
+            self.gripper.world.reset(int(spec.get("seed", 0)))
         self.host: str | None = self.options.host
         self.ports = {k: v + self.options.port_offset for k, v in DEFAULT_PORTS.items()}
 
@@ -589,6 +598,8 @@ class FakeURServer:
             if self.script.stopped:
                 self.runtime_state = RUNTIME_STOPPED
         self.arm.step(t)
+        if self.gripper.world is not None:
+            self.gripper.step_world(t, self.arm.actual_tcp_pose)
 
     def _output_values_locked(self, t: float, controller_time_s: float) -> _Values:
         arm = self.arm

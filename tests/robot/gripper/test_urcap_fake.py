@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import numpy as np
 import pytest
 
 from robot.config import config_path, load_config
@@ -231,3 +232,30 @@ def test_rig_gripper_close_reports_the_object_and_unreachable_is_one_line(fake):
     assert bad.returncode == 1 and len(lines) == 2, bad.stderr  # the message, and where the traceback is
     assert "127.0.0.1:1" in lines[0] and "connection refused" in lines[0]
     assert lines[1].startswith("rig gripper: the traceback is in ")
+
+
+@pytest.mark.timeout(60)
+def test_fingers_stop_on_the_sim_worlds_box_which_then_moves_with_the_tool():
+    from robot.fake_ur.arm_model import UR5_HOME_Q, ur5_ik_closest
+
+    world = {"task": "pick_place", "seed": 3}
+    with FakeURController("5.11", gripper_params=dict(UNIT), gripper_world=world) as fake:
+        b = RobotiqBackend(shipped(fake.host))
+        try:
+            b.connect(time.monotonic())  # calibrates with the tool high above the table
+            box = np.array(fake.gripper_state()["world_object_poses"][0])
+            grasp = np.array([box[0], box[1], 0.025, np.pi, 0.0, 0.0])
+            fake.set_joint_positions(ur5_ik_closest(grasp, UR5_HOME_Q, np.zeros(6)))
+            b.command(0.0, 0.15, 60.0, time.monotonic())
+            wait_for(lambda: b.read_state(time.monotonic()).object_detected, 5, "object detected")
+            assert b.read_state(time.monotonic()).width_m == pytest.approx(0.04, abs=1e-3)  # the 4 cm box
+            lifted = grasp + [0, 0, 0.1, 0, 0, 0]
+            fake.set_joint_positions(ur5_ik_closest(lifted, UR5_HOME_Q, np.zeros(6)))
+            z = wait_for(
+                lambda: (p := fake.gripper_state()["world_object_poses"][0])[2] > 0.09 and p[2], 5, "lift"
+            )
+            assert z == pytest.approx(0.1, abs=0.005)  # carried with the tool
+            b.command(0.085, 0.15, 60.0, time.monotonic())  # opening drops it onto the table
+            wait_for(lambda: fake.gripper_state()["world_object_poses"][0][2] == 0.0, 5, "dropped")
+        finally:
+            b.close()
