@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     subs = ap.add_subparsers(dest="what", required=True)
     _common(subs.add_parser("camera-latency", help="camera latency from a filmed screen time code"))
     _common(subs.add_parser("robot-latency", help="robot action (and observation) latency"))
+    _common(subs.add_parser("gripper-latency", help="gripper width command latency"))
     _common(subs.add_parser("intrinsics", help="camera intrinsics (factory or ChArUco)"))
     _common(subs.add_parser("hand-eye", help="camera extrinsics (eye-to-hand, eye-in-hand)"))
     board = subs.add_parser("board", help="write a printable ChArUco board (PNG/PDF)")
@@ -147,6 +148,24 @@ def cmd_robot_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gripper_latency(args: argparse.Namespace) -> int:
+    from calibration.gripper_latency import GripperLatencyProcedure, measure
+    from calibration.procedures import load_procedure
+
+    proc = load_procedure(GripperLatencyProcedure, "gripper_latency", args.procedure, args.proc_overrides)
+    rig = _rig(args)
+    out = result_path(rig, args.out)
+    res = measure(rig, _calibration_for_env(out, rig), proc, plot_dir(args.out, args.plots, rig.name))
+
+    def apply(cal):
+        cal.gripper.action_latency = res.latency_value()
+
+    update_calibration(out, rig.name, apply)
+    progress(f"gripper-latency: wrote {out}")
+    emit_json(res.summary())
+    return 0
+
+
 def cmd_intrinsics(args: argparse.Namespace) -> int:
     from calibration.intrinsics import run
 
@@ -200,6 +219,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 COMMANDS = {
     "camera-latency": cmd_camera_latency,
     "robot-latency": cmd_robot_latency,
+    "gripper-latency": cmd_gripper_latency,
     "intrinsics": cmd_intrinsics,
     "hand-eye": cmd_hand_eye,
     "board": cmd_board,

@@ -31,6 +31,9 @@ def describe(cal: CalibrationFile) -> list[str]:
         lines.append(
             f"robot obs latency     {r.obs_latency.value_s * 1e3:8.2f} ms   ({_prov(r.obs_latency)})"
         )
+    g = cal.gripper.action_latency
+    if g is not None:
+        lines.append(f"gripper latency       {g.value_s * 1e3:8.2f} ms   ({_prov(g)})")
     for name, cam in cal.cameras.items():
         if cam.latency is not None:
             std = f" +- {cam.latency.std_s * 1e3:.2f}" if cam.latency.std_s is not None else ""

@@ -7,6 +7,10 @@ while an episode is recording, appends the observation and the commanded action 
 streaming writer (which never blocks on disk). Full-rate per-camera mp4 videos are written alongside
 by the camera recorder, in separate processes.
 
+With a gripper (``rig.gripper``), the SpaceMouse buttons drive it (``teleop.gripper``,
+:mod:`collection.gripper_teleop`); the step records ``gripper_width`` and the action gains the width
+target as its 7th column.
+
 Keys (terminal, pipe, or the preview window): ``c`` start an episode, ``s`` stop and save it,
 ``Backspace`` discard the last saved episode (asks ``y`` to confirm), ``q`` quit. ``s`` returns at
 once: the episode is committed in the background and ``c`` may start the next one immediately.
@@ -37,6 +41,7 @@ import numpy as np
 from pydantic import Field
 
 from collection.episode_store import EpisodeStore
+from collection.gripper_teleop import GripperTeleop
 from collection.keys import BACKSPACE, KeyReader
 from collection.teleop import TeleopConfig, TeleopMapper
 from robot.config import StrictModel
@@ -229,7 +234,18 @@ class Collector:
         dt_s = cfg.rig.obs.dt_s
         limits = cfg.rig.arm.limits
         mapper = TeleopMapper(cfg.teleop, limits.workspace_min_m, limits.workspace_max_m)
+        grip = (
+            GripperTeleop(cfg.teleop.gripper, cfg.rig.gripper.max_width_m)
+            if env.gripper is not None
+            else None
+        )
         self.say(f"timing: {env.describe_timing()}")
+        if grip is not None:
+            g = cfg.teleop.gripper
+            self.say(
+                f"gripper: close with button {g.close_button}, open with button {g.open_button}"
+                + (f", toggle with button {g.toggle_button}" if g.toggle_button is not None else "")
+            )
         store = EpisodeStore.open(
             self.store_path, "a", image_codec=cfg.image_codec, compat=cfg.compat, dt_s=dt_s
         )
@@ -271,6 +287,8 @@ class Collector:
                     break
                 if reanchor:  # homing blocked the loop: re-anchor the teleop target and the grid
                     mapper.reset(env.arm.get_state()["target_tcp_pose"])
+                    if grip is not None:
+                        env.gripper.set_width(grip.reset())
                     loop = RateLoop(1.0 / dt_s)
                     continue
                 if self.keys.closed and not auto and self.episode is None:
@@ -278,6 +296,8 @@ class Collector:
                 obs = env.get_obs(1)
                 sm = env.spacemouse.latest()
                 target = mapper.update(sm["axes"], sm["buttons"], dt_s)
+                if grip is not None:  # the action's 7th column: the gripper width (m)
+                    target = np.append(target, grip.update(sm["buttons"]))
                 env.exec_actions(target[None], np.array([tick.deadline + dt_s]))
                 t_obs = float(obs["timestamp"][-1])
                 if self.episode is not None and t_obs <= self._last_recorded_t:
@@ -289,6 +309,7 @@ class Collector:
                         robot_eef_pose=obs["robot_eef_pose"][-1],
                         robot_joint=obs["robot_joint"][-1],
                         action=target,
+                        **({"gripper_width": obs["gripper_width"][-1]} if grip is not None else {}),
                         timestamp=obs["timestamp"][-1],
                     )
                     self.episode.append(step)

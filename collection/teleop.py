@@ -5,7 +5,8 @@ frame) and rotates by ``axes[3:] * max_angular_speed_rad_s * dt_s`` (rotation ve
 then is clipped into the arm's workspace. Locks for tasks that need them: ``planar`` keeps z at
 ``lock_z_m`` (pushing, reaching on a table), ``rotation_locked`` keeps the start orientation.
 A button can be given the role ``rotation_unlock`` (rotation only while held, as in the Diffusion
-Policy reference) or ``translation_lock``.
+Policy reference) or ``translation_lock``. The gripper's buttons are ``gripper``
+(:mod:`collection.gripper_teleop`); they are used only on a rig with a gripper.
 """
 
 from __future__ import annotations
@@ -14,9 +15,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 from scipy.spatial.transform import Rotation
 
+from collection.gripper_teleop import GripperTeleopConfig
 from robot.config import StrictModel
 
 ButtonRole = Literal["none", "rotation_unlock", "translation_lock"]
@@ -32,6 +34,20 @@ class TeleopConfig(StrictModel):
     rotation_locked: bool = False
     """Keep the start orientation whatever the rotation axes say."""
     button_roles: list[ButtonRole] = Field(default_factory=lambda: ["none", "none"])
+    gripper: GripperTeleopConfig = Field(default_factory=GripperTeleopConfig)
+    """Buttons that close/open the gripper (only on a rig with a gripper)."""
+
+    @model_validator(mode="after")
+    def _gripper_buttons_free(self) -> TeleopConfig:
+        taken = [
+            b for b in self.gripper.buttons() if b < len(self.button_roles) and self.button_roles[b] != "none"
+        ]
+        if taken:
+            raise ValueError(
+                f"teleop.gripper: button {taken[0]} also has the role {self.button_roles[taken[0]]!r} in "
+                "teleop.button_roles; give the gripper other buttons or set them to null"
+            )
+        return self
 
 
 class TeleopMapper:

@@ -1,9 +1,10 @@
 """``rig demo``: the whole product on the simulated rig, each stage through its own CLI.
 
-1. ``rig collect`` records ``--episodes`` reach demonstrations, the scripted SpaceMouse expert driving
-   the simulated arm through the same teleop path a person uses;
-2. ``rig train`` trains the tiny diffusion policy on them (``--policy``: the U-Net ``tiny_reach``, or
-   ``tiny_reach_transformer`` for the transformer backbone);
+1. ``rig collect`` records ``--episodes`` demonstrations of ``--task`` (``reach``, or ``pick_place``
+   with the simulated gripper), the scripted SpaceMouse expert driving the simulated arm (and the
+   gripper, by its buttons) through the same teleop path a person uses;
+2. ``rig train`` trains the tiny diffusion policy on them (``--policy``: default the task's, e.g. the
+   U-Net ``tiny_reach``; ``tiny_reach_transformer`` for the transformer backbone);
 3. ``rig deploy`` runs the trained policy on the simulated arm for ``--eval-episodes`` episodes whose
    seeds were not used for collection, and reports the task's success rate.
 
@@ -24,7 +25,22 @@ from typing import Any
 from robot.interrupt import Interrupted
 
 EVAL_SEED_OFFSET = 100_000  # evaluation seeds never overlap the collection seeds
-DEMO_MAX_EPISODE_S = 15.0  # the scripted expert reaches in ~2-4 s; a failing episode costs at most this
+# Per task: the configs of each stage and how long an evaluation episode may take (the scripted expert
+# reaches in ~2-4 s and picks and places in ~11 s; a failing episode costs at most this).
+TASKS: dict[str, dict[str, Any]] = {
+    "reach": {
+        "collect": "collect/sim_reach.yaml",
+        "policy": "policy/tiny_reach.yaml",
+        "deploy": "deploy/sim_reach.yaml",
+        "max_episode_s": 15.0,
+    },
+    "pick_place": {
+        "collect": "collect/sim_pick_place.yaml",
+        "policy": "policy/tiny_pick_place.yaml",
+        "deploy": "deploy/sim_pick_place.yaml",
+        "max_episode_s": 30.0,
+    },
+}
 
 
 def _stream(lines: Any, log: Any) -> dict[str, Any] | None:
@@ -100,17 +116,25 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--checkpoint", default=None, help="reuse this checkpoint/run: skip collection and training"
     )
-    ap.add_argument("--collect-config", default="collect/sim_reach.yaml")
+    ap.add_argument(
+        "--task", choices=sorted(TASKS), default="reach", help="the simulated task (default reach)"
+    )
+    ap.add_argument("--collect-config", default=None, help="default: the task's")
     ap.add_argument(
         "--policy",
         "--policy-config",
         dest="policy_config",
-        default="policy/tiny_reach.yaml",
-        help="policy config: a name under configs/policy/ (tiny_reach, tiny_reach_transformer) or a path",
+        default=None,
+        help="policy config: a name under configs/policy/ (tiny_reach, tiny_reach_transformer) or a path; "
+        "default: the task's",
     )
-    ap.add_argument("--deploy-config", default="deploy/sim_reach.yaml")
+    ap.add_argument("--deploy-config", default=None, help="default: the task's")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
     args = ap.parse_args(argv)
+    task = TASKS[args.task]
+    args.collect_config = args.collect_config or task["collect"]
+    args.policy_config = args.policy_config or task["policy"]
+    args.deploy_config = args.deploy_config or task["deploy"]
 
     args.policy_config = policy_config(args.policy_config)
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d_%H%M%S", time.gmtime()))
@@ -118,7 +142,7 @@ def main(argv: list[str]) -> int:
     rig = [sys.executable, "-m", "robot.cli"]
     print(f"rig demo: outputs under {out}/")
     t_start = time.monotonic()
-    summary: dict[str, Any] = {"run_dir": str(out)}
+    summary: dict[str, Any] = {"run_dir": str(out), "task": args.task}
 
     dataset = args.dataset
     if args.checkpoint is None and dataset is None:
@@ -176,7 +200,7 @@ def main(argv: list[str]) -> int:
             str(args.eval_episodes),
             f"store={out / 'eval.zarr'}",
             f"seed={EVAL_SEED_OFFSET}",
-            f"max_episode_s={DEMO_MAX_EPISODE_S}",
+            f"max_episode_s={task['max_episode_s']}",
             "record_video=false",  # as in its collection: the 2-core budget goes to the rig
             *args.overrides,
         ],

@@ -59,19 +59,21 @@ def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
 
 
 # Low-dim observations whose per-step shape the rig fixes (the arm's TCP pose and joints).
-RIG_LOW_DIM_SHAPES = {"robot_eef_pose": [6], "robot_joint": [6]}
+RIG_LOW_DIM_SHAPES = {"robot_eef_pose": [6], "robot_joint": [6], "gripper_width": [1]}
 
 
-def check_fits_rig(meta: Any, checkpoint: str) -> None:
+def check_fits_rig(meta: Any, checkpoint: str, rig_action_dim: int | None = None) -> None:
     """Refuse a policy trained for another rig before any device starts (ValueError naming the key
     and both shapes). Images of another size stay accepted: the runner resizes them."""
     from deploy.policy_client import POSE_DIM
 
     if meta is None:
         return
-    if meta.action_dim != POSE_DIM:
+    want = POSE_DIM if rig_action_dim is None else rig_action_dim
+    if meta.action_dim != want:
         raise ValueError(
-            f"checkpoint {checkpoint} does not fit this rig: action: checkpoint {meta.action_dim}, rig {POSE_DIM}"
+            f"checkpoint {checkpoint} does not fit this rig: action: checkpoint {meta.action_dim}, rig {want}"
+            + (" (pose + gripper width)" if want == 7 else "")
         )
     for key, shape in (meta.obs_shapes or {}).items():
         want = RIG_LOW_DIM_SHAPES.get(key)
@@ -106,7 +108,7 @@ def run_deploy(
     )
     client = make_client(config, spec)
     try:
-        check_fits_rig(getattr(client, "meta", None), checkpoint)
+        check_fits_rig(getattr(client, "meta", None), checkpoint, 7 if config.rig.gripper.enabled else 6)
         with (
             keys if keys is not None else KeyReader() as kr,
             Env(config.rig, spacemouse=config.spacemouse) as env,

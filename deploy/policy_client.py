@@ -148,6 +148,7 @@ def load_policy(spec: PolicySpec) -> Any:
 
 
 POSE_DIM = 6  # the arm is commanded full TCP poses [x, y, z, rx, ry, rz]
+GRIPPER_ACTION_DIM = 7  # on a rig with a gripper: the pose plus the width (m)
 
 
 def _obs_shapes(shape_meta: dict[str, Any]) -> dict[str, list[int]]:
@@ -172,7 +173,7 @@ def policy_meta(policy: Any, description: str) -> PolicyMeta:
         horizon=int(policy.horizon),
         dt_s=float(policy.dt_s),
         obs_keys=tuple(policy.shape_meta["obs"].keys()),
-        action_dim=POSE_DIM
+        action_dim=_full_action_dim(policy)
         if _action_dims(policy) is not None
         else int(policy.shape_meta["action"]["shape"][0]),
         description=description,
@@ -180,11 +181,17 @@ def policy_meta(policy: Any, description: str) -> PolicyMeta:
     )
 
 
+def _full_action_dim(policy: Any) -> int:
+    """Width of the stored actions the policy was trained on (checkpoints from before the gripper
+    carry no ``stored_dim``: their actions were poses)."""
+    return int(policy.shape_meta["action"].get("stored_dim", POSE_DIM))
+
+
 def _action_dims(policy: Any) -> list[int] | None:
-    """The pose columns a policy predicts when it was trained on a subset of them (e.g. x, y for a
+    """The action columns a policy predicts when it was trained on a subset of them (e.g. x, y for a
     planar task), else None."""
     dims = policy.shape_meta["action"].get("dims")
-    if dims is None or list(dims) == list(range(POSE_DIM)):
+    if dims is None or list(dims) == list(range(_full_action_dim(policy))):
         return None
     return [int(d) for d in dims]
 
@@ -202,7 +209,8 @@ def run_predict(
     A policy trained on a subset of the stored columns (``dims`` in its shape_meta, e.g. x and y of a
     planar task) gets those columns of the low-dim observations and of the committed poses, and its
     actions are completed into full poses with the other columns held at the newest observed
-    ``robot_eef_pose`` (the dims the demonstrations never moved are never commanded to move)."""
+    ``robot_eef_pose`` (the dims the demonstrations never moved are never commanded to move); with a
+    gripper (7 stored columns) an unpredicted width is held at the observed ``gripper_width``."""
     t0 = now()
     try:
         adims = _action_dims(policy)
@@ -213,7 +221,8 @@ def run_predict(
             if meta.get("type") == "low_dim" and dims is not None and np.shape(value)[-1] != len(dims):
                 value = np.asarray(value)[..., dims]
             sel[key] = value
-        if adims is not None and committed is not None and np.shape(committed)[-1] == POSE_DIM:
+        full_dim = _full_action_dim(policy)
+        if adims is not None and committed is not None and np.shape(committed)[-1] == full_dim:
             committed = np.asarray(committed)[:, adims]
         call = getattr(policy, "warm_up", policy.predict) if warm_up else policy.predict
         chunk = call(sel, committed_actions=committed, seed=seed)
@@ -224,7 +233,14 @@ def run_predict(
                     f"the policy predicts pose columns {adims} only; completing them into poses needs the "
                     "full robot_eef_pose observation"
                 )
-            full = np.repeat(np.asarray(obs["robot_eef_pose"], np.float64)[-1][None], len(actions), axis=0)
+            held = np.asarray(obs["robot_eef_pose"], np.float64)[-1]
+            if full_dim == GRIPPER_ACTION_DIM:
+                if "gripper_width" not in obs:
+                    raise ValueError(
+                        "the policy was trained with a gripper; completing its actions needs gripper_width"
+                    )
+                held = np.append(held, np.asarray(obs["gripper_width"], np.float64).reshape(-1)[-1])
+            full = np.repeat(held[None], len(actions), axis=0)
             full[:, adims] = actions
             actions = full
         return actions, int(chunk.first_index), None, now() - t0

@@ -2,10 +2,9 @@
 
 :class:`DeployRunner` runs episodes on an open :class:`robot.env.Env` with a policy client
 (:mod:`deploy.policy_client`). Before the first episode the policy is warmed up (one predict, not
-counted). Per episode (sim): ``reset_world(seed)``, ``home()``, a wait until every camera has frames
-captured after both (``Env.wait_for_frames_since``: the first observation shows the new world even
-with a slow camera), then a fixed-rate
-loop at ``loop_hz`` until the task's success has been held ``success_hold_s``, ``max_episode_s``
+counted). Per episode: open the gripper (if any); sim: ``reset_world(seed)``; ``home()``; a wait
+until every camera has frames captured after both (``Env.wait_for_frames_since``: the first
+observation shows the new world even with a slow camera), then a fixed-rate loop at ``loop_hz`` until the task's success has been held ``success_hold_s``, ``max_episode_s``
 passed, ``q`` was pressed, or the safety layer stopped the arm.
 
 Each loop tick (host monotonic time ``t``):
@@ -336,6 +335,11 @@ class DeployRunner:
             commit_until = t_arrive + self.action_latency_s + self.cfg.commit_window_s + self.margin_s
             n_out = self.meta.horizon - self.meta.n_obs_steps + 1
             committed = self.plan.committed_for(t_obs, self.dt_s, commit_until, max_rows=n_out - 1)
+            if committed is not None and self.meta.action_dim == 7:
+                # The committed widths: the target the gripper was last sent (a level, rarely changing).
+                w = self.env.gripper.get_state()["target_width_m"]
+                w = float(obs["gripper_width"][-1, 0]) if not np.isfinite(w) else w
+                committed = np.column_stack([committed, np.full(len(committed), w)])
         seed = None if self.cfg.policy_seed is None else self.cfg.policy_seed + self._request_seq
         self._request_seq += 1
         ep["pending_request"] = {
@@ -367,6 +371,9 @@ class DeployRunner:
         n_total = len(res.actions)
         n_use = min(n_total, (m + self.n_out_used) if self.cfg.mode == "async" else self.n_out_used)
         actions = np.asarray(res.actions, dtype=np.float64)[:n_use]
+        widths = None
+        if actions.ndim == 2 and actions.shape[1] == 7:  # pose + gripper width (m)
+            actions, widths = actions[:, :6], actions[:, 6].copy()
         # Rows before m are the committed actions (inpainted): the per-step limit starts from them.
         check = self.safety.check(actions, k, start_row=max(m - 1, 0) if m else None)
         if check.events:
@@ -394,6 +401,9 @@ class DeployRunner:
         if self.keep_logs:
             info["poses"] = check.poses.copy()
             info["times"] = times.copy()
+        if widths is not None:
+            # Same stamps as the poses, the gripper's own latency; it replaces the gripper's pending tail.
+            self.env.exec_widths(np.clip(widths, 0.0, None), times, margin_s=self.margin_s)
         if self.cfg.mode == "sync":
             old_pose = self.plan.pose_at(max(t + self.action_latency_s, times[0]), include_pending=False)
             sched = schedule_chunk(check.poses, times, t, self.action_latency_s, self.margin_s)
@@ -522,6 +532,9 @@ class DeployRunner:
             if (self.plan.committed or self.plan.hold_pose is not None)
             else obs["robot_eef_pose"][-1]
         )
+        if self.env.gripper is not None:  # the width last sent, and the observed one
+            action = np.append(action, self.env.gripper.get_state()["target_width_m"])
+            step["gripper_width"] = obs["gripper_width"][-1]
         step.update(
             robot_eef_pose=obs["robot_eef_pose"][-1],
             robot_joint=obs["robot_joint"][-1],
@@ -541,6 +554,8 @@ class DeployRunner:
     def run_episode(self, index: int, seed: int | None, store: Any = None) -> EpisodeResult:
         env = self.env
         cfg = self.cfg
+        if env.gripper is not None:  # every episode starts with the fingers open (they open while homing)
+            env.gripper.set_width(env.config.gripper.max_width_m)
         if env.config.is_sim and seed is not None:
             env.reset_world(seed)
         env.home()

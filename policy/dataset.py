@@ -219,7 +219,17 @@ def build_shape_meta(root: Any, policy_cfg: PolicyConfig) -> ShapeMeta:
         raise ValueError(
             f"action_dims {bad} out of range for data/{policy_cfg.action_key} ({ashape[0]} dims)"
         )
-    return {"obs": obs, "action": {"shape": [len(adims)], "dims": adims, "key": policy_cfg.action_key}}
+    return {
+        "obs": obs,
+        # stored_dim: the stored action's width (6 pose, 7 with a gripper width): deployment completes
+        # a subset of dims into full actions of this width.
+        "action": {
+            "shape": [len(adims)],
+            "dims": adims,
+            "key": policy_cfg.action_key,
+            "stored_dim": int(ashape[0]),
+        },
+    }
 
 
 @dataclass

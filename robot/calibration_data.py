@@ -115,12 +115,19 @@ class RobotCalibration(StrictModel):
     """Age of a robot state when the host receives it (s)."""
 
 
+class GripperCalibration(StrictModel):
+    action_latency: LatencyValue | None = None
+    """Width command target time -> fingers start moving there (s): width commands are sent this much
+    earlier (``rig calibrate gripper-latency``)."""
+
+
 class CalibrationFile(StrictModel):
     version: int = CALIBRATION_VERSION
     rig: str = ""
     updated: str = ""
     cameras: dict[str, CameraCalibration] = Field(default_factory=dict)
     robot: RobotCalibration = Field(default_factory=RobotCalibration)
+    gripper: GripperCalibration = Field(default_factory=GripperCalibration)
 
     def camera(self, name: str) -> CameraCalibration:
         return self.cameras.setdefault(name, CameraCalibration())

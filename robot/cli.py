@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "calibrate": ("calibration.cli", "intrinsics, hand-eye, camera latency, robot latency"),
     "demo": ("deploy.demo", "end to end on the simulated rig: collect -> train -> deploy"),
     "arm": ("robot.arm.cli", "arm controller tools: status, home"),
+    "gripper": ("robot.gripper.cli", "gripper tools: status, open, close"),
     "cameras": ("robot.cameras.cli", "list connected cameras, live preview"),
     "spacemouse": ("robot.spacemouse.cli", "test the SpaceMouse: print normalized axes and buttons"),
     "shm": ("robot.shm.cli", "list / clean shared-memory segments left by killed runs"),

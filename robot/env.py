@@ -12,7 +12,9 @@ Timing contract of :meth:`Env.get_obs` (all times host monotonic seconds):
   ``<``), so frame and target differ by at most half a frame period when no frame was dropped;
 - robot state is interpolated at the target times from the arm's state history by *capture* time
   (position linear, rotation slerp, joints linear); it is clamped, never extrapolated, at the ends;
-- ``timestamp`` are the targets; ``<camera>_capture_time`` the chosen frames' capture times.
+- ``timestamp`` are the targets; ``<camera>_capture_time`` the chosen frames' capture times;
+- with a gripper, ``gripper_width`` (n, 1) is the opening interpolated at the targets by capture time
+  from the gripper's state history (clamped like the robot state).
 
 Camera capture time is the device's (``obs.camera_time_source = device``) or ``receive_time`` minus
 the calibrated latency (``receive``). :meth:`Env.exec_actions` shifts target times earlier by the
@@ -99,6 +101,8 @@ class Env:
         self._expert = expert
         self._want_spacemouse = spacemouse
         self.arm: ArmController | None = None
+        self.gripper: Any = None
+        self.gripper_latency_s = self._gripper_latency()
         self.cameras: Any = None
         self.spacemouse: Any = None
         self.camera_names = list(config.cameras.cameras)
@@ -111,6 +115,17 @@ class Env:
         if cal is not None and cal.robot.action_latency is not None:
             return cal.robot.action_latency.value_s
         return self.config.latency.action_latency_s
+
+    def _gripper_latency(self) -> float:
+        cal = self.calibration
+        if cal is not None and cal.gripper.action_latency is not None:
+            return cal.gripper.action_latency.value_s
+        return self.config.latency.gripper_latency_s
+
+    @property
+    def action_dim(self) -> int:
+        """6 (TCP pose) or 7 (pose + gripper width) on a rig with a gripper."""
+        return 7 if self.config.gripper.enabled else 6
 
     def _camera_latencies(self) -> dict[str, float]:
         out = dict(self.config.latency.camera_latency_s)
@@ -131,6 +146,13 @@ class Env:
         if a is not None and a.dead_time_s is not None:
             src += f": ramp lag of a {a.model} response, dead time {a.dead_time_s * 1e3:.1f} ms"
         lines = [f"action latency {self.action_latency_s * 1e3:.1f} ms ({src})"]
+        if self.config.gripper.enabled:
+            gsrc = (
+                "calibration"
+                if self.calibration is not None and self.calibration.gripper.action_latency
+                else "config"
+            )
+            lines.append(f"gripper latency {self.gripper_latency_s * 1e3:.1f} ms ({gsrc})")
         lines.append(
             f"observation dt {self.config.obs.dt_s * 1e3:.0f} ms x {self.config.obs.n_obs_steps} steps"
         )
@@ -146,8 +168,17 @@ class Env:
         from robot.cameras.multi_camera import MultiCamera
 
         try:
-            self.arm = ArmController(self.config.arm, task=self.task)
+            gripper_ring = None
+            if self.config.gripper.enabled:
+                from robot.gripper.controller import GripperController
+
+                self.gripper = GripperController(self.config.gripper)
+                gripper_ring = self.gripper.state_ring if self.config.is_sim else None
+            self.arm = ArmController(self.config.arm, task=self.task, gripper_ring=gripper_ring)
             self.arm.start()
+            if self.gripper is not None:
+                self.gripper.world_ring = self.arm.world_ring  # sim: what lies between the fingers
+                self.gripper.start()
             if self.config.cameras.cameras:
                 self.cameras = MultiCamera(
                     self.config.cameras, world_ring=self.arm.world_ring, screen_rings=self._screen_rings
@@ -157,6 +188,8 @@ class Env:
                 from robot.spacemouse.device import SpaceMouse
 
                 rings = {"arm": self.arm.state_ring}
+                if self.gripper is not None:
+                    rings["gripper"] = self.gripper.state_ring
                 if self.arm.world_ring is not None:
                     rings["world"] = self.arm.world_ring
                 self.spacemouse = SpaceMouse(self.config.spacemouse, obs_rings=rings, expert=self._expert)
@@ -170,7 +203,7 @@ class Env:
 
     def stop(self) -> None:
         """Stop every process (SpaceMouse, cameras, then the arm, which decelerates) and free memory."""
-        for dev in (self.spacemouse, self.cameras, self.arm):
+        for dev in (self.spacemouse, self.cameras, self.gripper, self.arm):
             if dev is None:
                 continue
             try:
@@ -181,7 +214,7 @@ class Env:
                 close = getattr(dev, "close", None)
                 if close is not None:
                     close()
-        self.spacemouse = self.cameras = self.arm = None
+        self.spacemouse = self.cameras = self.gripper = self.arm = None
         self._started = False
 
     def __enter__(self) -> Env:
@@ -194,6 +227,8 @@ class Env:
         """Raise if any device process failed (with its traceback) or the arm is faulted."""
         if self.arm is not None:
             self.arm.check()
+        if self.gripper is not None:
+            self.gripper.check()
         if self.cameras is not None:
             self.cameras.check()
         if self.spacemouse is not None:
@@ -202,6 +237,8 @@ class Env:
     def heartbeat(self) -> None:
         if self.arm is not None:
             self.arm.heartbeat()
+        if self.gripper is not None:
+            self.gripper.heartbeat()
 
     def wait_for_frames(self, timeout_s: float = 20.0) -> None:
         """Block until every camera has enough frames for one get_obs()."""
@@ -306,6 +343,11 @@ class Env:
             [np.interp(targets, st["capture_time"], st["actual_q"][:, j]) for j in range(6)], axis=1
         )
         out["robot_capture_time"] = targets.copy()
+        if self.gripper is not None:
+            g = self.gripper
+            k = min(g.state_ring.capacity - 1, int(math.ceil(history_s * self.config.gripper.rate_hz)) + 2)
+            gs = g.state_ring.get_last(k)
+            out["gripper_width"] = np.interp(targets, gs["capture_time"], gs["width_m"])[:, None]
         out["timestamp"] = targets
         return out
 
@@ -317,13 +359,20 @@ class Env:
         compensate_latency: bool = True,
         margin_s: float = 0.0,
     ) -> int:
-        """Schedule TCP ``poses`` (N, 6) to be reached at ``target_times`` (N,) host monotonic s.
+        """Schedule TCP ``poses`` (N, 6) to be reached at ``target_times`` (N,) host monotonic s; with a
+        gripper, ``poses`` may be (N, 7) actions whose last column is the width (m).
 
         With ``compensate_latency`` each waypoint is sent ``action_latency_s`` earlier, so that the arm
         *is* there at the stamped time. Actions whose (shifted) time is not after ``now + margin_s``
         are dropped; returns how many were dropped (also logged and added to ``dropped_actions``).
         """
-        poses = np.asarray(poses, dtype=np.float64).reshape(-1, 6)
+        poses = np.asarray(poses, dtype=np.float64)
+        widths = None
+        if poses.ndim == 2 and poses.shape[1] == 7:
+            if self.gripper is None:
+                raise ValueError("exec_actions: 7-column actions (pose + width) but this rig has no gripper")
+            poses, widths = poses[:, :6], poses[:, 6]
+        poses = poses.reshape(-1, 6)
         times = np.asarray(target_times, dtype=np.float64).reshape(-1)
         if len(poses) != len(times):
             raise ValueError(f"exec_actions: {len(poses)} poses but {len(times)} target times")
@@ -331,12 +380,35 @@ class Env:
         feasible = send_times > now() + margin_s
         for pose, t in zip(poses[feasible], send_times[feasible], strict=True):
             self.arm.schedule_waypoint(pose, float(t))
+        if widths is not None:
+            self.exec_widths(widths, times, compensate_latency, margin_s)
         dropped = int(np.count_nonzero(~feasible))
         if dropped:
             self.dropped_actions += dropped
             # Counted, not printed: callers report drops per episode (a line per tick floods the terminal).
             log.debug("exec_actions: dropped %d of %d actions whose time had passed", dropped, len(poses))
         return dropped
+
+    def exec_widths(
+        self,
+        widths: np.ndarray,
+        target_times: np.ndarray,
+        compensate_latency: bool = True,
+        margin_s: float = 0.0,
+    ) -> None:
+        """Gripper widths (m) to be commanded at ``target_times`` (host monotonic s), each sent
+        ``gripper_latency_s`` earlier. A width whose time has passed is superseded by the next one;
+        if all passed, the newest is sent at once (a width is a level, not a path: late beats never).
+        Widths sent together replace the gripper's pending ones from their first time on."""
+        widths = np.asarray(widths, dtype=np.float64).reshape(-1)
+        times = np.asarray(target_times, dtype=np.float64).reshape(-1)
+        send_times = times - (self.gripper_latency_s if compensate_latency else 0.0)
+        feasible = send_times > now() + margin_s
+        if not feasible.any():
+            self.gripper.schedule_width(float(widths[-1]), now())
+            return
+        for w, t in zip(widths[feasible], send_times[feasible], strict=True):
+            self.gripper.schedule_width(float(w), float(t))
 
     # ------------------------------------------------------------------ convenience
     def home(self) -> None:

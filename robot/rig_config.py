@@ -13,6 +13,7 @@ from pydantic import Field
 from robot.arm.config import ArmConfig
 from robot.cameras.config import MultiCameraConfig
 from robot.config import StrictModel
+from robot.gripper.config import GripperConfig
 from robot.spacemouse.config import SpaceMouseConfig
 
 
@@ -45,6 +46,8 @@ class LatencyDefaults(StrictModel):
     Waypoints are scheduled this much earlier. A calibration file's ``robot.action_latency`` wins."""
     camera_latency_s: dict[str, float] = Field(default_factory=dict)
     """Per camera name; only used with obs.camera_time_source = receive."""
+    gripper_latency_s: float = Field(0.0, ge=0)
+    """Width command target time -> fingers start moving. Width commands are sent this much earlier."""
 
 
 class RigConfig(StrictModel):
@@ -53,6 +56,8 @@ class RigConfig(StrictModel):
     arm: ArmConfig = Field(default_factory=ArmConfig)
     cameras: MultiCameraConfig = Field(default_factory=MultiCameraConfig)
     spacemouse: SpaceMouseConfig = Field(default_factory=SpaceMouseConfig)
+    gripper: GripperConfig = Field(default_factory=GripperConfig)
+    """``backend: none`` (default): no gripper; observations and actions have no width."""
     task: TaskConfig = Field(default_factory=TaskConfig)
     obs: ObsConfig = Field(default_factory=ObsConfig)
     latency: LatencyDefaults = Field(default_factory=LatencyDefaults)

@@ -142,12 +142,19 @@ class ArmController(DeviceProcess):
             the sim cameras read. Created (and owned, i.e. unlinked by :meth:`close`) here if None;
             available as :attr:`world_ring`. Ignored (None) for the ur backend.
         task: sim only: the task hook placed in the world (picklable; see robot/sim/world.py).
+        gripper_ring: sim only: the gripper process's state ring, whose width the world grasps with.
 
     Shared memory is created in the constructor; :meth:`close` (or leaving the ``with`` block)
     releases it. ``start()`` returns when the arm is connected and the first state is published.
     """
 
-    def __init__(self, config: ArmConfig, world_ring: RingBuffer | None = None, task: Task | None = None):
+    def __init__(
+        self,
+        config: ArmConfig,
+        world_ring: RingBuffer | None = None,
+        task: Task | None = None,
+        gripper_ring: RingBuffer | None = None,
+    ):
         desc = "simulated UR5" if config.backend == "sim" else f"UR at {config.host}"
         super().__init__(
             f"arm controller ({desc})",
@@ -158,6 +165,7 @@ class ArmController(DeviceProcess):
         self.config = config
         self.description = desc
         self.task = task
+        self.gripper_ring = gripper_ring
         capacity = max(16, int(math.ceil(config.rate_hz * config.state_history_s)))
         self._owned: list[Any] = []
         self.state_ring = RingBuffer.create(STATE_LAYOUT, capacity, label="armstate")
@@ -343,7 +351,7 @@ class ArmController(DeviceProcess):
         if self.config.backend == "sim":
             from robot.arm.sim_backend import SimArmBackend
 
-            return SimArmBackend(self.config, self.world_ring, self.task)
+            return SimArmBackend(self.config, self.world_ring, self.task, self.gripper_ring)
         from robot.arm.ur_backend import URArmBackend
 
         return URArmBackend(self.config)

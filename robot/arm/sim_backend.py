@@ -51,12 +51,21 @@ class SimArmBackend:
         config: the arm config (``sim`` section, ``start_pose``).
         world_ring: ring with WORLD_STATE_LAYOUT to publish the world into (None: not published).
         task: the task hook of the simulated world (None: empty table).
+        gripper_ring: the gripper process's state ring on a rig with a gripper (None: a bare tool);
+            its newest ``width_m`` is the fingers' opening the world grasps with each tick.
     """
 
     description = "simulated UR5"
 
-    def __init__(self, config: ArmConfig, world_ring: RingBuffer | None, task: Task | None):
+    def __init__(
+        self,
+        config: ArmConfig,
+        world_ring: RingBuffer | None,
+        task: Task | None,
+        gripper_ring: RingBuffer | None = None,
+    ):
         self.config = config
+        self.gripper_ring = gripper_ring
         self.world_ring = world_ring
         self.world = SimWorld(task)
         self.tcp_offset_pose = np.asarray(config.sim.tcp_offset_pose, dtype=np.float64)
@@ -132,10 +141,17 @@ class SimArmBackend:
         m = self.model
         dt = t - self._last_world_t
         self._last_world_t = t
-        self.world.step(m.tcp_pose, dt)
+        self.world.step(m.tcp_pose, dt, self._gripper_width())
         self._ticks += 1
         if self._ticks % self.config.sim.world_every_n_ticks == 0:
             self._publish_world(m.time)
+
+    def _gripper_width(self) -> float | None:
+        if self.gripper_ring is None:
+            return None
+        if self.gripper_ring.count == 0:
+            return float("nan")
+        return float(self.gripper_ring.latest()["width_m"])
 
     def _publish_world(self, t: float) -> None:
         if self.world_ring is not None:

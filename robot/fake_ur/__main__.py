@@ -30,6 +30,7 @@ class FakeURConfig(StrictModel):
     script_start_delay_s: float = 0.05
     check_registers_in_use: bool = True
     arm_params: dict[str, Any] = {}
+    gripper_params: dict[str, Any] = {}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,9 @@ _REMOTE_METHODS = frozenset(
         "unfreeze",
         "set_joint_positions",
         "state",
+        "gripper_set_object",
+        "gripper_inject_fault",
+        "gripper_state",
     }
 )
 
@@ -235,6 +238,19 @@ class FakeURController:
     def state(self) -> dict[str, Any]:
         """Snapshot of the controller: see ``FakeURServer.state``."""
         return dict(self._call("state"))
+
+    # ------------------------------------------------------------------ gripper (URCap, port 63352)
+    def gripper_set_object(self, width_m: float | None) -> None:
+        """Put an object of ``width_m`` (m) between the gripper's fingers (None: take it away)."""
+        self._call("gripper_set_object", width_m)
+
+    def gripper_inject_fault(self, code: int) -> None:
+        """Set the gripper's FLT code; a major fault (>= 0x08) stops it until a reset."""
+        self._call("gripper_inject_fault", int(code))
+
+    def gripper_state(self) -> dict[str, Any]:
+        """The fake gripper's state: width_m, pos, obj, sta, flt, pre, requests, gotos."""
+        return dict(self._call("gripper_state"))
 
     def wait_until(
         self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 5.0, poll_s: float = 0.01

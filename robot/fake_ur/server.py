@@ -37,6 +37,7 @@ import numpy as np
 
 from robot.fake_ur import protocol as P
 from robot.fake_ur.arm_model import UR5_HOME_Q, ArmModel, KinematicArm
+from robot.fake_ur.gripper import FakeURCapGripper
 from robot.fake_ur.script import ControlScript, Registers, register_offset_from_script
 from robot.timing import RateLoop
 
@@ -69,7 +70,14 @@ ROBOT_BIT_PROGRAM_RUNNING = 1
 
 CONTROL_SCRIPT_END_MARKER = "# NODE_CONTROL_LOOP_ENDS"
 RTDE_PROTOCOL_VERSION = 2
-DEFAULT_PORTS = {"rtde": 30004, "dashboard": 29999, "primary": 30001, "secondary": 30002, "realtime": 30003}
+DEFAULT_PORTS = {
+    "rtde": 30004,
+    "dashboard": 29999,
+    "primary": 30001,
+    "secondary": 30002,
+    "realtime": 30003,
+    "gripper": 63352,  # the Robotiq URCap's gripper socket (robot/fake_ur/gripper.py)
+}
 
 
 def parse_version(version: str) -> tuple[int, int, int, int]:
@@ -101,6 +109,10 @@ class ServerOptions:
     # Keyword arguments of the arm model's parameters; for arm_kind "sim" the fields of
     # robot.sim.ur5_model.UR5ModelParams (e.g. {"action_delay_s": 0.03}).
     arm_params: dict[str, Any] = field(default_factory=dict)
+    # Keyword arguments of robot.fake_ur.gripper.FakeURCapGripper (e.g. {"closed_count": 230}).
+    gripper_params: dict[str, Any] = field(default_factory=dict)
+    # A sim world behind the gripper: {"task": "pick_place", "params": {...}, "seed": 0} (None: none).
+    gripper_world: dict[str, Any] | None = None
 
 
 class _Conn:
@@ -214,6 +226,14 @@ class FakeURServer:
         self.arm: ArmModel = (
             arm if arm is not None else KinematicArm(self.options.initial_q, **self.options.arm_params)
         )
+        self.gripper = FakeURCapGripper(**self.options.gripper_params)
+        if self.options.gripper_world is not None:
+            from robot.sim.tasks import make_task
+            from robot.sim.world import SimWorld
+
+            spec = self.options.gripper_world
+            self.gripper.world = SimWorld(make_task(spec["task"], **spec.get("params", {})))
+            self.gripper.world.reset(int(spec.get("seed", 0)))
         self.host: str | None = self.options.host
         self.ports = {k: v + self.options.port_offset for k, v in DEFAULT_PORTS.items()}
 
@@ -363,6 +383,9 @@ class FakeURServer:
             elif kind == "dashboard":
                 conn = _Conn(sock, kind, peer)
                 handler = self._serve_dashboard
+            elif kind == "gripper":
+                conn = _Conn(sock, kind, peer)
+                handler = self._serve_gripper
             else:
                 conn = _Conn(sock, kind, peer)
                 handler = self._serve_script
@@ -575,6 +598,8 @@ class FakeURServer:
             if self.script.stopped:
                 self.runtime_state = RUNTIME_STOPPED
         self.arm.step(t)
+        if self.gripper.world is not None:
+            self.gripper.step_world(t, self.arm.actual_tcp_pose)
 
     def _output_values_locked(self, t: float, controller_time_s: float) -> _Values:
         arm = self.arm
@@ -703,6 +728,27 @@ class FakeURServer:
                 conn.send((reply + "\n").encode())
                 if command == "quit":
                     return
+
+    def _serve_gripper(self, conn: _Conn) -> None:
+        """URCap gripper socket: one reply per request line (none while frozen: a silent socket)."""
+        buffer = b""
+        for data in self._recv_chunks(conn):
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                conn.send(self.gripper.handle(line.decode("ascii", "replace")))
+
+    def gripper_set_object(self, width_m: float | None) -> None:
+        """Put an object of ``width_m`` (m) between the gripper's fingers (None: none)."""
+        self.gripper.set_object(width_m)
+
+    def gripper_inject_fault(self, code: int) -> None:
+        """Set the gripper's FLT code (a major fault, >= 0x08, stops it until a reset)."""
+        self.gripper.inject_fault(code)
+
+    def gripper_state(self) -> dict[str, Any]:
+        """The fake gripper's state (see FakeURCapGripper.state)."""
+        return self.gripper.state()
 
     def _dashboard_reply(self, command: str) -> str:
         major, minor, bugfix, build = self.version

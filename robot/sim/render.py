@@ -25,7 +25,9 @@ the object's frame: origin on its bottom face, z up through it) and ``object_siz
 
 The tool: a sphere of radius ``TOOL_TIP_RADIUS_M`` centred at the TCP and a cylinder of radius
 ``TOOL_BODY_RADIUS_M`` from the TCP up ``TOOL_BODY_LENGTH_M`` along the tool's -z axis (the tool's z
-axis points out of the tool, down at the table in the default pose).
+axis points out of the tool, down at the table in the default pose). With a gripper (world record
+``has_gripper``): no tip sphere; two pads at the record's ``gripper_width_m`` and a palm, as
+:mod:`robot.sim.grasp` defines them, and the body above the palm.
 Depth (optional) is metric depth along the optical axis in millimetres (uint16, 0 = nothing).
 """
 
@@ -38,6 +40,7 @@ import cv2
 import numpy as np
 
 from robot.cameras.config import CameraConfig, PlaneConfig
+from robot.sim.grasp import FINGER_DEPTH_M, FINGER_LENGTH_M, FINGER_THICKNESS_M, PALM_HEIGHT_M
 from robot.sim.world_state import TABLE_Z_M, TOOL_BODY_LENGTH_M, TOOL_TIP_RADIUS_M, ObjectKind, t_outline
 
 TOOL_BODY_RADIUS_M = 0.009
@@ -56,6 +59,8 @@ WALL_RGB = (88, 94, 104)
 BACK_RGB = (150, 150, 150)
 TOOL_TIP_RGB = (255, 140, 0)
 TOOL_BODY_RGB = (72, 72, 78)
+FINGER_RGB = (40, 40, 44)
+GRIPPER_MAX_WIDTH_M = 0.085  # the palm spans the open pads of a 2F-85
 OBJECT_RGB = {
     ObjectKind.MARKER: (220, 40, 40),
     ObjectKind.T_BLOCK: (119, 136, 153),
@@ -278,6 +283,27 @@ def prism_faces(footprint: np.ndarray, z0: float, z1: float) -> list[tuple[np.nd
 _TOOL_BODY_FACES = prism_faces(
     _disc_footprint(2 * TOOL_BODY_RADIUS_M, 2 * TOOL_BODY_RADIUS_M, 16), -TOOL_BODY_LENGTH_M, 0.0
 )
+_PALM_TOP_M = -FINGER_LENGTH_M - PALM_HEIGHT_M
+_GRIPPER_BODY_FACES = prism_faces(
+    _disc_footprint(2 * TOOL_BODY_RADIUS_M, 2 * TOOL_BODY_RADIUS_M, 16),
+    -max(TOOL_BODY_LENGTH_M, -_PALM_TOP_M + 0.02),
+    _PALM_TOP_M,
+)
+
+
+def _rect(x0: float, x1: float, y0: float, y1: float) -> np.ndarray:
+    return np.array([[x0, y0], [x1, y0], [x1, y1], [x0, y1]])
+
+
+def gripper_faces(width_m: float) -> list[list[tuple[np.ndarray, np.ndarray]]]:
+    """The pads and palm of a gripper opened ``width_m`` (tool frame prisms, see robot/sim/grasp.py)."""
+    w, t, d = float(np.clip(width_m, 0.0, GRIPPER_MAX_WIDTH_M)) / 2, FINGER_THICKNESS_M, FINGER_DEPTH_M / 2
+    half_palm = GRIPPER_MAX_WIDTH_M / 2 + t
+    return [
+        prism_faces(_rect(w, w + t, -d, d), -FINGER_LENGTH_M, 0.0),
+        prism_faces(_rect(-w - t, -w, -d, d), -FINGER_LENGTH_M, 0.0),
+        prism_faces(_rect(-half_palm, half_palm, -d, d), _PALM_TOP_M, -FINGER_LENGTH_M),
+    ]
 
 
 # ----------------------------------------------------------------------------------------- renderer
@@ -347,7 +373,11 @@ class SceneRenderer:
             items.append((float(c[:, 2].mean()), ("plane", T, tex, plane.double_sided)))
         if world is not None:
             self._collect_objects(items, world, T_cam_world)
-        self._collect_tool(items, T_cam_tool, T_cam_world[:3, :3].T)
+        gripper_width = None
+        if world is not None and bool(world.get("has_gripper", False)):
+            w = float(world["gripper_width_m"])
+            gripper_width = w if np.isfinite(w) else GRIPPER_MAX_WIDTH_M
+        self._collect_tool(items, T_cam_tool, T_cam_world[:3, :3].T, gripper_width)
         items.sort(key=lambda it: -it[0])
         for _, item in items:
             if item[0] == "plane":
@@ -403,7 +433,14 @@ class SceneRenderer:
                 items, prism_faces(fp, 0.0, size[2]), T, R_wc, OBJECT_RGB.get(kind, (200, 200, 200))
             )
 
-    def _collect_tool(self, items: list, T_cam_tool: np.ndarray, R_world_cam: np.ndarray) -> None:
+    def _collect_tool(
+        self, items: list, T_cam_tool: np.ndarray, R_world_cam: np.ndarray, gripper_width_m: float | None
+    ) -> None:
+        if gripper_width_m is not None:
+            self._add_faces(items, _GRIPPER_BODY_FACES, T_cam_tool, R_world_cam, TOOL_BODY_RGB)
+            for faces in gripper_faces(gripper_width_m):
+                self._add_faces(items, faces, T_cam_tool, R_world_cam, FINGER_RGB)
+            return
         self._add_faces(items, _TOOL_BODY_FACES, T_cam_tool, R_world_cam, TOOL_BODY_RGB)
         sil = sphere_silhouette(T_cam_tool[:3, 3], TOOL_TIP_RADIUS_M)
         if sil is not None:

@@ -130,6 +130,8 @@ class SimWorld:
         self.task: Task = NoTask() if task is None else task
         self.seed = 0
         self._success = False
+        self.has_gripper = False
+        self.gripper_width_m = float("nan")
 
     def reset(self, seed: int) -> None:
         """Start a new episode of the task with ``seed``."""
@@ -138,10 +140,19 @@ class SimWorld:
         self._check_objects(objs)
         self._success = False
 
-    def step(self, tcp_pose: ArrayLike, dt_s: float) -> None:
-        """Advance the task objects by ``dt_s`` (s) with the tool at ``tcp_pose``."""
+    def step(self, tcp_pose: ArrayLike, dt_s: float, gripper_width_m: float | None = None) -> None:
+        """Advance the task objects by ``dt_s`` (s) with the tool at ``tcp_pose`` and, on a rig with a
+        gripper, its opening ``gripper_width_m`` (m; NaN before the gripper's first reading). Tasks
+        that grasp (``uses_gripper = True``) get the opening as a keyword argument."""
+        if gripper_width_m is not None:
+            self.has_gripper = True
+            self.gripper_width_m = float(gripper_width_m)
         if dt_s > 0:
-            self.task.step(np.asarray(tcp_pose, dtype=np.float64), float(dt_s))
+            pose = np.asarray(tcp_pose, dtype=np.float64)
+            if getattr(self.task, "uses_gripper", False):
+                self.task.step(pose, float(dt_s), gripper_width_m=self.gripper_width_m)
+            else:
+                self.task.step(pose, float(dt_s))
         self._success = bool(self.task.success())
 
     @property
@@ -173,4 +184,6 @@ class SimWorld:
             "object_size": size,
             "episode_seed": self.seed,
             "task_success": self._success,
+            "has_gripper": self.has_gripper,
+            "gripper_width_m": self.gripper_width_m,
         }

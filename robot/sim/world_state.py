@@ -59,4 +59,9 @@ WORLD_STATE_LAYOUT = {
     "object_size": ((MAX_OBJECTS, 3), "float64"),  # kind-specific extents in metres
     "episode_seed": ((), "int64"),
     "task_success": ((), "bool"),  # the task hook's success() after this step (added by the arm issue)
+    "has_gripper": ((), "bool"),  # the tool is a parallel gripper (robot/sim/grasp.py); False: a bare tip
+    "gripper_width_m": (
+        (),
+        "float64",
+    ),  # its opening between the pads (m), as the gripper process last read it
 }

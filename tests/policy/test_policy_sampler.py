@@ -92,7 +92,7 @@ def test_dataset_samples_match_hand_computed_windows(tmp_path):
             "camera_0": {"type": "rgb", "shape": [3, 8, 10]},
             "robot_eef_pose": {"type": "low_dim", "shape": [2], "dims": [0, 2]},
         },
-        "action": {"shape": [2], "dims": [0, 1], "key": "action"},
+        "action": {"shape": [2], "dims": [0, 1], "key": "action", "stored_dim": 6},  # 6 stored columns
     }
     assert len(ds) == len(EXPECTED_WINDOWS)
     assert ds.dt_s == pytest.approx(0.1)

@@ -2,7 +2,8 @@
 
 - :func:`make_task` ``(name, **params) -> Task``: ``"none"`` (empty table), ``"touch"``
   (:class:`~robot.sim.world.TouchMarkerTask`), ``"reach"`` (:class:`~robot.sim.tasks.reach.ReachTask`),
-  ``"pusht"`` (:class:`~robot.sim.tasks.pusht.PushTTask`). Tasks are picklable: build them in the parent
+  ``"pusht"`` (:class:`~robot.sim.tasks.pusht.PushTTask`), ``"pick_place"``
+  (:class:`~robot.sim.tasks.pick_place.PickPlaceTask`, needs a gripper). Tasks are picklable: build them in the parent
   and hand them to the simulated arm.
 - :func:`make_expert` ``(name, **params) -> Expert``: the scripted SpaceMouse expert of a task
   (see :mod:`robot.sim.tasks.experts` for the axes convention). Usable from a SpaceMouse config as
@@ -26,10 +27,10 @@ from robot.config import ConfigError, StrictModel, config_path, load_config
 from robot.sim.world import NoTask, Task, TouchMarkerTask
 from robot.spacemouse.scripted import Expert
 
-TASK_NAMES = ("none", "touch", "reach", "pusht")
-EXPERT_NAMES = ("reach", "pusht")
+TASK_NAMES = ("none", "touch", "reach", "pusht", "pick_place")
+EXPERT_NAMES = ("reach", "pusht", "pick_place")
 
-TaskName = Literal["none", "touch", "reach", "pusht"]
+TaskName = Literal["none", "touch", "reach", "pusht", "pick_place"]
 
 
 def _task_class(name: str) -> type:
@@ -45,6 +46,10 @@ def _task_class(name: str) -> type:
         from robot.sim.tasks.pusht import PushTTask
 
         return PushTTask
+    if name == "pick_place":
+        from robot.sim.tasks.pick_place import PickPlaceTask
+
+        return PickPlaceTask
     raise ValueError(f"unknown task {name!r}; known tasks: {', '.join(TASK_NAMES)}")
 
 
@@ -57,6 +62,10 @@ def _expert_class(name: str) -> type:
         from robot.sim.tasks.experts import PushTExpert
 
         return PushTExpert
+    if name == "pick_place":
+        from robot.sim.tasks.pick_place_expert import PickPlaceExpert
+
+        return PickPlaceExpert
     raise ValueError(f"no scripted expert for task {name!r}; experts exist for: {', '.join(EXPERT_NAMES)}")
 
 

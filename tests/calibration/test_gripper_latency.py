@@ -1,0 +1,42 @@
+"""`rig calibrate gripper-latency` on the simulated rig with a gripper: it finds a command delay it
+was never told (the ground truth is set only on the simulated gripper), and the rig uses it."""
+
+from __future__ import annotations
+
+import pytest
+
+from robot.calibration_data import load_calibration
+from robot.config import config_path, load_config
+from robot.env import Env
+from robot.rig_config import RigConfig
+from tests.calibration.helpers import run_cli
+
+RIG = ["--config", "rig/sim_pick_place.yaml"]
+
+
+@pytest.mark.timeout(180)
+def test_gripper_latency_finds_an_unseen_command_delay(tmp_path, capsys):
+    out = tmp_path / "cal.yaml"
+    truth_s = 0.0731  # the shipped sim gripper says 0.04 and the rig's fallback 0.04: neither is it
+    rc, res, text = run_cli(
+        capsys, ["gripper-latency", *RIG, "--out", str(out), f"gripper.sim.command_delay_s={truth_s}"]
+    )
+    assert rc == 0, text
+    # One gripper tick at 50 Hz is the resolution of the sent-command times.
+    assert abs(res["gripper_latency_ms"] - truth_s * 1e3) < 10.0, res
+    cal = load_calibration(out)
+    assert abs(cal.gripper.action_latency.value_s - truth_s) < 0.010
+    assert (tmp_path / "gripper_latency.png").is_file()
+    # The rig's widths are then sent that much earlier.
+    rig = load_config(RigConfig, config_path("rig/sim_pick_place.yaml"))
+    env = Env(rig, spacemouse=False, calibration=cal)
+    assert env.gripper_latency_s == cal.gripper.action_latency.value_s
+    assert "gripper latency" in env.describe_timing() and "(calibration)" in env.describe_timing()
+
+
+def test_gripper_latency_on_a_rig_without_gripper_is_one_clear_failure(tmp_path, capsys):
+    rc, res, text = run_cli(
+        capsys, ["gripper-latency", "--config", "rig/sim.yaml", "--out", str(tmp_path / "c.yaml")]
+    )
+    assert rc == 1 and "has no gripper" in res["error"]
+    assert not (tmp_path / "c.yaml").exists()

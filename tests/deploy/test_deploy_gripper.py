@@ -1,0 +1,156 @@
+"""Deployment on the simulated rig with a gripper: 7-column actions (pose + width), widths sent on
+the poses' stamps, shifted by the gripper's own calibrated latency; recorded like collection."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import time
+
+import numpy as np
+import pytest
+
+from collection.episode_store import EpisodeStore
+from deploy.config import DeployConfig
+from deploy.deploy_cli import check_fits_rig, close_client, make_client
+from deploy.policy_client import PolicySpec, policy_meta, run_predict
+from deploy.runner import DeployRunner
+from deploy.standin import ReferencePolicy
+from robot.calibration_data import CalibrationFile, GripperCalibration, LatencyValue, RobotCalibration
+from robot.config import config_path, load_config
+from robot.env import Env
+
+GRIPPER_LATENCY_S = 0.06
+ACTION_LATENCY_S = 0.03
+START = [0.45, 0.0, 0.15, np.pi, 0.0, 0.0]
+STEP_AFTER_S = 1.2  # the stand-in closes the gripper this long after its first observation
+
+
+class WidthStepPolicy(ReferencePolicy):
+    """The reference circle, plus a width column: open, then ``closed_m`` from ``t0 + step_after_s``."""
+
+    def __init__(self, step_after_s: float = STEP_AFTER_S, closed_m: float = 0.02, **kw):
+        super().__init__(**kw)
+        self.step_after_s = step_after_s
+        self.closed_m = closed_m
+        self.shape_meta = {**self.shape_meta, "action": {"shape": [7]}}
+
+    @property
+    def action_dim(self) -> int:
+        return 7
+
+    def width_at(self, t: np.ndarray) -> np.ndarray:
+        return np.where(t >= self.t0_s + self.step_after_s, self.closed_m, 0.085)
+
+    def predict(self, obs, committed_actions=None, seed=None):
+        if committed_actions is not None:
+            committed_actions = np.asarray(committed_actions)[:, :6]
+        chunk = super().predict(obs, committed_actions, seed)
+        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
+        times = t_obs + (chunk.first_index + np.arange(len(chunk.actions))) * self.dt_s
+        return dataclasses.replace(chunk, actions=np.column_stack([chunk.actions, self.width_at(times)]))
+
+
+@pytest.fixture(scope="module")
+def env():
+    cfg = load_config(DeployConfig, config_path("deploy/sim_pick_place.yaml"), ["spacemouse=false"])
+    cal = CalibrationFile(
+        robot=RobotCalibration(action_latency=LatencyValue(value_s=ACTION_LATENCY_S)),
+        gripper=GripperCalibration(action_latency=LatencyValue(value_s=GRIPPER_LATENCY_S)),
+    )
+    with Env(cfg.rig, spacemouse=False, calibration=cal) as e:
+        yield e
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("mode", ["sync", "async"])
+def test_widths_are_sent_on_the_pose_stamps_minus_the_gripper_latency(env, tmp_path, mode, monkeypatch):
+    cfg = load_config(
+        DeployConfig,
+        config_path("deploy/sim_pick_place.yaml"),
+        [
+            f"mode={mode}",
+            "spacemouse=false",
+            "max_episode_s=3.0",
+            f"store={tmp_path / 'eval.zarr'}",
+            "inference=inline",
+        ],
+    )
+    # Long chunks: on a loaded machine the observations lag, and a short chunk would lie in the past.
+    kwargs = {"start_pose": START, "latency_s": 0.1, "radius_m": 0.02, "horizon": 40, "n_action_steps": 30}
+    spec = PolicySpec(f"py:{__name__}:WidthStepPolicy", kwargs=tuple(sorted(kwargs.items())))
+    client = make_client(cfg, spec)
+    store = EpisodeStore.open(cfg.store, "a")
+    c0 = env.gripper.state_ring.count
+    scheduled = []  # (width, target time) as the gripper process got them
+    real = env.gripper.schedule_width
+
+    def spy(width_m, target_time, *a, **kw):
+        scheduled.append((width_m, target_time, time.monotonic()))
+        return real(width_m, target_time, *a, **kw)
+
+    monkeypatch.setattr(env.gripper, "schedule_width", spy)
+    try:
+        out = io.StringIO()
+        runner = DeployRunner(cfg, env, client, out=out, keep_logs=True)
+        runner.run_episode(0, None, store)
+    finally:
+        store.close()
+        close_client(client)
+    g = env.gripper.state_ring.get_since(c0, skip_overwritten=True)
+    # Every width went to the gripper at a pose stamp of its chunk minus the gripper latency (or at
+    # once, when a very late chunk had all its stamps in the past: the newest, like the arm's fallback).
+    stamps = np.concatenate([c["times"] for c in runner.chunk_log])
+    policy_widths = scheduled[1:]  # [0]: the episode start opens the gripper
+    assert scheduled[0][0] == pytest.approx(0.085)
+    on_stamp = [np.min(np.abs(stamps - GRIPPER_LATENCY_S - t)) < 1e-6 for _, t, _ in policy_widths]
+    at_once = [abs(t - t_call) < 0.01 for _, t, t_call in policy_widths]
+    assert all(a or b for a, b in zip(on_stamp, at_once, strict=True)) and any(on_stamp)
+    widths = np.array([w for w, _, _ in policy_widths])
+    assert (widths > 0.08).any() and (widths < 0.05).any()  # the stand-in stepped within the episode
+    first = min(t for w, t, _ in policy_widths if w < 0.05)
+    # The gripper applied the closed width on its tick nearest that time, never earlier.
+    opened = int(np.flatnonzero(g["target_width_m"] > 0.08)[0])
+    closed = opened + np.flatnonzero(g["target_width_m"][opened:] < 0.05)
+    assert len(closed), "the gripper never got the closed width"
+    assert g["tick_time"][closed[0]] >= first - env.config.gripper.period_s / 2
+    # ... and the fingers move from there (the sim gripper's own command delay follows).
+    ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
+    assert ep["action"].shape[1] == 7 and ep["gripper_width"].shape[1] == 1
+    assert ep["action"][0, 6] == pytest.approx(0.085) and ep["action"][-1, 6] == pytest.approx(0.02)
+
+
+def test_a_pose_only_checkpoint_is_refused_on_a_gripper_rig_and_back():
+    meta6 = policy_meta(ReferencePolicy(), "pose only")
+    meta7 = policy_meta(WidthStepPolicy(), "pose + width")
+    with pytest.raises(ValueError, match="action: checkpoint 6, rig 7"):
+        check_fits_rig(meta6, "ckpt", 7)
+    with pytest.raises(ValueError, match="action: checkpoint 7, rig 6"):
+        check_fits_rig(meta7, "ckpt", 6)
+    check_fits_rig(meta7, "ckpt", 7)
+
+
+class _SubsetPolicy:
+    """Trained on x, y, z and the width of 7 stored columns (what tiny_pick_place does)."""
+
+    shape_meta = {"obs": {}, "action": {"shape": [4], "dims": [0, 1, 2, 6], "stored_dim": 7}}
+    n_obs_steps, n_action_steps, horizon, dt_s = 2, 8, 16, 0.1
+
+    def predict(self, obs, committed_actions=None, seed=None):
+        from deploy.policy_client import ActionChunk
+
+        self.committed = committed_actions
+        return ActionChunk(np.tile([0.5, 0.1, 0.05, 0.03], (3, 1)), 1)
+
+
+def test_a_width_subset_policy_is_completed_into_seven_column_actions():
+    p = _SubsetPolicy()
+    assert policy_meta(p, "subset").action_dim == 7
+    obs = {"robot_eef_pose": np.tile(START, (2, 1)), "gripper_width": np.array([[0.08], [0.07]])}
+    committed = np.column_stack([np.tile(START, (2, 1)), [0.07, 0.07]])
+    actions, first, err, _ = run_predict(p, obs, committed, None)
+    assert err is None and actions.shape == (3, 7)
+    assert np.allclose(actions[:, [0, 1, 2, 6]], [0.5, 0.1, 0.05, 0.03]) and np.allclose(
+        actions[:, 3:6], START[3:]
+    )
+    assert p.committed.shape == (2, 4)  # the committed rows were cut to the trained columns
