@@ -46,6 +46,11 @@ def fault_stops_commanding(
     n0 = servo_packets(fake)
     arm.servo_to(p0 + [0.08, 0.0, 0.0, 0, 0, 0], 1.0)
     wait_until(lambda: servo_packets(fake) > n0 + 30, 5, "servoL packages flowing", arm)
+    # Away from p0 before the fault, so that resuming to p0 needs new servoL packages (a loaded
+    # machine can get 30 packages out before the arm has moved a millimetre).
+    wait_until(
+        lambda: pose_distance(fake.state()["actual_tcp_pose"], p0)[0] > 0.005, 5, "the arm moving", arm
+    )
     inject()
     with pytest.raises(ArmFaultError, match=match) as err:
         wait_until(lambda: False, detect_s, "the fault to reach check()", arm)

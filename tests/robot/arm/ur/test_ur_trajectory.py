@@ -159,15 +159,15 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
     arrive = tt[np.argmax(np.linalg.norm(h["target_tcp_pose"][:, :3] - fast_goal[:3], axis=1) < 1e-6)]
     assert -2 * dt <= arrive - expected_fast_arrival <= (2 + h["tick_overrun"].sum()) * dt
     # The arm itself (as the controller streamed it: one sample per new RTDE package, on the
-    # controller's clock), averaged over ~100 ms: within the limit up to the servo's overshoot. (Targets pass
-    # through the ur_rtde client process: its scheduling jitter makes single targets late and the
-    # next on time, which a 40 ms average shows as spikes.)
+    # controller's clock), averaged over 250 ms of the 600 ms fast leg: within the limit up to the
+    # servo's overshoot. (Targets pass through the ur_rtde client process and the fake's own loop: on a
+    # loaded machine a late target is followed by one on time, and a starved fake catches up its ticks;
+    # shorter averages show those as spikes above and dips below the limit. How close to the limit
+    # the arm got is not asserted for the same reason: the commands were, above.)
     u = unique_robot_times(h)
     pos, rt = h["actual_tcp_pose"][u, :3], h["robot_time"][u]
-    k = max(1, int(round(0.1 / rig.fake_period_s)))
+    k = max(1, int(round(0.25 / rig.fake_period_s)))
     actual_v = np.linalg.norm(pos[k:] - pos[:-k], axis=1) / (rt[k:] - rt[:-k])
-    # Never above the limit. (How close to it is not asserted: a fake starved by a loaded machine
-    # catches up its ticks, so targets that came at the limit in host time arrive slower in its time.)
     assert actual_v.max() <= vmax * 1.2
     assert not np.any(h["status_flags"] & (StatusFlag.UNREACHABLE | StatusFlag.REJECTED_TARGET))
     assert not np.any(h["status_flags"] & (StatusFlag.FAULTED | StatusFlag.DISCONNECTED))
