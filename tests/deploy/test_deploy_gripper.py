@@ -16,7 +16,13 @@ from deploy.deploy_cli import check_fits_rig, close_client, make_client
 from deploy.policy_client import PolicySpec, policy_meta, run_predict
 from deploy.runner import DeployRunner
 from deploy.standin import ReferencePolicy
-from robot.calibration_data import CalibrationFile, GripperCalibration, LatencyValue, RobotCalibration
+from robot.calibration_data import (
+    ActionLatencyValue,
+    CalibrationFile,
+    GripperCalibration,
+    LatencyValue,
+    RobotCalibration,
+)
 from robot.config import config_path, load_config
 from robot.env import Env
 
@@ -55,7 +61,7 @@ class WidthStepPolicy(ReferencePolicy):
 def env():
     cfg = load_config(DeployConfig, config_path("deploy/sim_pick_place.yaml"), ["spacemouse=false"])
     cal = CalibrationFile(
-        robot=RobotCalibration(action_latency=LatencyValue(value_s=ACTION_LATENCY_S)),
+        robot=RobotCalibration(action_latency=ActionLatencyValue(value_s=ACTION_LATENCY_S)),
         gripper=GripperCalibration(action_latency=LatencyValue(value_s=GRIPPER_LATENCY_S)),
     )
     with Env(cfg.rig, spacemouse=False, calibration=cal) as e:
