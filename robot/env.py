@@ -272,11 +272,7 @@ class Env:
         while True:
             self.check()
             self.heartbeat()
-            newest = []
-            for name, cam in zip(self.camera_names, self._camera_list(), strict=True):
-                recs = cam.ring.get_last(1)
-                newest.append(float(self._capture_times(name, recs)[-1]) if len(recs["counter"]) else -np.inf)
-            if min(newest) >= need:
+            if min(self._newest_capture_times()) >= need:
                 return
             if now() > deadline:
                 raise TimeoutError(
@@ -286,6 +282,14 @@ class Env:
             time.sleep(0.005)
 
     # ------------------------------------------------------------------ observations
+    def _newest_capture_times(self) -> list[float]:
+        """Each camera's newest capture time (by the configured time source), -inf before its first frame."""
+        out = []
+        for name, cam in zip(self.camera_names, self._camera_list(), strict=True):
+            recs = cam.ring.get_last(1)
+            out.append(float(self._capture_times(name, recs)[-1]) if len(recs["counter"]) else -np.inf)
+        return out
+
     def _camera_list(self) -> list[Any]:
         cams = self.cameras.cameras
         return [cams[n] for n in self.camera_names] if isinstance(cams, dict) else list(cams)
@@ -315,12 +319,10 @@ class Env:
             list(zip(self.camera_names, self._camera_list(), strict=True)) if self.cameras is not None else []
         )
         if cams:
-            newest = []
-            for name, cam in cams:
-                recs = cam.ring.get_last(1)
-                if len(recs["counter"]) == 0:
+            newest = self._newest_capture_times()
+            for (name, _), t in zip(cams, newest, strict=True):
+                if t == -np.inf:
                     raise RuntimeError(f"camera {name} has delivered no frame yet")
-                newest.append(float(self._capture_times(name, recs)[-1]))
             t_last = min(newest)
         else:
             t_last = float(self.arm.get_state()["capture_time"])

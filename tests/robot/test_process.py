@@ -21,7 +21,7 @@ class _Dev(DeviceProcess):
 
     def loop_once(self):
         if self.mode == "fail_loop":
-            raise ValueError("lost connection to 10.0.0.2")
+            raise ValueError("lost connection to 127.0.0.2")
         time.sleep(0.005)
 
 
@@ -40,7 +40,7 @@ def test_setup_failure_raises_with_child_traceback():
 def test_runtime_failure_is_reported_by_check():
     with _Dev("fail_loop") as dev:
         deadline = time.monotonic() + 10
-        with pytest.raises(DeviceProcessError, match="lost connection to 10.0.0.2"):
+        with pytest.raises(DeviceProcessError, match="lost connection to 127.0.0.2"):
             while time.monotonic() < deadline:
                 dev.check()
                 time.sleep(0.01)
