@@ -492,6 +492,8 @@ def test_a_trained_checkpoint_runs_async_with_inpainting(env, tmp_path, tiny_che
 def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoint):
     """`python -m deploy.serving --checkpoint RUN` (a process of its own): the meta names the
     backbone, and a chunk over the wire, committed actions inpainted, equals the in-process one."""
+    import torch
+
     from deploy.serving import RemotePolicyClient
     from policy.inference import Policy
     from tests.deploy.test_serving import start_server, stop_server
@@ -502,8 +504,14 @@ def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoin
         "camera_0": rng.integers(0, 255, (2, 24, 32, 3), dtype=np.uint8),
         "robot_eef_pose": np.tile(START, (2, 1)),
     }
-    committed = local.predict(obs, seed=1).actions[:2] + 0.001
-    want = local.predict(obs, committed_actions=committed, seed=1).actions
+    # One torch thread here as in the server: another thread count sums in another order (1e-7 apart).
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        committed = local.predict(obs, seed=1).actions[:2] + 0.001
+        want = local.predict(obs, committed_actions=committed, seed=1).actions
+    finally:
+        torch.set_num_threads(threads)
     proc, address = start_server("--checkpoint", tiny_checkpoint, "--torch-threads", "1")
     try:
         client = RemotePolicyClient(address, timeout_s=60)
