@@ -6,9 +6,12 @@ under the fingers' own speed so that they follow the target), sent as scheduled 
 through :meth:`robot.env.Env.exec_widths` without latency compensation, exactly like a policy's
 width column. The gripper process logs, per tick, the width it sent (``target_width_m`` at
 ``tick_time``) and the measured opening (``width_m`` at ``capture_time``); the robot-latency fit
-(:func:`calibration.robot_latency.fit_action_latency`: dead time + first-order lag, least squares)
-runs on them unchanged. The dead time (a width sent at t starts moving the fingers at t + d) is the
-gripper latency written to the calibration file (``gripper.action_latency``).
+(:func:`calibration.robot_latency.fit_action_latency`: dead time + first- and second-order lags, the
+model chosen by BIC, refused when the dead time is ambiguous) runs on them unchanged. As for the arm,
+the ramp lag (dead time + the sum of the time constants: the delay with which the fingers follow a
+smooth width trajectory) is the gripper latency written to the calibration file
+(``gripper.action_latency``, with the model, dead time and step lags beside it); deployment sends
+widths that much earlier.
 
 Timing: ~1 s to open to the centre, ``duration_s`` of chirp, ``max_delay_s`` of tail.
 """
@@ -24,8 +27,15 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from calibration.result import CalibrationError, progress
-from calibration.robot_latency import ActionFit, _plot_action, chirp_offsets, fit_action_latency
-from robot.calibration_data import LatencyValue
+from calibration.robot_latency import (
+    ActionFit,
+    _plot_action,
+    action_fit_summary,
+    action_latency_value,
+    chirp_offsets,
+    fit_action_latency,
+)
+from robot.calibration_data import ActionLatencyValue
 from robot.config import StrictModel
 from robot.timing import now
 
@@ -62,25 +72,14 @@ class GripperLatencyResult:
     proc: GripperLatencyProcedure
     plot_path: Path | None
 
-    def latency_value(self) -> LatencyValue:
-        a = self.fit
-        return LatencyValue(
-            value_s=a.dead_time_s,
-            method=f"width chirp {self.proc.chirp_f0_hz:g}-{self.proc.chirp_f1_hz:g} Hz through the scheduled "
-            f"width path; dead time + first-order fit (tau {a.tau_s * 1e3:.1f} ms)",
-            residual=a.rms_m * 1e3,
-            residual_unit="mm RMS",
-            n_samples=a.n_samples,
+    def latency_value(self) -> ActionLatencyValue:
+        p = self.proc
+        return action_latency_value(
+            self.fit, f"width chirp {p.chirp_f0_hz:g}-{p.chirp_f1_hz:g} Hz through the scheduled width path"
         )
 
     def summary(self) -> dict:
-        a = self.fit
-        return {
-            "gripper_latency_ms": round(a.dead_time_s * 1e3, 3),
-            "tau_ms": round(a.tau_s * 1e3, 3),
-            "total_lag_ms": round(a.total_lag_s * 1e3, 3),
-            "rms_mm": round(a.rms_m * 1e3, 4),
-        }
+        return action_fit_summary(self.fit, "gripper_latency_ms", "rms_mm")
 
 
 def run_width_excitation(env, proc: GripperLatencyProcedure) -> dict:
@@ -167,9 +166,10 @@ def measure(rig, calibration, proc: GripperLatencyProcedure, plots: Path) -> Gri
         )
         recs = run_width_excitation(env, proc)
     fit = fit_action_latency(recs, 0, proc)
+    r = fit.response
     progress(
-        f"gripper-latency: dead time {fit.dead_time_s * 1e3:.2f} ms, tau {fit.tau_s * 1e3:.2f} ms, RMS "
-        f"{fit.rms_m * 1e6:.1f} um"
+        f"gripper-latency: {r.ramp_lag_s * 1e3:.2f} ms ({r.model}: dead time {r.dead_time_s * 1e3:.2f} ms + "
+        f"lags {', '.join(f'{v * 1e3:.2f}' for v in r.time_constants_s)} ms), RMS {fit.rms_m * 1e6:.1f} um"
     )
     path = _plot_action(fit, plots / "gripper_latency.png")  # the robot-latency plot: sent vs measured (mm)
     progress(f"gripper-latency: plot {path}")

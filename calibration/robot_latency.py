@@ -382,6 +382,56 @@ def clamp_obs_latency(latency_s: float, period_s: float, camera: str) -> tuple[f
 
 
 # ---------------------------------------------------------------------------------------- result
+def action_latency_value(fit: ActionFit, excitation: str) -> ActionLatencyValue:
+    """The calibration-file record of a fitted response (the arm's, or the gripper's width): value = the
+    ramp lag; ``excitation`` says what was sent, e.g. ``chirp 0.5-2 Hz along x through the waypoint
+    path``."""
+    r = fit.response
+    others = ", ".join(
+        f"{f.response.model} {f.response.dead_time_s * 1e3:.1f} ms"
+        for f in fit.candidates
+        if f.response is not r
+    )
+    return ActionLatencyValue(
+        value_s=r.ramp_lag_s,
+        dead_time_s=r.dead_time_s,
+        model=r.model,
+        time_constants_s=list(r.time_constants_s),
+        lag_50_s=r.lag_50_s,
+        lag_90_s=r.lag_90_s,
+        method=f"{excitation}; dead time + first/second-order lag fits, {r.model} chosen by BIC (dead time of "
+        f"the others: {others}); value = ramp lag (dead time + sum of time constants); cross-correlation "
+        f"lag {fit.total_lag_s * 1e3:.1f} ms",
+        residual=fit.rms_m * 1e3,
+        residual_unit="mm RMS",
+        n_samples=fit.n_samples,
+    )
+
+
+def action_fit_summary(fit: ActionFit, value_key: str, rms_key: str) -> dict:
+    """The JSON summary of a fitted response: ``value_key`` holds the ramp lag (ms), ``rms_key`` the
+    residual (mm), then the model, dead time, lags and every candidate model's dead time."""
+    r = fit.response
+    return {
+        value_key: round(r.ramp_lag_s * 1e3, 3),
+        "dead_time_ms": round(r.dead_time_s * 1e3, 3),
+        "model": r.model,
+        "time_constants_ms": [round(v * 1e3, 3) for v in r.time_constants_s],
+        "tracking_tau_ms": round(fit.tau_s * 1e3, 3),
+        "lag_50_ms": round(r.lag_50_s * 1e3, 3),
+        "lag_90_ms": round(r.lag_90_s * 1e3, 3),
+        "total_lag_ms": round(fit.total_lag_s * 1e3, 3),
+        rms_key: round(fit.rms_m * 1e3, 4),
+        "models": {
+            f.response.model: {
+                "dead_time_ms": round(f.response.dead_time_s * 1e3, 3),
+                "rms_um": round(f.rms_m * 1e6, 3),
+            }
+            for f in fit.candidates
+        },
+    }
+
+
 @dataclass
 class RobotLatencyResult:
     action: ActionFit
@@ -390,27 +440,10 @@ class RobotLatencyResult:
     plot_paths: list[Path]
 
     def action_latency_value(self) -> ActionLatencyValue:
-        a = self.action
-        r = a.response
-        others = ", ".join(
-            f"{f.response.model} {f.response.dead_time_s * 1e3:.1f} ms"
-            for f in a.candidates
-            if f.response is not r
-        )
-        return ActionLatencyValue(
-            value_s=r.ramp_lag_s,
-            dead_time_s=r.dead_time_s,
-            model=r.model,
-            time_constants_s=list(r.time_constants_s),
-            lag_50_s=r.lag_50_s,
-            lag_90_s=r.lag_90_s,
-            method=f"chirp {self.proc.chirp_f0_hz:g}-{self.proc.chirp_f1_hz:g} Hz along {self.proc.axis} through "
-            f"the waypoint path; dead time + first/second-order lag fits, {r.model} chosen by BIC (dead time of "
-            f"the others: {others}); value = ramp lag (dead time + sum of time constants); cross-correlation "
-            f"lag {a.total_lag_s * 1e3:.1f} ms",
-            residual=a.rms_m * 1e3,
-            residual_unit="mm RMS",
-            n_samples=a.n_samples,
+        p = self.proc
+        return action_latency_value(
+            self.action,
+            f"chirp {p.chirp_f0_hz:g}-{p.chirp_f1_hz:g} Hz along {p.axis} through the waypoint path",
         )
 
     def obs_latency_value(self) -> LatencyValue:
@@ -424,26 +457,7 @@ class RobotLatencyResult:
         )
 
     def summary(self) -> dict:
-        a = self.action
-        r = a.response
-        out = {
-            "action_latency_ms": round(r.ramp_lag_s * 1e3, 3),
-            "dead_time_ms": round(r.dead_time_s * 1e3, 3),
-            "model": r.model,
-            "time_constants_ms": [round(v * 1e3, 3) for v in r.time_constants_s],
-            "tracking_tau_ms": round(a.tau_s * 1e3, 3),
-            "lag_50_ms": round(r.lag_50_s * 1e3, 3),
-            "lag_90_ms": round(r.lag_90_s * 1e3, 3),
-            "total_lag_ms": round(a.total_lag_s * 1e3, 3),
-            "action_rms_mm": round(a.rms_m * 1e3, 4),
-            "models": {
-                f.response.model: {
-                    "dead_time_ms": round(f.response.dead_time_s * 1e3, 3),
-                    "rms_um": round(f.rms_m * 1e6, 3),
-                }
-                for f in a.candidates
-            },
-        }
+        out = action_fit_summary(self.action, "action_latency_ms", "action_rms_mm")
         if self.obs is not None:
             out["obs_latency_ms"] = round(self.obs.latency_s * 1e3, 3)
             out["obs_rms_px"] = round(self.obs.rms_px, 4)

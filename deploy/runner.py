@@ -57,11 +57,12 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from collection.gripper_teleop import GripperTeleop
 from collection.teleop import TeleopMapper
 from deploy.config import DeployConfig
 from deploy.policy_client import ChunkResult, PolicyMeta
 from deploy.safety import ChunkSafety, PolicySafetyStop
-from deploy.scheduler import ActionPlan, PlannedAction, schedule_chunk, stamp_chunk
+from deploy.scheduler import ActionPlan, PlannedAction, WidthPlan, schedule_chunk, stamp_chunk
 from robot.latency_watch import LatencyWatch
 from robot.process import DeviceProcessError
 from robot.timing import RateLoop, now
@@ -176,6 +177,12 @@ class DeployRunner:
         )
         self.jump_limit_m = min(limits.max_linear_speed_m_s * config.rig.arm.period_s, limits.max_step_m)
         self.mapper = TeleopMapper(config.teleop, limits.workspace_min_m, limits.workspace_max_m)
+        # During a takeover the SpaceMouse buttons drive the gripper (teleop.gripper, as in collection).
+        self.grip = (
+            GripperTeleop(config.teleop.gripper, config.rig.gripper.max_width_m)
+            if env.gripper is not None
+            else None
+        )
         self.latencies: deque[float] = deque(maxlen=20)
         self.all_latencies_s: list[float] = []
         self.compute_s: list[float] = []
@@ -185,6 +192,7 @@ class DeployRunner:
         self.quit = False
         self.episodes: list[EpisodeResult] = []
         self.plan = ActionPlan()
+        self.width_plan = WidthPlan()
         # logs (per episode; tests and benchmarks)
         self.sent_log: list[dict[str, Any]] = []
         self.chunk_log: list[dict[str, Any]] = []
@@ -277,6 +285,11 @@ class DeployRunner:
         if errors:
             raise ValueError("the rig does not match the checkpoint: " + "; ".join(errors))
 
+    def _width_now(self, obs: dict[str, Any]) -> float:
+        """The width the gripper was last sent, or (none yet) the observed opening (m)."""
+        w = float(self.env.gripper.get_state()["target_width_m"])
+        return w if np.isfinite(w) else float(obs["gripper_width"][-1, 0])
+
     def _commanded_pose(self) -> np.ndarray:
         return np.asarray(self.env.arm.get_state()["target_tcp_pose"], dtype=np.float64).copy()
 
@@ -336,10 +349,10 @@ class DeployRunner:
             n_out = self.meta.horizon - self.meta.n_obs_steps + 1
             committed = self.plan.committed_for(t_obs, self.dt_s, commit_until, max_rows=n_out - 1)
             if committed is not None and self.meta.action_dim == 7:
-                # The committed widths: the target the gripper was last sent (a level, rarely changing).
-                w = self.env.gripper.get_state()["target_width_m"]
-                w = float(obs["gripper_width"][-1, 0]) if not np.isfinite(w) else w
-                committed = np.column_stack([committed, np.full(len(committed), w)])
+                # The committed widths: those the earlier chunks planned for these rows' times (before
+                # any plan: the target the gripper was last sent, or the observed opening).
+                t_rows = t_obs + np.arange(len(committed)) * self.dt_s
+                committed = np.column_stack([committed, self.width_plan.at(t_rows, self._width_now(obs))])
         seed = None if self.cfg.policy_seed is None else self.cfg.policy_seed + self._request_seq
         self._request_seq += 1
         ep["pending_request"] = {
@@ -403,7 +416,9 @@ class DeployRunner:
             info["times"] = times.copy()
         if widths is not None:
             # Same stamps as the poses, the gripper's own latency; it replaces the gripper's pending tail.
-            self.env.exec_widths(np.clip(widths, 0.0, None), times, margin_s=self.margin_s)
+            widths = np.clip(widths, 0.0, None)
+            self.width_plan.merge(widths, times)
+            self.env.exec_widths(widths, times, margin_s=self.margin_s)
         if self.cfg.mode == "sync":
             old_pose = self.plan.pose_at(max(t + self.action_latency_s, times[0]), include_pending=False)
             sched = schedule_chunk(check.poses, times, t, self.action_latency_s, self.margin_s)
@@ -490,11 +505,20 @@ class DeployRunner:
         pose = self._commanded_pose()
         self.mapper.reset(pose)
         self.plan.reset(pose, t)
-        self.say("TAKEOVER: policy paused, the arm follows the SpaceMouse; press again to give it back")
+        self.width_plan.reset()
+        if self.grip is not None:  # the buttons drive the gripper from the width it was sent last
+            self.grip.width_m = self._width_now(self.env.get_obs(1))
+            self.env.gripper.set_width(self.grip.width_m)  # (this also drops the policy's pending widths)
+        self.say(
+            "TAKEOVER: policy paused, the arm follows the SpaceMouse"
+            + (" (its buttons drive the gripper)" if self.grip is not None else "")
+            + "; press again to give it back"
+        )
 
     def _end_takeover(self, t: float, ep: dict[str, Any]) -> None:
         ep["takeover"] = False
         ep["takeover_s"] += t - ep["takeover_since"]
+        self.width_plan.reset()  # the policy starts from the width the person left
         last = self.plan.committed[-1] if self.plan.committed else None
         if last is not None:
             self.plan.reset(last.pose, last.target_time)
@@ -513,6 +537,10 @@ class DeployRunner:
         row = PlannedAction(target.copy(), t_target, -1, 0)
         self._send([row], t)
         self.plan.committed.append(row)
+        if self.grip is not None:  # as in collection: the buttons' width, at once (a level)
+            w = self.grip.update(state["buttons"])
+            if w != self.env.gripper.get_state()["target_width_m"]:
+                self.env.gripper.set_width(w)
 
     # ------------------------------------------------------------------ recording
     def _record(self, writer: Any, ep: dict[str, Any]) -> None:
@@ -532,8 +560,8 @@ class DeployRunner:
             if (self.plan.committed or self.plan.hold_pose is not None)
             else obs["robot_eef_pose"][-1]
         )
-        if self.env.gripper is not None:  # the width last sent, and the observed one
-            action = np.append(action, self.env.gripper.get_state()["target_width_m"])
+        if self.env.gripper is not None:  # the width planned for this time, and the observed one
+            action = np.append(action, self.width_plan.at([ts], self._width_now(obs))[0])
             step["gripper_width"] = obs["gripper_width"][-1]
         step.update(
             robot_eef_pose=obs["robot_eef_pose"][-1],
@@ -571,6 +599,7 @@ class DeployRunner:
         self._button_count = None
         t_start = now()
         self.plan.reset(self._commanded_pose(), t_start)
+        self.width_plan.reset()
         ep: dict[str, Any] = {
             "chunks": 0,
             "dropped": 0,

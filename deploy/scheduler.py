@@ -281,3 +281,35 @@ class ActionPlan:
         if len(self.committed) > 4096:  # bound memory on long episodes
             self.committed = self.committed[-2048:]
         return out
+
+
+@dataclass
+class WidthPlan:
+    """The gripper widths planned by the policy's chunks (the 7th action column): stamped levels, each
+    holding until the next. A chunk's widths replace the plan from their first stamp on (as
+    ``Env.exec_widths`` replaces the gripper's pending ones), so :meth:`at` answers what the gripper is
+    planned to hold at any target time: the committed widths a request is conditioned on, step by step,
+    not one level for the whole committed prefix."""
+
+    times: FloatArray = field(default_factory=lambda: np.empty(0))
+    widths: FloatArray = field(default_factory=lambda: np.empty(0))
+
+    def reset(self) -> None:
+        self.times, self.widths = np.empty(0), np.empty(0)
+
+    def merge(self, widths: ArrayLike, target_times: ArrayLike) -> None:
+        w = np.asarray(widths, dtype=np.float64).reshape(-1)
+        t = np.asarray(target_times, dtype=np.float64).reshape(-1)
+        if len(w) != len(t) or len(w) == 0:
+            raise ValueError(f"WidthPlan.merge: {len(w)} widths and {len(t)} target times")
+        keep = self.times < t[0]
+        self.times = np.concatenate([self.times[keep], t])
+        self.widths = np.concatenate([self.widths[keep], w])
+
+    def at(self, target_times: ArrayLike, fallback: float) -> FloatArray:
+        """The planned width at each target time; ``fallback`` before the first planned one."""
+        t = np.asarray(target_times, dtype=np.float64).reshape(-1)
+        if not len(self.widths):
+            return np.full(len(t), float(fallback))
+        i = np.searchsorted(self.times, t, side="right") - 1
+        return np.where(i >= 0, self.widths[np.maximum(i, 0)], float(fallback))

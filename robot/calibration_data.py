@@ -116,9 +116,10 @@ class RobotCalibration(StrictModel):
 
 
 class GripperCalibration(StrictModel):
-    action_latency: LatencyValue | None = None
-    """Width command target time -> fingers start moving there (s): width commands are sent this much
-    earlier (``rig calibrate gripper-latency``)."""
+    action_latency: ActionLatencyValue | None = None
+    """Width command target time -> fingers there (s; the ramp lag, as for the arm): width commands are
+    sent this much earlier (``rig calibrate gripper-latency``). Files written before the response was
+    modelled hold only ``value_s`` (then: the dead time)."""
 
 
 class CalibrationFile(StrictModel):

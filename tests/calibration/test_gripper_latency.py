@@ -25,7 +25,12 @@ def test_gripper_latency_finds_an_unseen_command_delay(tmp_path, capsys):
     # One gripper tick at 50 Hz is the resolution of the sent-command times.
     assert abs(res["gripper_latency_ms"] - truth_s * 1e3) < 10.0, res
     cal = load_calibration(out)
-    assert abs(cal.gripper.action_latency.value_s - truth_s) < 0.010
+    lat = cal.gripper.action_latency
+    assert abs(lat.value_s - truth_s) < 0.010
+    # The arm's method: a response model chosen by BIC, the value its ramp lag (dead time + lags).
+    assert lat.model == res["model"] in ("first_order", "second_order")
+    assert lat.dead_time_s <= lat.value_s
+    assert abs(lat.dead_time_s + sum(lat.time_constants_s) - lat.value_s) < 1e-9
     assert (tmp_path / "gripper_latency.png").is_file()
     # The rig's widths are then sent that much earlier.
     rig = load_config(RigConfig, config_path("rig/sim_pick_place.yaml"))

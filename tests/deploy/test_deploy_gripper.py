@@ -20,7 +20,6 @@ from robot.calibration_data import (
     ActionLatencyValue,
     CalibrationFile,
     GripperCalibration,
-    LatencyValue,
     RobotCalibration,
 )
 from robot.config import config_path, load_config
@@ -32,13 +31,20 @@ START = [0.45, 0.0, 0.15, np.pi, 0.0, 0.0]
 STEP_AFTER_S = 1.2  # the stand-in closes the gripper this long after its first observation
 
 
-class WidthStepPolicy(ReferencePolicy):
-    """The reference circle, plus a width column: open, then ``closed_m`` from ``t0 + step_after_s``."""
+CALLS: list = []  # (policy, t_obs, committed widths or None, widths returned) per predict (inline inference)
 
-    def __init__(self, step_after_s: float = STEP_AFTER_S, closed_m: float = 0.02, **kw):
+
+class WidthStepPolicy(ReferencePolicy):
+    """The reference circle, plus a width column: open, then ``closed_m`` from ``t0 + step_after_s``;
+    with ``period_s``, a square wave instead (open and closed for ``period_s / 2`` each)."""
+
+    def __init__(
+        self, step_after_s: float = STEP_AFTER_S, closed_m: float = 0.02, period_s: float | None = None, **kw
+    ):
         super().__init__(**kw)
         self.step_after_s = step_after_s
         self.closed_m = closed_m
+        self.period_s = period_s
         self.shape_meta = {**self.shape_meta, "action": {"shape": [7]}}
 
     @property
@@ -46,26 +52,86 @@ class WidthStepPolicy(ReferencePolicy):
         return 7
 
     def width_at(self, t: np.ndarray) -> np.ndarray:
+        if self.period_s is not None:
+            closed = np.floor((np.asarray(t) - self.t0_s) / (self.period_s / 2)) % 2 == 1
+            return np.where(closed, self.closed_m, 0.085)
         return np.where(t >= self.t0_s + self.step_after_s, self.closed_m, 0.085)
 
     def predict(self, obs, committed_actions=None, seed=None):
+        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
+        committed_widths = None if committed_actions is None else np.asarray(committed_actions)[:, 6].copy()
         if committed_actions is not None:
             committed_actions = np.asarray(committed_actions)[:, :6]
         chunk = super().predict(obs, committed_actions, seed)
-        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
         times = t_obs + (chunk.first_index + np.arange(len(chunk.actions))) * self.dt_s
-        return dataclasses.replace(chunk, actions=np.column_stack([chunk.actions, self.width_at(times)]))
+        widths = self.width_at(times)
+        CALLS.append((self, t_obs, committed_widths, widths))
+        return dataclasses.replace(chunk, actions=np.column_stack([chunk.actions, widths]))
+
+
+# The SpaceMouse a person holds during a takeover: still, the close button (0) held all along. Only a
+# takeover obeys it (the pick_place deploy config takes over with the key, not a button).
+HOLD_CLOSE = [
+    "rig.spacemouse.scripted.expert=null",
+    "rig.spacemouse.scripted.loop=true",
+    "rig.spacemouse.scripted.trajectory=[{time_s: 0, axes: [0, 0, 0, 0, 0, 0], buttons: [true, false]},"
+    " {time_s: 1000, axes: [0, 0, 0, 0, 0, 0], buttons: [true, false]}]",
+]
 
 
 @pytest.fixture(scope="module")
 def env():
-    cfg = load_config(DeployConfig, config_path("deploy/sim_pick_place.yaml"), ["spacemouse=false"])
+    cfg = load_config(
+        DeployConfig, config_path("deploy/sim_pick_place.yaml"), ["spacemouse=false", *HOLD_CLOSE]
+    )
     cal = CalibrationFile(
         robot=RobotCalibration(action_latency=ActionLatencyValue(value_s=ACTION_LATENCY_S)),
-        gripper=GripperCalibration(action_latency=LatencyValue(value_s=GRIPPER_LATENCY_S)),
+        gripper=GripperCalibration(action_latency=ActionLatencyValue(value_s=GRIPPER_LATENCY_S)),
     )
-    with Env(cfg.rig, spacemouse=False, calibration=cal) as e:
+    with Env(cfg.rig, spacemouse=True, calibration=cal) as e:
         yield e
+
+
+class KeyAt:
+    """Presses ``key`` once, ``after_s`` after the first poll (a person at the keyboard)."""
+
+    closed = False
+
+    def __init__(self, key: str, after_s: float):
+        self.key, self.after_s, self.t0, self.done = key, after_s, None, False
+
+    def poll(self):
+        t = time.monotonic()
+        self.t0 = self.t0 if self.t0 is not None else t
+        if not self.done and t - self.t0 >= self.after_s:
+            self.done = True
+            return [self.key]
+        return []
+
+
+def run_width_policy(env, tmp_path, mode, policy_kwargs, keys=None, max_episode_s=3.0):
+    cfg = load_config(
+        DeployConfig,
+        config_path("deploy/sim_pick_place.yaml"),
+        [
+            f"mode={mode}",
+            "spacemouse=false",
+            f"max_episode_s={max_episode_s}",
+            f"store={tmp_path / 'eval.zarr'}",
+            "inference=inline",
+        ],
+    )
+    spec = PolicySpec(f"py:{__name__}:WidthStepPolicy", kwargs=tuple(sorted(policy_kwargs.items())))
+    client = make_client(cfg, spec)
+    store = EpisodeStore.open(cfg.store, "a")
+    try:
+        out = io.StringIO()
+        runner = DeployRunner(cfg, env, client, keys=keys, out=out, keep_logs=True)
+        result = runner.run_episode(0, None, store)
+    finally:
+        store.close()
+        close_client(client)
+    return runner, result, out.getvalue(), cfg
 
 
 @pytest.mark.timeout(120)
@@ -124,6 +190,65 @@ def test_widths_are_sent_on_the_pose_stamps_minus_the_gripper_latency(env, tmp_p
     ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
     assert ep["action"].shape[1] == 7 and ep["gripper_width"].shape[1] == 1
     assert ep["action"][0, 6] == pytest.approx(0.085) and ep["action"][-1, 6] == pytest.approx(0.02)
+
+
+@pytest.mark.timeout(120)
+def test_async_requests_are_conditioned_on_the_widths_planned_for_each_committed_step(env, tmp_path):
+    # Widths that flip every 0.3 s: a committed prefix (~0.4 s) often spans a flip, where one level
+    # (the width last sent) would be wrong for some of its rows.
+    CALLS.clear()
+    kwargs = {"start_pose": START, "latency_s": 0.1, "radius_m": 0.02, "period_s": 0.6}
+    runner, result, out, cfg = run_width_policy(env, tmp_path, "async", kwargs)
+    assert len(runner.chunk_log) <= len(CALLS) <= len(runner.chunk_log) + 1  # one call per chunk
+    policy = CALLS[0][0]
+    dt = policy.dt_s
+    checked = spanned = 0
+    returned = {t_obs: widths for _, t_obs, _, widths in CALLS}
+    for _, t_obs, committed, _ in CALLS:
+        if committed is None or not len(committed):
+            continue
+        # Before this call, the chunks from earlier observations were merged (async: one request at a
+        # time). The width planned for time t: that of the newest of them whose first stamp is at or
+        # before t, held from its latest stamp at or before t.
+        earlier = [c for c in runner.chunk_log if c["t_obs"] < t_obs]
+        for t, w in zip(t_obs + np.arange(len(committed)) * dt, committed, strict=True):
+            covering = [c for c in earlier if c["times"][0] <= t + 1e-6]
+            if not covering:
+                continue  # before anything was planned: the width last sent
+            stamps = covering[-1]["times"]
+            row = int(np.flatnonzero(stamps <= t + 1e-6)[-1])
+            assert w == returned[covering[-1]["t_obs"]][row], (t_obs, committed)
+            checked += 1
+        spanned += len(np.unique(committed)) > 1
+    assert checked >= 10, out
+    assert spanned >= 1  # some committed prefix did span a flip: one level would have been wrong there
+    ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
+    assert set(np.unique(ep["action"][:, 6])) == {0.02, 0.085}  # recorded: the planned levels
+
+
+@pytest.mark.timeout(120)
+def test_takeover_drives_the_gripper_with_the_spacemouse_buttons(env, tmp_path):
+    # The policy keeps the fingers open for its first 1.2 s; the person takes over at 0.6 s holding
+    # the close button: the gripper closes fully (teleop.gripper.closed_width_m = 0, not the policy's
+    # 0.02) and no policy width reaches it any more.
+    keys = KeyAt("t", 0.6)
+    c0 = env.gripper.state_ring.count
+    runner, result, out, cfg = run_width_policy(
+        env, tmp_path, "async", {"start_pose": START, "latency_s": 0.1}, keys
+    )
+    assert "TAKEOVER" in out and "buttons drive the gripper" in out, out
+    g = env.gripper.state_ring.get_since(c0, skip_overwritten=True)
+    t_on = keys.t0 + 0.6
+    before = (g["tick_time"] > keys.t0 + 0.1) & (g["tick_time"] < t_on - 0.05)  # (the episode opened it)
+    after = g["tick_time"] > t_on + 0.15
+    sent = g["target_width_m"][before]
+    sent = sent[np.isfinite(sent)]  # (NaN: nothing sent yet)
+    assert len(sent) > 10 and np.all(sent > 0.08)
+    assert np.all(g["target_width_m"][after] == pytest.approx(cfg.teleop.gripper.closed_width_m))
+    assert g["width_m"][-1] < 0.01  # the fingers did close
+    ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
+    taken = ep["takeover"] & (ep["timestamp"] > t_on + 0.15)
+    assert taken.sum() >= 10 and np.allclose(ep["action"][taken, 6], 0.0)
 
 
 def test_a_pose_only_checkpoint_is_refused_on_a_gripper_rig_and_back():
