@@ -24,6 +24,14 @@ the recording (a large one means that actions are not reached when deploy's stam
 action latency in use is off, or the recorded observation times lag the commands, e.g. by the camera
 latency; the table names the ``action_time_offset_s`` that would replay in step).
 
+**Gripper.** An episode recorded with a gripper has 7-column actions (pose + width, m). On a rig with
+a gripper its widths are replayed on the same target times through :meth:`robot.env.Env.exec_widths`
+(each sent the gripper latency early, as deploy does), the fingers first set to the episode's first
+width; the table adds the replayed opening against the recorded ``gripper_width`` (it matches only
+with the same object between the pads: on the simulated rig pass ``world_seed``, the seed ``rig
+collect`` printed for the episode, so that the world is the recorded one). A rig without a gripper
+refuses such an episode (exit 2); a pose-only episode on a gripper rig replays the poses only.
+
 A real arm (``rig.arm.backend`` not ``sim``) moves only after the person types ``replay``.
 
 Prints a table, then as its very last line one JSON object: ``episode``, ``steps``, ``compared_steps``,
@@ -31,7 +39,8 @@ Prints a table, then as its very last line one JSON object: ``episode``, ``steps
 ``pos_err_p50_mm``, ``offset_mm`` ([x, y, z] mean of replayed minus recorded), ``best_shift_ms``,
 ``shifted_pos_err_mean_mm`` / ``shifted_pos_err_p50_mm`` (the error with the replay shifted by
 ``best_shift_ms``: the arm's tracking without the timing), ``final_pos_err_mm`` (last step),
-``actions_dropped``.
+``actions_dropped``; with widths also ``width_err_mean_mm``, ``width_err_p95_mm`` (opening, replayed
+minus recorded), ``final_width_err_mm``.
 Exit status: 0 done, 1 not confirmed / device error, 2 bad input, 130 Ctrl-C (the arm stops).
 """
 
@@ -55,6 +64,7 @@ log = logging.getLogger("deploy.replay")
 
 CONFIRM_WORD = "replay"
 REPLAY_KEYS = ("action", "robot_eef_pose", "timestamp")
+GRIPPER_ACTION_COLUMNS = 7  # pose + gripper width (m)
 # The replay's time shift against the recording is searched over +-SHIFT_RANGE_S in SHIFT_STEP_S steps.
 SHIFT_RANGE_S = 0.3
 SHIFT_STEP_S = 0.005
@@ -74,6 +84,9 @@ class ReplayConfig(StrictModel):
     loop_hz: float = Field(50.0, gt=0, le=500)
     approach_timeout_s: float = Field(60.0, gt=0)
     """Give up when the first recorded pose is not reached within this (s) of the expected move time."""
+    world_seed: int | None = None
+    """Simulated rig: reset the world with this seed before replaying (the seed ``rig collect`` printed
+    for the episode: the same box and target); None: the world as it is."""
 
 
 def load_episode(store_path: Path, index: int) -> dict[str, np.ndarray]:
@@ -90,10 +103,20 @@ def load_episode(store_path: Path, index: int) -> dict[str, np.ndarray]:
             raise ValueError(
                 f"{store_path} has no {', '.join(missing)}: it cannot be replayed (keys: {store.keys})"
             )
-        ep = store.get_episode(index, list(REPLAY_KEYS))
+        keys = list(REPLAY_KEYS) + (["gripper_width"] if "gripper_width" in store.keys else [])
+        ep = store.get_episode(index, keys)
     ep = {k: np.asarray(v, dtype=np.float64) for k, v in ep.items()}
-    if ep["action"].shape[1:] != (6,) or ep["robot_eef_pose"].shape[1:] != (6,):
-        raise ValueError(f"episode {index}: action and robot_eef_pose must be TCP poses (6,) per step")
+    if ep["action"].shape[1:] not in ((6,), (GRIPPER_ACTION_COLUMNS,)) or ep["robot_eef_pose"].shape[1:] != (
+        6,
+    ):
+        raise ValueError(
+            f"episode {index}: action must be TCP poses (6,) or poses + gripper width (7,) per step and "
+            f"robot_eef_pose poses (6,); got {ep['action'].shape[1:]} and {ep['robot_eef_pose'].shape[1:]}"
+        )
+    if ep["action"].shape[1] == GRIPPER_ACTION_COLUMNS:
+        ep["action"], ep["width"] = ep["action"][:, :6], ep["action"][:, 6].copy()
+    if "gripper_width" in ep:
+        ep["gripper_width"] = ep["gripper_width"].reshape(-1)
     ep["timestamp"] = ep["timestamp"].reshape(-1)
     return ep
 
@@ -143,20 +166,22 @@ def _move_to(env: Any, pose: np.ndarray, timeout_s: float) -> None:
 
 
 class _StateLog:
-    """Every arm state record since ``start()``, read from the state ring without blocking it."""
+    """Every state record of a device (the arm's ``actual_tcp_pose``, or another ``field``) since it
+    was made, read from the state ring without blocking it."""
 
-    def __init__(self, arm: Any):
-        self.arm = arm
-        self.counter = arm.state_ring.count
+    def __init__(self, device: Any, field: str = "actual_tcp_pose"):
+        self.device = device
+        self.field = field
+        self.counter = device.state_ring.count
         self.times: list[np.ndarray] = []
         self.poses: list[np.ndarray] = []
 
     def poll(self) -> None:
-        recs = self.arm.state_ring.get_since(self.counter, skip_overwritten=True)
+        recs = self.device.state_ring.get_since(self.counter, skip_overwritten=True)
         if len(recs["counter"]):
             self.counter = int(recs["counter"][-1]) + 1
             self.times.append(recs["capture_time"].copy())
-            self.poses.append(recs["actual_tcp_pose"].copy())
+            self.poses.append(recs[self.field].copy())
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         return np.concatenate(self.times), np.concatenate(self.poses)
@@ -176,12 +201,19 @@ def run_replay(config: ReplayConfig, episode: dict[str, np.ndarray], out: Any = 
     dropped = 0
     rig = config.rig.model_copy(deep=True)
     rig.cameras.cameras = {}  # the replay looks at the arm only: no camera processes to start
+    widths = episode.get("width") if rig.gripper.enabled else None
     with Env(rig, spacemouse=False) as env:
         latency_s = float(env.action_latency_s)
         say(f"timing: {env.describe_timing()}; actions at observation + {offset_s * 1e3:.0f} ms")
+        if config.world_seed is not None and rig.is_sim:
+            env.reset_world(config.world_seed)
+            say(f"world reset with seed {config.world_seed}")
+        if widths is not None:
+            env.gripper.set_width(float(widths[0]))
         say(f"moving to the episode's first pose {np.round(episode['robot_eef_pose'][0], 4).tolist()}")
         _move_to(env, episode["robot_eef_pose"][0], config.approach_timeout_s)
         states = _StateLog(env.arm)
+        grip_log = _StateLog(env.gripper, "width_m") if widths is not None else None
         t0 = now() + config.lead_s + latency_s
         target_times = t0 + ts + offset_s
         say(f"replaying {len(ts)} steps ({ts[-1]:.1f} s)")
@@ -209,10 +241,35 @@ def run_replay(config: ReplayConfig, episode: dict[str, np.ndarray], out: Any = 
                 )
                 dropped += sched.dropped
                 dropped += env.exec_actions(sched.poses, sched.target_times, margin_s=0.0)
+                if widths is not None:
+                    env.exec_widths(
+                        widths[next_i:due], target_times[next_i:due], margin_s=config.action_margin_s
+                    )
                 next_i = due
+            if grip_log is not None:
+                grip_log.poll()
         states.poll()
+        if grip_log is not None:
+            grip_log.poll()
     times, poses = states.arrays()
-    return tracking_figures(times, poses, t0 + ts, episode["robot_eef_pose"], dropped)
+    figures = tracking_figures(times, poses, t0 + ts, episode["robot_eef_pose"], dropped)
+    if grip_log is not None and "gripper_width" in episode:
+        figures.update(width_figures(*grip_log.arrays(), t0 + ts, episode["gripper_width"]))
+    return figures
+
+
+def width_figures(
+    state_times: np.ndarray, openings: np.ndarray, step_times: np.ndarray, recorded: np.ndarray
+) -> dict[str, Any]:
+    """The gripper's replayed opening at ``step_times`` against the ``recorded`` one (mm)."""
+    inside = (step_times >= state_times[0]) & (step_times <= state_times[-1]) & np.isfinite(recorded)
+    ok = np.isfinite(openings)
+    err_m = np.abs(np.interp(step_times[inside], state_times[ok], openings[ok]) - recorded[inside])
+    return {
+        "width_err_mean_mm": round(float(err_m.mean()) * 1e3, 2),
+        "width_err_p95_mm": round(float(np.percentile(err_m, 95)) * 1e3, 2),
+        "final_width_err_mm": round(float(err_m[-1]) * 1e3, 2),
+    }
 
 
 def tracking_figures(
@@ -280,6 +337,14 @@ def format_table(f: dict[str, Any], offset_s: float) -> str:
             f"stamps actions as this replay does, {offset_s:.3f} s after the observation)",
             f"  actions dropped (out of reach on time) {f['actions_dropped']}",
         ]
+        + (
+            [
+                f"  gripper    opening error mean {f['width_err_mean_mm']:.2f} mm   p95 {f['width_err_p95_mm']:.2f} mm"
+                f"   last step {f['final_width_err_mm']:.2f} mm"
+            ]
+            if "width_err_mean_mm" in f
+            else []
+        )
     )
 
 
@@ -299,6 +364,14 @@ def main(argv: list[str]) -> int:
         episode = load_episode(args.store, args.episode)
     except (FileNotFoundError, ValueError) as exc:
         print(f"rig replay: {exc}", file=sys.stderr)
+        return 2
+    if "width" in episode and not config.rig.gripper.enabled:
+        print(
+            f"rig replay: episode {args.episode} has gripper widths (7 action columns) but rig "
+            f"{config.rig.name!r} has no gripper: replay it on the rig it was recorded on "
+            "(e.g. --config replay/sim_pick_place.yaml)",
+            file=sys.stderr,
+        )
         return 2
     steps = len(episode["timestamp"])
     duration_s = float(episode["timestamp"][-1] - episode["timestamp"][0])
