@@ -24,6 +24,7 @@ from robot.calibration_data import (
 )
 from robot.config import config_path, load_config
 from robot.env import Env
+from tests.deploy.helpers import run_episode_once
 
 GRIPPER_LATENCY_S = 0.06
 ACTION_LATENCY_S = 0.03
@@ -122,16 +123,8 @@ def run_width_policy(env, tmp_path, mode, policy_kwargs, keys=None, max_episode_
         ],
     )
     spec = PolicySpec(f"py:{__name__}:WidthStepPolicy", kwargs=tuple(sorted(policy_kwargs.items())))
-    client = make_client(cfg, spec)
-    store = EpisodeStore.open(cfg.store, "a")
-    try:
-        out = io.StringIO()
-        runner = DeployRunner(cfg, env, client, keys=keys, out=out, keep_logs=True)
-        result = runner.run_episode(0, None, store)
-    finally:
-        store.close()
-        close_client(client)
-    return runner, result, out.getvalue(), cfg
+    runner, result, out = run_episode_once(cfg, env, spec, keys)
+    return runner, result, out, cfg
 
 
 @pytest.mark.timeout(120)

@@ -27,6 +27,7 @@ from deploy.runner import DeployRunner
 from robot.calibration_data import ActionLatencyValue, CalibrationFile, RobotCalibration
 from robot.config import config_path, load_config
 from robot.env import Env
+from tests.deploy.helpers import run_episode_once
 
 DELAY_S = 0.04
 START = [0.45, 0.0, 0.2, math.pi, 0.0, 0.0]
@@ -107,16 +108,10 @@ class ButtonPressAt:
 def run_one(env, tmp_path, mode, policy_kwargs, *overrides, keys=None):
     cfg = deploy_config(tmp_path, f"mode={mode}", *overrides)
     kwargs = {"start_pose": START, **policy_kwargs}
-    client = make_client(cfg, PolicySpec(STANDIN, kwargs=tuple(sorted(kwargs.items()))))
-    out = io.StringIO()
-    store = EpisodeStore.open(cfg.store, "a")
-    try:
-        runner = DeployRunner(cfg, env, client, keys=keys, out=out, keep_logs=True)
-        result = runner.run_episode(0, None, store)
-    finally:
-        store.close()
-        close_client(client)
-    return runner, result, out.getvalue(), cfg
+    runner, result, out = run_episode_once(
+        cfg, env, PolicySpec(STANDIN, kwargs=tuple(sorted(kwargs.items()))), keys
+    )
+    return runner, result, out, cfg
 
 
 def first_merge_time(runner):
