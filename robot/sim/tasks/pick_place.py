@@ -2,7 +2,8 @@
 
 A green box (:attr:`~robot.sim.world_state.ObjectKind.BOX`, ``box_size_m`` cube, random yaw within
 ``box_yaw_range_rad``) and a red target disc (``target_radius_m``) are placed at random (deterministic
-in the reset seed) in ``x_range_m`` x ``y_range_m``, at least ``min_distance_m`` apart. The gripper
+in the reset seed) in ``x_range_m`` x ``y_range_m``, at least ``min_distance_m`` apart; with
+``target_xy_m`` the target stays there (a fixed drop spot, like a bin) and only the box moves. The gripper
 and the box follow :mod:`robot.sim.grasp`. The task is solved once the box has rested on the table,
 released, with its centre within ``success_radius_m`` of the target centre (x-y), continuously for
 ``hold_s`` seconds of simulated time; success is latched until the next reset.
@@ -32,6 +33,7 @@ class PickPlaceTask:
         success_radius_m: max x-y distance box centre - target centre (m).
         min_distance_m: min x-y distance between box and target at reset (m).
         hold_s: how long the box must rest on the target (s of simulated time).
+        target_xy_m: a fixed target centre (m), or None: a random one per reset.
     """
 
     uses_gripper = True
@@ -46,6 +48,7 @@ class PickPlaceTask:
         success_radius_m: float = 0.03,
         min_distance_m: float = 0.12,
         hold_s: float = 0.3,
+        target_xy_m: tuple[float, float] | None = None,
     ):
         if not 0 < box_size_m < 0.08:
             raise ValueError(f"pick_place task: box_size_m must be in (0, 0.08) m, got {box_size_m}")
@@ -60,6 +63,9 @@ class PickPlaceTask:
         self.success_radius_m = float(success_radius_m)
         self.min_distance_m = float(min_distance_m)
         self.hold_s = float(hold_s)
+        self.fixed_target = (
+            None if target_xy_m is None else np.asarray(target_xy_m, dtype=np.float64).reshape(2)
+        )
         self.box_pose = np.array([0.45, 0.0, TABLE_Z_M, 0.0, 0.0, 0.0])
         self.target_xy = np.array([0.45, 0.1])
         self.grasp = GraspModel()
@@ -68,11 +74,18 @@ class PickPlaceTask:
 
     def reset(self, seed: int) -> list[WorldObject]:
         rng = np.random.default_rng(int(seed))
-        box_xy = np.array([rng.uniform(*self.x_range_m), rng.uniform(*self.y_range_m)])
-        for _ in range(1000):
-            target = np.array([rng.uniform(*self.x_range_m), rng.uniform(*self.y_range_m)])
-            if np.linalg.norm(target - box_xy) >= self.min_distance_m:
-                break
+        if self.fixed_target is None:
+            box_xy = np.array([rng.uniform(*self.x_range_m), rng.uniform(*self.y_range_m)])
+            for _ in range(1000):
+                target = np.array([rng.uniform(*self.x_range_m), rng.uniform(*self.y_range_m)])
+                if np.linalg.norm(target - box_xy) >= self.min_distance_m:
+                    break
+        else:
+            target = self.fixed_target.copy()
+            for _ in range(1000):
+                box_xy = np.array([rng.uniform(*self.x_range_m), rng.uniform(*self.y_range_m)])
+                if np.linalg.norm(target - box_xy) >= self.min_distance_m:
+                    break
         yaw = rng.uniform(-self.box_yaw_range_rad, self.box_yaw_range_rad) if self.box_yaw_range_rad else 0.0
         self.box_pose = np.array([box_xy[0], box_xy[1], TABLE_Z_M, 0.0, 0.0, yaw])
         self.target_xy = target

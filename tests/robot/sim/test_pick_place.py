@@ -18,8 +18,8 @@ MAX_W = 0.085
 DOWN = np.array([np.pi, 0.0, 0.0])
 
 
-def rollout(seed: int, max_time_s: float = 30.0, dt_s: float = 0.01, delay_ticks: int = 3):
-    task = make_task("pick_place")
+def rollout(seed: int, max_time_s: float = 30.0, dt_s: float = 0.01, delay_ticks: int = 3, **task_params):
+    task = make_task("pick_place", **task_params)
     expert = make_expert("pick_place", seed=7)
     world = SimWorld(task)
     world.reset(seed)
@@ -56,6 +56,20 @@ def test_expert_picks_and_places_the_box(seed):
     assert any(log["held"]) and max(log["box_z"]) > 0.04  # it really was lifted
     assert np.linalg.norm(task.box_pose[:2] - task.target_xy) <= task.success_radius_m
     assert not task.grasp.held and task.box_pose[2] == TABLE_Z_M  # released, resting on the table
+
+
+def test_a_fixed_target_stays_put_while_the_box_moves_and_the_expert_places_on_it():
+    spot = (0.45, -0.1)
+    starts = []
+    for seed in (4, 5):
+        task = make_task("pick_place", target_xy_m=spot)
+        task.reset(seed)
+        assert np.allclose(task.target_xy, spot)
+        assert np.linalg.norm(task.box_pose[:2] - task.target_xy) >= task.min_distance_m
+        starts.append(task.box_pose[:2].copy())
+        ok, t, task, _ = rollout(seed, target_xy_m=spot)
+        assert ok and np.linalg.norm(task.box_pose[:2] - np.array(spot)) <= task.success_radius_m, (seed, t)
+    assert np.linalg.norm(starts[0] - starts[1]) > 0.01  # the box does move from seed to seed
 
 
 def test_closing_fingers_stop_on_the_box_and_it_follows_the_tool():
