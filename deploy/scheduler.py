@@ -283,6 +283,10 @@ class ActionPlan:
         return out
 
 
+# Two computations of the same grid time (t_obs + k * dt_s) differ by rounding: within this they are one.
+STAMP_TOLERANCE_S = 1e-6
+
+
 @dataclass
 class WidthPlan:
     """The gripper widths planned by the policy's chunks (the 7th action column): stamped levels, each
@@ -311,5 +315,6 @@ class WidthPlan:
         t = np.asarray(target_times, dtype=np.float64).reshape(-1)
         if not len(self.widths):
             return np.full(len(t), float(fallback))
-        i = np.searchsorted(self.times, t, side="right") - 1
+        # A time on a stamp (the grid of another chunk, computed another way) takes that stamp's width.
+        i = np.searchsorted(self.times, t + STAMP_TOLERANCE_S, side="right") - 1
         return np.where(i >= 0, self.widths[np.maximum(i, 0)], float(fallback))

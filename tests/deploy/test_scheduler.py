@@ -143,3 +143,24 @@ def test_chunk_safety_stops_on_nan_and_limits_box_and_steps():
     steps = np.linalg.norm(np.diff(out.poses[:, :3], axis=0), axis=1)
     assert steps.max() <= limits.max_linear_speed_m_s * DT + 1e-9
     assert not safety.check(line(4), 1).events
+
+
+def test_width_plan_holds_each_planned_width_until_the_next_and_replaces_from_a_new_first_stamp():
+    from deploy.scheduler import WidthPlan
+
+    plan = WidthPlan()
+    assert plan.at([1.0, 2.0], fallback=0.085).tolist() == [0.085, 0.085]  # nothing planned yet
+    plan.merge([0.085, 0.085, 0.0, 0.0], [10.0, 10.1, 10.2, 10.3])
+    assert plan.at([9.9, 10.15, 10.25, 99.0], fallback=0.05).tolist() == [0.05, 0.085, 0.0, 0.0]
+    plan.merge([0.04, 0.085], [10.1 + 1e-12, 10.4])  # a newer chunk from its first stamp on
+    assert plan.at([10.0, 10.1, 10.2, 10.35, 10.45], fallback=0.05).tolist() == [
+        0.085,
+        0.04,
+        0.04,
+        0.04,
+        0.085,
+    ]
+    # The same grid time computed another way (rounding) is that stamp, not the one before it.
+    assert plan.at([10.4 - 1e-11], fallback=0.05).tolist() == [0.085]
+    plan.reset()
+    assert plan.at([10.2], fallback=0.07).tolist() == [0.07]
