@@ -191,13 +191,19 @@ class ActionPlan:
     ) -> FloatArray | None:
         """The actions that will already be committed at target time ``commit_until``, on the grid
         of a chunk predicted from ``t_obs``: rows ``pose_at(t_obs + k * dt_s)`` for every ``k`` with
-        ``t_obs + k * dt_s <= min(commit_until, end_time)`` (at most ``max_rows``). None when nothing
-        was planned yet (first chunk of an episode) or no grid point is committed."""
+        ``t_obs + k * dt_s <= min(commit_until, end_time)``, plus the next grid row when it is still
+        planned (``<= end_time``), at most ``max_rows``. The last committed action usually lies between
+        two grid rows (the chunks' grids differ in phase); with only the rows before it, the new chunk
+        would join it interpolating toward a free row, i.e. with a jump. None when nothing was planned
+        yet (first chunk of an episode) or no grid point is committed."""
         if self.is_empty:
             return None
         # Nothing beyond the last planned action is committed: the plan would only "hold" there.
-        commit_until = min(commit_until, float(self.end_time))
+        end = float(self.end_time)
+        commit_until = min(commit_until, end)
         k = int(np.floor((commit_until - t_obs) / dt_s + 1e-9)) + 1
+        if k >= 1 and t_obs + k * dt_s <= end + 1e-9:
+            k += 1  # the row after commit_until: the join interval is inpainted at both ends
         k = min(max(k, 0), int(max_rows))
         if k == 0:
             return None

@@ -66,12 +66,14 @@ def test_plan_commits_only_within_the_window_and_a_new_chunk_replaces_the_rest()
     # The next chunk (from an obs at 100.05) arrives at 100.12: inpainted rows up to 100.2 are kept out.
     t_obs = 100.05
     committed = plan.committed_for(t_obs, DT, commit_until=100.2, max_rows=14)
-    assert committed.shape == (2, 6)  # 100.05, 100.15
+    # 100.05, 100.15, and 100.25: the last committed action (100.2) lies between two grid rows, so
+    # the row after it is inpainted too (the plan's pose there).
+    assert committed.shape == (3, 6)
     # What the arm is commanded at those times: from the hold pose to row 1 (row 0 was past), then row 2.
-    assert np.allclose(committed, plan.pose_at(t_obs + np.array([0.0, 0.1])))
+    assert np.allclose(committed, plan.pose_at(t_obs + np.array([0.0, 0.1, 0.2])))
     assert committed[1, 0] == pytest.approx(0.415)
     new = line(8, x0=0.405, step=0.01)
-    new[:2] = committed
+    new[:3] = committed
     new_times = stamp_chunk(8, 0, t_obs, DT)
     r = plan.merge(new, new_times, now=100.12, action_latency_s=LAT, margin_s=MARGIN, chunk=1)
     assert r.superseded == 5  # rows 3..7 of chunk 0 were never sent
@@ -84,6 +86,22 @@ def test_plan_commits_only_within_the_window_and_a_new_chunk_replaces_the_rest()
         sent += plan.take_due(t, LAT, 0.12, MARGIN)
     assert sent and all(p.chunk == 1 for p in sent)
     assert np.all(np.diff([p.target_time for p in plan.committed]) > 0)
+
+
+def test_the_committed_prefix_covers_the_last_committed_action_when_it_falls_between_grid_rows():
+    plan = ActionPlan()
+    plan.reset(line(1)[0], 99.0)
+    plan.merge(line(8), stamp_chunk(8, 0, 100.0, DT), 100.0, LAT, MARGIN, chunk=0)
+    plan.take_due(100.0, LAT, 0.12, MARGIN)
+    plan.take_due(100.1, LAT, 0.12, MARGIN)  # committed up to 100.2
+    t_obs = 100.05  # this chunk's grid: 100.05, 100.15, 100.25, ...
+    committed = plan.committed_for(t_obs, DT, plan.last_committed_time, 14)
+    # A policy that follows the inpainted rows and then bends away (a 5 mm step from the next row on):
+    bent = line(8, x0=0.405) + np.array([0.005, 0, 0, 0, 0, 0])
+    bent[: len(committed)] = committed
+    r = plan.merge(bent, stamp_chunk(8, 0, t_obs, DT), 100.12, LAT, MARGIN, chunk=1)
+    # The join (100.2) lies between inpainted rows 100.15 and 100.25: no jump at all.
+    assert r.join_time == pytest.approx(100.2) and r.jump_m < 1e-9
 
 
 def test_merge_measures_the_jump_at_the_join_and_inpainting_removes_it():
