@@ -106,12 +106,11 @@ def load_episode(store_path: Path, index: int) -> dict[str, np.ndarray]:
         keys = list(REPLAY_KEYS) + (["gripper_width"] if "gripper_width" in store.keys else [])
         ep = store.get_episode(index, keys)
     ep = {k: np.asarray(v, dtype=np.float64) for k, v in ep.items()}
-    if ep["action"].shape[1:] not in ((6,), (GRIPPER_ACTION_COLUMNS,)) or ep["robot_eef_pose"].shape[1:] != (
-        6,
-    ):
+    action_shape, pose_shape = ep["action"].shape[1:], ep["robot_eef_pose"].shape[1:]
+    if action_shape not in ((6,), (GRIPPER_ACTION_COLUMNS,)) or pose_shape != (6,):
         raise ValueError(
             f"episode {index}: action must be TCP poses (6,) or poses + gripper width (7,) per step and "
-            f"robot_eef_pose poses (6,); got {ep['action'].shape[1:]} and {ep['robot_eef_pose'].shape[1:]}"
+            f"robot_eef_pose poses (6,); got {action_shape} and {pose_shape}"
         )
     if ep["action"].shape[1] == GRIPPER_ACTION_COLUMNS:
         ep["action"], ep["width"] = ep["action"][:, :6], ep["action"][:, 6].copy()
