@@ -359,6 +359,8 @@ class DeployRunner:
             "t_obs": t_obs,
             "t_request": t,
             "committed_rows": 0 if committed is None else len(committed),
+            # Where the plan ended when asked: before t_obs nothing of it can be committed any more.
+            "plan_end": float("nan") if self.plan.is_empty else float(self.plan.end_time),
             "t_arrive_expected": t_arrive if self.cfg.mode == "async" else float("nan"),
         }
         self.client.request(self._policy_obs(obs), committed, seed)
@@ -406,6 +408,7 @@ class DeployRunner:
             "latency_s": res.latency_s,
             "compute_s": res.compute_s,
             "committed_rows": m,
+            "plan_end_at_request": req["plan_end"],
             "rows": n_use,
             # Later than planned for: more was committed than the policy was conditioned on.
             "late": bool(t > req["t_arrive_expected"]),

@@ -179,6 +179,21 @@ def _any_rank(flag: bool, distributed: bool, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def _end_distributed(train_model: torch.nn.Module) -> None:
+    """Barrier, then the end of the process group, with DDP's reducer freed in between.
+
+    The reducer holds the group from C++. Freed last through it (when the DDP wrapper goes, possibly at
+    interpreter exit), the group's destructor joins gloo's worker threads while holding the GIL, and a
+    worker that still has to free the barrier's work waits for the GIL: the rank hangs at exit (seen
+    under load, 1 in ~6 torchrun runs; the PyTorch binding of the group itself releases the GIL there).
+    """
+    dist.barrier()
+    if isinstance(train_model, torch.nn.parallel.DistributedDataParallel):
+        train_model.logger = None  # the logger holds the reducer too
+        train_model.reducer = None  # freed now: the group is still registered, so it stays
+    dist.destroy_process_group()
+
+
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) into ``run_dir``; returns the summary printed as the final JSON line
     (empty on ranks other than 0). ``training.torch_threads`` applies for the call only."""
@@ -418,8 +433,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                 f"`rig train --resume --out {run_dir}`"
             )
         if distributed:
-            dist.barrier()
-            dist.destroy_process_group()
+            _end_distributed(train_model)
         if not is_main:
             raise SystemExit(130)  # rank 0 alone says what was kept
         raise Interrupted(kept)
@@ -449,6 +463,5 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             **last_val,
         }
     if distributed:
-        dist.barrier()
-        dist.destroy_process_group()
+        _end_distributed(train_model)
     return summary

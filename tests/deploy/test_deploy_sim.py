@@ -479,7 +479,13 @@ def test_a_trained_checkpoint_runs_async_with_inpainting(env, tmp_path, tiny_che
         close_client(client)
     assert runner.meta.obs_keys == ("camera_0", "robot_eef_pose")
     assert result.end_reason == "max_episode_s" and result.chunks >= 3, runner.chunk_log
-    assert all(c["committed_rows"] >= 1 for c in runner.chunk_log[1:])
+    # Joined by inpainting: every chunk asked for while the plan still reached past its observation
+    # carried committed rows. (Inline inference on a loaded machine can outlast the whole plan: then
+    # nothing is committed any more and the chunk rightly starts free; seen in CI.)
+    later = runner.chunk_log[1:]
+    assert any(c["committed_rows"] >= 1 for c in later), later
+    for c in later:
+        assert c["committed_rows"] >= 1 or c["plan_end_at_request"] < c["t_obs"], c
     assert runner.sent_log and all(np.all(np.isfinite(w["pose"])) for w in runner.sent_log)
     ep = EpisodeStore.open(cfg.store, "r").get_episode(0)
     assert len(ep["action"]) == result.steps and np.all(np.isfinite(ep["action"]))

@@ -142,20 +142,65 @@ def run_train(*args: str) -> tuple[int, dict, list[str]]:
     return rc, json.loads(lines[-1]), lines
 
 
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (from /proc)."""
+    import glob
+
+    found = []
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path) as f:
+                children = [int(c) for c in f.read().split()]
+        except OSError:
+            continue
+        for c in children:
+            found += [c, *_descendants(c)]
+    return found
+
+
 def torchrun_train(nproc: int, *args: str, timeout: float = 200) -> tuple[Any, list[dict]]:
     """`torchrun --standalone --nproc-per-node N -m robot.cli train ARGS` as a subprocess (the README's
     multi-GPU command): (the completed process, the JSON summaries found on its stdout)."""
+    import contextlib
     import json
     import os
     import shutil
+    import signal
     import subprocess
     import sys
 
     torchrun = shutil.which("torchrun", path=os.path.dirname(sys.executable)) or shutil.which("torchrun")
     assert torchrun, "torchrun is installed with torch"
     cmd = [torchrun, "--standalone", "--nproc-per-node", str(nproc), "-m", "robot.cli", "train"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([*cmd, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=env)
+    # PYTHONFAULTHANDLER: on a hang, SIGABRT makes every rank (and the agent) print where it was.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1"}
+    popen = subprocess.Popen(
+        [*cmd, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        stdout, stderr = popen.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        # torchrun starts each rank in a session of its own: signal them one by one.
+        pids = [popen.pid, *_descendants(popen.pid)]
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGABRT)
+        try:
+            stdout, stderr = popen.communicate(timeout=20)
+        finally:
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            popen.wait()
+        raise AssertionError(
+            f"torchrun hung for {timeout} s; where each process was:\n{stderr[-8000:]}"
+        ) from None
+    proc = subprocess.CompletedProcess(popen.args, popen.returncode, stdout, stderr)
     summaries = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     return proc, summaries
 

@@ -146,11 +146,13 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
         late = overruns[i] - overruns[np.searchsorted(tt, wt - 0.5)]
         i = min(i + int(late), len(tt) - 1)
         assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6
-        # Actual arm: at the waypoint (up to the tracking lag of a 0.1 m/s move) while it is held,
-        # from one tick plus the arm's delay and the link on. How soon is not asserted: the targets
-        # pass through the ur_rtde client process and the fake's own loop, which a loaded machine
-        # delays by more than that bound (the controller's part of the timing is asserted above).
-        held = (ct >= wt + dt + ARM_DELAY_S + link_s) & (ct <= wt + 0.3)
+        # Actual arm: at the waypoint (up to the tracking lag of a 0.1 m/s move), from one tick plus
+        # the arm's delay and the link on, before the next corner's time (the arm leaves this corner
+        # 0.3 s after reaching it). How soon is not asserted: the targets pass through the ur_rtde
+        # client process and the fake's own loop, which a loaded machine delays by more than the
+        # 0.3 s hold (seen in CI: still 37 mm away when the hold ended); the controller's part of the
+        # timing is asserted above, and a stall of 0.5 s (ur.state_timeout_s) would fault the arm.
+        held = (ct >= wt + dt + ARM_DELAY_S + link_s) & (ct <= wt + 0.8)
         dist = [pose_distance(p, wp)[0] for p in h["actual_tcp_pose"][held]]
         assert dist and min(dist) < 0.1 * ARM_TAU_S * 1.5 + 0.001, (wt, min(dist, default=None))
     # The too-fast segment is stretched: commands never faster than the limit, arrival at distance / vmax.
@@ -180,7 +182,10 @@ def test_no_drift_without_commands_and_controller_clock_in_whole_periods(rig: Ri
     first = arm.get_state()
     sent_before = servo_packets(rig.fake)
     fake_before = rig.fake.state()["actual_tcp_pose"]
-    hold(arm, 5.0)
+    counts = [sent_before]
+    for _ in range(10):
+        hold(arm, 0.5)
+        counts.append(servo_packets(rig.fake))
     last = arm.get_state()
     arm.check()
     fake_after = rig.fake.state()["actual_tcp_pose"]
@@ -190,10 +195,13 @@ def test_no_drift_without_commands_and_controller_clock_in_whole_periods(rig: Ri
     assert lin < 1e-4 and ang < 1e-5
     lin, ang = pose_distance(fake_after, fake_before)
     assert lin < 1e-4 and ang < 1e-5
-    # It kept servoing (holding the pose) all along: about one servoL per tick.
-    sent = servo_packets(rig.fake) - sent_before
+    # It kept servoing (holding the pose) all along: new servoL packages in every half second, one
+    # per tick at most. Fewer is right on a loaded machine: the ur_rtde client sends only the newest of
+    # the targets queued while it waited for a CPU (seen in CI: 2219 packages for 2494 ticks).
+    assert np.all(np.diff(counts) > 0), counts
+    sent = counts[-1] - sent_before
     n = last["counter"] - first["counter"]
-    assert 0.9 * n <= sent <= 1.1 * n + 10
+    assert 0.5 * n <= sent <= 1.1 * n + 10, (sent, n)
     # The RTDE stream the controller read is the controller generation's: the controller clock advances by
     # whole package periods (125 Hz CB3, 500 Hz e-Series), whatever the load on this machine.
     u = unique_robot_times(h)
