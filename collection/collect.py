@@ -43,7 +43,7 @@ from pydantic import Field
 from collection.episode_store import EpisodeStore
 from collection.gripper_teleop import GripperTeleop
 from collection.keys import BACKSPACE, KeyReader
-from collection.teleop import TeleopConfig, TeleopMapper
+from collection.teleop import TeleopConfig, TeleopMapper, teleop_step_s
 from robot.config import StrictModel
 from robot.latency_watch import LatencyWatch
 from robot.rig_config import RigConfig
@@ -295,7 +295,7 @@ class Collector:
                     break  # stdin closed (scripted run) and nothing recording: done
                 obs = env.get_obs(1)
                 sm = env.spacemouse.latest()
-                target = mapper.update(sm["axes"], sm["buttons"], dt_s)
+                target = mapper.update(sm["axes"], sm["buttons"], teleop_step_s(dt_s, tick.skipped))
                 if grip is not None:  # the action's 7th column: the gripper width (m)
                     target = np.append(target, grip.update(sm["buttons"]))
                 env.exec_actions(target[None], np.array([tick.deadline + dt_s]))

@@ -50,6 +50,17 @@ class TeleopConfig(StrictModel):
         return self
 
 
+MAX_TELEOP_STEP_S = 0.25
+"""The most control time one teleop step stands for (a loop stalled longer does not jump the target)."""
+
+
+def teleop_step_s(period_s: float, skipped: int) -> float:
+    """Control time a loop tick stands for: its period plus the whole periods the loop skipped to get
+    back on its grid (a loaded machine), at most :data:`MAX_TELEOP_STEP_S`. Integrating this instead of
+    one period keeps the TCP at the speed the SpaceMouse asks for when ticks are skipped."""
+    return min(period_s * (1 + max(int(skipped), 0)), max(period_s, MAX_TELEOP_STEP_S))
+
+
 class TeleopMapper:
     """Integrates SpaceMouse axes into a TCP target pose (see module docstring)."""
 

@@ -58,7 +58,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from collection.gripper_teleop import GripperTeleop
-from collection.teleop import TeleopMapper
+from collection.teleop import TeleopMapper, teleop_step_s
 from deploy.config import DeployConfig
 from deploy.policy_client import ChunkResult, PolicyMeta
 from deploy.safety import ChunkSafety, PolicySafetyStop
@@ -530,12 +530,12 @@ class DeployRunner:
         ep["next_cycle"] = t
         self.say("takeover released: the policy continues from here")
 
-    def _teleop_tick(self, t: float) -> None:
+    def _teleop_tick(self, t: float, skipped: int) -> None:
         sm = self.env.spacemouse
         if sm is None:
             return
         state = sm.latest()
-        target = self.mapper.update(state["axes"], state["buttons"], self.period_s)
+        target = self.mapper.update(state["axes"], state["buttons"], teleop_step_s(self.period_s, skipped))
         t_target = t + self.action_latency_s + self.margin_s + 2 * self.period_s
         row = PlannedAction(target.copy(), t_target, -1, 0)
         self._send([row], t)
@@ -645,7 +645,7 @@ class DeployRunner:
                         self._start_takeover(t, ep)
                 res = self.client.poll()
                 if ep["takeover"]:
-                    self._teleop_tick(t)
+                    self._teleop_tick(t, tick.skipped)
                 else:
                     if res is not None:
                         self._on_chunk(res, ep)
