@@ -130,10 +130,13 @@ class RobotiqBackend:
 
     def read_state(self, t: float) -> GripperReading:
         try:
+            # OBJ before POS: once OBJ says the fingers stopped (on an object or at the target), the POS
+            # read after it is where they stopped. Read the other way round, a loaded host's gap between
+            # the two GETs paired "object detected" with a width from before the stop (3 mm off; CI).
+            obj = self.client.get("OBJ")
             t0 = now()
             pos = self.client.get("POS")
             t1 = now()
-            obj = self.client.get("OBJ")
             flt = self.client.get("FLT")
         except URCapError as exc:
             raise GripperError(str(exc)) from None

@@ -237,15 +237,16 @@ def scenario_reconnect_probe(host: str, args: dict) -> dict:
 
 
 def scenario_watchdog(host: str, args: dict) -> dict:
-    """setWatchdog(20 Hz), kick it for 0.3 s, then stop kicking."""
+    """setWatchdog(2 Hz), kick it for 1 s, then stop kicking. (At 2 Hz a kick may come up to 0.5 s
+    late: a loaded test machine stalls this process for more than 50 ms, a 20 Hz watchdog's period.)"""
     c = _control(host)
-    out = {"set_ok": c.setWatchdog(20.0)}
+    out = {"set_ok": c.setWatchdog(2.0)}
     t0 = time.monotonic()
-    while time.monotonic() - t0 < 0.3:
+    while time.monotonic() - t0 < 1.0:
         c.kickWatchdog()
         time.sleep(0.01)
     out["running_while_kicked"] = c.isProgramRunning()
-    out["stopped_after_s"] = _wait(lambda: not c.isProgramRunning(), 2.0)
+    out["stopped_after_s"] = _wait(lambda: not c.isProgramRunning(), 4.0)
     return out
 
 
