@@ -8,6 +8,7 @@ the normalizer).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -205,37 +206,63 @@ def torchrun_train(nproc: int, *args: str, timeout: float = 200) -> tuple[Any, l
     return proc, summaries
 
 
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Any) -> dict:
+    """``build(folder)`` once per pytest run, shared by every xdist worker: the first worker to ask
+    builds it under a file lock, the others wait and read its result (tests copy a run before they
+    change it). Saves the CPU of a second and third identical training run on a 2-core machine."""
+    import json
+
+    from filelock import FileLock  # (a dependency of torch)
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    base, done = root / name, root / f"{name}.json"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            base.mkdir(exist_ok=True)
+            done.write_text(json.dumps(build(base), default=str))
+    result = json.loads(done.read_text())
+    return {**result, "store": Path(result["store"]), "run_dir": Path(result["run_dir"])}
+
+
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """One real `rig train` run (300 steps) on a synthetic reach store, shared by several tests."""
-    base = tmp_path_factory.mktemp("policy_run")
-    store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
-    run_dir = base / "run"
-    rc, summary, lines = run_train(
-        "--dataset", store, "--out", run_dir, "--max-steps", "300", *TINY_TEST_OVERRIDES
-    )
-    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
+
+    def build(base: Path) -> dict:
+        store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
+        run_dir = base / "run"
+        rc, summary, lines = run_train(
+            "--dataset", store, "--out", run_dir, "--max-steps", "300", *TINY_TEST_OVERRIDES
+        )
+        return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
+
+    return _built_once(tmp_path_factory, "policy_run", build)
 
 
 @pytest.fixture(scope="session")
 def trained_transformer_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """`rig train --config policy/tiny_reach_transformer.yaml` (300 steps, the transformer shrunk) on a
     synthetic reach store, shared by the transformer tests."""
-    base = tmp_path_factory.mktemp("transformer_run")
-    store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
-    run_dir = base / "run"
-    rc, summary, lines = run_train(
-        "--config",
-        TRANSFORMER_CONFIG,
-        "--dataset",
-        store,
-        "--out",
-        run_dir,
-        "--max-steps",
-        "300",
-        *TRANSFORMER_TEST_OVERRIDES,
-    )
-    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
+
+    def build(base: Path) -> dict:
+        store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
+        run_dir = base / "run"
+        rc, summary, lines = run_train(
+            "--config",
+            TRANSFORMER_CONFIG,
+            "--dataset",
+            store,
+            "--out",
+            run_dir,
+            "--max-steps",
+            "300",
+            *TRANSFORMER_TEST_OVERRIDES,
+        )
+        return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
+
+    return _built_once(tmp_path_factory, "transformer_run", build)
 
 
 @pytest.fixture(autouse=True)
