@@ -1,11 +1,18 @@
 """``rig collect``: SpaceMouse teleoperation of the arm, recorded into an episode store.
 
-The control loop runs at ``rig.obs.dt_s`` on a fixed grid. Each step it reads the time-aligned
-observation, integrates the SpaceMouse axes into a TCP target (:mod:`collection.teleop`), schedules
-that target one step ahead (shifted by the calibrated action latency, see ``Env.exec_actions``), and,
-while an episode is recording, appends the observation and the commanded action to the store's
-streaming writer (which never blocks on disk). Full-rate per-camera mp4 videos are written alongside
-by the camera recorder, in separate processes.
+The teleop loop runs at ``loop_hz`` (50 Hz) on a fixed grid. Each tick it integrates the SpaceMouse
+axes into a TCP target (:mod:`collection.teleop`) and schedules that target far enough ahead that the
+arm never reaches it before the next one arrives (:func:`collection.teleop.teleop_target_time`:
+``t + action_latency + margin + 2 / loop_hz``, sent the action latency early by ``Env.exec_actions``,
+so the controller always has a loop period of waypoints left and never stops between them, as in
+deploy's takeover); a gripper width (a level, not a path) is sent at once. Every ``rig.obs.dt_s`` it
+reads the time-aligned observation and, while an episode is recording, appends it and, as the step's action,
+**the pose (and width) the arm was commanded to be at at the observation's timestamp**, read back from
+the controllers' commanded history (``Env.commanded_at``; :mod:`collection.action_time`), to the
+store's streaming writer (which never blocks on disk). A target the loop scheduled but the controller
+dropped is therefore never stored. New stores are marked with the rule (``action_time`` attribute);
+collecting into a store recorded under the old rule is refused. Full-rate per-camera mp4 videos are
+written alongside by the camera recorder, in separate processes.
 
 With a gripper (``rig.gripper``), the SpaceMouse buttons drive it (``teleop.gripper``,
 :mod:`collection.gripper_teleop`); the step records ``gripper_width`` and the action gains the width
@@ -40,10 +47,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
+from collection import action_time
 from collection.episode_store import EpisodeStore
 from collection.gripper_teleop import GripperTeleop
 from collection.keys import BACKSPACE, KeyReader
-from collection.teleop import TeleopConfig, TeleopMapper, teleop_step_s
+from collection.teleop import TeleopConfig, TeleopMapper, teleop_step_s, teleop_target_time
 from robot.config import StrictModel
 from robot.latency_watch import LatencyWatch
 from robot.rig_config import RigConfig
@@ -51,13 +59,18 @@ from robot.timing import RateLoop, now
 
 log = logging.getLogger("collection.collect")
 
+TELEOP_MARGIN_S = 0.01
+"""Beyond the action latency and two loop periods: a teleop target is never near its send time."""
+
 
 class AutoConfig(StrictModel):
     episodes: int = Field(0, ge=0)
     """>0: record this many episodes without a person (scripted SpaceMouse); 0: keys decide."""
     episode_timeout_s: float = Field(20.0, gt=0)
     success_hold_s: float = Field(0.3, ge=0)
-    """Keep recording this long after the task first reports success."""
+    """Keep recording until a recorded observation is this much newer than the tick at which the task
+    first reported success (observation time: a lagging camera makes the episode longer, never cut
+    before the success shows)."""
     save_failed: bool = False
     """Save episodes that timed out without success (default: discard them)."""
 
@@ -78,6 +91,14 @@ class CollectConfig(StrictModel):
     status_every_s: float = Field(1.0, gt=0)
     preview: bool = True
     """Show the tiled camera preview (keys work in its window too); nothing without a display."""
+    loop_hz: float = Field(50.0, gt=0, le=500)
+    """Rate of the teleop loop (SpaceMouse -> arm target, keys); a step is recorded every
+    ``rig.obs.dt_s``. Targets are sent two loop periods plus the action latency ahead, so the arm
+    never reaches one before the next arrives (as deploy's takeover)."""
+    legacy_action_rule: bool = False
+    """Benchmarks only (time_alignment_bench): record the rule used before 2026-12 (the target
+    scheduled for the loop deadline plus one step, sent ``dt_s - action latency`` ahead) into a store
+    marked legacy. Never for data you train on."""
 
 
 class Collector:
@@ -221,7 +242,10 @@ class Collector:
         elapsed = t - self.episode_start
         if env.task_success():
             self._success_since = self._success_since or t
-            if t - self._success_since >= auto.success_hold_s:
+            # Held in the *recorded* observations' time: with a lagging camera (a loaded machine) the
+            # newest frame is older than the tick, and an episode cut by the tick's clock would end
+            # before it shows the success (e.g. a gripper that never reopens in the recording).
+            if self._last_recorded_t - self._success_since >= auto.success_hold_s:
                 return ["s"]
         if elapsed > auto.episode_timeout_s:
             self.say(f"episode {self.episode_index}: no success within {auto.episode_timeout_s:.0f} s")
@@ -247,7 +271,12 @@ class Collector:
                 + (f", toggle with button {g.toggle_button}" if g.toggle_button is not None else "")
             )
         store = EpisodeStore.open(
-            self.store_path, "a", image_codec=cfg.image_codec, compat=cfg.compat, dt_s=dt_s
+            self.store_path,
+            "a",
+            image_codec=cfg.image_codec,
+            compat=cfg.compat,
+            dt_s=dt_s,
+            action_time=None if cfg.legacy_action_rule else action_time.CONVENTION,
         )
         self.next_index = store.n_episodes
         self.say(f"store {self.store_path}: {store.n_episodes} episodes already")
@@ -260,7 +289,10 @@ class Collector:
             env.home()
             self.latency_watch = LatencyWatch.for_env(env)
             mapper.reset(env.arm.get_state()["target_tcp_pose"])
-            loop = RateLoop(1.0 / dt_s)
+            # Teleop runs at loop_hz (the legacy rule: once per step); a step is recorded every dt_s.
+            period_s = dt_s if cfg.legacy_action_rule else min(1.0 / cfg.loop_hz, dt_s)
+            loop = RateLoop(1.0 / period_s)
+            next_record = -np.inf
             last_status = now()
             auto = cfg.auto.episodes > 0
             while not self.quit:
@@ -289,16 +321,30 @@ class Collector:
                     mapper.reset(env.arm.get_state()["target_tcp_pose"])
                     if grip is not None:
                         env.gripper.set_width(grip.reset())
-                    loop = RateLoop(1.0 / dt_s)
+                    loop = RateLoop(1.0 / period_s)
+                    next_record = -np.inf
                     continue
                 if self.keys.closed and not auto and self.episode is None:
                     break  # stdin closed (scripted run) and nothing recording: done
-                obs = env.get_obs(1)
                 sm = env.spacemouse.latest()
-                target = mapper.update(sm["axes"], sm["buttons"], teleop_step_s(dt_s, tick.skipped))
+                target = mapper.update(sm["axes"], sm["buttons"], teleop_step_s(period_s, tick.skipped))
                 if grip is not None:  # the action's 7th column: the gripper width (m)
                     target = np.append(target, grip.update(sm["buttons"]))
-                env.exec_actions(target[None], np.array([tick.deadline + dt_s]))
+                if cfg.legacy_action_rule:
+                    env.exec_actions(target[None], np.array([tick.deadline + dt_s]))
+                else:
+                    t_target = teleop_target_time(tick.time, period_s, env.action_latency_s, TELEOP_MARGIN_S)
+                    env.exec_actions(target[None, :6], np.array([t_target]))
+                    if grip is not None and target[6] != env.gripper.get_state()["target_width_m"]:
+                        # A width is a level, not a path: sent at once, as deploy's takeover does.
+                        env.gripper.set_width(float(target[6]))
+                if tick.time - last_status > cfg.status_every_s:
+                    last_status = tick.time
+                    self._status(env, store, tick.time)
+                if tick.deadline < next_record - period_s / 2:
+                    continue  # not yet time for the next step
+                next_record = max(next_record + dt_s, tick.deadline + dt_s)
+                obs = env.get_obs(1)
                 t_obs = float(obs["timestamp"][-1])
                 if self.episode is not None and t_obs <= self._last_recorded_t:
                     self.skipped_steps += 1  # a late tick saw no new frame: never record an obs twice
@@ -308,7 +354,7 @@ class Collector:
                     step.update(
                         robot_eef_pose=obs["robot_eef_pose"][-1],
                         robot_joint=obs["robot_joint"][-1],
-                        action=target,
+                        action=target if cfg.legacy_action_rule else env.commanded_at([t_obs])[0],
                         **({"gripper_width": obs["gripper_width"][-1]} if grip is not None else {}),
                         timestamp=obs["timestamp"][-1],
                     )
@@ -316,9 +362,7 @@ class Collector:
                     if tick.time - self.episode_start > cfg.max_episode_s:
                         self.say(f"episode reached max_episode_s={cfg.max_episode_s:.0f} s")
                         self.stop_episode(env, save=True)
-                if tick.time - last_status > cfg.status_every_s:
-                    last_status = tick.time
-                    self._status(env, store, tick.time)
+
         finally:
             if self.episode is not None:  # Ctrl-C / error mid-episode: never save half an episode
                 self.say("interrupted: the episode being recorded is discarded")

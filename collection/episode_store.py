@@ -387,6 +387,7 @@ class EpisodeStore:
         batch_steps: int,
         compat: str | None = None,
         dt_s: float | None = None,
+        action_time: str | None = None,
     ) -> None:
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', got {mode!r}")
@@ -411,6 +412,7 @@ class EpisodeStore:
             self._group = self._open_group()
             self._load()
             self.dt_s = self._check_dt_s(dt_s)
+            self._check_action_time(action_time)
         except BaseException:
             self._release_writer_lock()
             raise
@@ -439,6 +441,7 @@ class EpisodeStore:
         batch_steps: int = DEFAULT_BATCH_STEPS,
         compat: str | None = None,
         dt_s: float | None = None,
+        action_time: str | None = None,
     ) -> EpisodeStore:
         """Open a store directory.
 
@@ -452,8 +455,39 @@ class EpisodeStore:
         says, so that the Diffusion Policy reference's reader opens the store. ``dt_s``: the rig's step
         period, recorded in the store's attributes (``dt_s``) by the first writer that gives it; a
         different period for a store that has one is an EpisodeStoreError (one store, one rate).
+        ``action_time``: the writer's action-time convention (:mod:`collection.action_time`), recorded
+        in the store's attributes (``action_time``) when the store has no episodes yet; appending
+        under another convention (or to a legacy store holding episodes without one) is an
+        EpisodeStoreError (one store, one meaning of an action's time).
         """
-        return cls(path, mode, image_codec, batch_steps, compat, dt_s)
+        return cls(path, mode, image_codec, batch_steps, compat, dt_s, action_time)
+
+    def _check_action_time(self, convention: str | None) -> None:
+        from collection import action_time
+
+        stored = self._group.attrs.get(action_time.ATTR)
+        if convention is None or self.mode == "r" or stored == convention:
+            return
+        if stored is None and not self._ends:
+            self._group.attrs[action_time.ATTR] = convention
+            return
+        held = f"the {stored!r} rule" if stored is not None else "the legacy rule (no action_time attribute)"
+        raise EpisodeStoreError(
+            f"episode store {self.path} holds actions recorded under {held}, this writer records "
+            f"{convention!r}; record into a new store, or convert this one first (`rig episodes "
+            "convert-time`)"
+        )
+
+    @property
+    def action_time(self) -> str | None:
+        """The store's action-time convention (``action_time`` attribute; None: legacy)."""
+        value = self._group.attrs.get("action_time")
+        return None if value is None else str(value)
+
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """The store's root attributes (a copy)."""
+        return dict(self._group.attrs)
 
     def _check_dt_s(self, dt_s: float | None) -> float | None:
         stored = self._group.attrs.get("dt_s")

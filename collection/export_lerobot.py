@@ -45,6 +45,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from collection import action_time
 from collection.episode_store import EpisodeStore, is_image_step
 
 CODEBASE_VERSION = "v3.0"
@@ -517,6 +518,14 @@ def _export(
         "data_path": DATA_PATH,
         "video_path": VIDEO_PATH if cameras else None,
         "features": features,
+        # What the action's time means (collection/action_time.py); LeRobot's own rule is the same:
+        # the action at frame t is the command at frame t's timestamp.
+        "action_time": {
+            "convention": store.action_time,
+            "meaning": action_time.LEROBOT_NOTE
+            if store.action_time == action_time.CONVENTION
+            else action_time.describe(store.attrs, store.dt_s),
+        },
     }
     (out / "meta/info.json").write_text(json.dumps(info_json, indent=4))
     return ExportSummary(

@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from collection import action_time
 from collection.episode_store import DEFAULT_IMAGE_CODEC, EpisodeStore
 from collection.export_lerobot import IMAGE_PREFIX, LEROBOT_INDEX_FEATURES, POSE_NAMES
 
@@ -164,7 +165,10 @@ def import_lerobot(
     episode_of_row = _column(data, "episode_index", "int64")
     index_of_row = _column(data, "index", "int64")
     n_steps = 0
-    with EpisodeStore.open(store_path, "w", image_codec=image_codec, dt_s=1.0 / fps) as store:
+    # LeRobot's rule is the action-time rule: the action at frame t is the command at frame t.
+    with EpisodeStore.open(
+        store_path, "w", image_codec=image_codec, dt_s=1.0 / fps, action_time=action_time.CONVENTION
+    ) as store:
         for ep in episodes:
             e, length = int(ep["episode_index"]), int(ep["length"])
             rows = np.flatnonzero(episode_of_row == e)

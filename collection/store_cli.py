@@ -9,6 +9,8 @@
     rig episodes export PATH --format lerobot DIR           a LeRobotDataset v3 (export_lerobot.py)
     rig episodes import DIR --format lerobot PATH           a LeRobotDataset v3 into a new store (lerobot_cli.py)
     rig episodes view PATH [I ...] [--save FILE.rrd]        open episodes in the rerun viewer (viewer.py)
+    rig episodes convert-time PATH OUT [--lead-s S]         a legacy store's actions to the action-time
+                                                            rule, into a new store (convert_time.py)
 
 ``list`` and ``show`` open the store read only and never change it; ``delete-last`` asks on a read-only
 view and opens the store for appending only after a yes (which also drops trailing data left by a
@@ -46,8 +48,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("repair", help="drop the rows a crash left past the last episode (nothing else)")
     rp.add_argument("path", type=Path)
     rp.add_argument("--dry-run", action="store_true", help="only say what would be dropped")
-    from collection import export_cli, lerobot_cli, viewer
+    from collection import convert_time, export_cli, lerobot_cli, viewer
 
+    convert_time.add_parser(sub)
     export_cli.add_parser(sub)
     lerobot_cli.add_parser(sub)
     viewer.add_parser(sub)
@@ -68,6 +71,14 @@ def _cmd_list(store: EpisodeStore) -> int:
         )
     if not infos:
         return 0
+    from collection import action_time
+
+    note = action_time.describe(store.attrs, store.dt_s)
+    print(
+        f"actions: {note}"
+        if note
+        else f"actions: {action_time.CONVENTION} (the pose commanded for each step's timestamp)"
+    )
     period = f"dt_s {store.dt_s} s" if store.dt_s else "no recorded dt_s"
     print(f"late: steps more than {LATE_FACTOR} dt_s after the previous one ({period})")
     print(f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}")
@@ -150,6 +161,10 @@ def main(argv: list[str]) -> int:
         return run(args)
     if args.command == "view":
         from collection.viewer import run
+
+        return run(args)
+    if args.command == "convert-time":
+        from collection.convert_time import run
 
         return run(args)
     if not args.path.exists():

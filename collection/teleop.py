@@ -61,6 +61,15 @@ def teleop_step_s(period_s: float, skipped: int) -> float:
     return min(period_s * (1 + max(int(skipped), 0)), max(period_s, MAX_TELEOP_STEP_S))
 
 
+def teleop_target_time(t: float, period_s: float, action_latency_s: float, margin_s: float) -> float:
+    """When a teleop target computed at host time ``t`` (s) by a loop of period ``period_s`` is to be
+    reached: two periods plus the margin after it is sent, and it is sent ``action_latency_s`` early
+    (``Env.exec_actions``). The next target then always arrives a period before this one is reached,
+    so the arm follows the SpaceMouse without stopping between targets (a target sent only one period
+    ahead is reached, held, then ramped away from: stop and go)."""
+    return t + action_latency_s + margin_s + 2 * period_s
+
+
 class TeleopMapper:
     """Integrates SpaceMouse axes into a TCP target pose (see module docstring)."""
 

@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from collection.action_time import DEFAULT_ACTION_TIME_OFFSET_S
 from collection.teleop import TeleopConfig
 from robot.config import StrictModel
 from robot.rig_config import RigConfig
@@ -57,11 +58,14 @@ class DeployConfig(StrictModel):
     action_margin_s: float = Field(0.01, ge=0)
     """Extra margin (s) on top of the action latency: an action is dropped unless its send time is
     at least this far in the future."""
-    action_time_offset_s: float = 0.0
-    """Added to every stamped action time (s). 0 follows the policy's contract (``actions[i]`` for
-    ``t_obs + (first_index + i) * dt_s``). Data recorded with ``rig collect`` pairs each observation
-    with the target commanded for one control step later, so ``rig.obs.dt_s`` reproduces the
-    demonstrations' timing exactly."""
+    action_time_offset_s: float = DEFAULT_ACTION_TIME_OFFSET_S
+    """Added to every stamped action time (s), and to the times the committed actions (inpainting)
+    and the gripper's widths are sampled at. The default (0, shared with ``rig replay``) follows the
+    stores' rule (:mod:`collection.action_time`): a stored action is the pose commanded for its
+    observation's time, so ``actions[i]`` is stamped ``t_obs + (first_index + i) * dt_s``. Only a
+    policy trained on a legacy store (actions reached about ``dt_s`` plus the camera latency after
+    their observation) needs a negative offset, or better, that store converted
+    (``rig episodes convert-time``) and the policy retrained."""
     commit_window_s: float = Field(0.2, gt=0)
     """Async: actions are sent to the arm this long (s) before their send time; everything later
     can still be replaced by a newer chunk. The arm always has ``commit_window_s - dt_s`` of

@@ -24,6 +24,7 @@ import logging
 import sys
 from typing import Any
 
+from collection import action_time
 from collection.episode_store import saved_episodes_note
 from deploy.config import DeployConfig
 from deploy.policy_client import PolicySpec
@@ -114,7 +115,15 @@ def run_deploy(
             Env(config.rig, spacemouse=config.spacemouse) as env,
         ):
             store = (
-                EpisodeStore.open(config.store, "a", image_codec=config.image_codec) if config.store else None
+                EpisodeStore.open(
+                    config.store,
+                    "a",
+                    image_codec=config.image_codec,
+                    dt_s=config.rig.obs.dt_s,
+                    action_time=action_time.CONVENTION,
+                )
+                if config.store
+                else None
             )
             try:
                 runner = DeployRunner(config, env, client, keys=kr, out=out)

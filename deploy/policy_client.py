@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from collection.action_time import CONVENTION
 from robot.timing import now
 
 
@@ -55,6 +56,8 @@ class PolicyMeta:
     obs_shapes: dict[str, list[int]] | None = None
     """Per observation key, the per-step shape the policy expects: images (H, W, 3) as stored,
     low-dim (D,). None: not declared (the runner does not pre-check)."""
+    notes: tuple[str, ...] = ()
+    """Lines the runner prints at start (e.g. a policy trained on a legacy store)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -66,6 +69,7 @@ class PolicyMeta:
             "action_dim": self.action_dim,
             "description": self.description,
             "obs_shapes": self.obs_shapes,
+            "notes": list(self.notes),
         }
 
     @classmethod
@@ -79,6 +83,7 @@ class PolicyMeta:
             int(d["action_dim"]),
             str(d["description"]),
             d.get("obs_shapes"),
+            tuple(d.get("notes", ())),
         )
 
 
@@ -167,6 +172,13 @@ def policy_meta(policy: Any, description: str) -> PolicyMeta:
     backbone = getattr(policy, "backbone", None)  # a trained policy says which denoiser it runs
     if backbone is not None:
         description = f"{description} ({backbone})"
+    trained = getattr(policy, "trained_action_time", CONVENTION)
+    notes: tuple[str, ...] = ()
+    if backbone is not None and trained != CONVENTION:
+        notes = (
+            "the policy was trained on a legacy store (no action-time rule): its actions run about one "
+            "step plus the camera latency early; convert the store (rig episodes convert-time) and retrain",
+        )
     return PolicyMeta(
         n_obs_steps=int(policy.n_obs_steps),
         n_action_steps=int(policy.n_action_steps),
@@ -178,6 +190,7 @@ def policy_meta(policy: Any, description: str) -> PolicyMeta:
         else int(policy.shape_meta["action"]["shape"][0]),
         description=description,
         obs_shapes=_obs_shapes(policy.shape_meta),
+        notes=notes,
     )
 
 

@@ -7,9 +7,13 @@ predicts those actions will not either (wrong action latency, a different TCP of
 another rig).
 
 Timeline (host monotonic s). The episode's steps ``i`` were observed at ``ts[i]`` (``timestamp``) and
-``action[i]`` is the pose commanded at that step; ``rig collect`` commands it for one control step
-later, so it is replayed as target time ``T_i = t0 + (ts[i] - ts[0]) + action_time_offset_s``
-(default ``rig.obs.dt_s``, as ``rig deploy`` stamps chunks, deploy/config.py). ``t0`` is ``lead_s`` after
+``action[i]`` is the pose the arm was commanded to be at at ``ts[i]`` (the stores' rule,
+:mod:`collection.action_time`), so it is replayed as target time
+``T_i = t0 + (ts[i] - ts[0]) + action_time_offset_s`` with the offset deploy uses
+(:data:`collection.action_time.DEFAULT_ACTION_TIME_OFFSET_S`, 0: one default, shared). A legacy store
+(no ``action_time`` attribute: its actions were reached about one step plus the camera latency after
+their observation) is replayed with offset ``rig.obs.dt_s``, as before, and one line says so; convert
+it with ``rig episodes convert-time``. ``t0`` is ``lead_s`` after
 the arm has reached the episode's first recorded pose (a slow, speed-limited move at ``home_speed_m_s``).
 Every ``1 / loop_hz`` the actions whose send time ``T_i - action_latency_s`` falls within
 ``commit_window_s`` are scheduled like deploy's (deploy/scheduler.py :func:`schedule_chunk`: those
@@ -57,6 +61,7 @@ from typing import Any
 import numpy as np
 from pydantic import Field
 
+from collection import action_time
 from robot.config import StrictModel, add_config_arguments, config_from_args
 from robot.rig_config import RigConfig
 
@@ -73,8 +78,8 @@ SHIFT_STEP_S = 0.005
 class ReplayConfig(StrictModel):
     rig: RigConfig = Field(default_factory=RigConfig)
     action_time_offset_s: float | None = None
-    """Target time of ``action[i]`` after its observation (s); None: ``rig.obs.dt_s`` (what
-    ``rig collect`` records)."""
+    """Target time of ``action[i]`` after its observation (s); None: deploy's default (0) for stores
+    that follow the action-time rule, ``rig.obs.dt_s`` for a legacy store (said in one line)."""
     action_margin_s: float = Field(0.01, ge=0)
     """As deploy's: an action is dropped unless its send time is at least this far in the future."""
     commit_window_s: float = Field(0.2, gt=0)
@@ -105,7 +110,9 @@ def load_episode(store_path: Path, index: int) -> dict[str, np.ndarray]:
             )
         keys = list(REPLAY_KEYS) + (["gripper_width"] if "gripper_width" in store.keys else [])
         ep = store.get_episode(index, keys)
+        current = store.action_time == action_time.CONVENTION
     ep = {k: np.asarray(v, dtype=np.float64) for k, v in ep.items()}
+    ep["legacy_action_time"] = np.array(not current)
     action_shape, pose_shape = ep["action"].shape[1:], ep["robot_eef_pose"].shape[1:]
     if action_shape not in ((6,), (GRIPPER_ACTION_COLUMNS,)) or pose_shape != (6,):
         raise ValueError(
@@ -186,6 +193,15 @@ class _StateLog:
         return np.concatenate(self.times), np.concatenate(self.poses)
 
 
+def offset_for(config: ReplayConfig, episode: dict[str, np.ndarray]) -> float:
+    """The action time offset (s) a replay uses (see ``ReplayConfig.action_time_offset_s``)."""
+    if config.action_time_offset_s is not None:
+        return config.action_time_offset_s
+    if bool(episode.get("legacy_action_time", False)):
+        return config.rig.obs.dt_s
+    return action_time.DEFAULT_ACTION_TIME_OFFSET_S
+
+
 def run_replay(config: ReplayConfig, episode: dict[str, np.ndarray], out: Any = sys.stdout) -> dict[str, Any]:
     """Start the rig, replay ``episode`` (see the module docstring), stop; returns the figures."""
     from deploy.scheduler import schedule_chunk
@@ -196,7 +212,12 @@ def run_replay(config: ReplayConfig, episode: dict[str, np.ndarray], out: Any = 
         print(msg, file=out, flush=True)
 
     ts = episode["timestamp"] - episode["timestamp"][0]
-    offset_s = config.rig.obs.dt_s if config.action_time_offset_s is None else config.action_time_offset_s
+    offset_s = offset_for(config, episode)
+    if bool(episode.get("legacy_action_time", False)) and config.action_time_offset_s is None:
+        say(
+            f"legacy store (no action_time attribute): its actions are replayed {offset_s * 1e3:.0f} ms "
+            "after their observation (the old collection rule); `rig episodes convert-time` converts it"
+        )
     dropped = 0
     rig = config.rig.model_copy(deep=True)
     rig.cameras.cameras = {}  # the replay looks at the arm only: no camera processes to start
@@ -387,7 +408,7 @@ def main(argv: list[str]) -> int:
     except KeyboardInterrupt as exc:  # the rig was stopped on the way out (Env.__exit__)
         raise Interrupted("the arm stopped where it was; nothing was written") from exc
     figures = {"episode": args.episode, **figures}
-    offset_s = config.rig.obs.dt_s if config.action_time_offset_s is None else config.action_time_offset_s
+    offset_s = offset_for(config, episode)
     print(format_table(figures, offset_s), flush=True)
     print(json.dumps(figures), flush=True)
     return 0

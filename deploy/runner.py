@@ -13,7 +13,10 @@ Each loop tick (host monotonic time ``t``):
 2. takeover active: the arm follows the SpaceMouse (:class:`collection.teleop.TeleopMapper`); the
    policy is paused (an in-flight result is discarded) and resumes, from where the arm is, on release;
 3. a finished chunk: safety check (NaN/inf -> ``stop_motion``, hold, save, exit with the message),
-   stamp ``t_obs + (first_index + i) * dt_s`` (``t_obs = obs["timestamp"][-1]``), then
+   stamp ``t_obs + (first_index + i) * dt_s + action_time_offset_s`` (``t_obs = obs["timestamp"][-1]``;
+   the offset is 0 by default: a stored action is the pose commanded for its observation's time,
+   :mod:`collection.action_time`; the committed rows a request inpaints and the gripper's widths are
+   sampled on the same shifted grid), then
    - ``sync``: drop the infeasible actions and send the rest at once (:func:`schedule_chunk`),
    - ``async``: replace the uncommitted tail of the plan (:meth:`ActionPlan.merge`);
 4. ``async``: commit (send) the planned actions whose send time is within ``commit_window_s``;
@@ -28,8 +31,10 @@ Every number in use (action latency, margins, dt, latency estimate) is printed a
 
 Evaluation recording (``config.store``, episode store layout, one step every ``dt_s``):
 ``camera_<i>`` (H, W, 3) uint8, ``robot_eef_pose`` (6,), ``robot_joint`` (6,), ``timestamp`` (the
-observation's aligned time, host monotonic s), ``action`` (6,): the pose the arm was commanded to
-reach at ``timestamp`` (from the actions actually sent, policy or takeover), ``chunk_index`` (int64:
+observation's aligned time, host monotonic s), ``action`` (6,): the pose (and width) the arm was
+commanded to be at at ``timestamp``, read back from the controllers' commanded history
+(``Env.commanded_at``: policy or takeover, never a dropped row), the rule of collected stores
+(:mod:`collection.action_time`; the store is marked with it), ``chunk_index`` (int64:
 the chunk that action came from, -1 takeover/none), ``chunk_start`` (bool: a chunk was merged since
 the previous step), ``inference_latency_s`` (latency of the newest chunk, NaN before the first),
 ``dropped_actions`` (int64, cumulative), ``takeover`` (bool). Per-chunk details (observation time,
@@ -58,7 +63,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from collection.gripper_teleop import GripperTeleop
-from collection.teleop import TeleopMapper, teleop_step_s
+from collection.teleop import TeleopMapper, teleop_step_s, teleop_target_time
 from deploy.config import DeployConfig
 from deploy.policy_client import ChunkResult, PolicyMeta
 from deploy.safety import ChunkSafety, PolicySafetyStop
@@ -347,11 +352,14 @@ class DeployRunner:
             t_arrive = t + self.latency_estimate_s() + self.period_s
             commit_until = t_arrive + self.action_latency_s + self.cfg.commit_window_s + self.margin_s
             n_out = self.meta.horizon - self.meta.n_obs_steps + 1
-            committed = self.plan.committed_for(t_obs, self.dt_s, commit_until, max_rows=n_out - 1)
+            # Row i of the chunk will be stamped t_obs + offset + i * dt: the committed rows the policy
+            # inpaints are sampled on that same grid.
+            t_row0 = t_obs + self.cfg.action_time_offset_s
+            committed = self.plan.committed_for(t_row0, self.dt_s, commit_until, max_rows=n_out - 1)
             if committed is not None and self.meta.action_dim == 7:
                 # The committed widths: those the earlier chunks planned for these rows' times (before
                 # any plan: the target the gripper was last sent, or the observed opening).
-                t_rows = t_obs + np.arange(len(committed)) * self.dt_s
+                t_rows = t_row0 + np.arange(len(committed)) * self.dt_s
                 committed = np.column_stack([committed, self.width_plan.at(t_rows, self._width_now(obs))])
         seed = None if self.cfg.policy_seed is None else self.cfg.policy_seed + self._request_seq
         self._request_seq += 1
@@ -536,7 +544,7 @@ class DeployRunner:
             return
         state = sm.latest()
         target = self.mapper.update(state["axes"], state["buttons"], teleop_step_s(self.period_s, skipped))
-        t_target = t + self.action_latency_s + self.margin_s + 2 * self.period_s
+        t_target = teleop_target_time(t, self.period_s, self.action_latency_s, self.margin_s)
         row = PlannedAction(target.copy(), t_target, -1, 0)
         self._send([row], t)
         self.plan.committed.append(row)
@@ -558,13 +566,9 @@ class DeployRunner:
             if r.target_time <= ts + 1e-9:
                 cur = r
                 break
-        action = (
-            self.plan.pose_at(ts, include_pending=False)
-            if (self.plan.committed or self.plan.hold_pose is not None)
-            else obs["robot_eef_pose"][-1]
-        )
-        if self.env.gripper is not None:  # the width planned for this time, and the observed one
-            action = np.append(action, self.width_plan.at([ts], self._width_now(obs))[0])
+        # What the controllers were commanded for ts (collection's rule): never a row that was dropped.
+        action = self.env.commanded_at([ts])[0]
+        if self.env.gripper is not None:
             step["gripper_width"] = obs["gripper_width"][-1]
         step.update(
             robot_eef_pose=obs["robot_eef_pose"][-1],
@@ -789,6 +793,8 @@ class DeployRunner:
     def run(self, store: Any = None) -> dict[str, Any]:
         """Run ``config.episodes`` episodes (stops early on a safety stop or ``q``); the summary."""
         self.say(f"timing: {self.describe_timing()}")
+        for note in self.meta.notes:
+            self.say(f"note: {note}")
         self.check_observations()
         self.warm_up()
         for i, seed in enumerate(self.seeds()):

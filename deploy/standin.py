@@ -144,3 +144,83 @@ class ReferencePolicy:
         if remaining > 0:
             time.sleep(remaining)
         return ActionChunk(actions=actions, first_index=0)
+
+
+class DemoOracle:
+    """A stand-in policy that returns a demonstration's own recorded actions (for tests and
+    benchmarks of the action-time rule, :mod:`collection.action_time`).
+
+    For an observation at ``t_obs`` it returns the recorded ``action`` path of episode ``episode`` of
+    ``store`` at ``ts0 + (t_obs - t0) + i * dt_s`` (``ts0`` the episode's first timestamp, ``t0`` the
+    first observation this oracle was asked about; linear interpolation, held at the ends): what a
+    perfect policy trained on that store predicts. Deployed on the episode's world seed, the arm must
+    then retrace the demonstration's path in step. ``t0_file``: where to write ``t0`` (so a test can
+    line the paths up). ``latency_s``: injected inference latency. Inpainting is honoured (the first
+    rows equal ``committed_actions``). Picklable: it runs in the inference process too.
+    """
+
+    def __init__(
+        self,
+        store: str,
+        episode: int = 0,
+        n_obs_steps: int = 1,
+        n_action_steps: int = 8,
+        horizon: int = 16,
+        latency_s: float = 0.0,
+        t0_file: str | None = None,
+    ) -> None:
+        from collection.episode_store import EpisodeStore
+
+        with EpisodeStore.open(store, "r") as s:
+            ep = s.get_episode(int(episode), ["action", "timestamp"])
+            self.dt_s = float(s.dt_s) if s.dt_s else float(np.median(np.diff(ep["timestamp"])))
+        self.ts = np.asarray(ep["timestamp"], dtype=np.float64).reshape(-1)
+        self.actions = np.asarray(ep["action"], dtype=np.float64)
+        self.n_obs_steps = int(n_obs_steps)
+        self.n_action_steps = int(n_action_steps)
+        self.horizon = int(horizon)
+        self.latency_s = float(latency_s)
+        self.t0_file = t0_file
+        self.t0_s: float | None = None
+        dim = self.actions.shape[1]
+        self.shape_meta = {
+            "obs": {"timestamp": {"type": "low_dim", "shape": []}},
+            "action": {"shape": [dim], "stored_dim": dim},
+        }
+
+    def path_at(self, t: np.ndarray) -> np.ndarray:
+        """The recorded actions at episode times ``t`` (s since the episode's first step)."""
+        from robot.env import interpolate_poses
+
+        q = self.ts[0] + np.asarray(t, dtype=np.float64)
+        out = np.empty((len(q), self.actions.shape[1]))
+        out[:, :6] = interpolate_poses(self.ts, self.actions[:, :6], q)
+        for col in range(6, self.actions.shape[1]):
+            out[:, col] = np.interp(q, self.ts, self.actions[:, col])
+        return out
+
+    def warm_up(
+        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+    ) -> ActionChunk:
+        n_out = self.horizon - self.n_obs_steps + 1
+        return ActionChunk(actions=self.path_at(np.zeros(n_out)), first_index=0)
+
+    def predict(
+        self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
+    ) -> ActionChunk:
+        t_start = time.monotonic()
+        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
+        if self.t0_s is None:
+            self.t0_s = t_obs
+            if self.t0_file:
+                with open(self.t0_file, "w") as f:
+                    f.write(repr(t_obs))
+        n_out = self.horizon - self.n_obs_steps + 1
+        actions = self.path_at(t_obs - self.t0_s + np.arange(n_out) * self.dt_s)
+        if committed_actions is not None and len(committed_actions):
+            m = len(committed_actions)
+            actions[:m] = np.asarray(committed_actions, dtype=np.float64)[:, : actions.shape[1]]
+        remaining = t_start + self.latency_s - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        return ActionChunk(actions=actions, first_index=0)

@@ -5,6 +5,12 @@ over episodes along axis 0 -- ``camera_<i>`` uint8 (T, H, W, 3), one frame per c
 (T, 6); ``robot_joint`` (T, 6); ``action`` (T, 6); ``timestamp`` (T,) host seconds -- and
 ``meta/episode_ends`` (E,) int64 cumulative end indices. Only episodes listed in ``episode_ends`` exist.
 
+What an action's time means (:mod:`collection.action_time`): step ``k``'s ``action`` is the pose the arm
+was commanded to be at at ``timestamp[k]``, the time its observation is aligned to, so a sample pairs
+``obs[k]`` with ``action[k:]`` unshifted and the policy's row ``i`` is the pose for ``t_obs + i * dt``,
+which is how deploy stamps it. Stores recorded before the rule (no ``action_time`` attribute) read the
+same way; ``rig train`` says so in one line.
+
 A sample is a window of ``horizon`` consecutive (downsampled) steps of one episode: observations of its
 first ``n_obs_steps`` steps and actions of all its steps. Windows start from ``-(n_obs_steps - 1)`` to
 ``len - horizon + n_action_steps - 1`` relative to the episode start, and steps outside the episode are
@@ -285,6 +291,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
             episode_mask=self.episode_mask,
         )
         self.dt_s = store_dt_s(root, dataset_cfg) * dataset_cfg.downsample
+        value = root.attrs.get("action_time")
+        self.action_time: str | None = None if value is None else str(value)
         # Low-dim arrays in memory, only the kept steps and the used dims.
         self._low_dim: dict[str, np.ndarray] = {}
         for key, meta in self.shape_meta["obs"].items():

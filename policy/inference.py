@@ -72,6 +72,7 @@ class Policy:
         self.device = torch.device(device)
         self.cache_cond = True
         self._compiled = False
+        self.trained_action_time: str | None = None
 
     @classmethod
     def load(cls, checkpoint_path: str | Path, device: str = "cpu", use_ema: bool = True) -> Policy:
@@ -81,7 +82,11 @@ class Policy:
         model = DiffusionPolicy(config.policy, ckpt["shape_meta"])
         state = ckpt["ema_model"] if use_ema and ckpt.get("ema_model") is not None else ckpt["model"]
         model.load_state_dict(state)
-        return cls(model, config, ckpt["shape_meta"], ckpt["dt_s"], device)
+        policy = cls(model, config, ckpt["shape_meta"], ckpt["dt_s"], device)
+        # The action-time rule of the store it was trained on (collection/action_time.py); None:
+        # a legacy store, or a checkpoint from before stores said.
+        policy.trained_action_time = ckpt.get("action_time")
+        return policy
 
     @property
     def backbone(self) -> str:

@@ -312,6 +312,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             "backbone": pc.model.backbone,  # also in config; here for other tools
             "shape_meta": shape_meta,
             "dt_s": float(dt_s),
+            "action_time": train_ds.action_time,  # the store's action-time rule (None: legacy)
             "model": model.state_dict(),
             "normalizer": model.normalizer.state_dict(),  # also inside "model"; here for other tools
             "ema_model": ema_model.state_dict() if ema_model is not None else None,

@@ -101,6 +101,11 @@ def main(argv: list[str]) -> int:
     if root["meta/episode_ends"].shape[0] == 0:
         raise ConfigError(f"episode store {cfg.dataset.path} has no episodes (check --dataset)")
     _check_finite(root, cfg.dataset.path)
+    from collection import action_time
+
+    note = action_time.describe(root.attrs, root.attrs.get("dt_s"))
+    if note is not None:
+        print(f"rig train: {cfg.dataset.path}: {note}", flush=True)
 
     from policy.train import train
 

@@ -18,7 +18,10 @@ Timing contract of :meth:`Env.get_obs` (all times host monotonic seconds):
 
 Camera capture time is the device's (``obs.camera_time_source = device``) or ``receive_time`` minus
 the calibrated latency (``receive``). :meth:`Env.exec_actions` shifts target times earlier by the
-calibrated action latency and drops actions that can no longer be reached, saying how many.
+calibrated action latency and drops actions that can no longer be reached, saying how many;
+:meth:`Env.commanded_at` reads back the pose (and width) the arm was commanded to be at at given
+times from the controllers' commanded history: what a stored step's action is
+(:mod:`collection.action_time`).
 """
 
 from __future__ import annotations
@@ -354,6 +357,37 @@ class Env:
         return out
 
     # ------------------------------------------------------------------ actions
+    def commanded_at(self, times: np.ndarray) -> np.ndarray:
+        """The pose (and, with a gripper, width) the arm was commanded to be at at each of ``times``
+        (host monotonic s, in the past): what a stored step's ``action`` is
+        (:mod:`collection.action_time`).
+
+        Read from what the controllers actually sent: the arm's ``target_tcp_pose`` (after its safety
+        filter) interpolated at tick time ``t - action_latency_s`` (position linear, rotation slerp;
+        clamped, never extrapolated), and the gripper's ``target_width_m`` last sent at or before
+        ``t - gripper_latency_s`` (a width is a level). Returns (n, 6), or (n, 7) with a gripper.
+        Non-blocking; reads at most half of each state ring (older times are clamped to the oldest
+        record read)."""
+        times = np.asarray(times, dtype=np.float64).reshape(-1)
+        t_now = now()
+        ring = self.arm.state_ring
+        span_s = max(t_now - float(times.min()) + self.action_latency_s, 0.0) + 0.1
+        k = min(ring.capacity // 2, int(math.ceil(span_s * self.config.arm.rate_hz)) + 4)
+        st = ring.get_last(k)
+        poses = interpolate_poses(st["tick_time"], st["target_tcp_pose"], times - self.action_latency_s)
+        if self.gripper is None:
+            return poses
+        g = self.gripper.state_ring
+        span_s = max(t_now - float(times.min()) + self.gripper_latency_s, 0.0) + 0.1
+        k = min(g.capacity // 2, int(math.ceil(span_s * self.config.gripper.rate_hz)) + 4)
+        gs = g.get_last(k)
+        sent = gs["target_width_m"]
+        # Before the first width was sent (NaN), the fingers were where they were measured.
+        sent = np.where(np.isnan(sent), gs["width_m"], sent)
+        idx = np.searchsorted(gs["tick_time"], times - self.gripper_latency_s, side="right") - 1
+        widths = sent[np.clip(idx, 0, len(sent) - 1)]
+        return np.concatenate([poses, widths[:, None]], axis=1)
+
     def exec_actions(
         self,
         poses: np.ndarray,

@@ -158,6 +158,11 @@ def test_export_then_import_gives_the_store_back_and_rig_train_runs_on_it(
     assert sorted(got) == sorted(want)
     with EpisodeStore.open(demos, "r") as a, EpisodeStore.open(back, "r") as b:
         assert np.array_equal(a.episode_ends, b.episode_ends)
+        # The action-time rule travels: LeRobot's info.json states it, the import records it.
+        assert a.action_time == b.action_time == "commanded_at_timestamp"
+    info = json.loads((out_dir / "meta/info.json").read_text())
+    assert info["action_time"]["convention"] == "commanded_at_timestamp"
+    assert "action at frame t" in info["action_time"]["meaning"]
     for key in want:
         assert got[key].dtype == want[key].dtype and got[key].shape == want[key].shape, key
         if key.startswith("camera_"):  # through H.264 and the store's JPEG-XL

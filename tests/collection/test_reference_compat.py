@@ -57,11 +57,14 @@ def _episode(i: int, t: int) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("compat", ["reference", None])
 def test_the_reference_reads_a_project_store(reference_python: Path, tmp_path: Path, compat) -> None:
     path = tmp_path / "project.zarr"
-    with EpisodeStore.open(path, "w", compat=compat) as store:
+    with EpisodeStore.open(path, "w", compat=compat, action_time="commanded_at_timestamp") as store:
         for i, t in enumerate([7, 5, 9]):
             store.add_episode(_episode(i, t))
         store.delete_last()
     assert _read_as_reference(reference_python, path) == {"episodes": 2, "steps": 12, "frames_decoded": 12}
+    # The store states its action-time rule in its metadata, and the reference reads it all the same.
+    with EpisodeStore.open(path, "r") as store:
+        assert store.action_time == "commanded_at_timestamp"
 
 
 def test_the_reference_still_reads_its_store_after_delete_last_here(

@@ -220,6 +220,30 @@ def test_async_chunks_join_without_jump_or_idle(env, async_run, tmp_path):
     assert len(side["chunks"]) == result.chunks and side["chunks"][1]["committed_rows"] >= 1
 
 
+@pytest.mark.timeout(120)
+def test_a_nonzero_action_time_offset_shifts_the_inpainted_rows_and_the_chunks_still_join(env, tmp_path):
+    # Every stamp moves by the offset, so the committed rows a request inpaints must be sampled on the
+    # shifted grid too; sampled unshifted they lie a step (here 10 mm of the path) off and every join
+    # jumps by that.
+    runner, result, _, _ = run_one(
+        env,
+        tmp_path,
+        "async",
+        {"latency_s": 0.15, "chunk_offset_m": 0.006, "ramp_steps": 12},
+        "max_episode_s=4.0",
+        "policy_seed=0",
+        "action_time_offset_s=0.1",
+    )
+    limits = env.config.arm.limits
+    jump_limit = min(limits.max_linear_speed_m_s * env.config.arm.period_s, limits.max_step_m)
+    later = runner.chunk_log[1:]
+    assert len(later) >= 3 and all(c["committed_rows"] >= 1 for c in later)
+    jumps = np.array([c["jump_m"] for c in later])
+    on_time = np.array([not c["late"] for c in later])
+    assert on_time.sum() >= 1, [c["late"] for c in later]
+    assert jumps[on_time].max() <= jump_limit, jumps
+
+
 @pytest.mark.timeout(90)
 def test_sync_reference_idles_and_jumps_at_chunk_boundaries(env, tmp_path):
     # The reference loop with the same policy: the metrics above do see the problem it has.
