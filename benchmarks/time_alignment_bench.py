@@ -163,11 +163,11 @@ def main() -> None:
     def figures(rule: str) -> dict[str, float]:
         by = {cam: r for r in rows if r[0] == rule for cam in [r[1]]}
         return {
-            "replay_shift_ms": by["45 ms"][4],
+            "replay_shift_ms": round(by["45 ms"][4], 1),
             "collect_action_err_mm_p50": round(by["45 ms"][2], 3),
-            "oracle_lag_ms": by["45 ms"][6],
-            "replay_shift_ms_cam120": by["120 ms"][4],
-            "oracle_lag_ms_cam120": by["120 ms"][6],
+            "oracle_lag_ms": round(by["45 ms"][6], 1),
+            "replay_shift_ms_cam120": round(by["120 ms"][4], 1),
+            "oracle_lag_ms_cam120": round(by["120 ms"][6], 1),
         }
 
     print(json.dumps({**figures("new"), "baseline": figures("old"), "episodes": args.episodes}))
