@@ -128,6 +128,14 @@ def main(argv: list[str]) -> int:
         help="policy config: a name under configs/policy/ (tiny_reach, tiny_reach_transformer) or a path; "
         "default: the task's",
     )
+    ap.add_argument(
+        "--train",
+        dest="train_overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an override for rig train (repeatable), e.g. --train training.torch_threads=1",
+    )
     ap.add_argument("--deploy-config", default=None, help="default: the task's")
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
     args = ap.parse_args(argv)
@@ -181,6 +189,7 @@ def main(argv: list[str]) -> int:
         ]
         if args.train_steps is not None:
             train_cmd += ["--max-steps", str(args.train_steps)]
+        train_cmd += list(args.train_overrides)
         tr = _run_stage("train", train_cmd, out / "train.log")
         checkpoint = str(out / "train")
         summary["train_seconds"] = round(float(tr["train_seconds"]), 1)

@@ -188,7 +188,9 @@ class TrainingConfig(StrictModel):
     checkpoint_every_steps: int = 1000
     keep_checkpoints: int = 3
     log_every_steps: int = 10
-    torch_threads: int | None = None  # None: leave torch's default
+    torch_threads: int | Literal["auto"] | None = "auto"
+    """``auto``: time every core against one thread over the first steps and keep the faster
+    (policy/threads.py); a number: that many; None: torch's default."""
 
     @field_validator("mixed_precision", mode="before")
     @classmethod

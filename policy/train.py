@@ -31,6 +31,7 @@ from policy.checkpoint import git_revision, load_checkpoint, save_checkpoint
 from policy.config import TrainConfig
 from policy.dataset import EpisodeDataset, make_loader
 from policy.diffusion import DiffusionPolicy
+from policy.threads import ThreadChooser
 from robot.interrupt import Interrupted
 
 
@@ -196,10 +197,9 @@ def _end_distributed(train_model: torch.nn.Module) -> None:
 
 def train(cfg: TrainConfig, run_dir: Path, resume: bool = False) -> dict[str, Any]:
     """Train (or resume) into ``run_dir``; returns the summary printed as the final JSON line
-    (empty on ranks other than 0). ``training.torch_threads`` applies for the call only."""
+    (empty on ranks other than 0). ``training.torch_threads`` applies for the call only
+    (policy/threads.py)."""
     prev_threads = torch.get_num_threads()
-    if cfg.training.torch_threads:
-        torch.set_num_threads(cfg.training.torch_threads)
     try:
         return _train(cfg, run_dir, resume)
     finally:
@@ -347,6 +347,11 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             history["val_action_mse"].append(metrics.get("val_action_mse", float("nan")))
         return metrics
 
+    threads = ThreadChooser(
+        tc.torch_threads,
+        (lambda msg: print(msg, file=sys.stderr, flush=True)) if is_main else (lambda _m: None),
+        world_size=world,
+    )
     t0 = time.monotonic()
     bar = tqdm(
         total=total_steps,
@@ -368,6 +373,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             if distributed:
                 loader.sampler.set_epoch(epoch)
             for batch in loader:
+                threads.before_step()
                 batch = _to_device(batch, device)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss = train_model(batch)
@@ -383,6 +389,7 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
                     ema.step(model.parameters())
                 step += 1
                 loss_value = float(loss.detach())
+                threads.after_step()
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(
                         f"training loss became {loss_value} at step {step}; "

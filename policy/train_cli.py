@@ -105,7 +105,7 @@ def main(argv: list[str]) -> int:
 
     note = action_time.describe(root.attrs, root.attrs.get("dt_s"))
     if note is not None:
-        print(f"rig train: {cfg.dataset.path}: {note}", flush=True)
+        print(f"note: {cfg.dataset.path}: {note}", flush=True)
 
     from policy.train import train
 

@@ -13,7 +13,7 @@ from collection.episode_store import EpisodeStore
 def test_short_demo_produces_every_artifact(tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "robot.cli", "demo", "--episodes", "2", "--eval-episodes", "1"]
-    cmd += ["--train-steps", "8", "--out", str(out), "max_episode_s=4"]
+    cmd += ["--train-steps", "8", "--train", "training.torch_threads=1", "--out", str(out), "max_episode_s=4"]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=580, stdin=subprocess.DEVNULL)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -31,6 +31,8 @@ def test_short_demo_produces_every_artifact(tmp_path):
     assert 0.0 <= summary["success_rate"] <= 1.0 and summary["inference_p50_ms"] > 0
     assert EpisodeStore.open(out / "demos.zarr", "r").n_episodes == 2
     assert (out / "train" / "latest").exists() and (out / "train" / "loss.png").is_file()
+    # --train reaches rig train; training says its thread count first.
+    assert "torch threads: 1 (training.torch_threads)" in (out / "train.log").read_text()
     assert EpisodeStore.open(out / "eval.zarr", "r").n_episodes == 1
     assert "rig demo summary" in res.stdout and json.loads(res.stdout.strip().splitlines()[-1]) == summary
 
