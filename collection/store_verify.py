@@ -327,7 +327,7 @@ def verify_store(
             full = [f"data/{name}/{k}" for k in keys]
             if any(k not in raw.keys for k in full):
                 missing_rows.append((r0, r1))
-            elif low_dim or decode == "all":
+            elif low_dim or decode == "all" or (checksummed and arr.metadata.zarr_format == 3):
                 try:
                     block = arr[r0 : r1 + 1]
                     if values is not None:
