@@ -730,8 +730,11 @@ class EpisodeStore:
         self._open_episode = ep
         return ep
 
-    def add_episode(self, arrays: Mapping[str, Any], wait: bool = True) -> EpisodeInfo | Future[EpisodeInfo]:
-        """Append a whole episode ``{key: (T, ...) array}``; atomic (data first, then episode_ends).
+    def add_episode(
+        self, arrays: Mapping[str, Any], wait: bool = True, attrs: Mapping[str, Any] | None = None
+    ) -> EpisodeInfo | Future[EpisodeInfo]:
+        """Append a whole episode ``{key: (T, ...) array}``; atomic (data first, then episode_ends,
+        then ``attrs`` as ``commit`` writes them).
 
         Gives the same stored data as streaming the same steps. Blocks until durable and returns its
         EpisodeInfo, or with ``wait=False`` returns a Future of it.
@@ -756,7 +759,7 @@ class EpisodeStore:
         token = self._next_token
         self._next_token += 1
         self._submit(_Job("batch", token=token, arrays=batch, length=length))
-        job = self._submit(_Job("commit", token=token, length=length))
+        job = self._submit(_Job("commit", token=token, length=length, attrs=attrs))
         return job.future.result() if wait else job.future
 
     def delete_last(self) -> EpisodeInfo:
