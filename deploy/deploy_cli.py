@@ -114,7 +114,9 @@ def run_deploy(
             Env(config.rig, spacemouse=config.spacemouse) as env,
         ):
             store = (
-                EpisodeStore.open(config.store, "a", image_codec=config.image_codec) if config.store else None
+                EpisodeStore.open(config.store, "a", image_codec=config.image_codec, dt_s=config.rig.obs.dt_s)
+                if config.store
+                else None
             )
             try:
                 runner = DeployRunner(config, env, client, keys=kr, out=out)
