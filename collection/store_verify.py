@@ -134,7 +134,7 @@ class _RawStore:
 
         self._sync = sync
         if path.suffix == ".zip":
-            self.store: Any = zarr.storage.ZipStore(path, mode="r")
+            self.store: Any = sync(zarr.storage.ZipStore.open(path, mode="r"))
         else:
             self.store = zarr.storage.LocalStore(path, read_only=True)
 

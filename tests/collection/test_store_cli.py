@@ -193,6 +193,8 @@ def test_a_zipped_store_opens_for_the_cli_and_for_training_alike(store_path: Pat
     zipped = Path(shutil.make_archive(str(store_path), "zip", store_path))  # demo.zarr.zip
     assert rig(["episodes", "list", str(zipped)]) == 0
     assert "3 episodes, 38 steps" in capsys.readouterr().out
+    assert rig(["episodes", "check", str(zipped)]) == 0  # every chunk found and verified inside the zip
+    assert "3 episodes, 38 steps, 3 arrays: no problem(s)" in capsys.readouterr().out
     root = open_store(zipped)
     assert [int(e) for e in root["meta/episode_ends"][:]] == [11, 32, 38]
 
