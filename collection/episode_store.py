@@ -608,7 +608,11 @@ class EpisodeStore:
         self._ee: zarr.Array = root["meta"]["episode_ends"]
         data = root["data"]
         self._arrays = {name: arr for name, arr in data.arrays()}
-        ends = [int(e) for e in self._ee[:]] if self._ee.shape[0] else []
+        ends = (
+            [int(e) for e in self._read(self._ee, slice(None), "meta/episode_ends")]
+            if self._ee.shape[0]
+            else []
+        )
         lengths = {name: a.shape[0] for name, a in self._arrays.items()}
         n_valid = validate_layout(self.path, ends, lengths)
         max_len = max(lengths.values()) if lengths else 0
@@ -689,7 +693,15 @@ class EpisodeStore:
         ts = None
         if "timestamp" in self._arrays:
             with self._lock:
-                ts = np.asarray(self._arrays["timestamp"][: ends[-1]], dtype=np.float64).reshape(ends[-1], -1)
+                ts = np.asarray(
+                    self._read(
+                        self._arrays["timestamp"],
+                        slice(0, ends[-1]),
+                        "data/timestamp",
+                        f"steps 0..{ends[-1] - 1}",
+                    ),
+                    dtype=np.float64,
+                ).reshape(ends[-1], -1)
         out = []
         start = 0
         for i, end in enumerate(ends):
@@ -706,18 +718,21 @@ class EpisodeStore:
             missing = [k for k in names if k not in self._arrays]
             if missing:
                 raise KeyError(f"keys {missing} not in the store at {self.path}; it has {self.keys}")
-            out = {}
-            for k in names:
-                try:
-                    out[k] = self._arrays[k][start:end]
-                except Exception as exc:  # a codec's or checksum's error: name the array and episode
-                    first = str(exc).splitlines()[0] if str(exc) else ""
-                    raise EpisodeStoreError(
-                        f"episode store {self.path}: data/{k} of episode {index} "
-                        f"(steps {start}..{end - 1} of the store) cannot be read: {type(exc).__name__}: "
-                        f"{first}. `rig episodes check {self.path}` names every damaged chunk"
-                    ) from exc
-            return out
+            where = f"episode {index} (steps {start}..{end - 1} of the store)"
+            return {k: self._read(self._arrays[k], slice(start, end), f"data/{k}", where) for k in names}
+
+    def _read(self, arr: zarr.Array, rows: slice, name: str, where: str = "") -> np.ndarray:
+        """``arr[rows]``; a codec's or checksum's error (a damaged chunk) becomes an EpisodeStoreError
+        naming the store, the array and where."""
+        try:
+            return arr[rows]
+        except Exception as exc:
+            first = (str(exc).splitlines()[0] if str(exc) else "").rstrip(".")
+            at = f" of {where}" if where else ""
+            raise EpisodeStoreError(
+                f"episode store {self.path}: {name}{at} cannot be read ({type(exc).__name__}: {first}); "
+                f"`rig episodes check {self.path}` names every damaged chunk"
+            ) from exc
 
     def iter_episodes(self, keys: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         for i in range(self.n_episodes):

@@ -109,6 +109,9 @@ def test_16_flipped_bytes_in_a_low_dim_chunk_are_named_once_by_the_episodes_they
         "cannot be decoded (RuntimeError: Stored and computed crc32 checksum do not match"
     )
     _train_refuses(copy, tmp_path, "data/robot_eef_pose: episodes 0..2", "checksum")
+    out = rig("episodes", "show", copy, 1)  # so does every reader: one line, not a codec's traceback
+    assert out.returncode == 2 and "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "data/robot_eef_pose of episode 1 (steps" in out.stderr and "checksum do not match" in out.stderr
     # The store's own reader names it too.
     from collection.episode_store import EpisodeStore, EpisodeStoreError
 
