@@ -12,6 +12,13 @@ now), keeping the step count, optimizer, LR schedule and EMA. Under ``torchrun``
 DistributedDataParallel. The last line on stdout is one JSON object: ``final_loss`` (mean training
 loss of the last 50 steps), ``train_seconds``, ``steps``, ``checkpoint``, ``run_dir``, ``dt_s`` and the
 last validation metrics.
+
+Before anything is written the store is verified as ``rig episodes check`` does it, less decoding
+the images (collection/store_verify.py: metadata, layout, every chunk present, every checksum,
+low-dim values finite): a store it would flag is refused with one line (exit 2), or with
+``--skip-damaged`` trained without the damaged episodes, named on stderr and kept in the run's
+``dataset.skip_episodes``. A store whose episodes are all shorter than one training window is
+refused the same way.
 """
 
 from __future__ import annotations
