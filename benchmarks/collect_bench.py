@@ -11,6 +11,12 @@ long episode (``--seconds``, default 60), then ``s`` and immediately ``c`` and a
 Baseline in the same run: a blocking save (``commit(wait=True)`` of the same long episode, as a
 collector without a background writer would do) for the save -> restart time.
 
+Checksums (a CRC32 per chunk, ``EpisodeStore.array_codecs``), their cost measured in the same run on
+the same episode: the blocking save into a store with and without them, then training's input from
+each store: ``rig train``'s verification before it starts (every checksum against the bytes on
+disk), the samples/s of the training dataset (windows with their frames decoded; image cache off)
+and of ``train()`` itself (a small policy, ``--train-steps`` steps on one torch thread).
+
 Usage: python benchmarks/collect_bench.py [--seconds S]
 """
 
@@ -57,9 +63,56 @@ class _ScriptedKeys(KeyReader):
         return super().poll()
 
 
+# CPU time of this process (all threads): stable on a shared machine, where wall time is not.
+_TRAINING_ROWS = [
+    ("rig train's verification, CPU s", "verify_cpu_s"),
+    ("dataset samples per CPU s", "dataset_samples_per_cpu_s"),
+    ("train() samples per CPU s", "train_samples_per_cpu_s"),
+    ("train() samples/s, wall", "train_samples_per_s"),
+]
+
+
+def _training_rates(store: Path, train_steps: int) -> dict[str, float]:
+    """rig train's verification time and samples/s of the dataset and of training on ``store``."""
+    from collection.store_verify import verify_store
+    from policy.config import TrainConfig
+    from policy.dataset import EpisodeDataset
+    from policy.train import train
+
+    c0 = time.process_time()
+    report = verify_store(store, decode="checksums")
+    verify_cpu_s = time.process_time() - c0
+    assert not report.problems, report.problems
+    overrides = [
+        f"dataset.path={store}", "dataset.image_cache_mb=0", "dataset.val_ratio=0", "training.torch_threads=1",
+        "training.batch_size=16", f"training.max_steps={train_steps}", "training.use_ema=false",
+        "training.val_every_steps=0", "training.checkpoint_every_steps=0", "training.sample_batches=0",
+        "policy.obs.camera_1={type: rgb}",
+    ]  # fmt: skip
+    cfg = load_config(TrainConfig, config_path("policy/tiny.yaml"), overrides)
+    ds = EpisodeDataset(store, cfg.policy, cfg.dataset, "train")
+    n = min(len(ds), 200)
+    c0 = time.process_time()
+    for i in range(n):
+        ds[i]
+    dataset_rate = n / (time.process_time() - c0)
+    with tempfile.TemporaryDirectory() as run:
+        c0 = time.process_time()
+        summary = train(cfg, Path(run) / "run")
+        train_cpu_s = time.process_time() - c0
+    samples = summary["steps"] * cfg.training.batch_size
+    return {
+        "verify_cpu_s": verify_cpu_s,
+        "dataset_samples_per_cpu_s": dataset_rate,
+        "train_samples_per_cpu_s": samples / train_cpu_s,
+        "train_samples_per_s": samples / max(summary["train_seconds"], 1e-9),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0, help="length of the long episode")
+    ap.add_argument("--train-steps", type=int, default=20, help="optimizer steps per store for samples/s")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="collect_bench_"))
     overrides = [
@@ -102,13 +155,27 @@ def main() -> None:
     store = EpisodeStore.open(tmp / "bench.zarr", "r")
     ep0 = store.get_episode(0)
     store.close()
-    with EpisodeStore.open(tmp / "baseline.zarr", "a") as base:
-        w = base.begin_episode()
-        for i in range(len(ep0["action"])):
-            w.append({k: v[i] for k, v in ep0.items()})
-        t0 = time.monotonic()
-        w.commit(wait=True)
-        blocking_s = time.monotonic() - t0
+    dt_s = store.dt_s
+    blocking: dict[bool, float] = {}
+    save_cpu: dict[bool, float] = {}
+    for checksums in (True, False, True, False):  # interleaved: load on the machine hits both alike
+        path = tmp / f"blocking_{'crc' if checksums else 'plain'}.zarr"
+        with EpisodeStore.open(path, "w", dt_s=dt_s, checksums=checksums) as base:
+            c0 = time.process_time()
+            w = base.begin_episode()
+            for i in range(len(ep0["action"])):
+                w.append({k: v[i] for k, v in ep0.items()})
+            t0 = time.monotonic()
+            w.commit(wait=True)
+            blocking[checksums] = min(blocking.get(checksums, 1e9), time.monotonic() - t0)
+            save_cpu[checksums] = min(save_cpu.get(checksums, 1e9), time.process_time() - c0)
+    blocking_s = blocking[True]
+    training: dict[bool, dict[str, float]] = {}
+    for checksums in (True, False, True, False):  # interleaved again; the best of two per store
+        rates = _training_rates(tmp / f"blocking_{'crc' if checksums else 'plain'}.zarr", args.train_steps)
+        best = training.setdefault(checksums, rates)
+        for key, value in rates.items():
+            best[key] = min(best[key], value) if key == "verify_cpu_s" else max(best[key], value)
 
     n_steps = len(ep0["action"])
     print(
@@ -117,6 +184,15 @@ def main() -> None:
     print(f"  {'s -> episode durable on disk':<40}{t_disk - t_save:8.3f} s   (target < 1 s)")
     print(f"  {'s -> next episode recording':<40}{t_restart - t_save:8.3f} s   (target: immediate)")
     print(f"  {'baseline: blocking save before restart':<40}{blocking_s:8.3f} s")
+    print("  checksums (CRC32 per chunk): cost, same episode, same run, best of 2 interleaved runs each")
+    print(f"    {'':<38}{'with':>10}{'without':>10}{'ratio':>8}")
+    rows = [
+        ("blocking save, wall s", blocking[True], blocking[False]),
+        ("whole save, CPU s (all threads)", save_cpu[True], save_cpu[False]),
+    ]
+    rows += [(name, training[True][key], training[False][key]) for name, key in _TRAINING_ROWS]
+    for name, with_c, without in rows:
+        print(f"    {name:<38}{with_c:10.3f}{without:10.3f}{with_c / max(without, 1e-9):8.2f}")
     print(f"  {'control loop error p50 / p99':<40}{np.median(errs):8.2f} / {np.percentile(errs, 99):.2f} ms")
     print(f"  {'dropped frames (camera + video writer)':<40}{drops:8d}")
     for name, s in cam_stats.items():
@@ -130,6 +206,11 @@ def main() -> None:
                 "save_s": round(t_disk - t_save, 3),
                 "restart_s": round(t_restart - t_save, 3),
                 "blocking_save_s": round(blocking_s, 3),
+                "blocking_save_no_checksums_s": round(blocking[False], 3),
+                "save_cpu_s_checksums": round(save_cpu[True], 3),
+                "save_cpu_s_no_checksums": round(save_cpu[False], 3),
+                **{f"{key}_checksums": round(training[True][key], 3) for _, key in _TRAINING_ROWS},
+                **{f"{key}_no_checksums": round(training[False][key], 3) for _, key in _TRAINING_ROWS},
                 "drops": drops,
                 "loop_err_p99_ms": round(float(np.percentile(errs, 99)), 3),
                 "episodes_saved": summary["episodes_saved"],

@@ -26,6 +26,7 @@ from calibration.result import (
 )
 from robot.calibration_data import LatencyValue, load_calibration
 from robot.config import ConfigError, add_config_arguments, config_from_args
+from robot.process import DeviceProcessError
 from robot.rig_config import RigConfig
 
 DEFAULT_RIG = "rig/sim.yaml"
@@ -241,8 +242,16 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and closed: nothing more to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 1
+    except DeviceProcessError as exc:
+        # A device could not start or died (an unreachable UR, a missing camera): its own one line,
+        # as every rig command says it; `rig` keeps the tracebacks in the run log (--debug prints them).
+        import traceback
+
+        emit_json({"error": f"{type(exc).__name__}: {exc}"})
+        detail = (exc.detail + "\n" if exc.detail else "") + traceback.format_exc()
+        raise DeviceProcessError(f"{exc} (no calibration file was written)", detail=detail) from None
     except (RuntimeError, TimeoutError, OSError) as exc:
-        # A device failed (process died, arm fault, camera silent): say so, with the details.
+        # A device failed mid-procedure (arm fault, camera silent): say so, with the details.
         import traceback
 
         traceback.print_exc(file=sys.stderr)

@@ -92,7 +92,8 @@ def convert(src: Path, out: Path, lead_s: float | None, say: Any = print) -> dic
         shutil.copytree(src, tmp)
         dst = zarr.open_group(str(tmp), mode="r+")
         arr = dst["data/action"]
-        arr[: len(converted)] = converted.astype(arr.dtype)
+        # Every chunk stays stored (a missing one is damage to `rig episodes check`), zeros included.
+        arr.with_config({"write_empty_chunks": True})[: len(converted)] = converted.astype(arr.dtype)
         dst.attrs[action_time.ATTR] = action_time.CONVENTION
         dst.attrs[action_time.CONVERTED_ATTR] = {
             "from": "legacy",

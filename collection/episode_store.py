@@ -88,7 +88,7 @@ import numcodecs
 import numpy as np
 import zarr
 
-from collection.store_meta import resize_rows, write_compressor
+from collection.store_meta import resize_rows, write_codecs
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +193,43 @@ def make_image_codec(name: str) -> Any:
 
 def _low_dim_codec() -> Any:
     return numcodecs.Blosc(cname="zstd", clevel=3, shuffle=numcodecs.Blosc.SHUFFLE)
+
+
+# The root attribute that says the store's arrays carry checksums (written with the first such
+# array): ``rig episodes check`` then requires the root attributes, which hold ``dt_s`` too.
+CHECKSUM_ATTR = "checksums"
+CHECKSUM_V2 = "crc32"  # numcodecs CRC32: the compressor of every array (zarr format 2)
+CHECKSUM_V3 = "crc32c"  # zarr's crc32c codec: the last bytes-to-bytes codec (zarr format 3)
+
+
+def array_codecs(zarr_format: int, codec: Any, checksums: bool) -> dict[str, Any]:
+    """``create_array`` keyword arguments for an array compressed with ``codec`` (a numcodecs codec
+    or None), with a checksum of every stored chunk when ``checksums``.
+
+    Format 2 has one compressor after the filters: the codec becomes the (only) filter and numcodecs'
+    CRC32 the compressor, so the checksum covers the bytes on disk and a flipped one is an error on
+    read (``RuntimeError: Stored and computed crc32 checksum do not match``), not a changed value.
+    Format 3: zarr's ``crc32c`` codec after the compressor.
+
+    Cost, measured by ``benchmarks/collect_bench.py`` (sim rig, 2 cameras 640x480, an 85-step
+    episode, with and without in the same run, CPU s of the process on the shared 2-core machine):
+    saving 2.05 vs 1.99 CPU s (+3 %), training samples per CPU s 19.8 vs 20.1 (-2 %, within the
+    run-to-run spread), dataset samples 28.0 vs 27.8; ``rig train``'s verification of every checksum
+    before it starts 0.07 CPU s (0.015 without checksums, which reads only the low-dim arrays)."""
+    if not checksums:
+        return {"compressors": codec}
+    if zarr_format == 2:
+        return {"filters": [codec] if codec is not None else None, "compressors": numcodecs.CRC32()}
+    from zarr.codecs import BloscCodec, Crc32cCodec
+
+    if isinstance(codec, numcodecs.Blosc):
+        cfg = codec.get_config()
+        codec = BloscCodec(
+            cname=cfg["cname"],
+            clevel=cfg["clevel"],
+            shuffle="shuffle" if cfg["shuffle"] == 1 else "bitshuffle",
+        )
+    return {"compressors": [codec, Crc32cCodec()] if codec is not None else [Crc32cCodec()]}
 
 
 def is_image_step(step_shape: tuple[int, ...], dtype: np.dtype) -> bool:
@@ -388,6 +425,7 @@ class EpisodeStore:
         compat: str | None = None,
         dt_s: float | None = None,
         action_time: str | None = None,
+        checksums: bool = True,
     ) -> None:
         if mode not in ("r", "a", "w"):
             raise ValueError(f"mode must be 'r', 'a' or 'w', got {mode!r}")
@@ -401,6 +439,7 @@ class EpisodeStore:
         self.path = Path(path)
         self.mode: Mode = mode
         self.image_codec = image_codec
+        self.checksums = checksums
         self._batch_steps = batch_steps
         self.dropped_steps = 0
         self._lock = threading.RLock()  # guards zarr metadata (shapes) between reader and writer
@@ -442,6 +481,7 @@ class EpisodeStore:
         compat: str | None = None,
         dt_s: float | None = None,
         action_time: str | None = None,
+        checksums: bool = True,
     ) -> EpisodeStore:
         """Open a store directory.
 
@@ -459,8 +499,10 @@ class EpisodeStore:
         in the store's attributes (``action_time``) when the store has no episodes yet; appending
         under another convention (or to a legacy store holding episodes without one) is an
         EpisodeStoreError (one store, one meaning of an action's time).
+        ``checksums``: arrays this store creates carry a CRC32 of every chunk (``array_codecs``);
+        existing arrays keep their codecs. False only to measure their cost.
         """
-        return cls(path, mode, image_codec, batch_steps, compat, dt_s, action_time)
+        return cls(path, mode, image_codec, batch_steps, compat, dt_s, action_time, checksums)
 
     def _check_action_time(self, convention: str | None) -> None:
         from collection import action_time
@@ -576,9 +618,17 @@ class EpisodeStore:
         root = zarr.open_group(self.path, mode="w", zarr_format=2)
         root.create_group("data")
         meta = root.create_group("meta")
-        meta.create_array(
-            "episode_ends", shape=(0,), chunks=(4096,), dtype="int64", compressors=None, fill_value=0
+        ee = meta.create_array(
+            "episode_ends",
+            shape=(0,),
+            chunks=(4096,),
+            dtype="int64",
+            fill_value=0,
+            **array_codecs(2, None, self.checksums),
         )
+        if self.checksums:
+            write_codecs(root, ee, None, {"id": CHECKSUM_V2})
+            root.attrs[CHECKSUM_ATTR] = CHECKSUM_V2
         return root
 
     def _load(self) -> None:
@@ -592,7 +642,11 @@ class EpisodeStore:
         self._ee: zarr.Array = root["meta"]["episode_ends"]
         data = root["data"]
         self._arrays = {name: arr for name, arr in data.arrays()}
-        ends = [int(e) for e in self._ee[:]] if self._ee.shape[0] else []
+        ends = (
+            [int(e) for e in self._read(self._ee, slice(None), "meta/episode_ends")]
+            if self._ee.shape[0]
+            else []
+        )
         lengths = {name: a.shape[0] for name, a in self._arrays.items()}
         n_valid = validate_layout(self.path, ends, lengths)
         max_len = max(lengths.values()) if lengths else 0
@@ -673,7 +727,15 @@ class EpisodeStore:
         ts = None
         if "timestamp" in self._arrays:
             with self._lock:
-                ts = np.asarray(self._arrays["timestamp"][: ends[-1]], dtype=np.float64).reshape(ends[-1], -1)
+                ts = np.asarray(
+                    self._read(
+                        self._arrays["timestamp"],
+                        slice(0, ends[-1]),
+                        "data/timestamp",
+                        f"steps 0..{ends[-1] - 1}",
+                    ),
+                    dtype=np.float64,
+                ).reshape(ends[-1], -1)
         out = []
         start = 0
         for i, end in enumerate(ends):
@@ -684,13 +746,27 @@ class EpisodeStore:
 
     def get_episode(self, index: int, keys: list[str] | None = None) -> dict[str, np.ndarray]:
         """The arrays of one committed episode (negative index counts from the end)."""
-        _, start, end = self._bounds(index)
+        index, start, end = self._bounds(index)
         names = self.keys if keys is None else keys
         with self._lock:
             missing = [k for k in names if k not in self._arrays]
             if missing:
                 raise KeyError(f"keys {missing} not in the store at {self.path}; it has {self.keys}")
-            return {k: self._arrays[k][start:end] for k in names}
+            where = f"episode {index} (steps {start}..{end - 1} of the store)"
+            return {k: self._read(self._arrays[k], slice(start, end), f"data/{k}", where) for k in names}
+
+    def _read(self, arr: zarr.Array, rows: slice, name: str, where: str = "") -> np.ndarray:
+        """``arr[rows]``; a codec's or checksum's error (a damaged chunk) becomes an EpisodeStoreError
+        naming the store, the array and where."""
+        try:
+            return arr[rows]
+        except Exception as exc:
+            first = (str(exc).splitlines()[0] if str(exc) else "").rstrip(".")
+            at = f" of {where}" if where else ""
+            raise EpisodeStoreError(
+                f"episode store {self.path}: {name}{at} cannot be read ({type(exc).__name__}: {first}); "
+                f"`rig episodes check {self.path}` names every damaged chunk"
+            ) from exc
 
     def iter_episodes(self, keys: list[str] | None = None) -> Iterator[dict[str, np.ndarray]]:
         for i in range(self.n_episodes):
@@ -709,8 +785,11 @@ class EpisodeStore:
         self._open_episode = ep
         return ep
 
-    def add_episode(self, arrays: Mapping[str, Any], wait: bool = True) -> EpisodeInfo | Future[EpisodeInfo]:
-        """Append a whole episode ``{key: (T, ...) array}``; atomic (data first, then episode_ends).
+    def add_episode(
+        self, arrays: Mapping[str, Any], wait: bool = True, attrs: Mapping[str, Any] | None = None
+    ) -> EpisodeInfo | Future[EpisodeInfo]:
+        """Append a whole episode ``{key: (T, ...) array}``; atomic (data first, then episode_ends,
+        then ``attrs`` as ``commit`` writes them).
 
         Gives the same stored data as streaming the same steps. Blocks until durable and returns its
         EpisodeInfo, or with ``wait=False`` returns a Future of it.
@@ -735,7 +814,7 @@ class EpisodeStore:
         token = self._next_token
         self._next_token += 1
         self._submit(_Job("batch", token=token, arrays=batch, length=length))
-        job = self._submit(_Job("commit", token=token, length=length))
+        job = self._submit(_Job("commit", token=token, length=length, attrs=attrs))
         return job.future.result() if wait else job.future
 
     def delete_last(self) -> EpisodeInfo:
@@ -901,18 +980,25 @@ class EpisodeStore:
                 step_bytes = max(1, int(np.prod(spec.step_shape, dtype=np.int64)) * spec.dtype.itemsize)
                 chunks = (max(1, min(LOW_DIM_CHUNK_STEPS, (4 << 20) // step_bytes)), *spec.step_shape)
                 codec = _low_dim_codec()
+            fmt = self._group.metadata.zarr_format
             self._arrays[k] = data.create_array(
                 k,
                 shape=(self.n_steps, *spec.step_shape),
                 chunks=chunks,
                 dtype=spec.dtype,
-                compressors=codec,
                 fill_value=0,
+                **array_codecs(fmt, codec, self.checksums),
             )
             if spec.is_image and self.image_codec in _IMAGECODECS:
                 cls, params = _IMAGECODECS[self.image_codec]
-                write_compressor(self._group, self._arrays[k], cls.codec_id, params)
+                image = {"id": cls.codec_id, **params}
+                if self.checksums:
+                    write_codecs(self._group, self._arrays[k], [image], {"id": CHECKSUM_V2})
+                else:
+                    write_codecs(self._group, self._arrays[k], None, image)
                 self._arrays[k] = self._group[self._arrays[k].path]
+            if self.checksums and CHECKSUM_ATTR not in self._group.attrs:
+                self._group.attrs[CHECKSUM_ATTR] = CHECKSUM_V2 if fmt == 2 else CHECKSUM_V3
 
     def _do_barrier(self, job: _Job) -> None:
         return None
@@ -928,7 +1014,9 @@ class EpisodeStore:
         assert job.arrays is not None
         self._set_rows(pos + n)
         for k, arr in self._arrays.items():
-            arr[pos : pos + n] = job.arrays[k]
+            # Every chunk is stored, even one that equals the fill value (zarr's default skips those):
+            # `rig episodes check` then knows a missing chunk file is damage, not a black frame.
+            arr.with_config({"write_empty_chunks": True})[pos : pos + n] = job.arrays[k]
         self._w_written += n
 
     def _do_commit(self, job: _Job) -> EpisodeInfo:
@@ -942,7 +1030,7 @@ class EpisodeStore:
         # Data is on disk (zarr writes synchronously); only now does the episode become visible.
         e = len(self._ends)
         self._ee = resize_rows(self._group, self._ee, e + 1)
-        self._ee[e] = end
+        self._ee.with_config({"write_empty_chunks": True})[e] = end
         self._ends.append(end)
         self._w_token = -1
         if job.attrs is not None:

@@ -99,30 +99,86 @@ def run(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
                 )
             if media:
                 export_media(store, episodes, media, out)
-    except ValueError as exc:
+    except (ValueError, EpisodeStoreError) as exc:  # the user's input: arguments, path, store
         print(f"rig episodes export: {exc}", file=sys.stderr)
         return 2
-    except (EpisodeStoreError, OSError) as exc:
+    except OSError as exc:  # the machine's: disk full, permissions
         print(f"rig episodes export: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
 def export_media(store: Any, episodes: list[int], media: dict[str, Path], out: TextIO) -> None:
+    """Write the media of each episode in turn. Ctrl-C (SIGINT) is taken as a request between frames,
+    never inside a zarr read or an encoder call: the episode being written is removed, the complete
+    ones are kept, and :class:`robot.interrupt.Interrupted` says which."""
+    import signal
+    import threading
+
     from collection import export_media as em
     from robot.cameras.config import VideoConfig
 
     video_config = VideoConfig(preset="veryfast", crf=20)  # offline: a little more CPU for sharper files
-    for index in episodes:
-        arrays = store.get_episode(index)
-        parts = []
-        if "video" in media:
-            paths = em.export_video(arrays, index, media["video"], video_config)
-            parts.append(f"{len(paths)} videos in {media['video'] / em.episode_name(index)}")
-        if "frames" in media:
-            folders = em.export_frames(arrays, index, media["frames"])
-            n = len(next(iter(arrays.values())))
-            parts.append(f"{n} frames x {len(folders)} cameras in {media['frames'] / em.episode_name(index)}")
-        if "plots" in media:
-            parts.append(f"plot {em.export_plot(arrays, index, media['plots'], f'{store.path.name} ')}")
-        print(f"episode {index}: " + "; ".join(parts), file=out, flush=True)
+    asked = threading.Event()
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, lambda *_: asked.set())
+    done: list[int] = []
+    index = None
+    try:
+        for index in episodes:
+            if asked.is_set():
+                raise KeyboardInterrupt
+            arrays = store.get_episode(index)
+            parts = []
+            if "video" in media:
+                paths = em.export_video(arrays, index, media["video"], video_config, asked.is_set)
+                parts.append(f"{len(paths)} videos in {media['video'] / em.episode_name(index)}")
+            if "frames" in media:
+                folders = em.export_frames(arrays, index, media["frames"], asked.is_set)
+                n = len(next(iter(arrays.values())))
+                parts.append(
+                    f"{n} frames x {len(folders)} cameras in {media['frames'] / em.episode_name(index)}"
+                )
+            if "plots" in media:
+                parts.append(f"plot {em.export_plot(arrays, index, media['plots'], f'{store.path.name} ')}")
+            done.append(index)
+            print(f"episode {index}: " + "; ".join(parts), file=out, flush=True)
+    except KeyboardInterrupt:
+        from robot.interrupt import Interrupted
+
+        partial = index if index is not None and index not in done else None
+        removed = _remove_episode_media(media, partial) if partial is not None else []
+        where = ", ".join(str(d) for d in media.values())
+        kept = (
+            f"kept the {len(done)} complete episode(s) {_span(done)} in {where}"
+            if done
+            else "no episode was complete, nothing kept"
+        )
+        gone = f"; removed the partial episode {partial} ({', '.join(removed)})" if removed else ""
+        raise Interrupted(kept + gone) from None
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _span(indices: list[int]) -> str:
+    return str(indices[0]) if len(indices) == 1 else f"{indices[0]}..{indices[-1]}"
+
+
+def _remove_episode_media(media: dict[str, Path], index: int) -> list[str]:
+    """Delete what episode ``index`` left in each media folder; returns the paths removed."""
+    import shutil
+
+    from collection.export_media import episode_name
+
+    removed = []
+    for kind, folder in media.items():
+        path = folder / (f"{episode_name(index)}.png" if kind == "plots" else episode_name(index))
+        if path.is_dir():
+            shutil.rmtree(path)
+            removed.append(str(path))
+        elif path.exists():
+            path.unlink()
+            removed.append(str(path))
+    return removed

@@ -381,7 +381,8 @@ def export_lerobot(
     LeRobot v3.0 dataset; they become LeRobot episodes 0, 1, ... in that order.
 
     ``out_dir`` must not exist or be empty (nothing is overwritten). ``task``: the task string of
-    every frame (default: the store's name). ``fps``: the store's control rate (``1 / dt_s``; its
+    every frame (default: each episode's own, ``task``/``tasks`` of its episode attributes as an
+    import keeps them, else the store's name). ``fps``: the store's control rate (``1 / dt_s``; its
     recorded timestamps jitter with the load of the machine, so they are not used to guess it).
     Raises ValueError with one clear line (and then leaves no ``out_dir`` behind).
     """
@@ -415,7 +416,22 @@ def _export(
     if int(fps) != fps or fps < 1:
         raise ValueError(f"LeRobot datasets need a whole number of frames per second, got fps={fps}")
     fps = int(fps)
-    task = task or store.path.name.removesuffix(".zarr")
+    default_task = store.path.name.removesuffix(".zarr")
+    task_list: list[str] = []  # tasks.parquet: task_index -> string, in first-seen order
+
+    def episode_tasks(index: int) -> list[str]:
+        if task:
+            names = [task]
+        else:
+            attrs = store.episode_attrs(index)
+            names = (
+                [str(t) for t in attrs.get("tasks") or [attrs["task"]]] if "task" in attrs else [default_task]
+            )
+        for name in names:
+            if name not in task_list:
+                task_list.append(name)
+        return names
+
     first = store.get_episode(episodes[0])
     cameras = [k for k in store.keys if is_image_step(first[k].shape[1:], first[k].dtype)]
     low_dim = [k for k in store.keys if k not in cameras]
@@ -453,6 +469,7 @@ def _export(
             arrays = store.get_episode(store_index)
             length = infos[store_index].length
             frame_index = np.arange(length, dtype=np.int64)
+            tasks = episode_tasks(store_index)
             # One value per step is a scalar column (LeRobot's shape (1,)), more a fixed-size list.
             columns = {feature_name(k): _per_step(arrays[k]) for k in low_dim}
             columns.update(
@@ -460,7 +477,7 @@ def _export(
                 frame_index=frame_index,
                 episode_index=np.full(length, lerobot_index, np.int64),
                 index=np.arange(n_frames, n_frames + length, dtype=np.int64),
-                task_index=np.zeros(length, np.int64),
+                task_index=np.full(length, task_list.index(tasks[0]), np.int64),
             )
             table = pa.table({name: _arrow_column(v) for name, v in columns.items()})
             if data_tables and data_bytes + table.nbytes > DATA_FILE_SIZE_MB * 1e6:
@@ -471,7 +488,7 @@ def _export(
             data_bytes += table.nbytes
             row: dict[str, Any] = {
                 "episode_index": lerobot_index,
-                "tasks": [task],
+                "tasks": tasks,
                 "length": length,
                 "data/chunk_index": data_cursor.chunk_index,
                 "data/file_index": data_cursor.file_index,
@@ -501,7 +518,7 @@ def _export(
     _write_parquet(
         pq, pa, out / EPISODES_PATH.format(chunk_index=0, file_index=0), [pa.Table.from_pylist(episode_rows)]
     )
-    _write_tasks(out / "meta/tasks.parquet", [task])
+    _write_tasks(out / "meta/tasks.parquet", task_list)
     stats = {name: aggregate_stats([s[name] for s in per_episode_stats]) for name in per_episode_stats[0]}
     (out / "meta/stats.json").write_text(json.dumps(_jsonable(stats), indent=2))
     info_json = {
@@ -509,7 +526,7 @@ def _export(
         "robot_type": robot_type,
         "total_episodes": len(episode_rows),
         "total_frames": n_frames,
-        "total_tasks": 1,
+        "total_tasks": len(task_list),
         "chunks_size": CHUNKS_SIZE,
         "data_files_size_in_mb": DATA_FILE_SIZE_MB,
         "video_files_size_in_mb": VIDEO_FILE_SIZE_MB,

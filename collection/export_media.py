@@ -19,6 +19,7 @@ Files (``<i>`` = the episode's index in the store, 6 digits):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +53,20 @@ def episode_name(index: int) -> str:
     return f"episode_{index:06d}"
 
 
-def export_video(arrays: dict[str, np.ndarray], index: int, out_dir: Path, config: VideoConfig) -> list[Path]:
-    """One mp4 per camera of an episode (presentation times = the steps' timestamps)."""
+def _never() -> bool:
+    return False
+
+
+def export_video(
+    arrays: dict[str, np.ndarray],
+    index: int,
+    out_dir: Path,
+    config: VideoConfig,
+    stop: Callable[[], bool] = _never,
+) -> list[Path]:
+    """One mp4 per camera of an episode (presentation times = the steps' timestamps). ``stop()`` is
+    asked before each frame: True ends the export with KeyboardInterrupt (the open mp4 is closed
+    first; the caller removes what the episode left)."""
     from robot.cameras.video_recorder import EpisodeMp4
 
     times = step_times_s(arrays)
@@ -70,15 +83,22 @@ def export_video(arrays: dict[str, np.ndarray], index: int, out_dir: Path, confi
         # yuv420p needs even sizes: crop the last row/column of odd-sized frames.
         frames = frames[:, : h - h % 2, : w - w % 2]
         mp4 = EpisodeMp4(path, frames.shape[2], frames.shape[1], fps, config)
-        for step, (img, t) in enumerate(zip(frames, times, strict=True)):
-            mp4.add(np.ascontiguousarray(img), float(t), float(t), step, step)
-        mp4.close()
+        try:
+            for step, (img, t) in enumerate(zip(frames, times, strict=True)):
+                if stop():
+                    raise KeyboardInterrupt
+                mp4.add(np.ascontiguousarray(img), float(t), float(t), step, step)
+        finally:
+            mp4.close()
         paths.append(path)
     return paths
 
 
-def export_frames(arrays: dict[str, np.ndarray], index: int, out_dir: Path) -> list[Path]:
-    """Every step's image of every camera as a PNG; returns the per-camera folders."""
+def export_frames(
+    arrays: dict[str, np.ndarray], index: int, out_dir: Path, stop: Callable[[], bool] = _never
+) -> list[Path]:
+    """Every step's image of every camera as a PNG; returns the per-camera folders. ``stop()``: as
+    for :func:`export_video`."""
     import cv2
 
     folders = []
@@ -86,6 +106,8 @@ def export_frames(arrays: dict[str, np.ndarray], index: int, out_dir: Path) -> l
         folder = out_dir / episode_name(index) / key
         folder.mkdir(parents=True, exist_ok=True)
         for step, img in enumerate(arrays[key]):
+            if stop():
+                raise KeyboardInterrupt
             bgr = img[..., ::-1] if img.shape[-1] == 3 else img
             if not cv2.imwrite(str(folder / f"{step:06d}.png"), bgr):
                 raise OSError(f"cannot write {folder / f'{step:06d}.png'}")

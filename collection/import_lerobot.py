@@ -12,10 +12,21 @@ dtypes and low-dim values back exactly; frames come back as the video decodes th
   with dots as underscores;
 - ``host_timestamp`` -> ``timestamp``; without it (datasets recorded elsewhere) ``timestamp`` is
   LeRobot's float32 ``timestamp`` (s from the episode start) as float64, rounded to the microsecond;
-- LeRobot's bookkeeping (``frame_index``, ``episode_index``, ``index``, ``task_index``) and strings
-  are left out. A one-value feature (shape (1,)) becomes a scalar per step.
+- LeRobot's bookkeeping (``frame_index``, ``episode_index``, ``index``, ``task_index``) is left
+  out. A one-value feature (shape (1,)) becomes a scalar per step. What cannot be taken (string
+  features, non-image features of more than one dimension such as a (2, 3) ``observation.state``)
+  is left out and named with its shape (``dropped`` in the summary; ``rig episodes import`` prints it).
+- Each episode's task strings (``tasks`` of ``meta/episodes``) become its episode attributes
+  (``{"task": first, "tasks": all}`` when there are several); the export writes them back.
 
 The store records ``dt_s = 1 / fps`` (what ``rig train`` steps by).
+
+Atomic: the store is built in a hidden folder beside ``store_path`` and renamed into place only when
+every episode is in; a failure (or Ctrl-C) removes it, so nothing is left and a retry starts clean.
+
+Image codec: by default the source's kind: ``image`` features stored as PNG (lossless) are stored
+``jpegxl_lossless``, videos (lossy already) with the default ``jpegxl``. A lossy codec asked for
+lossless images is used, with one warning giving the PSNR measured on the first episode.
 
 Frames: each episode's frames are decoded (PyAV) from its video file between its
 ``from_timestamp`` and ``to_timestamp``; a missing or extra frame is an error naming the episode and
@@ -25,6 +36,9 @@ camera. ``image`` features (PNG/JPEG bytes in the parquet) are decoded with Open
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -55,6 +69,8 @@ def store_keys(features: dict[str, dict[str, Any]]) -> dict[str, str]:
     for f, ft in features.items():
         if f in out or ft["dtype"] == "string" or (f in LEROBOT_INDEX_FEATURES and f != "timestamp"):
             continue
+        if len(ft.get("shape") or []) > 1:
+            continue  # see dropped_features
         if f == "timestamp":
             if "host_timestamp" not in features:
                 out[f] = "timestamp"
@@ -65,6 +81,27 @@ def store_keys(features: dict[str, dict[str, Any]]) -> dict[str, str]:
         else:
             out[f] = f.removeprefix("observation.").replace(".", "_")
     return out
+
+
+def dropped_features(features: dict[str, dict[str, Any]]) -> list[str]:
+    """The features an import leaves out, each with its dtype and shape and why."""
+    out = []
+    for f, ft in features.items():
+        shape = tuple(ft.get("shape") or ())
+        if ft["dtype"] == "string":
+            out.append(f"{f} (string, shape {shape}): strings are not stored")
+        elif ft["dtype"] not in ("video", "image") and len(shape) > 1 and f not in LEROBOT_INDEX_FEATURES:
+            out.append(f"{f} ({ft['dtype']}, shape {shape}): only scalars and vectors per step are imported")
+    return out
+
+
+LOSSY_CODECS = ("jpegxl", "jpeg2k")
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def _psnr_db(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def _is_our_camera(feature: str) -> bool:
@@ -136,11 +173,14 @@ def import_lerobot(
     dataset_dir: str | Path,
     store_path: str | Path,
     *,
-    image_codec: str = DEFAULT_IMAGE_CODEC,
+    image_codec: str | None = None,
     progress: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write every episode of the LeRobot v3 dataset at ``dataset_dir`` into a new store at
-    ``store_path`` (which must not exist). Returns ``{"episodes", "steps", "keys"}``."""
+    ``store_path`` (which must not exist; created only when complete). ``image_codec``: None follows
+    the source (see the module docstring). Returns ``{"episodes", "steps", "keys", "dropped",
+    "image_codec"}``; ``warn`` gets the one lossy-codec warning."""
     root = Path(dataset_dir)
     store_path = Path(store_path)
     say = progress or (lambda _msg: None)
@@ -159,9 +199,63 @@ def import_lerobot(
     features: dict[str, dict[str, Any]] = info["features"]
     fps = int(info["fps"])
     keys = store_keys(features)
+    dropped = dropped_features(features)
     episodes = _read_tables(sorted((root / "meta" / "episodes").glob("*/*.parquet"))).to_pylist()
     episodes.sort(key=lambda row: row["episode_index"])
     data = _read_tables(sorted((root / "data").glob("*/*.parquet")))
+    png = [
+        f
+        for f, ft in features.items()
+        if ft["dtype"] == "image" and len(data) and bytes(data.column(f)[0].as_py()["bytes"][:8]) == PNG_MAGIC
+    ]
+    codec = image_codec or ("jpegxl_lossless" if png else DEFAULT_IMAGE_CODEC)
+    parent = store_path.resolve().parent
+    made_parent = not parent.exists()
+    parent.mkdir(parents=True, exist_ok=True)
+    build_dir = Path(tempfile.mkdtemp(prefix=f".{store_path.name}.importing-", dir=parent))
+    try:
+        n_steps = _build(
+            root, info, features, keys, episodes, data, fps, codec, build_dir / store_path.name, say
+        )
+        if png and codec in LOSSY_CODECS and warn is not None:
+            with EpisodeStore.open(build_dir / store_path.name, "r") as built:
+                ep = int(episodes[0]["episode_index"])
+                first = data.take(np.flatnonzero(_column(data, "episode_index", "int64") == ep))
+                worst = min(
+                    _psnr_db(_decode_images(first.column(f)), built.get_episode(0, [keys[f]])[keys[f]])
+                    for f in png
+                )
+            warn(
+                f"{', '.join(png)}: lossless PNG images stored with the lossy codec {codec}: PSNR {worst:.1f} dB "
+                f"on episode {ep} (--image-codec jpegxl_lossless keeps them exact)"
+            )
+        os.rename(build_dir / store_path.name, store_path)  # fails, keeping nothing, if it appeared meanwhile
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+        if made_parent and not store_path.exists():
+            shutil.rmtree(parent, ignore_errors=True)
+    return {
+        "episodes": len(episodes),
+        "steps": n_steps,
+        "keys": sorted(keys.values()),
+        "dropped": dropped,
+        "image_codec": codec,
+    }
+
+
+def _build(
+    root: Path,
+    info: dict[str, Any],
+    features: dict[str, dict[str, Any]],
+    keys: dict[str, str],
+    episodes: list[dict[str, Any]],
+    data: Any,
+    fps: int,
+    image_codec: str,
+    store_path: Path,
+    say: Callable[[str], None],
+) -> int:
+    """Write the episodes into a new store at ``store_path``; returns the number of steps."""
     episode_of_row = _column(data, "episode_index", "int64")
     index_of_row = _column(data, "index", "int64")
     n_steps = 0
@@ -201,7 +295,9 @@ def import_lerobot(
                     arrays[key] = _column(table, feature, "float64" if key == "timestamp" else ft["dtype"])
                     if feature == "timestamp":  # float32 seconds: 0.30000001 -> 0.3
                         arrays[key] = np.round(arrays[key], 6)
-            store.add_episode(arrays)
+            tasks = [str(t) for t in (ep.get("tasks") or [])]
+            attrs = {"task": tasks[0], **({"tasks": tasks} if len(tasks) > 1 else {})} if tasks else None
+            store.add_episode(arrays, attrs=attrs)
             n_steps += length
             say(f"episode {e}: {length} steps")
-    return {"episodes": len(episodes), "steps": n_steps, "keys": sorted(keys.values())}
+    return n_steps

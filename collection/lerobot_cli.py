@@ -2,7 +2,9 @@
 (collection/import_lerobot.py). The other direction is ``rig episodes export STORE --format lerobot DIR``
 (collection/export_cli.py with collection/export_lerobot.py).
 
-Errors (no dataset, not a v3 dataset, STORE exists, ...) print one line and exit 2.
+Errors (no dataset, not a v3 dataset, STORE exists, a failure mid-way, ...) print one line and exit
+2, leaving nothing (the store is built aside and renamed into place when complete). Features left
+out are printed one per line (``left out NAME (dtype, shape S): why``).
 """
 
 from __future__ import annotations
@@ -24,7 +26,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     im.add_argument("path", type=Path, metavar="DIR", help="LeRobot dataset folder")
     im.add_argument("--format", choices=FORMATS, required=True, help="dataset format")
     im.add_argument("store", type=Path, metavar="STORE", help="new episode store (.zarr)")
-    im.add_argument("--image-codec", choices=IMAGE_CODECS, default=DEFAULT_IMAGE_CODEC)
+    im.add_argument(
+        "--image-codec",
+        choices=IMAGE_CODECS,
+        default=None,
+        help=f"default: jpegxl_lossless for PNG image features (exact), {DEFAULT_IMAGE_CODEC} for videos",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -35,11 +42,20 @@ def run(args: argparse.Namespace) -> int:
     try:
         if not args.path.is_dir():
             raise FileNotFoundError(f"no LeRobot dataset at {args.path}")
-        s = import_lerobot(args.path, args.store, image_codec=args.image_codec, progress=print)
+        s = import_lerobot(
+            args.path,
+            args.store,
+            image_codec=args.image_codec,
+            progress=print,
+            warn=lambda msg: print(f"rig episodes import: warning: {msg}", file=sys.stderr),
+        )
     except (FileNotFoundError, FileExistsError, ValueError, EpisodeStoreError) as exc:
-        print(f"rig episodes import: {exc}", file=sys.stderr)
+        print(f"rig episodes import: {exc} (nothing was written)", file=sys.stderr)
         return 2
+    for what in s["dropped"]:
+        print(f"left out {what}")
     print(
-        f"imported {s['episodes']} episodes, {s['steps']} steps into {args.store}; keys: {', '.join(s['keys'])}"
+        f"imported {s['episodes']} episodes, {s['steps']} steps into {args.store}; keys: {', '.join(s['keys'])}; "
+        f"images: {s['image_codec']}"
     )
     return 0

@@ -12,6 +12,10 @@
     rig episodes convert-time PATH OUT [--lead-s S]         a legacy store's actions to the action-time
                                                             rule, into a new store (convert_time.py)
 
+Exit status, as every ``rig`` command: 0 done, 2 a user error (no store at the path, not an episode
+store, no such episode; one line on stderr), 1 a finding or a refusal (``check`` found problems,
+``repair`` refused, ``delete-last`` answered no or the store changed while asking).
+
 ``list`` and ``show`` open the store read only and never change it; ``delete-last`` asks on a read-only
 view and opens the store for appending only after a yes (which also drops trailing data left by a
 crash, and says so).
@@ -96,7 +100,7 @@ def _cmd_show(store: EpisodeStore, index: int) -> int:
     info = store.episodes()[index] if -store.n_episodes <= index < store.n_episodes else None
     if info is None:
         print(f"rig episodes: no episode {index}; {store.path} has {store.n_episodes}", file=sys.stderr)
-        return 1
+        return 2
     print(f"{_describe(info)}: steps [{info.start}, {info.end}) of {store.path}")
     arrays = store.get_episode(info.index)
     print(f"  {'key':<20} {'shape':<22} {'dtype':<8} {'min':>10} {'max':>10}")
@@ -118,7 +122,7 @@ def _cmd_delete_last(store: EpisodeStore, yes: bool) -> int:
     which opening for append drops)."""
     if store.n_episodes == 0:
         print(f"rig episodes: {store.path} has no episodes to delete", file=sys.stderr)
-        return 1
+        return 2
     last = store.episodes()[-1]
     if not yes:
         try:
@@ -169,7 +173,7 @@ def main(argv: list[str]) -> int:
         return run(args)
     if not args.path.exists():
         print(f"rig episodes: no episode store at {args.path}", file=sys.stderr)
-        return 1
+        return 2
     if args.command in ("check", "repair"):
         from collection.store_check import check_store, repair_store
 
@@ -183,6 +187,6 @@ def main(argv: list[str]) -> int:
             if args.command == "show":
                 return _cmd_show(store, args.index)
             return _cmd_delete_last(store, args.yes)
-    except EpisodeStoreError as exc:
+    except EpisodeStoreError as exc:  # not an episode store, or one that cannot be read as one
         print(f"rig episodes: {exc}", file=sys.stderr)
-        return 1
+        return 2

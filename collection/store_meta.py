@@ -9,8 +9,9 @@ unreadable there, even the reference's own store after one ``delete-last``. Henc
 - ``resize_rows`` changes only ``shape[0]`` in ``.zarray`` (every other key, and ``.zattrs``, stays
   exactly as it was) and deletes the chunk files past the new end, as ``zarr.Array.resize`` would;
   an array whose length does not change is not touched at all.
-- ``write_compressor`` records a new array's compressor as only the parameters this project chose
-  (``{"id": "imagecodecs_jpeg2k", "level": 50}``), which every imagecodecs version accepts.
+- ``write_codecs`` records a new array's image codec as only the parameters this project chose
+  (``{"id": "imagecodecs_jpeg2k", "level": 50}``), which every imagecodecs version accepts, and its
+  checksum as ``{"id": "crc32"}`` (what numcodecs before 0.13, the reference's, reads).
 
 Zarr format 3 stores and zipped stores go through zarr's own ``resize``.
 """
@@ -64,11 +65,14 @@ def resize_rows(root: zarr.Group, arr: zarr.Array, n_rows: int) -> zarr.Array:
     return root[arr.path]
 
 
-def write_compressor(root: zarr.Group, arr: zarr.Array, codec_id: str, params: dict[str, Any]) -> None:
-    """Record ``arr``'s compressor as ``{"id": codec_id, **params}`` (format 2 directory stores only)."""
+def write_codecs(
+    root: zarr.Group, arr: zarr.Array, filters: list[dict[str, Any]] | None, compressor: dict[str, Any] | None
+) -> None:
+    """Record ``arr``'s filters and compressor as exactly these configs (format 2 directory stores only)."""
     meta_file = _v2_meta_file(root, arr)
     if meta_file is None:
         return
     meta = json.loads(meta_file.read_text())
-    meta["compressor"] = {"id": codec_id, **params}
+    meta["filters"] = filters
+    meta["compressor"] = compressor
     _write_json_atomic(meta_file, meta)

@@ -103,10 +103,10 @@ def run(args: argparse.Namespace, out: Any = sys.stdout) -> int:
                 exe = Path(sys.executable).with_name("rerun")
                 rr.spawn(recording=rec, executable_path=str(exe) if exe.is_file() else None)
             log_store(rec, store, episodes)
-    except ValueError as exc:
+    except (ValueError, EpisodeStoreError) as exc:  # the user's input: arguments, path, store
         print(f"rig episodes view: {exc}", file=sys.stderr)
         return 2
-    except (EpisodeStoreError, OSError, RuntimeError) as exc:
+    except (OSError, RuntimeError) as exc:
         hint = "" if args.save else " (no display? use --save FILE.rrd and open it with `rerun FILE.rrd`)"
         print(f"rig episodes view: {exc}{hint}", file=sys.stderr)
         return 1

@@ -157,6 +157,8 @@ class DatasetConfig(StrictModel):
     num_workers: int = 0
     # Decoded, resized frames kept per worker (bounded; 0 = off). Useful when frames are small.
     image_cache_mb: float = 0.0
+    # Episodes left out of both splits (`rig train --skip-damaged` sets the damaged ones).
+    skip_episodes: list[int] = []
 
 
 class TrainingConfig(StrictModel):

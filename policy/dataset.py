@@ -275,6 +275,10 @@ class EpisodeDataset(torch.utils.data.Dataset):
         self._layout = _Layout(step_index, ds_ends)
         val_mask = split_episodes(self.n_episodes, dataset_cfg.val_ratio, dataset_cfg.seed)
         train_mask = ~val_mask
+        skip = np.zeros(self.n_episodes, dtype=bool)
+        skip[[e for e in dataset_cfg.skip_episodes if 0 <= e < self.n_episodes]] = True
+        val_mask &= ~skip
+        train_mask &= ~skip
         if dataset_cfg.max_train_episodes is not None:
             chosen = np.flatnonzero(train_mask)
             rng = np.random.default_rng(dataset_cfg.seed)
@@ -344,10 +348,14 @@ class EpisodeDataset(torch.utils.data.Dataset):
         row = int(self._layout.step_index[kept_idx])
         try:
             frame = np.asarray(self._root["data"][key][row])
-        except Exception as exc:  # a damaged chunk found mid-training: name the array and the step
+        except Exception as exc:  # a damaged chunk found mid-training: name the array, episode and step
+            ends = self._layout.episode_ends
+            ep = int(np.searchsorted(ends, kept_idx, side="right"))
+            step = row - int(self._layout.step_index[ends[ep - 1]] if ep else 0)
             raise ValueError(
-                f"episode store {self.path}: data/{key} row {row} cannot be decoded ({type(exc).__name__}: "
-                f"{exc}); `rig episodes check {self.path}` lists every damaged step"
+                f"episode store {self.path}: data/{key} episode {ep} step {step} (row {row}) cannot be "
+                f"decoded ({type(exc).__name__}: {exc}); `rig episodes check {self.path}` lists every "
+                "damaged step"
             ) from None
         frame = resize_image(frame, self.policy_cfg.vision.image_size)
         limit = self.dataset_cfg.image_cache_mb * 1e6

@@ -12,6 +12,13 @@ now), keeping the step count, optimizer, LR schedule and EMA. Under ``torchrun``
 DistributedDataParallel. The last line on stdout is one JSON object: ``final_loss`` (mean training
 loss of the last 50 steps), ``train_seconds``, ``steps``, ``checkpoint``, ``run_dir``, ``dt_s`` and the
 last validation metrics.
+
+Before anything is written the store is verified as ``rig episodes check`` does it, less decoding
+the images (collection/store_verify.py: metadata, layout, every chunk present, every checksum,
+low-dim values finite): a store it would flag is refused with one line (exit 2), or with
+``--skip-damaged`` trained without the damaged episodes, named on stderr and kept in the run's
+``dataset.skip_episodes``. A store whose episodes are all shorter than one training window is
+refused the same way.
 """
 
 from __future__ import annotations
@@ -47,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--max-steps", type=int, help="stop after this many optimizer steps in total")
     p.add_argument("--epochs", type=int, help="number of epochs (training.num_epochs)")
+    p.add_argument(
+        "--skip-damaged",
+        action="store_true",
+        help="train without the episodes `rig episodes check` finds damaged (named on stderr) instead of "
+        "refusing the store",
+    )
     return p
 
 
@@ -100,7 +113,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"{exc} (check --dataset)") from None
     if root["meta/episode_ends"].shape[0] == 0:
         raise ConfigError(f"episode store {cfg.dataset.path} has no episodes (check --dataset)")
-    _check_finite(root, cfg.dataset.path)
+    _verify_store(cfg, args.skip_damaged)
+    _check_windows(root, cfg)
     from collection import action_time
 
     note = action_time.describe(root.attrs, root.attrs.get("dt_s"))
@@ -121,30 +135,71 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _check_finite(root: Any, path: str) -> None:
-    """A NaN/inf in a low-dim array of the dataset is named by key, episode and step before training
-    starts (cheap: low-dim arrays are small; images are checked by `rig episodes check`)."""
+def _verify_store(cfg: Any, skip_damaged: bool) -> None:
+    """Refuse a store that `rig episodes check` would flag, before anything is written: metadata,
+    layout, every chunk present, every checksum against the bytes on disk, low-dim values finite
+    (collection/store_verify.py; images are not decoded here). With ``skip_damaged`` the damaged
+    episodes are left out (``dataset.skip_episodes``) and named on stderr; damage to the whole store
+    (metadata, layout) is refused either way. A lost ``dt_s`` is accepted when ``dataset.dt_s`` is set."""
+    from collection.store_verify import verify_store
+
+    path = cfg.dataset.path
+    rep = verify_store(path, decode="checksums")
+    problems = [p for p in rep.problems if not (p.kind == "dt_s" and cfg.dataset.dt_s is not None)]
+    if not problems:
+        return
+    whole = [p for p in problems if p.episodes is None]
+    damaged = sorted({e for p in problems if p.episodes for e in p.episodes})
+    first = (whole or problems)[0].text
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    if whole or not skip_damaged:
+        hint = "" if whole else f"; or pass --skip-damaged to train without episodes {_ranges(damaged)}"
+        raise ConfigError(
+            f"episode store {path} is damaged: {first}{more}. `rig episodes check {path}` lists every "
+            f"problem{hint}"
+        )
+    if len(damaged) >= rep.n_episodes:
+        raise ConfigError(f"episode store {path}: every episode is damaged ({first}{more})")
+    cfg.dataset.skip_episodes = sorted(set(cfg.dataset.skip_episodes) | set(damaged))
+    print(
+        f"rig train: skipping {len(damaged)} damaged episode(s) of {rep.n_episodes}: {_ranges(damaged)} "
+        f"({first}{more})",
+        file=sys.stderr,
+    )
+
+
+def _ranges(values: list[int]) -> str:
+    """``[0, 1, 2, 5]`` -> ``0-2, 5``."""
+    out: list[str] = []
+    for v in values:
+        if out and out[-1].split("-")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)
+
+
+def _check_windows(root: Any, cfg: Any) -> None:
+    """One line (exit 2) when no episode is long enough for one training window (the policy's
+    ``horizon`` steps, less the padding its sampler allows at the ends)."""
     import numpy as np
 
-    from policy.dataset import valid_episode_ends
+    from policy.dataset import create_indices, episode_step_indices, valid_episode_ends
 
-    ends = valid_episode_ends(root, path)
-    for key, arr in root["data"].arrays():
-        if arr.dtype.kind != "f" or arr.ndim > 2:
-            continue
-        try:
-            values = np.asarray(arr[: int(ends[-1])])
-        except Exception as exc:  # any codec's error on a damaged chunk: name the array, not the codec
-            raise ConfigError(
-                f"episode store {path}: data/{key} cannot be decoded ({type(exc).__name__}: {exc}); "
-                f"`rig episodes check {path}` names the episodes"
-            ) from None
-        bad = np.flatnonzero(~np.isfinite(values.reshape(len(values), -1)).all(axis=1))
-        if len(bad):
-            row = int(bad[0])
-            ep = int(np.searchsorted(ends, row, side="right"))
-            step = row - (int(ends[ep - 1]) if ep else 0)
-            raise ConfigError(
-                f"episode store {path}: data/{key} is not finite at episode {ep} step {step} "
-                f"({len(bad)} step(s) in all); fix or drop those episodes (`rig episodes check {path}`)"
-            )
+    pc = cfg.policy
+    ends = valid_episode_ends(root, cfg.dataset.path)
+    _, ds_ends = episode_step_indices(ends, cfg.dataset.downsample)
+    mask = np.ones(len(ends), dtype=bool)
+    mask[[e for e in cfg.dataset.skip_episodes if 0 <= e < len(ends)]] = False
+    windows = create_indices(ds_ends, pc.horizon, pc.n_obs_steps - 1, pc.n_action_steps - 1, mask)
+    if len(windows):
+        return
+    lengths = np.diff(np.concatenate([[0], ds_ends]))[mask]  # in kept (downsampled) steps
+    need = pc.horizon - (pc.n_obs_steps - 1) - (pc.n_action_steps - 1)
+    step = f" at downsample {cfg.dataset.downsample}" if cfg.dataset.downsample > 1 else ""
+    raise ConfigError(
+        f"episode store {cfg.dataset.path}: every episode is shorter than a training window (longest "
+        f"{int(lengths.max()) if len(lengths) else 0} steps{step}; policy.horizon={pc.horizon} with "
+        f"n_obs_steps={pc.n_obs_steps}, n_action_steps={pc.n_action_steps} needs {need} steps): record "
+        "longer episodes or lower policy.horizon"
+    )

@@ -46,3 +46,21 @@ def test_debug_prints_the_traceback_behind_the_line():
     assert plain.returncode == debug.returncode == 2
     assert "Traceback" not in plain.stderr and "Traceback" in debug.stderr
     assert "expected 6 values, got 2" in debug.stderr.splitlines()[-1]
+
+
+@pytest.mark.timeout(120)
+def test_calibrate_robot_latency_against_an_unreachable_ur_is_one_line_and_writes_nothing(tmp_path):
+    import random
+
+    host = (
+        f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"  # nothing listens
+    )
+    cal = tmp_path / "cal.yaml"
+    out = _rig("calibrate", "robot-latency", "arm.backend=ur", f"arm.host={host}", "--out", str(cal),
+               "--plots", str(tmp_path / "plots"))  # fmt: skip
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-3000:]
+    line, hint = out.stderr.strip().splitlines()  # the message, then where the traceback went
+    assert line.startswith("rig calibrate: ") and f"UR at {host}:29999: connection refused" in line
+    assert line.endswith("(no calibration file was written)")
+    assert hint.startswith("rig calibrate: the traceback is in ")
+    assert not cal.exists()

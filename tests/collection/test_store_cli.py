@@ -62,7 +62,7 @@ def test_show_prints_keys_shapes_and_ranges(store_path: Path, capsys) -> None:
     assert keys == sorted(keys)  # stable order
     ts = next(line for line in out.splitlines() if line.split()[:1] == ["timestamp"])
     assert ts.split()[-4:] == ["0.000", "s", "2.000", "s"] and "e+" not in out  # readable span
-    assert rig(["episodes", "show", str(store_path), "3"]) == 1
+    assert rig(["episodes", "show", str(store_path), "3"]) == 2  # a user error
     assert "no episode 3" in capsys.readouterr().err
 
 
@@ -85,7 +85,9 @@ def test_delete_last_deletes_on_yes_and_with_flag(store_path: Path, capsys, monk
 
 
 def test_missing_store_is_reported(tmp_path: Path, capsys) -> None:
-    assert rig(["episodes", "list", str(tmp_path / "nope.zarr")]) == 1
+    for command in ("list", "show", "delete-last", "check", "repair"):  # one rule: a user error is 2
+        extra = ["0"] if command == "show" else []
+        assert rig(["episodes", command, str(tmp_path / "nope.zarr"), *extra]) == 2
     assert "no episode store at" in capsys.readouterr().err
 
 
@@ -191,6 +193,8 @@ def test_a_zipped_store_opens_for_the_cli_and_for_training_alike(store_path: Pat
     zipped = Path(shutil.make_archive(str(store_path), "zip", store_path))  # demo.zarr.zip
     assert rig(["episodes", "list", str(zipped)]) == 0
     assert "3 episodes, 38 steps" in capsys.readouterr().out
+    assert rig(["episodes", "check", str(zipped)]) == 0  # every chunk found and verified inside the zip
+    assert "3 episodes, 38 steps, 3 arrays: no problem(s)" in capsys.readouterr().out
     root = open_store(zipped)
     assert [int(e) for e in root["meta/episode_ends"][:]] == [11, 32, 38]
 

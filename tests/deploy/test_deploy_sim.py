@@ -378,6 +378,7 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     assert summary["per_episode"][1]["seed"] == 100_001
     s = EpisodeStore.open(store, "r")
     assert s.n_episodes == 2
+    assert s.dt_s == 0.1  # the rig's step period, recorded as collection records it
     assert {"action", "chunk_index", "inference_latency_s", "dropped_actions", "camera_0"} <= set(s.keys)
     # Evaluation video per camera, like collection's, named in the summary and in the episode lines.
     for e in summary["per_episode"]:

@@ -217,7 +217,7 @@ def test_the_store_s_recorded_dt_is_used_and_disagreeing_timestamps_are_warned(t
     assert "recorded dt_s=0.15 s, but its timestamps step by 0.1 s" in caplog.text
 
 
-def test_a_damaged_frame_met_mid_training_is_named_by_array_and_row(tmp_path):
+def test_a_damaged_frame_met_mid_training_is_named_by_array_episode_and_step(tmp_path):
     from collection.episode_store import EpisodeStore
 
     path = tmp_path / "s.zarr"
@@ -231,10 +231,13 @@ def test_a_damaged_frame_met_mid_training_is_named_by_array_and_row(tmp_path):
                     "timestamp": 0.1 * np.arange(6) + i,
                 }
             )
-    chunk = path / "data" / "camera_0" / "0.0.0.0"
+    chunk = path / "data" / "camera_0" / "8.0.0.0"  # episode 1, step 2
     chunk.write_bytes(chunk.read_bytes()[:20])
     pc, dc = _cfgs()
     ds = EpisodeDataset(path, pc, dc, "train")
-    with pytest.raises(ValueError, match=r"data/camera_0 row 0 cannot be decoded .*rig episodes check"):
+    with pytest.raises(
+        ValueError,
+        match=r"data/camera_0 episode 1 step 2 \(row 8\) cannot be decoded .*checksum.*rig episodes check",
+    ):
         for i in range(len(ds)):
             ds[i]

@@ -267,7 +267,7 @@ def test_a_nan_in_the_dataset_is_named_by_key_episode_and_step_before_anything_i
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert "data/action is not finite at episode 2 step 5" in out.stderr
+    assert "data/action: episode 2 step 5: not finite" in out.stderr
     assert not (tmp_path / "run").exists()
 
 
@@ -309,5 +309,8 @@ def test_train_names_a_damaged_low_dim_chunk_before_writing_anything(tmp_path):
         capture_output=True, text=True, timeout=120,
     )  # fmt: skip
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
-    assert "data/action cannot be decoded" in out.stderr and "rig episodes check" in out.stderr
+    assert (
+        "data/action: episodes 0..2 (episode 0 step 0 .. episode 2 step 11): cannot be decoded" in out.stderr
+    )
+    assert "rig episodes check" in out.stderr and len(out.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
