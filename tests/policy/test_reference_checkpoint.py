@@ -1,0 +1,164 @@
+"""A Diffusion Policy reference checkpoint, converted by ``rig policy import-reference``, reproduces the
+reference's own outputs.
+
+The reference's model code (tests/policy/reference_dp/, MIT, carried unmodified) runs in its own
+virtualenv (``reference_dp/requirements.txt`` + ``no_deps.txt``), built once into
+``.cache/reference-policy/`` (ignored by git; rebuilt when those files change; tests/compat_venv.py).
+There ``harness.py`` builds a small checkpoint from random weights (EMA weights different from the
+training weights) with the reference's real-world workspace config, saves it with the workspace's own
+``save_checkpoint`` (dill, OmegaConf config), and records its outputs for one observation. Here the
+file is converted through the CLI and the run is loaded the way ``rig deploy`` loads it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.compat_venv import compat_python
+
+pytestmark = pytest.mark.timeout(900)
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent / "reference_dp"
+CACHE = REPO / ".cache" / "reference-policy"
+TOL = 1e-4  # normalized units
+
+
+def reference_policy_python() -> Path:
+    """The reference policy's virtualenv (built once; a failed build raises)."""
+    return compat_python(CACHE, HERE / "requirements.txt", HERE / "no_deps.txt", what="reference policy")
+
+
+@pytest.fixture(scope="module")
+def reference_python() -> Path:
+    return reference_policy_python()
+
+
+@pytest.fixture(scope="module", params=["image", "hybrid"])
+def converted(request, reference_python: Path, tmp_path_factory) -> dict:
+    kind = request.param
+    out = tmp_path_factory.mktemp(f"ref_{kind}")
+    done = subprocess.run(
+        [str(reference_python), str(HERE / "harness.py"), kind, str(out)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    run = out / "run"
+    cli = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robot.cli",
+            "policy",
+            "import-reference",
+            str(out / "ref.ckpt"),
+            "--out",
+            str(run),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    summary = json.loads(cli.stdout.strip().splitlines()[-1])
+    return {
+        "kind": kind,
+        "run": run,
+        "stdout": cli.stdout,
+        "summary": summary,
+        "ref": torch.load(out / "outputs.pt", weights_only=True),
+        "obs": dict(np.load(out / "obs.npz")),
+    }
+
+
+def _policy(run: Path):
+    from deploy.policy_client import PolicySpec, load_policy
+
+    return load_policy(PolicySpec(str(run), "cpu"))  # as rig deploy and deploy.serving load it
+
+
+def test_the_cli_prints_the_key_table_and_takes_steps_from_the_checkpoint(converted) -> None:
+    s = converted["summary"]
+    ref = converted["ref"]
+    assert (
+        s["policy_class"]
+        == {
+            "image": "DiffusionUnetImagePolicy",
+            "hybrid": "DiffusionUnetHybridImagePolicy",
+        }[converted["kind"]]
+    )
+    assert s["weights"] == "ema_model"
+    assert (s["n_obs_steps"], s["n_action_steps"], s["horizon"]) == (2, 8, 16)
+    assert s["num_inference_steps"] == ref["num_inference_steps"]
+    table = converted["stdout"]
+    for key in ("camera_1", "camera_3", "robot_eef_pose", "action"):
+        assert any(line.split()[:2] == [key, key] for line in table.splitlines()), table
+
+
+def test_features_noise_prediction_and_chunk_match_the_reference(converted) -> None:
+    ref, obs = converted["ref"], converted["obs"]
+    policy = _policy(converted["run"])
+    model = policy.model
+    with torch.inference_mode():
+        t = policy._obs_tensors(obs)
+        feats = model.obs_encoder({k: v[:, : policy.n_obs_steps] for k, v in t.items()})
+        feat_err = (feats.reshape(-1, feats.shape[-1]) - ref["features"]).abs().max().item()
+        eps = model.unet(ref["step_sample"], ref["step_t"], global_cond=model.encode_obs(t))
+        eps_err = (eps - ref["step_eps"]).abs().max().item()
+        chunk = policy.predict(obs, seed=int(ref["seed"]))
+        ours_norm = model.normalizer.normalize("action", torch.from_numpy(chunk.actions).float())
+    to = policy.n_obs_steps
+    chunk_err = (ours_norm - ref["action_pred_norm"][0, to - 1 :]).abs().max().item()
+    print(
+        f"{converted['kind']}: features {feat_err:.2e}, noise prediction {eps_err:.2e}, chunk {chunk_err:.2e}"
+    )
+    assert feat_err < TOL
+    assert eps_err < TOL
+    assert chunk_err < TOL
+    # the EMA weights were used: the training weights give another chunk
+    assert ref["action_pred_norm"].abs().max() > 0
+
+
+def test_the_deploy_path_sends_the_references_predict_action(converted) -> None:
+    from deploy.policy_client import run_predict
+
+    ref, obs = converted["ref"], dict(converted["obs"])
+    policy = _policy(converted["run"])
+    # the rig observes the full pose; the policy was trained on x, y
+    rng = np.random.default_rng(5)
+    pose = np.concatenate([obs["robot_eef_pose"], rng.normal(size=(len(obs["robot_eef_pose"]), 4))], axis=1)
+    obs["robot_eef_pose"] = pose
+    actions, first, error, _ = run_predict(policy, obs, None, int(ref["seed"]))
+    assert error is None, error
+    n = policy.n_action_steps
+    sent = actions[:n]
+    want = ref["action"][0].double().numpy()
+    scale = policy.model.normalizer.scale("action").double().numpy()
+    assert np.abs((sent[:, :2] - want) * scale).max() < TOL
+    np.testing.assert_array_equal(sent[:, 2:], np.repeat(pose[-1:, 2:], n, axis=0))
+
+
+def test_fine_tuning_accepts_the_imported_run(converted, tmp_path: Path) -> None:
+    from policy.checkpoint import load_checkpoint
+    from policy.config import TrainConfig
+    from policy.diffusion import DiffusionPolicy
+
+    ckpt = load_checkpoint(converted["run"])
+    cfg = TrainConfig.model_validate(ckpt["config"])
+    model = DiffusionPolicy(cfg.policy, ckpt["shape_meta"])
+    model.load_state_dict(ckpt["model"])
+    optimizer = torch.optim.AdamW(
+        model.optim_groups(cfg.training.weight_decay, cfg.training.obs_encoder_weight_decay), lr=1e-4
+    )
+    optimizer.load_state_dict(ckpt["optimizer"])
+    assert ckpt["ema_meta"]["optimization_step"] == 1234  # the reference's global_step
