@@ -2,7 +2,7 @@
 
 Usage::
 
-    rig policy import-reference CKPT --out RUN [--map REF_KEY=KEY ...] [--dt-s 0.1]
+    rig policy import-reference CKPT --out RUN [--map REF_KEY=KEY ...] [--frame-size HxW] [--dt-s 0.1]
 
 ``import-reference`` converts a Diffusion Policy reference workspace checkpoint (``*.ckpt`` of
 real-stanford/diffusion_policy: ``DiffusionUnetImagePolicy`` or ``DiffusionUnetHybridImagePolicy``)
@@ -10,7 +10,8 @@ into a run directory of this project, which ``rig deploy --checkpoint RUN``, ``p
 deploy.serving RUN`` and ``rig train --resume --out RUN --dataset STORE`` (fine-tuning) accept. The
 file is read without running code from it (policy/reference/safe_load.py). It prints how the
 reference's observation keys map to this rig's (``--map`` renames one; by default a key keeps its
-name), then one JSON line: ``run_dir``, ``checkpoint``, ``policy_class``, ``weights`` (EMA when the
+name; ``--frame-size`` when the rig's cameras deliver larger frames of the same aspect ratio), then
+one JSON line: ``run_dir``, ``checkpoint``, ``policy_class``, ``weights`` (EMA when the
 file has them), ``n_obs_steps``, ``n_action_steps``, ``horizon``, ``num_inference_steps``, ``dt_s``.
 Exit status 0, or 2 with one line naming what is not supported.
 """
@@ -41,6 +42,12 @@ def _parser() -> argparse.ArgumentParser:
         help="observation key of the reference -> key on this rig (repeatable; default: same name)",
     )
     imp.add_argument(
+        "--frame-size",
+        metavar="HxW",
+        help="size of this rig's camera frames when it differs from the checkpoint's image size "
+        "(same aspect ratio; the policy resizes them), e.g. 480x640",
+    )
+    imp.add_argument(
         "--dt-s",
         type=float,
         default=None,
@@ -66,8 +73,16 @@ def _import_reference(args: argparse.Namespace) -> int:
     dt_s = DEFAULT_DT_S if args.dt_s is None else args.dt_s
     if not dt_s > 0:
         raise ValueError(f"--dt-s must be positive, got {dt_s}")
+    frame_size = None
+    if args.frame_size:
+        h, sep, w = args.frame_size.lower().partition("x")
+        if not (sep and h.isdigit() and w.isdigit() and int(h) > 0 and int(w) > 0):
+            raise ValueError(f"--frame-size {args.frame_size!r}: expected HxW, e.g. 480x640")
+        frame_size = (int(h), int(w))
     ckpt = load_reference_checkpoint(args.checkpoint)
-    converted = convert(ckpt, key_map, dt_s=dt_s, source=str(Path(args.checkpoint).resolve()))
+    converted = convert(
+        ckpt, key_map, dt_s=dt_s, source=str(Path(args.checkpoint).resolve()), frame_size=frame_size
+    )
     del ckpt
     rows = [("reference key", "rig key", "type", "shape"), *converted.table]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]

@@ -131,10 +131,13 @@ def convert(
     key_map: dict[str, str] | None = None,
     dt_s: float = DEFAULT_DT_S,
     source: str = "",
+    frame_size: tuple[int, int] | None = None,
 ) -> Converted:
     """Reference checkpoint (from :func:`policy.reference.safe_load.load_reference_checkpoint`) ->
     our checkpoint payload. ``key_map``: reference observation key -> ours (default: the same name).
-    Raises ReferenceCheckpointError naming what is not supported."""
+    ``frame_size``: (H, W) of the rig's camera frames when they differ from the checkpoint's image
+    size (the policy resizes them with INTER_AREA, as the reference's real-robot env does; same
+    aspect ratio only). Raises ReferenceCheckpointError naming what is not supported."""
     cfg = ckpt["cfg"]
     pcfg = _get(cfg, "policy")
     policy_class = str(pcfg.get("_target_", "")).rsplit(".", 1)[-1]
@@ -263,6 +266,14 @@ def convert(
         raise ReferenceCheckpointError(f"cameras of different sizes are not supported ({sorted(shapes)})")
     for key in rgb_ref:
         _crop_fits(tuple(ref_obs[key]["shape"][1:]), tuple(crop) if crop else None, key)
+    image_hw = next(iter(shapes))
+    if frame_size is not None:
+        fh, fw = frame_size
+        if fh * image_hw[1] != fw * image_hw[0]:
+            raise ReferenceCheckpointError(
+                f"--frame-size {fh}x{fw} has another aspect ratio than the checkpoint's images "
+                f"{image_hw[0]}x{image_hw[1]}; give camera frames of the same shape"
+            )
 
     # our shape_meta: cameras first, each group in the reference's feature order
     our_order = [k for k in ref_order if k in rgb_ref] + [k for k in ref_order if k in low_ref]
@@ -273,9 +284,12 @@ def convert(
         shape = [int(x) for x in ref_obs[key]["shape"]]
         ok = ours[key]
         if key in rgb_ref:
-            obs_meta[ok] = {"type": "rgb", "shape": shape}
+            stored = [3, *frame_size] if frame_size is not None else shape
+            obs_meta[ok] = {"type": "rgb", "shape": stored}
             obs_cfg[ok] = {"type": "rgb"}
             what = f"{shape[1]}x{shape[2]} RGB" + (f", center crop {crop[0]}x{crop[1]}" if crop else "")
+            if frame_size is not None:
+                what = f"{frame_size[0]}x{frame_size[1]} frames resized to " + what
             table.append((key, ok, "rgb", what))
         else:
             d = shape[0]
@@ -389,7 +403,7 @@ def convert(
         "n_obs_steps": to,
         "n_action_steps": int(pcfg["n_action_steps"]),
         "vision": {
-            "image_size": None,
+            "image_size": list(image_hw) if frame_size is not None else None,
             "crop_shape": [int(c) for c in crop] if crop else None,
             "random_crop": True,
             "width": 64,

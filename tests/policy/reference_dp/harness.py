@@ -46,8 +46,8 @@ WORKSPACE_CONFIG = {
     "hybrid": "train_diffusion_unet_real_hybrid_workspace.yaml",
 }
 # Small sizes so that it runs fast on CPU; everything else is the reference's real-world config.
-IMAGE_SHAPE = [3, 40, 52]
-CROP = [36, 44]
+IMAGE_SHAPE = [3, 48, 64]  # 4:3 like the real config's 240x320
+CROP = [44, 58]
 
 
 def build_config(kind: str) -> OmegaConf:
