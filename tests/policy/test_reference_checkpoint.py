@@ -148,22 +148,6 @@ def test_the_deploy_path_sends_the_references_predict_action(converted) -> None:
     np.testing.assert_array_equal(sent[:, 2:], np.repeat(pose[-1:, 2:], n, axis=0))
 
 
-def test_fine_tuning_accepts_the_imported_run(converted, tmp_path: Path) -> None:
-    from policy.checkpoint import load_checkpoint
-    from policy.config import TrainConfig
-    from policy.diffusion import DiffusionPolicy
-
-    ckpt = load_checkpoint(converted["run"])
-    cfg = TrainConfig.model_validate(ckpt["config"])
-    model = DiffusionPolicy(cfg.policy, ckpt["shape_meta"])
-    model.load_state_dict(ckpt["model"])
-    optimizer = torch.optim.AdamW(
-        model.optim_groups(cfg.training.weight_decay, cfg.training.obs_encoder_weight_decay), lr=1e-4
-    )
-    optimizer.load_state_dict(ckpt["optimizer"])
-    assert ckpt["ema_meta"]["optimization_step"] == 1234  # the reference's global_step
-
-
 def _deploy(checkpoint: Path, tmp_path: Path) -> subprocess.CompletedProcess:
     cmd = [
         sys.executable,
@@ -195,11 +179,8 @@ def test_rig_deploy_refuses_a_rig_without_the_cameras_before_starting_it(convert
     assert not (tmp_path / "eval.zarr").exists()  # nothing was started or recorded
 
 
-def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(converted, tmp_path: Path) -> None:
-    if converted["kind"] != "hybrid":
-        pytest.skip("one policy class is enough for the rig checks")
-    run = tmp_path / "mapped"
-    ckpt = converted["run"].parent / "ref.ckpt"
+def _import_mapped(converted, out: Path) -> Path:
+    run = out / "mapped"
     cli = subprocess.run(
         [
             sys.executable,
@@ -207,7 +188,7 @@ def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(converted,
             "robot.cli",
             "policy",
             "import-reference",
-            str(ckpt),
+            str(converted["run"].parent / "ref.ckpt"),
             "--out",
             str(run),
             "--map",
@@ -224,6 +205,13 @@ def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(converted,
     )
     assert cli.returncode == 0, cli.stderr
     assert any(line.split()[:2] == ["camera_3", "camera_1"] for line in cli.stdout.splitlines())
+    return run
+
+
+def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(converted, tmp_path: Path) -> None:
+    if converted["kind"] != "hybrid":
+        pytest.skip("one policy class is enough for the rig checks")
+    run = _import_mapped(converted, tmp_path)
     done = _deploy(run, tmp_path)
     # random weights may send the arm where the safety layer stops it (exit 3); either way the policy
     # ran on the rig's frames and poses
@@ -231,3 +219,54 @@ def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(converted,
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["episodes"] == 1
     assert summary["per_episode"][0]["chunks"] >= 1
+
+
+def test_rig_train_resume_fine_tunes_an_imported_run(converted, tmp_path: Path) -> None:
+    if converted["kind"] != "hybrid":
+        pytest.skip("one policy class is enough for fine-tuning")
+    from collection.episode_store import EpisodeStore
+    from policy.checkpoint import load_checkpoint
+
+    run = _import_mapped(converted, tmp_path)
+    store = tmp_path / "ft.zarr"
+    with EpisodeStore.open(store, "w") as st:
+        for i in range(2):
+            rng = np.random.default_rng(i)
+            n = 10
+            st.add_episode(
+                {
+                    "camera_0": rng.integers(0, 256, size=(n, 240, 320, 3), dtype=np.uint8),
+                    "camera_1": rng.integers(0, 256, size=(n, 240, 320, 3), dtype=np.uint8),
+                    "robot_eef_pose": rng.normal(0.3, 0.1, size=(n, 6)),
+                    "action": rng.normal(0.3, 0.1, size=(n, 6)),
+                    "timestamp": 5.0 * i + 0.1 * np.arange(n),
+                }
+            )
+    before = load_checkpoint(run)
+    assert before["ema_meta"]["optimization_step"] == 1234  # the EMA continues from the reference's step
+    cmd = [
+        sys.executable,
+        "-m",
+        "robot.cli",
+        "train",
+        "--resume",
+        "--out",
+        str(run),
+        "--dataset",
+        str(store),
+        "--max-steps",
+        "2",
+        "training.batch_size=1",
+        "dataset.val_ratio=0",
+        "training.checkpoint_every_steps=0",
+        # a fresh schedule's first step has LR 0 (warm-up); without warm-up the second step moves the weights
+        "training.lr_warmup_steps=0",
+    ]
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 2 and np.isfinite(summary["final_loss"])
+    after = load_checkpoint(run)
+    assert after["step"] == 2
+    changed = [k for k, v in before["model"].items() if not torch.equal(v, after["model"][k])]
+    assert any(k.startswith("unet.") for k in changed) and any(".trunk." in k for k in changed)
