@@ -99,3 +99,46 @@ def test_tensors_are_memory_mapped_not_copied(tmp_path: Path) -> None:
             lo, hi = (int(x, 16) for x in fields[0].split("-"))
             spans.append((lo, hi))
     assert any(lo <= ptr < hi for lo, hi in spans), spans
+
+
+def _rig_policy(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "robot.cli", "policy", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        (
+            {
+                "_target_": "diffusion_policy.policy.diffusion_transformer_hybrid_image_policy.DiffusionTransformerHybridImagePolicy"
+            },
+            "policy class DiffusionTransformerHybridImagePolicy is not supported",
+        ),
+        (
+            {
+                "_target_": "diffusion_policy.policy.diffusion_unet_image_policy.DiffusionUnetImagePolicy",
+                "noise_scheduler": {"_target_": "diffusers.schedulers.scheduling_ddpm.DDPMScheduler"},
+            },
+            "samples with DDPMScheduler",
+        ),
+    ],
+)
+def test_an_unsupported_checkpoint_is_refused_in_one_line_naming_it(tmp_path: Path, policy, expected) -> None:
+    path = tmp_path / "other.ckpt"
+    torch.save(
+        {"cfg": {"policy": policy}, "state_dicts": {"model": {}}, "pickles": {}}, path, pickle_protocol=2
+    )
+    done = _rig_policy("import-reference", str(path), "--out", str(tmp_path / "run"))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], lines
+    assert not (tmp_path / "run").exists()
+    if "DDPM" in expected:
+        debug = _rig_policy("import-reference", str(path), "--out", str(tmp_path / "run"), "--debug")
+        assert "Traceback" in debug.stderr  # --debug keeps the traceback

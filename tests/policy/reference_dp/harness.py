@@ -2,12 +2,14 @@
 and the reference's own real-world config, save it the way its workspace does, and record the
 reference's outputs for one observation.
 
-    python harness.py {image,hybrid} OUT_DIR
+    python harness.py {image,hybrid} OUT_DIR [--full-size]
 
 Writes ``OUT_DIR/ref.ckpt`` (BaseWorkspace.save_checkpoint: a dill pickle with an OmegaConf config),
 ``OUT_DIR/obs.npz`` (uint8 HWC frames and raw low-dim values, as a store holds them) and
 ``OUT_DIR/outputs.pt`` (plain tensors: obs-encoder features, one denoising step's noise prediction,
 the sampled chunk, predict_action's action) for tests/policy/test_reference_checkpoint.py.
+``--full-size`` keeps the real-world config's sizes and writes only the checkpoint (for measuring
+what converting a full-size checkpoint costs).
 
 torchvision's compiled ops do not load with the CPU torch here: its op registrations are stubbed
 (ResNet and transforms are pure Python). hydra (used only for the workspace's output folder) and
@@ -50,13 +52,17 @@ IMAGE_SHAPE = [3, 48, 64]  # 4:3 like the real config's 240x320
 CROP = [44, 58]
 
 
-def build_config(kind: str) -> OmegaConf:
+def build_config(kind: str, full_size: bool = False) -> OmegaConf:
     cfg = OmegaConf.load(HERE / WORKSPACE_CONFIG[kind])
     task = OmegaConf.load(HERE / "task" / "real_pusht_image.yaml")
     del cfg["defaults"], cfg["hydra"], cfg["logging"], cfg["multi_run"]
     cfg.task = task
-    cfg.task.image_shape = IMAGE_SHAPE
     p = cfg.policy
+    if full_size:  # the real-world config as it is (for measuring the conversion's memory)
+        OmegaConf.register_new_resolver("eval", eval, replace=True)
+        OmegaConf.resolve(cfg)
+        return cfg
+    cfg.task.image_shape = IMAGE_SHAPE
     p.diffusion_step_embed_dim = 16
     p.down_dims = [16, 32, 64]
     if kind == "image":
@@ -98,9 +104,10 @@ class Workspace(BaseWorkspace):
 
 def main() -> None:
     kind, out = sys.argv[1], Path(sys.argv[2])
+    full_size = "--full-size" in sys.argv  # only writes ref.ckpt
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
-    cfg = build_config(kind)
+    cfg = build_config(kind, full_size)
     policy = instantiate(OmegaConf.to_container(cfg.policy, resolve=True))
     shape_meta = OmegaConf.to_container(cfg.shape_meta, resolve=True)
     # random weights everywhere (GroupNorm affine and biases included), EMA weights different again
@@ -129,6 +136,9 @@ def main() -> None:
     sum(p.sum() for p in ws.model.parameters()).backward()
     ws.optimizer.step()
     ws.save_checkpoint(path=out / "ref.ckpt", use_thread=False)
+    if full_size:
+        print("ok", kind, out, sum(p.numel() for p in ws.model.parameters()), "parameters")
+        return
 
     # one observation, as the store and the rig hold it: uint8 HWC frames, raw low-dim values
     to = cfg.n_obs_steps
