@@ -179,8 +179,12 @@ def test_rig_deploy_refuses_a_rig_without_the_cameras_before_starting_it(convert
     assert not (tmp_path / "eval.zarr").exists()  # nothing was started or recorded
 
 
-def _import_mapped(converted, out: Path) -> Path:
-    run = out / "mapped"
+@pytest.fixture(scope="module")
+def mapped_run(converted) -> Path:
+    """The hybrid checkpoint imported for the simulated rig: its cameras renamed, its frames resized."""
+    if converted["kind"] != "hybrid":
+        pytest.skip("one policy class is enough for the rig checks")
+    run = converted["run"].parent / "mapped"
     cli = subprocess.run(
         [
             sys.executable,
@@ -208,11 +212,10 @@ def _import_mapped(converted, out: Path) -> Path:
     return run
 
 
-def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(converted, tmp_path: Path) -> None:
-    if converted["kind"] != "hybrid":
-        pytest.skip("one policy class is enough for the rig checks")
-    run = _import_mapped(converted, tmp_path)
-    done = _deploy(run, tmp_path)
+def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(
+    mapped_run: Path, tmp_path: Path
+) -> None:
+    done = _deploy(mapped_run, tmp_path)
     # random weights may send the arm where the safety layer stops it (exit 3); either way the policy
     # ran on the rig's frames and poses
     assert done.returncode in (0, 3), done.stderr[-3000:]
@@ -221,13 +224,14 @@ def test_an_imported_run_with_mapped_cameras_drives_the_simulated_rig(converted,
     assert summary["per_episode"][0]["chunks"] >= 1
 
 
-def test_rig_train_resume_fine_tunes_an_imported_run(converted, tmp_path: Path) -> None:
-    if converted["kind"] != "hybrid":
-        pytest.skip("one policy class is enough for fine-tuning")
+def test_rig_train_resume_fine_tunes_an_imported_run(mapped_run: Path, tmp_path: Path) -> None:
+    import shutil
+
     from collection.episode_store import EpisodeStore
     from policy.checkpoint import load_checkpoint
 
-    run = _import_mapped(converted, tmp_path)
+    run = tmp_path / "run"
+    shutil.copytree(mapped_run, run, symlinks=True)
     store = tmp_path / "ft.zarr"
     with EpisodeStore.open(store, "w") as st:
         for i in range(2):
