@@ -8,8 +8,8 @@ Writes ``OUT_DIR/ref.ckpt`` (BaseWorkspace.save_checkpoint: a dill pickle with a
 ``OUT_DIR/obs.npz`` (uint8 HWC frames and raw low-dim values, as a store holds them) and
 ``OUT_DIR/outputs.pt`` (plain tensors: obs-encoder features, one denoising step's noise prediction,
 the sampled chunk, predict_action's action) for tests/policy/test_reference_checkpoint.py.
-``--full-size`` keeps the real-world config's sizes and writes only the checkpoint (for measuring
-what converting a full-size checkpoint costs).
+``--full-size`` keeps the real-world config's sizes (329 M parameters for the image policy: for
+measuring what converting a full-size checkpoint costs, and its differences at that size).
 
 torchvision's compiled ops do not load with the CPU torch here: its op registrations are stubbed
 (ResNet and transforms are pure Python). hydra (used only for the workspace's output folder) and
@@ -58,7 +58,7 @@ def build_config(kind: str, full_size: bool = False) -> OmegaConf:
     del cfg["defaults"], cfg["hydra"], cfg["logging"], cfg["multi_run"]
     cfg.task = task
     p = cfg.policy
-    if full_size:  # the real-world config as it is (for measuring the conversion's memory)
+    if full_size:  # the real-world config as it is
         OmegaConf.register_new_resolver("eval", eval, replace=True)
         OmegaConf.resolve(cfg)
         return cfg
@@ -104,7 +104,7 @@ class Workspace(BaseWorkspace):
 
 def main() -> None:
     kind, out = sys.argv[1], Path(sys.argv[2])
-    full_size = "--full-size" in sys.argv  # only writes ref.ckpt
+    full_size = "--full-size" in sys.argv
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     cfg = build_config(kind, full_size)
@@ -136,9 +136,6 @@ def main() -> None:
     sum(p.sum() for p in ws.model.parameters()).backward()
     ws.optimizer.step()
     ws.save_checkpoint(path=out / "ref.ckpt", use_thread=False)
-    if full_size:
-        print("ok", kind, out, sum(p.numel() for p in ws.model.parameters()), "parameters")
-        return
 
     # one observation, as the store and the rig hold it: uint8 HWC frames, raw low-dim values
     to = cfg.n_obs_steps
