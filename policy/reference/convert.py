@@ -453,6 +453,9 @@ def convert(
         "backbone": "unet",
         "shape_meta": full_meta,
         "dt_s": float(dt_s),
+        # The reference records an action at its command time on the observations' grid and
+        # evaluates with offset 0: main's action-time rule (collection/action_time.py CONVENTION).
+        "action_time": "commanded_at_timestamp",
         "model": mapped["model"],
         "normalizer": {
             k.removeprefix("normalizer."): v for k, v in chosen.items() if k.startswith("normalizer.")
