@@ -303,3 +303,31 @@ def test_deploy_serving_serves_the_references_action(converted) -> None:
     sent = res.actions[: len(want)]
     assert np.abs((sent[:, :2] - want) * scale).max() < TOL  # normalized units
     np.testing.assert_array_equal(sent[:, 2:], np.zeros((len(want), 4)))  # held at the observed pose
+
+
+def test_a_map_of_a_key_the_checkpoint_lacks_is_one_line(converted, tmp_path: Path) -> None:
+    if converted["kind"] != "image":
+        pytest.skip("the key check does not depend on the policy class")
+    ckpt = converted["run"].parent / "ref.ckpt"
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "robot.cli",
+            "policy",
+            "import-reference",
+            str(ckpt),
+            "--out",
+            str(tmp_path / "r"),
+            "--map",
+            "camera_0=camera_1",
+        ],  # fmt: skip
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "camera_0" in lines[0] and "camera_1, camera_3" in lines[0], lines
+    assert not (tmp_path / "r").exists()

@@ -142,3 +142,21 @@ def test_an_unsupported_checkpoint_is_refused_in_one_line_naming_it(tmp_path: Pa
     if "DDPM" in expected:
         debug = _rig_policy("import-reference", str(path), "--out", str(tmp_path / "run"), "--debug")
         assert "Traceback" in debug.stderr  # --debug keeps the traceback
+
+
+def test_the_legacy_torch_format_is_read_with_the_same_allow_list(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "legacy.ckpt"
+    torch.save(
+        {"cfg": {"a": 1}, "state_dicts": {"model": {"w": torch.ones(3)}}, "pickles": {}},
+        path,
+        pickle_protocol=2,
+        _use_new_zipfile_serialization=False,
+    )
+    ckpt = load_reference_checkpoint(path)
+    assert ckpt["cfg"] == {"a": 1} and torch.equal(ckpt["state_dicts"]["model"]["w"], torch.ones(3))
+    evil = tmp_path / "legacy_evil.ckpt"
+    torch.save({"cfg": _Payload(marker)}, evil, pickle_protocol=2, _use_new_zipfile_serialization=False)
+    with pytest.raises(UnsafeCheckpointError, match=r"posix\.system"):
+        load_reference_checkpoint(evil)
+    assert not marker.exists()
