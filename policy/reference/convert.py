@@ -126,7 +126,18 @@ def _unet_key(ref_key: str) -> str:
 _ROBOMIMIC_TRUNK = {"0": "conv1", "1": "bn1", "4": "layer1", "5": "layer2", "6": "layer3", "7": "layer4"}
 
 
-def convert(
+def convert(ckpt: dict[str, Any], *args: Any, **kwargs: Any) -> Converted:
+    """See :func:`_convert`; a config or state dict missing an entry it needs is one clear error."""
+    try:
+        return _convert(ckpt, *args, **kwargs)
+    except (KeyError, IndexError, TypeError, AttributeError) as exc:
+        raise ReferenceCheckpointError(
+            f"the checkpoint's config or weights are not laid out as a Diffusion Policy workspace's "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+
+
+def _convert(
     ckpt: dict[str, Any],
     key_map: dict[str, str] | None = None,
     dt_s: float = DEFAULT_DT_S,
