@@ -63,13 +63,26 @@ def make_client(config: DeployConfig, spec: PolicySpec) -> Any:
 RIG_LOW_DIM_SHAPES = {"robot_eef_pose": [6], "robot_joint": [6], "gripper_width": [1]}
 
 
-def check_fits_rig(meta: Any, checkpoint: str, rig_action_dim: int | None = None) -> None:
+def check_fits_rig(
+    meta: Any, checkpoint: str, rig_action_dim: int | None = None, rig_cameras: list[str] | None = None
+) -> None:
     """Refuse a policy trained for another rig before any device starts (ValueError naming the key
-    and both shapes). Images of another size stay accepted: the runner resizes them."""
+    and both shapes, or the camera the rig lacks). Images of another size stay accepted: the runner
+    resizes them. ``rig_cameras``: the rig's camera observation keys (``camera_<i>``); None: not checked."""
     from deploy.policy_client import POSE_DIM
 
     if meta is None:
         return
+    if rig_cameras is not None:
+        shapes = meta.obs_shapes or {}
+        wanted = [k for k in meta.obs_keys if k.startswith("camera_") or len(shapes.get(k) or []) == 3]
+        lacking = [k for k in wanted if k not in rig_cameras]
+        if lacking:
+            raise ValueError(
+                f"checkpoint {checkpoint} does not fit this rig: it observes {', '.join(lacking)}, the rig has "
+                f"{', '.join(rig_cameras) or 'no camera'} (add the camera to rig.cameras, or rename the key: "
+                "`rig policy import-reference --map` for an imported checkpoint)"
+            )
     want = POSE_DIM if rig_action_dim is None else rig_action_dim
     if meta.action_dim != want:
         raise ValueError(
@@ -109,7 +122,12 @@ def run_deploy(
     )
     client = make_client(config, spec)
     try:
-        check_fits_rig(getattr(client, "meta", None), checkpoint, 7 if config.rig.gripper.enabled else 6)
+        check_fits_rig(
+            getattr(client, "meta", None),
+            checkpoint,
+            7 if config.rig.gripper.enabled else 6,
+            rig_cameras=[f"camera_{i}" for i in range(len(config.rig.cameras.cameras))],
+        )
         with (
             keys if keys is not None else KeyReader() as kr,
             Env(config.rig, spacemouse=config.spacemouse) as env,

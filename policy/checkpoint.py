@@ -10,6 +10,9 @@ U-Nets), ``shape_meta``, ``dt_s``, ``model`` (state
 dict), ``normalizer`` (its buffers, also part of ``model``), ``ema_model`` (state dict of the EMA
 weights, or None), ``ema_meta`` (EMA bookkeeping),
 ``optimizer``, ``lr_scheduler``, ``step``, ``epoch``, ``git_revision``, ``history``.
+A run made by ``rig policy import-reference`` (policy/reference/convert.py) also holds
+``imported_from`` (the reference checkpoint's path, policy class, global_step, epoch, and which of
+its weights became ``ema_model``).
 """
 
 from __future__ import annotations

@@ -45,6 +45,13 @@ class VisionConfig(StrictModel):
     num_keypoints: int = 32
     share_encoder: bool = False
     imagenet_norm: bool = False
+    # Pixel values entering the encoder (before ImageNet normalization): "unit" = [0, 1];
+    # "symmetric" = [-1, 1] (x * 2 - 1), the Diffusion Policy reference's image range normalizer,
+    # used by imported reference checkpoints (policy/reference/convert.py).
+    pixel_range: Literal["unit", "symmetric"] = "unit"
+    # A linear layer and a ReLU after the pool, to this many features per camera (None: the pool's
+    # output), as robomimic's VisualCore and its encoder's activation (reference hybrid policies: 64).
+    feature_dim: int | None = Field(None, ge=1)
     # Optional torchvision-format ResNet-18 state dict (.pth) to initialise every camera encoder with.
     pretrained: str | None = None
 

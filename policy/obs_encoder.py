@@ -55,6 +55,10 @@ class ImageEncoder(nn.Module):
         else:
             self.pool = SpatialSoftmax(self.trunk.out_channels, cfg.num_keypoints)
             self.out_dim = 2 * cfg.num_keypoints
+        self.proj: nn.Module = nn.Identity()
+        if cfg.feature_dim is not None:
+            self.proj = nn.Linear(self.out_dim, cfg.feature_dim)
+            self.out_dim = cfg.feature_dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Float images (N, 3, h, w) -> features (N, out_dim) float32, computed in the weights' dtype."""
@@ -63,7 +67,10 @@ class ImageEncoder(nn.Module):
             x = x.to(dtype=w.dtype, memory_format=torch.channels_last)
         else:
             x = x.to(w.dtype)
-        return self.pool(self.trunk(x)).float()
+        out = self.pool(self.trunk(x))
+        if isinstance(self.proj, nn.Linear):
+            out = F.relu(self.proj(out.to(self.proj.weight.dtype)))
+        return out.float()
 
 
 def feature_map_size(cfg: VisionConfig, hw: tuple[int, int]) -> tuple[int, int]:
@@ -134,8 +141,11 @@ class ObsEncoder(nn.Module):
         return x[:, :, top : top + ch, left : left + cw]
 
     def preprocess(self, images: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """uint8 (N, H, W, 3) -> float (N, 3, h, w) in [0, 1] (or ImageNet-normalized), cropped."""
+        """uint8 (N, H, W, 3) -> float (N, 3, h, w) in [0, 1] or [-1, 1] (``pixel_range``), then
+        optionally ImageNet-normalized; cropped."""
         x = images.permute(0, 3, 1, 2).to(dtype) / 255.0
+        if self.cfg.pixel_range == "symmetric":
+            x = x * 2.0 - 1.0  # the reference's range normalizer: x * scale(2) + offset(-1)
         x = self._crop(x)
         if self.cfg.imagenet_norm:
             x = (x - self.img_mean.to(dtype)) / self.img_std.to(dtype)

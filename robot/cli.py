@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("collection.collect_cli", "record teleoperated demonstrations into an episode store"),
     "episodes": ("collection.store_cli", "list / inspect / delete episodes of a store"),
     "train": ("policy.train_cli", "train a diffusion policy on an episode store"),
+    "policy": ("policy.policy_cli", "policy checkpoints: import a Diffusion Policy reference checkpoint"),
     "deploy": ("deploy.deploy_cli", "run a trained policy on the arm (sim by default)"),
     "replay": ("deploy.replay", "drive the arm through a recorded episode; print the tracking error"),
     "calibrate": ("calibration.cli", "intrinsics, hand-eye, camera latency, robot latency"),

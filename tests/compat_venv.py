@@ -1,4 +1,5 @@
-"""Virtualenvs of the compatibility tests (the Diffusion Policy reference's reader, LeRobot): each is
+"""Virtualenvs of the compatibility tests (the Diffusion Policy reference's reader and its policy code,
+LeRobot): each is
 built once into ``.cache/<name>/venv`` (ignored by git), reused while its requirement files are
 unchanged, rebuilt when they change.
 
@@ -73,9 +74,10 @@ def main() -> int:
     """Build every compatibility virtualenv (``make test`` runs this beside the suite)."""
     from tests.collection.lerobot_compat.venv import lerobot_python
     from tests.collection.test_reference_compat import reference_venv_python
+    from tests.policy.test_reference_checkpoint import reference_policy_python
 
     failed = 0
-    for build in (reference_venv_python, lerobot_python):
+    for build in (reference_venv_python, reference_policy_python, lerobot_python):
         try:
             build()
         except RuntimeError as exc:  # the tests that need it fail with the same message
