@@ -292,8 +292,27 @@ def test_rig_gripper_reports_a_fault_present_at_start(fake):
     assert fake.gripper_state()["flt"] == 0  # cleared: this report is the only trace of it
 
 
+def _gripper_child(parent_pid: int) -> int | None:
+    """The pid of the gripper device process under ``parent_pid`` (spawned: its command line names
+    multiprocess's spawn entry, not the resource tracker)."""
+    import glob
+
+    for path in glob.glob(f"/proc/{parent_pid}/task/*/children"):
+        with open(path) as f:
+            for pid in map(int, f.read().split()):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as c:
+                        cmd = c.read().decode(errors="replace")
+                except OSError:
+                    continue
+                if "spawn" in cmd and "resource_tracker" not in cmd:
+                    return pid
+    return None
+
+
 @pytest.mark.timeout(90)
-def test_rig_gripper_status_notices_a_failed_gripper_process_within_its_window(fake):
+@pytest.mark.parametrize("how", ["link dropped", "process killed"])
+def test_rig_gripper_status_notices_a_failed_gripper_process_within_its_window(fake, how):
     proc = subprocess.Popen(
         [
             *RIG_GRIPPER,
@@ -309,13 +328,21 @@ def test_rig_gripper_status_notices_a_failed_gripper_process_within_its_window(f
         text=True,
     )
     try:
-        # Once the process runs (activated and calibrated: it polls the socket), the link drops.
-        wait_for(lambda: fake.gripper_state()["gotos"] >= 3 and proc.poll() is None, 30, "calibration")
-        time.sleep(0.3)
-        fake.drop_connections(refuse_new=True)
-        t_drop = time.monotonic()
+        # Once the process runs (activated and calibrated: it polls the socket), it fails.
+        done = wait_for(
+            lambda: (s := fake.gripper_state())["gotos"] >= 3 and not s["moving"] and s, 30, "calib"
+        )
+        # ... and the process polls on its own (ready: its status window runs).
+        wait_for(lambda: fake.gripper_state()["requests"] > done["requests"] + 50, 10, "polling")
+        assert proc.poll() is None
+        if how == "link dropped":
+            fake.drop_connections(refuse_new=True)
+        else:
+            child = wait_for(lambda: _gripper_child(proc.pid), 10, "the gripper process")
+            os.kill(child, signal.SIGKILL)
+        t_fail = time.monotonic()
         _, stderr = proc.communicate(timeout=30)  # long before its 60 s window ends
-        took_s = time.monotonic() - t_drop
+        took_s = time.monotonic() - t_fail
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -323,5 +350,7 @@ def test_rig_gripper_status_notices_a_failed_gripper_process_within_its_window(f
     assert proc.returncode == 1, stderr
     assert took_s < 30
     lines = stderr.strip().splitlines()
-    assert len(lines) == 2 and "closed the connection" in lines[0], stderr
+    assert len(lines) == 2 and ("closed the connection" if how == "link dropped" else "died") in lines[0], (
+        stderr
+    )
     assert lines[1].startswith("rig gripper: the traceback is in ")
