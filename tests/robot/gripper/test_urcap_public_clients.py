@@ -60,7 +60,8 @@ def test_the_urcap_drivers_requests_without_newline_and_its_set_pos_loop(fake):
         assert st["width_m"] == width0 and st["gotos"] == 0  # ... and nothing moves before GTO 1
         assert d.move_and_wait(77) == 3
         assert fake.gripper_state()["pos"] == pytest.approx(77, abs=1)
-        # rq_stop (GTO 0) stops moving fingers where they are.
+        # rq_stop (GTO 0) stops moving fingers where they are (slowly: 2.8 s for this stroke).
+        d.set_var("SPE", 0)
         d.set_pos(220)
         d.set_var("GTO", 1)
         time.sleep(0.3)
