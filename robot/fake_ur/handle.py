@@ -240,12 +240,14 @@ class FakeURController:
         return dict(self._call("state"))
 
     # ------------------------------------------------------------------ gripper (URCap, port 63352)
-    def gripper_set_object(self, width_m: float | None) -> None:
-        """Put an object of ``width_m`` (m) between the gripper's fingers (None: take it away)."""
-        self._call("gripper_set_object", width_m)
+    def gripper_set_object(self, width_m: float | None, inside: bool = False) -> None:
+        """Put an object of ``width_m`` (m) between the gripper's fingers (None: take it away); closing
+        stops on it (OBJ 2). ``inside``: the pads are inside a hollow object of that inner width:
+        opening stops on it (OBJ 1)."""
+        self._call("gripper_set_object", width_m, bool(inside))
 
     def gripper_inject_fault(self, code: int) -> None:
-        """Set the gripper's FLT code; a major fault (>= 0x08) stops it until a reset."""
+        """Set the gripper's FLT code; a major fault stops it until a reset (0x0B, 0x0E are minor)."""
         self._call("gripper_inject_fault", int(code))
 
     def gripper_state(self) -> dict[str, Any]:

@@ -24,6 +24,7 @@ import contextlib
 import logging
 import random
 import re
+import select
 import socket
 import struct
 import threading
@@ -35,9 +36,9 @@ from typing import Any
 
 import numpy as np
 
+from robot.fake_ur import gripper as urcap_gripper
 from robot.fake_ur import protocol as P
 from robot.fake_ur.arm_model import UR5_HOME_Q, ArmModel, KinematicArm
-from robot.fake_ur.gripper import FakeURCapGripper
 from robot.fake_ur.script import ControlScript, Registers, register_offset_from_script
 from robot.timing import RateLoop
 
@@ -226,7 +227,7 @@ class FakeURServer:
         self.arm: ArmModel = (
             arm if arm is not None else KinematicArm(self.options.initial_q, **self.options.arm_params)
         )
-        self.gripper = FakeURCapGripper(**self.options.gripper_params)
+        self.gripper = urcap_gripper.FakeURCapGripper(**self.options.gripper_params)
         if self.options.gripper_world is not None:
             from robot.sim.tasks import make_task
             from robot.sim.world import SimWorld
@@ -730,20 +731,41 @@ class FakeURServer:
                     return
 
     def _serve_gripper(self, conn: _Conn) -> None:
-        """URCap gripper socket: one reply per request line (none while frozen: a silent socket)."""
+        """URCap gripper socket: one reply per request (none while frozen: a silent socket). A request
+        ends at a newline, or without one (as the URCap's own driver sends its GETs): at once when it
+        is a complete ``GET XXX``, else once no byte has followed it for ``gripper.QUIET_S``."""
         buffer = b""
-        for data in self._recv_chunks(conn):
+        while not self._stop_event.is_set() and not conn.closed:
+            try:
+                ready = select.select([conn.sock], [], [], urcap_gripper.QUIET_S if buffer else 0.1)[0]
+                data = conn.sock.recv(65536) if ready else None
+            except (OSError, ValueError):
+                return
+            if data == b"":
+                return
+            if data is None:  # quiet: what is buffered is a request without a newline
+                if buffer and not self._frozen:
+                    conn.send(self.gripper.handle(buffer.decode("ascii", "replace"), terminated=False))
+                buffer = b""
+                continue
+            if self._frozen:  # a hung controller: requests vanish unanswered
+                buffer = b""
+                continue
             buffer += data
             while b"\n" in buffer:
                 line, buffer = buffer.split(b"\n", 1)
                 conn.send(self.gripper.handle(line.decode("ascii", "replace")))
+            if urcap_gripper.COMPLETE_GET.match(buffer):
+                conn.send(self.gripper.handle(buffer.decode("ascii"), terminated=False))
+                buffer = b""
 
-    def gripper_set_object(self, width_m: float | None) -> None:
-        """Put an object of ``width_m`` (m) between the gripper's fingers (None: none)."""
-        self.gripper.set_object(width_m)
+    def gripper_set_object(self, width_m: float | None, inside: bool = False) -> None:
+        """Put an object of ``width_m`` (m) between the gripper's fingers (None: none); ``inside``: the
+        pads are inside a hollow object of that inner width (opening stops on it, OBJ 1)."""
+        self.gripper.set_object(width_m, inside)
 
     def gripper_inject_fault(self, code: int) -> None:
-        """Set the gripper's FLT code (a major fault, >= 0x08, stops it until a reset)."""
+        """Set the gripper's FLT code (a major fault stops it until a reset; 0x0B, 0x0E are minor)."""
         self.gripper.inject_fault(code)
 
     def gripper_state(self) -> dict[str, Any]:

@@ -2,7 +2,9 @@
 
 - ``rig gripper status [--config C] [--seconds S] [key=value ...]``: start the process (activation,
   and calibration of the open/closed counts when ``auto_calibrate``), measure its state rate for
-  ``S`` seconds and print the width, object and fault state. Exit code 1 on a fault.
+  ``S`` seconds and print the width, object and fault state. Exit code 1 on a fault: a major one
+  now, any fault (FLT >= 0x08) the gripper had at start (the reset at start clears it, so this is
+  its only report), or the gripper process failing during the window (noticed when it happens).
 - ``rig gripper open|close [--width-m W]``: move (to the stroke / to 0, or to ``W``) at the
   configured speed and force, wait until the fingers stop, print where and whether they hold an object.
 
@@ -50,19 +52,28 @@ def main(argv: list[str]) -> int:
             g.set_width(target)
             deadline = time.monotonic() + config.max_width_m / config.spec.speed_range_m_s[0] + 5.0
             time.sleep(0.2)  # the command reaches the fingers within a tick or two
-            while g.get_state()["moving"] and time.monotonic() < deadline:
-                g.check()
-                time.sleep(0.02)
+            try:
+                while g.get_state()["moving"] and time.monotonic() < deadline:
+                    g.heartbeat()
+                    g.check()
+                    time.sleep(0.02)
+            except GripperFaultError as exc:
+                fault = str(exc)
         else:
             end = time.monotonic() + args.seconds
-            while time.monotonic() < end:
-                g.heartbeat()
-                time.sleep(0.05)
+            try:
+                while time.monotonic() < end:
+                    g.heartbeat()
+                    g.check()  # a failed or dead gripper process is reported now, not at the end
+                    time.sleep(0.05)
+            except GripperFaultError as exc:
+                fault = str(exc)
         last = g.get_state()
-        try:
-            g.check()
-        except GripperFaultError as exc:
-            fault = str(exc)
+        if fault is None:
+            try:
+                g.check()
+            except GripperFaultError as exc:
+                fault = str(exc)
     span = last["tick_time"] - first["tick_time"]
     info = {
         "gripper": g.description,
@@ -70,6 +81,7 @@ def main(argv: list[str]) -> int:
         "object_detected": bool(last["object_detected"]),
         "moving": bool(last["moving"]),
         "fault_code": int(last["fault_code"]),
+        "start_fault_code": int(last["start_fault_code"]),
         "state_rate_hz": round((last["counter"] - first["counter"]) / span, 1) if span > 0 else 0.0,
         "configured_rate_hz": config.rate_hz,
     }
@@ -82,8 +94,19 @@ def main(argv: list[str]) -> int:
         )
         print(f"object:      {'held (the fingers stopped on it)' if info['object_detected'] else 'none'}")
         print(f"fault:       {info['fault_code']:#04x}")
+        if info["start_fault_code"]:
+            print(f"at start:    fault {info['start_fault_code']:#04x} (cleared by the reset at start)")
         print(f"state rate:  {info['state_rate_hz']:.1f} Hz (configured {config.rate_hz:.0f} Hz)")
     if fault:
-        print(f"FAULT: {fault}", file=sys.stderr)
+        print(f"rig gripper: {fault}", file=sys.stderr)
+        return 1
+    if info["start_fault_code"]:
+        from robot.gripper.robotiq import describe_fault
+
+        print(
+            f"rig gripper: {g.description} reported {describe_fault(info['start_fault_code'])} at start; "
+            "the reset at start cleared it: find what caused it before relying on the gripper",
+            file=sys.stderr,
+        )
         return 1
     return 0

@@ -12,7 +12,8 @@ One OS process per gripper (:class:`GripperController`, a :class:`robot.process.
 
 Parent-side API (non-blocking; widths in m, times host monotonic s): ``schedule_width(width_m,
 target_time)``, ``set_width(width_m)`` (now), ``get_state()``, ``get_state_history(k)``, ``check()``
-(raises :class:`GripperFaultError` on a major Robotiq fault, DeviceProcessError if the process failed
+(raises :class:`GripperFaultError` on a major Robotiq fault (robot/gripper/urcap.py: 0x0B and 0x0E
+are minor), DeviceProcessError if the process failed
 or died; a lost URCap link ends the process with a one-line error), ``heartbeat()``.
 
 Watchdog: when the parent dies (or stops heartbeating, or SIGINT/SIGTERM arrives), the process holds:
@@ -31,7 +32,7 @@ import numpy as np
 
 from robot.gripper.backend import GripperBackend, GripperError
 from robot.gripper.config import GripperConfig
-from robot.gripper.urcap import MAJOR_FAULT_MIN
+from robot.gripper.urcap import is_major_fault
 from robot.process import DeviceProcess, DeviceProcessError
 from robot.shm.command_queue import CommandQueue, QueueFull
 from robot.shm.ring_buffer import RingBuffer
@@ -45,6 +46,7 @@ STATE_LAYOUT = {
     "moving": ((), "bool"),
     "object_detected": ((), "bool"),  # the fingers stopped on an object (Robotiq OBJ 1/2)
     "fault_code": ((), "int32"),  # Robotiq FLT (0: none)
+    "start_fault_code": ((), "int32"),  # FLT found at connect, before the reset cleared it (0: none)
     "capture_time": ((), "float64"),  # host monotonic s the width describes
     "receive_time": ((), "float64"),  # host monotonic s the host had it
     "tick_time": ((), "float64"),
@@ -158,7 +160,7 @@ class GripperController(DeviceProcess):
         super().check()
         if self.state_ring.count:
             code = int(self.state_ring.latest()["fault_code"])
-            if code >= MAJOR_FAULT_MIN:
+            if is_major_fault(code):
                 from robot.gripper.robotiq import describe_fault
 
                 raise GripperFaultError(
@@ -179,6 +181,7 @@ class GripperController(DeviceProcess):
     def setup(self) -> None:
         self.backend = self._make_backend()
         self.backend.connect(now())
+        self._start_fault_code = int(getattr(self.backend, "start_fault_code", 0))
         self._pending: list[tuple[float, float, float, float]] = []  # (target_time, width, speed, force)
         self._sent: tuple[float, float, float] | None = None
         self._commands_sent = 0
@@ -225,7 +228,7 @@ class GripperController(DeviceProcess):
         if due:
             self._pending = self._pending[len(due) :]
             _, width, speed, force = due[-1]
-            if (width, speed, force) != self._sent and reading.fault_code < MAJOR_FAULT_MIN:
+            if (width, speed, force) != self._sent and not is_major_fault(reading.fault_code):
                 self.backend.command(width, speed, force, now())
                 self._sent = (width, speed, force)
                 self._target_width = width
@@ -240,6 +243,7 @@ class GripperController(DeviceProcess):
                 "moving": r.moving,
                 "object_detected": r.object_detected,
                 "fault_code": r.fault_code,
+                "start_fault_code": self._start_fault_code,
                 "capture_time": r.capture_time,
                 "receive_time": r.receive_time,
                 "tick_time": t,

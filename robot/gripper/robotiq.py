@@ -8,6 +8,7 @@ calibration 0 and 255 are used).
 
 Timing contract: ``connect`` activates (reset ``ACT 0``, then ``ACT 1`` and waiting for ``STA 3``,
 bounded by ``activation_timeout_s``) and calibrates (a full open and close, ~2 s at full speed).
+A fault present at connect (``FLT`` >= 0x08) is kept in ``start_fault_code`` before the reset clears it.
 ``read_state`` costs three round trips (``POS``, ``OBJ``, ``FLT``); its capture time is the middle of
 the ``POS`` round trip. ``command`` is one ``SET POS SPE FOR GTO`` request.
 """
@@ -19,7 +20,7 @@ import time
 
 from robot.gripper.backend import GripperError, GripperReading
 from robot.gripper.config import GripperConfig
-from robot.gripper.urcap import FAULTS, MAJOR_FAULT_MIN, URCapClient, URCapError
+from robot.gripper.urcap import FAULTS, MAJOR_FAULT_MIN, URCapClient, URCapError, is_major_fault
 from robot.timing import now
 
 log = logging.getLogger("robot.gripper")
@@ -35,7 +36,8 @@ def to_counts(value: float, lo: float, hi: float) -> int:
 
 
 def describe_fault(code: int) -> str:
-    return f"fault 0x{code:02X}: {FAULTS.get(code, 'unknown fault code')}"
+    kind = "major fault" if is_major_fault(code) else "minor fault" if code >= MAJOR_FAULT_MIN else "fault"
+    return f"{kind} 0x{code:02X}: {FAULTS.get(code, 'unknown fault code')}"
 
 
 class RobotiqBackend:
@@ -47,6 +49,8 @@ class RobotiqBackend:
         self.client = URCapClient(config.host, config.port, config.connect_timeout_s, config.reply_timeout_s)
         self.open_count = 0
         self.closed_count = 255
+        self.start_fault_code = 0
+        """The FLT code found at connect, before the reset that clears it (0: none)."""
 
     # ------------------------------------------------------------------ setup
     def connect(self, t: float) -> None:
@@ -59,9 +63,16 @@ class RobotiqBackend:
             raise GripperError(str(exc)) from None
 
     def activate(self) -> None:
-        """Reset and activate; returns once ``STA`` is 3 (raises GripperError after the timeout)."""
+        """Reset and activate; returns once ``STA`` is 3 (raises GripperError after the timeout). A
+        fault found before the reset is kept in :attr:`start_fault_code` and logged: the reset clears
+        it on the gripper, so this is the only trace of it."""
         c = self.client
-        if c.get("STA") == 3 and c.get("ACT") == 1 and c.get("FLT") < MAJOR_FAULT_MIN:
+        flt = c.get("FLT")
+        if flt >= MAJOR_FAULT_MIN:
+            self.start_fault_code = flt
+            # Reported by whoever reads start_fault_code (rig gripper: one line, exit code 1).
+            log.info("gripper (%s): %s at start; the reset clears it", self.description, describe_fault(flt))
+        if c.get("STA") == 3 and c.get("ACT") == 1 and not is_major_fault(flt):
             return
         c.set(ACT=0, ATR=0)
         self._wait(lambda: c.get("STA") == 0, "reset (STA 0)")
@@ -108,7 +119,7 @@ class RobotiqBackend:
         deadline = time.monotonic() + self.config.activation_timeout_s
         while not cond():
             flt = self.client.get("FLT")
-            if flt >= MAJOR_FAULT_MIN:
+            if is_major_fault(flt):
                 raise GripperError(f"could not {what}: {describe_fault(flt)}")
             if time.monotonic() > deadline:
                 raise GripperError(

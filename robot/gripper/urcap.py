@@ -2,7 +2,10 @@
 
 Protocol (what the URCap's own URScript driver and ur_rtde's Robotiq helper speak): ASCII requests
 ending in ``\\n``; ``SET NAME VALUE [NAME VALUE ...]`` is answered ``ack`` (three bytes, no newline),
-``GET NAME`` is answered ``NAME VALUE``. Variables (integers): ``ACT`` activate 0/1, ``GTO`` go-to 0/1,
+``GET NAME`` is answered ``NAME VALUE`` (``FLT`` two digits, ``PRE`` three). Two reply styles exist: a
+request ending in a newline gets ``NAME VALUE\\n``; one without a newline (the URCap's own driver sends
+its GETs so) gets the bare value (``05``), and this client accepts either, with or without the
+newline. Variables (integers): ``ACT`` activate 0/1, ``GTO`` go-to 0/1,
 ``ATR`` automatic release, ``POS`` requested position 0 (open) .. 255 (closed) on SET and actual
 position on GET, ``SPE`` speed 0..255, ``FOR`` force 0..255, ``STA`` status (0 reset, 1 activating,
 3 active), ``OBJ`` object status (0 moving, 1 contact while opening, 2 contact while closing, 3 at the
@@ -44,9 +47,18 @@ FAULTS = {
     0x0F: "automatic release completed",
 }
 MAJOR_FAULT_MIN = 0x08
-"""FLT codes from 0x08 up are major faults: the gripper stops until it is reset and reactivated."""
+"""FLT codes from 0x08 up are faults (below: none, or a priority fault that only delays an action)."""
+MINOR_FAULTS = frozenset({0x0B, 0x0E})
+"""Minor faults, as the URCap's URScript driver names them ("Minor Fault: Automatic release in
+progress (0x0B)", "Minor Fault: Overcurrent protection triggered (0x0E)"): reported, the gripper goes on."""
 
-_GET_REPLY = re.compile(rb"^([A-Z]{3}) (-?\d+)\s*$")
+
+def is_major_fault(code: int) -> bool:
+    """A fault that stops the gripper until it is reset (``ACT 0``) and reactivated."""
+    return int(code) >= MAJOR_FAULT_MIN and int(code) not in MINOR_FAULTS
+
+
+_GET_REPLY = re.compile(rb"^(?:([A-Z]{3}) )?(-?\d+)\s*$")  # "POS 12\n", "POS 12", "012"
 _QUIET_S = 0.002  # a GET reply without a newline is complete when nothing more arrives this long
 
 
@@ -118,7 +130,7 @@ class URCapClient:
             raise ValueError(f"unknown URCap variable {name!r}; known: {', '.join(VARIABLES)}")
         reply = self._request(f"GET {name}", lambda buf: buf.endswith(b"\n"), _GET_REPLY)
         m = _GET_REPLY.match(reply)
-        if m is None or m.group(1).decode() != name:
+        if m is None or (m.group(1) is not None and m.group(1).decode() != name):
             raise URCapError(f"{self.where}: GET {name} answered {reply!r}")
         return int(m.group(2))
 

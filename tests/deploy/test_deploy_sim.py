@@ -132,7 +132,7 @@ def async_run(env, tmp_path_factory):
     )
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(90, func_only=True)  # the module's rig and run are set up untimed
 def test_executed_actions_reach_their_targets_at_the_stamped_time(env, async_run):
     runner, result, _, _ = async_run
     assert result.chunks >= 5 and result.end_reason == "max_episode_s"
@@ -149,13 +149,37 @@ def test_executed_actions_reach_their_targets_at_the_stamped_time(env, async_run
     assert np.mean(np.abs(cmd_err) <= tick + 1e-3) >= 0.8, cmd_err
     # ...so the delayed arm (40 ms) is there at the stamped time: typically within a tick plus its
     # tracking lag (uncompensated it would be 40 ms later still), nearly always within a tick plus
-    # the delay.
+    # the delay. "There" is when it first reaches the waypoint: where a late chunk (a loaded machine)
+    # made the arm hold at a waypoint, its closest approach is anywhere in the hold (seen: 120 ms).
     assert np.median(np.abs(act_err)) <= tick + tau + 3e-3, act_err
-    assert np.mean(np.abs(act_err) <= tick + DELAY_S) >= 0.9, act_err
+    # A tick the starved controller ran late (by less than the 2.5 periods that skip a waypoint)
+    # sends the pose late by as much: the bound is the controller's own tick gap there, not one period.
+    arrived, gaps = first_arrival_errors(sent, arm, t_from, arm["tick_time"][-1] - 0.15)
+    assert len(arrived) == len(act_err)
+    assert np.mean(np.abs(arrived) <= np.maximum(gaps, tick) + DELAY_S) >= 0.9, (arrived, gaps)
     assert np.median(dist) < 1e-3
 
 
-@pytest.mark.timeout(90)
+def first_arrival_errors(sent, arm, t_from, t_to, window_s=0.12, tol_m=2e-4):
+    """For the waypoints arrival_errors times: when (s, after its target time) the actual path first
+    comes within ``tol_m`` of its closest approach to the waypoint (a passage: the same time; a
+    hold at the waypoint: its start), and the controller's longest tick gap (s) from when it sent the
+    pose to then."""
+    t, xy, ticks = arm["capture_time"], arm["actual_tcp_pose"][:, :2], arm["tick_time"]
+    out, gaps = [], []
+    for w in sent:
+        if not len(arrival_errors([w], arm, DELAY_S, t_from, t_to)[0]):
+            continue  # skipped there too (a starved controller)
+        T = float(w["target_time"])
+        sel = (t >= T - window_s) & (t <= T + window_s)
+        d = np.linalg.norm(xy[sel] - np.asarray(w["pose"])[None, :2], axis=1)
+        out.append(t[sel][np.flatnonzero(d <= d.min() + tol_m)[0]] - T)
+        near = ticks[(ticks >= T - DELAY_S - 0.03) & (ticks <= T + 0.03)]
+        gaps.append(float(np.diff(near).max()) if len(near) > 1 else 0.0)
+    return np.asarray(out), np.asarray(gaps)
+
+
+@pytest.mark.timeout(90, func_only=True)
 def test_superseded_actions_are_never_executed(env, async_run):
     runner, result, _, _ = async_run
     assert result.actions_superseded > 0
@@ -183,7 +207,7 @@ def test_superseded_actions_are_never_executed(env, async_run):
     assert checked >= 3, checked
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(90, func_only=True)
 def test_async_chunks_join_without_jump_or_idle(env, async_run, tmp_path):
     runner, result, _, _ = async_run
     limits = env.config.arm.limits

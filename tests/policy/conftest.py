@@ -206,10 +206,98 @@ def torchrun_train(nproc: int, *args: str, timeout: float = 200) -> tuple[Any, l
     return proc, summaries
 
 
-def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Any) -> dict:
-    """``build(folder)`` once per pytest run, shared by every xdist worker: the first worker to ask
-    builds it under a file lock, the others wait and read its result (tests copy a run before they
-    change it). Saves the CPU of a second and third identical training run on a 2-core machine."""
+# The shared training runs: built once per pytest run, outside the timed tests (see _built_once).
+SHARED_RUNS = {"trained_run": "policy_run", "trained_transformer_run": "transformer_run"}
+BUILD_TIMEOUT_S = 900.0  # its own limit: 300 tiny steps take ~20 s on an idle 2-core machine
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _build_policy_run(base: Path) -> dict:
+    store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
+    run_dir = base / "run"
+    rc, summary, lines = run_train(
+        "--dataset", store, "--out", run_dir, "--max-steps", "300", *TINY_TEST_OVERRIDES
+    )
+    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
+
+
+def _build_transformer_run(base: Path) -> dict:
+    store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
+    run_dir = base / "run"
+    rc, summary, lines = run_train(
+        "--config",
+        TRANSFORMER_CONFIG,
+        "--dataset",
+        store,
+        "--out",
+        run_dir,
+        "--max-steps",
+        "300",
+        *TRANSFORMER_TEST_OVERRIDES,
+    )
+    return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
+
+
+_BUILDS = {"policy_run": _build_policy_run, "transformer_run": _build_transformer_run}
+
+
+def build_in_child(name: str, base: str, result: str) -> None:
+    """The body of a build's child process: build ``name`` in ``base``, write its JSON to ``result``."""
+    import json
+
+    import torch
+
+    torch.set_num_threads(1)
+    out = _BUILDS[name](Path(base))
+    Path(result).write_text(json.dumps(out, default=str))
+
+
+def _run_build(name: str, base: Path, done: Path) -> None:
+    """Build ``name`` in a child process with its own time limit; write its result or its failure."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    log = base.parent / f"{name}.log"
+    partial = base.parent / f"{name}.partial.json"
+    code = (
+        f"import sys; sys.path.insert(0, {str(_ROOT)!r}); from tests.policy.conftest import build_in_child; "
+    )
+    code += f"build_in_child({name!r}, {str(base)!r}, {str(partial)!r})"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+        try:
+            rc = proc.wait(BUILD_TIMEOUT_S)
+            error = None if rc == 0 and partial.exists() else f"its process exited with code {rc}"
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            error = f"it did not finish within {BUILD_TIMEOUT_S:.0f} s"
+    if error is None:
+        partial.replace(done)
+    else:
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        done.write_text(json.dumps({"error": f"{error}; last line: {tail[0]}; its log: {log}"}))
+
+
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict:
+    """The shared run ``name``, built once per pytest run and shared by every xdist worker: the first
+    worker to ask builds it (in a child process with its own limit, BUILD_TIMEOUT_S) under a file
+    lock, the others wait and read its result (tests copy a run before they change it). Saves the CPU
+    of a second and third identical training run on a 2-core machine.
+
+    The build and the wait are not part of any test's timeout (pytest_collection_modifyitems below
+    times only the test function of the tests that use a shared run). A failed build fails the test
+    that built it, once, with the reason and its log (see _checked); the other tests that need it are
+    skipped with that reason instead of erroring one by one."""
     import json
 
     from filelock import FileLock  # (a dependency of torch)
@@ -218,51 +306,76 @@ def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Any)
     if os.environ.get("PYTEST_XDIST_WORKER"):
         root = root.parent  # the run's folder, above each worker's own
     base, done = root / name, root / f"{name}.json"
-    with FileLock(str(root / f"{name}.lock")):
+    built_here = False
+    with FileLock(str(root / f"{name}.lock"), timeout=BUILD_TIMEOUT_S + 300):
         if not done.exists():
             base.mkdir(exist_ok=True)
-            done.write_text(json.dumps(build(base), default=str))
+            _run_build(name, base, done)
+            built_here = True
     result = json.loads(done.read_text())
+    if "error" in result:
+        return {**result, "built_here": built_here}
     return {**result, "store": Path(result["store"]), "run_dir": Path(result["run_dir"])}
 
 
+_FAILURES_REPORTED: set[str] = set()
+
+
+def _checked(result: dict, name: str) -> dict:
+    """``result`` if its build succeeded; else one error (in the process that built it, for the first
+    test that asks) and a skip with the same reason for every other test."""
+    if "error" not in result:
+        return result
+    message = f"the shared training run {name!r} failed to build: {result['error']}"
+    if result["built_here"] and name not in _FAILURES_REPORTED:
+        _FAILURES_REPORTED.add(name)
+        pytest.fail(message, pytrace=False)
+    pytest.skip(f"{message} (reported once, as an error of the test that built it)")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """A test that uses a shared run is timed from its function's call on: building the run (or
+    waiting for another worker to build it) is bounded by BUILD_TIMEOUT_S, not by its timeout."""
+    for item in items:
+        if not set(getattr(item, "fixturenames", ())) & {*SHARED_RUNS, "shared_run"}:
+            continue
+        marker = item.get_closest_marker("timeout")
+        seconds = None
+        if marker is not None:
+            seconds = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+        if seconds is None:
+            seconds = float(config.getini("timeout") or 0) or None
+        item.add_marker(pytest.mark.timeout(seconds, func_only=True), append=False)
+
+
 @pytest.fixture(scope="session")
-def trained_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def _policy_run_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return _built_once(tmp_path_factory, "policy_run")
+
+
+@pytest.fixture(scope="session")
+def _transformer_run_build(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    return _built_once(tmp_path_factory, "transformer_run")
+
+
+@pytest.fixture
+def trained_run(_policy_run_build: dict) -> dict:
     """One real `rig train` run (300 steps) on a synthetic reach store, shared by several tests."""
-
-    def build(base: Path) -> dict:
-        store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
-        run_dir = base / "run"
-        rc, summary, lines = run_train(
-            "--dataset", store, "--out", run_dir, "--max-steps", "300", *TINY_TEST_OVERRIDES
-        )
-        return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
-
-    return _built_once(tmp_path_factory, "policy_run", build)
+    return _checked(_policy_run_build, "policy_run")
 
 
-@pytest.fixture(scope="session")
-def trained_transformer_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+@pytest.fixture
+def trained_transformer_run(_transformer_run_build: dict) -> dict:
     """`rig train --config policy/tiny_reach_transformer.yaml` (300 steps, the transformer shrunk) on a
     synthetic reach store, shared by the transformer tests."""
+    return _checked(_transformer_run_build, "transformer_run")
 
-    def build(base: Path) -> dict:
-        store = write_reach_store(base / "reach.zarr", n_episodes=8, length=30)
-        run_dir = base / "run"
-        rc, summary, lines = run_train(
-            "--config",
-            TRANSFORMER_CONFIG,
-            "--dataset",
-            store,
-            "--out",
-            run_dir,
-            "--max-steps",
-            "300",
-            *TRANSFORMER_TEST_OVERRIDES,
-        )
-        return {"rc": rc, "store": store, "run_dir": run_dir, "summary": summary, "stdout": lines}
 
-    return _built_once(tmp_path_factory, "transformer_run", build)
+@pytest.fixture
+def shared_run(request: pytest.FixtureRequest) -> dict:
+    """The shared run named by an indirect parameter (``trained_run`` or ``trained_transformer_run``),
+    set up before the test's call like any fixture (its build is then not timed as the test)."""
+    return request.getfixturevalue(request.param)
 
 
 @pytest.fixture(autouse=True)

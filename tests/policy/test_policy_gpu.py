@@ -40,9 +40,9 @@ def _normalized(policy: Policy, obs: dict, seed: int, committed: np.ndarray | No
     return policy.model.last_normalized_actions.float().cpu()
 
 
-@pytest.mark.parametrize("run", RUNS)
-def test_plain_cuda_predict_matches_cpu(request, run):
-    trained_run = request.getfixturevalue(run)
+@pytest.mark.parametrize("shared_run", RUNS, indirect=True)
+def test_plain_cuda_predict_matches_cpu(shared_run):
+    trained_run = shared_run
     cpu = Policy.load(trained_run["run_dir"], device="cpu")
     gpu = Policy.load(trained_run["run_dir"], device="cuda")
     assert gpu.model.device.type == "cuda" and gpu.model.graph_mode is None
@@ -52,10 +52,10 @@ def test_plain_cuda_predict_matches_cpu(request, run):
         assert diff <= BOUND, f"step {step}: |cuda - cpu| = {diff:.4f}"
 
 
-@pytest.mark.parametrize("run", RUNS)
+@pytest.mark.parametrize("shared_run", RUNS, indirect=True)
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
-def test_cuda_fast_path_with_graphs_matches_cpu_reference(request, run, dtype):
-    trained_run = request.getfixturevalue(run)
+def test_cuda_fast_path_with_graphs_matches_cpu_reference(shared_run, dtype):
+    trained_run = shared_run
     ref = Policy.load(trained_run["run_dir"], device="cpu")
     ref.cache_cond = False  # the reference: conditioning recomputed at every step, fp32
     fast = Policy.load(trained_run["run_dir"], device="cuda")

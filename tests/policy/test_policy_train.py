@@ -62,11 +62,11 @@ def test_training_loss_falls_5x_and_run_dir_is_complete(trained_run):
     )
 
 
-@pytest.mark.parametrize("run", ["trained_run", "trained_transformer_run"])  # the first may build its run
-def test_resume_continues_step_count_and_history(request, run, tmp_path):
+@pytest.mark.parametrize("shared_run", ["trained_run", "trained_transformer_run"], indirect=True)
+def test_resume_continues_step_count_and_history(shared_run, tmp_path):
     import shutil
 
-    trained_run = request.getfixturevalue(run)
+    trained_run = shared_run
     run_dir = tmp_path / "run"
     shutil.copytree(trained_run["run_dir"], run_dir, symlinks=True)
     before = load_checkpoint(run_dir)

@@ -125,10 +125,14 @@ def test_gripper_process_schedules_widths_and_reports_objects(fake):
 
 
 @pytest.mark.timeout(60)
-def test_major_fault_is_reported_by_check(fake):
+def test_major_fault_is_reported_by_check_and_a_minor_one_is_not(fake):
     with GripperController(shipped(fake.host)) as g:
-        fake.gripper_inject_fault(0x0E)
-        with pytest.raises(GripperFaultError, match="0x0E: overcurrent"):
+        fake.gripper_inject_fault(0x0E)  # overcurrent: minor per the URCap's driver
+        wait_for(lambda: g.get_state()["fault_code"] == 0x0E, 5, "the minor fault published", g)
+        g.set_width(0.04)
+        wait_for(lambda: abs(g.get_state()["width_m"] - 0.04) < 1e-3, 5, "moved despite it", g)
+        fake.gripper_inject_fault(0x0F)
+        with pytest.raises(GripperFaultError, match="major fault 0x0F: automatic release completed"):
             wait_for(lambda: False, 5, "a fault", g)
 
 
@@ -259,3 +263,94 @@ def test_fingers_stop_on_the_sim_worlds_box_which_then_moves_with_the_tool():
             wait_for(lambda: fake.gripper_state()["world_object_poses"][0][2] == 0.0, 5, "dropped")
         finally:
             b.close()
+
+
+RIG_GRIPPER = [sys.executable, "-m", "robot.cli", "gripper"]
+
+
+@pytest.mark.timeout(60)
+def test_rig_gripper_reports_a_fault_present_at_start(fake):
+    fake.gripper_inject_fault(0x0C)  # left by an earlier run; the reset at start clears it
+    out = subprocess.run(
+        [
+            *RIG_GRIPPER,
+            "status",
+            "--config",
+            "gripper/robotiq_2f85.yaml",
+            f"host={fake.host}",
+            "--seconds",
+            "0.2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,
+    )
+    assert out.returncode == 1, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "major fault 0x0C" in lines[0] and "at start" in lines[0], out.stderr
+    assert "at start:    fault 0x0c" in out.stdout
+    assert fake.gripper_state()["flt"] == 0  # cleared: this report is the only trace of it
+
+
+def _gripper_child(parent_pid: int) -> int | None:
+    """The pid of the gripper device process under ``parent_pid`` (spawned: its command line names
+    multiprocess's spawn entry, not the resource tracker)."""
+    import glob
+
+    for path in glob.glob(f"/proc/{parent_pid}/task/*/children"):
+        with open(path) as f:
+            for pid in map(int, f.read().split()):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as c:
+                        cmd = c.read().decode(errors="replace")
+                except OSError:
+                    continue
+                if "spawn" in cmd and "resource_tracker" not in cmd:
+                    return pid
+    return None
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("how", ["link dropped", "process killed"])
+def test_rig_gripper_status_notices_a_failed_gripper_process_within_its_window(fake, how):
+    proc = subprocess.Popen(
+        [
+            *RIG_GRIPPER,
+            "status",
+            "--config",
+            "gripper/robotiq_2f85.yaml",
+            f"host={fake.host}",
+            "--seconds",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Once the process runs (activated and calibrated: it polls the socket), it fails.
+        done = wait_for(
+            lambda: (s := fake.gripper_state())["gotos"] >= 3 and not s["moving"] and s, 30, "calib"
+        )
+        # ... and the process polls on its own (ready: its status window runs).
+        wait_for(lambda: fake.gripper_state()["requests"] > done["requests"] + 50, 10, "polling")
+        assert proc.poll() is None
+        if how == "link dropped":
+            fake.drop_connections(refuse_new=True)
+        else:
+            child = wait_for(lambda: _gripper_child(proc.pid), 10, "the gripper process")
+            os.kill(child, signal.SIGKILL)
+        t_fail = time.monotonic()
+        _, stderr = proc.communicate(timeout=30)  # long before its 60 s window ends
+        took_s = time.monotonic() - t_fail
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(5)
+    assert proc.returncode == 1, stderr
+    assert took_s < 30
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 2 and ("closed the connection" if how == "link dropped" else "died") in lines[0], (
+        stderr
+    )
+    assert lines[1].startswith("rig gripper: the traceback is in ")
