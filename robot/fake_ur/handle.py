@@ -39,6 +39,8 @@ _REMOTE_METHODS = frozenset(
         "unfreeze",
         "set_joint_positions",
         "state",
+        "servo_log",
+        "arm_log",
         "gripper_set_object",
         "gripper_inject_fault",
         "gripper_state",
@@ -238,6 +240,21 @@ class FakeURController:
     def state(self) -> dict[str, Any]:
         """Snapshot of the controller: see ``FakeURServer.state``."""
         return dict(self._call("state"))
+
+    def servo_log(self, since: int = 0) -> tuple[int, list[tuple[float, ...]]]:
+        """servoL packages as they arrived on the wire: see ``FakeURServer.servo_log``."""
+        n, rows = self._call("servo_log", int(since))
+        return int(n), [tuple(r) for r in rows]
+
+    def arm_log(self, since: int = 0) -> tuple[int, list[tuple[float, ...]]]:
+        """The arm's TCP position per controller tick: see ``FakeURServer.arm_log``."""
+        n, rows = self._call("arm_log", int(since))
+        return int(n), [tuple(r) for r in rows]
+
+    @property
+    def pid(self) -> int | None:
+        """The fake's process id (process mode; None in thread mode), e.g. to pause it with SIGSTOP."""
+        return None if self._proc is None else self._proc.pid
 
     # ------------------------------------------------------------------ gripper (URCap, port 63352)
     def gripper_set_object(self, width_m: float | None) -> None:
