@@ -44,6 +44,11 @@ class StatusFlag(IntFlag):
     FAULTED = 1 << 9
     """The controller is not commanding the arm because of a fault (see the fault bits); call
     ``ArmController.reconnect()`` once the cause is cleared."""
+    CONTROLLER_SILENT = 1 << 10
+    """With DISCONNECTED: the UR controller stopped sending state packages (``ur.controller_timeout_s``)."""
+    CLIENT_STALLED = 1 << 11
+    """With DISCONNECTED: the ur_rtde client process published nothing for ``ur.state_timeout_s``
+    (paused, starved); it was ended so that nothing it had queued reaches the arm."""
 
 
 FAULT_FLAGS = StatusFlag.PROTECTIVE_STOP | StatusFlag.EMERGENCY_STOP | StatusFlag.DISCONNECTED

@@ -137,6 +137,9 @@ class URArmBackend:
         self._lost: str | None = "not connected"  # latched until a (re)connect succeeds
         self._last: ArmReading | None = None
         self._next_request = 1
+        self._request_done = -float("inf")  # host monotonic s the last request's reply came
+        self._lost_flags = StatusFlag.DISCONNECTED  # the flags a lost link reads with
+        self._queue_full_since: float | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ client lifecycle
@@ -169,6 +172,8 @@ class URArmBackend:
                     f"UR at {self.host}:{port}: {step} got no answer within {limit_s:.0f} s (something "
                     f"accepts TCP there but does not speak the UR protocol?). {_checklist(self.host)}"
                 )
+        self._lost_flags = StatusFlag.DISCONNECTED
+        self._queue_full_since = None
         deadline = now() + _FIRST_STATE_TIMEOUT_S
         while self._states.count <= first:
             if now() > deadline or not client.alive:
@@ -211,6 +216,7 @@ class URArmBackend:
             if msg is None:
                 continue
             if msg.get("reply") == request_id:
+                self._request_done = now()
                 if "error" in msg:
                     raise ArmConnectionError(msg["error"])
                 return
@@ -257,17 +263,32 @@ class URArmBackend:
                 receive_time=float(rec["receive_time"]),
                 flags=StatusFlag(int(rec["flags"])),
             )
-            if receive_time - reading.receive_time > self.config.ur.state_timeout_s:
+            # Time spent waiting on a request's reply is not silence: the client publishes before
+            # it replies, and a reconnect may take seconds.
+            silent_s = receive_time - max(reading.receive_time, self._request_done)
+            if silent_s > self.config.ur.state_timeout_s:
+                # Paused or starved: end it now, so that nothing it has queued reaches the arm
+                # after this (SIGKILL ends a stopped process too).
+                self._kill_client()
+                self._lost_flags = StatusFlag.DISCONNECTED | StatusFlag.CLIENT_STALLED
                 self._mark_lost(
-                    f"the ur_rtde client published nothing for {receive_time - reading.receive_time:.1f} s"
+                    f"the ur_rtde client published nothing for {silent_s:.2f} s (ur.state_timeout_s "
+                    f"{self.config.ur.state_timeout_s:g} s: paused or starved of CPU); it was ended"
                 )
             else:
                 if not reading.flags & StatusFlag.DISCONNECTED:
                     self._last = reading
+                else:
+                    self._lost_flags = reading.flags
                 return reading
         reading = stale_reading(self._last, receive_time)
-        reading.flags = StatusFlag.DISCONNECTED
+        reading.flags = self._lost_flags
         return reading
+
+    def _kill_client(self) -> None:
+        client = self._client
+        if client is not None and client.alive:
+            client.proc.kill()
 
     def servo(self, pose: FloatArray, t: float) -> bool:
         if self._lost is not None:
@@ -275,7 +296,22 @@ class URArmBackend:
         try:
             self._send(CMD_SERVO, pose)
         except QueueFull:  # the client stalled; it is declared lost once its states go stale
-            log.error("%s: the ur_rtde client is not taking servo targets", self.description)
+            if self._queue_full_since is None:  # one warning per stall, not one per tick
+                self._queue_full_since = t
+                log.warning(
+                    "%s: the ur_rtde client is not taking servo targets (stalled?); it is declared "
+                    "lost if it publishes nothing for %g s",
+                    self.description,
+                    self.config.ur.state_timeout_s,
+                )
+        else:
+            if self._queue_full_since is not None:
+                log.warning(
+                    "%s: the ur_rtde client takes servo targets again after %.2f s",
+                    self.description,
+                    t - self._queue_full_since,
+                )
+                self._queue_full_since = None
         return True
 
     def stop(self, t: float) -> None:

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -58,6 +59,8 @@ from numpy.typing import NDArray
 
 from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag, stale_reading
 from robot.arm.config import ArmConfig
+from robot.arm.pose_math import rotation_angle
+from robot.arm.servo_ramp import ServoRamp
 from robot.timing import now, precise_wait
 
 log = logging.getLogger("robot.arm")
@@ -72,6 +75,8 @@ ESERIES_MAX_RATE_HZ = 500.0
 _SCRIPT_STOP_GRACE_S = 0.05  # script not running, no safety bit yet: wait this long before DISCONNECTED
 _EXIT_CALL_TIMEOUT_S = 2.0  # servoStop / stopScript / disconnect at exit or before a reconnect
 _SCRIPT_START_TIMEOUT_S = 5.0  # reuploadScript() -> isProgramRunning()
+_OWN_GAP_PERIODS = 3  # a loop of this process later than this: its silence clock restarts
+_RESUME_GAP_PERIODS = 2.5  # no target sent for this long: the next ramp starts from the measured speed
 
 
 def _checklist(host: str) -> str:
@@ -137,6 +142,7 @@ class URLink:
         self._last: ArmReading | None = None
         self._last_robot_time = -1.0
         self._last_change = 0.0
+        self._last_poll = 0.0
         self._on_step = on_step
         self.lost_reason: str | None = None  # latched: an interface dropped its link or the state went stale
         self._script_stopped_since: float | None = None
@@ -242,7 +248,7 @@ class URLink:
         )
         self._step("TCP offset and payload", RTDE_PORT, self._send_tool_settings)
         self._step("first RTDE state packages", RTDE_PORT, self._wait_fresh_state)
-        self._last_change = now()
+        self._last_change = self._last_poll = now()
         self.lost_reason = None
         self._script_stopped_since = None
         log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
@@ -310,13 +316,21 @@ class URLink:
         if reading.tcp_pose.shape != (6,):  # no package received yet
             lost = lost or "no RTDE state package received"
             reading = stale_reading(self._last, receive_time)
+        # Silence counts only while this process ran: after a gap of its own (paused, starved) the
+        # packages that arrived meanwhile may not be read yet, so the clock restarts.
+        if receive_time - self._last_poll > _OWN_GAP_PERIODS * self.config.period_s:
+            self._last_change = max(self._last_change, receive_time)
+        self._last_poll = receive_time
         if reading.robot_time != self._last_robot_time:
             self._last_robot_time = reading.robot_time
             self._last_change = receive_time
-        elif receive_time - self._last_change > self.config.ur.state_timeout_s:
+        elif receive_time - self._last_change > self.config.ur.controller_timeout_s:
+            silent_s = receive_time - self._last_change
+            flags |= StatusFlag.CONTROLLER_SILENT
             lost = lost or (
-                f"no new RTDE state package for {receive_time - self._last_change:.1f} s "
-                "(the controller stopped answering)"
+                f"the UR controller at {self.host} stopped answering: no new RTDE state package for "
+                f"{silent_s * 1000:.0f} ms ({silent_s / self.config.period_s:.0f} periods; "
+                f"ur.controller_timeout_s {self.config.ur.controller_timeout_s:g} s)"
             )
         # The script pauses/stops at a safety stop: that is the safety fault, not a lost connection.
         if program_running or flags & (StatusFlag.PROTECTIVE_STOP | StatusFlag.EMERGENCY_STOP):
@@ -398,7 +412,7 @@ class URLink:
                 time.sleep(0.01)
             self._send_tool_settings()
             self._wait_fresh_state()
-        self._last_change = now()
+        self._last_change = self._last_poll = now()
         self._script_stopped_since = None
 
     def _drop_interfaces(self, stop_script: bool) -> None:
@@ -467,40 +481,89 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
         say(error=str(exc))
         return 3
     say(ready=list(link.version or ()))
-    poll_s = config.period_s / 8  # the controller's target waits at most this long here
+    period_s = config.period_s
+    poll_s = period_s / 8  # the controller's target waits at most this long here
+    # The backend declares the link lost after ur.state_timeout_s without a state from here; a loop
+    # that comes this late sends nothing more (the backend may already have declared it).
+    own_stall_s = 0.8 * config.ur.state_timeout_s
+    ramp = ServoRamp(config.limits, period_s)
+    reading = link.read_state(now())
+    _publish(states, reading)
+    ramp.reset(reading.tcp_pose)
+    desired: FloatArray | None = None  # the newest target from the controller, not yet sent
+    traj_step = (0.0, 0.0)  # how far the controller's last two targets are apart (m, rad)
+    last_target: FloatArray | None = None
+    robot_time_sent = -math.inf  # the RTDE package after which the last target was sent
+    last_sent_at = now()
+    last_loop = now()
     next_t = now()
+
+    def settle(request_id: int, error: str | None = None) -> FloatArray:
+        """After a request: publish a fresh state before the reply (the backend reads it next)."""
+        r = link.read_state(now())
+        _publish(states, r)
+        say(reply=request_id, **({"error": error} if error is not None else {}))
+        return r.tcp_pose
+
     while True:
+        t_loop = now()
+        if t_loop - last_loop > own_stall_s:
+            link.lost_reason = (
+                f"the ur_rtde client process was stalled for {t_loop - last_loop:.2f} s "
+                f"(ur.state_timeout_s {config.ur.state_timeout_s:g} s); its queued targets are dropped"
+            )
+            reading = stale_reading(reading, t_loop)
+            reading.flags = StatusFlag.DISCONNECTED | StatusFlag.CLIENT_STALLED
+            _publish(states, reading)
+            say(lost=link.lost_reason)
+            return 0
+        last_loop = t_loop
         if os.getppid() != parent_pid:  # the controller is gone: bring the arm to rest, leave
             link.stop(now())
             link.close()
             return 0
         cmds = commands.get_all()
-        pose = None
         for kind, request_id, target in zip(cmds["kind"], cmds["request_id"], cmds["pose"], strict=True):
             if kind == CMD_SERVO:
-                pose = target
-            elif kind == CMD_STOP:
-                pose = None
-                link.stop(now())
-                say(reply=int(request_id))
-            elif kind == CMD_RECONNECT:
-                pose = None
-                try:
-                    link.reconnect(now())
-                    say(reply=int(request_id))
-                except Exception as exc:
-                    say(reply=int(request_id), error=str(exc))
+                if last_target is not None:
+                    traj_step = (
+                        float(np.linalg.norm(target[:3] - last_target[:3])),
+                        rotation_angle(last_target[3:], target[3:]),
+                    )
+                last_target = desired = target.copy()
+            elif kind in (CMD_STOP, CMD_RECONNECT):
+                desired = last_target = None
+                traj_step = (0.0, 0.0)
+                error = None
+                if kind == CMD_STOP:
+                    link.stop(now())
+                else:
+                    try:
+                        link.reconnect(now())
+                    except Exception as exc:
+                        error = str(exc)
+                ramp.reset(settle(int(request_id), error))
+                last_loop = now()
             elif kind == CMD_CLOSE:
                 link.close()
                 say(reply=int(request_id))
                 return 0
-        if pose is not None:
-            link.servo(pose, now())
-        _publish(states, link.read_state(now()))
+        reading = link.read_state(now())
+        _publish(states, reading)
         if link.lost_reason is not None:
             # Never touch ur_rtde again (that is where it crashes); the OS closes its sockets.
             say(lost=link.lost_reason)
             return 0
+        if desired is not None and not config.ur.servo_ramp:
+            link.servo(desired, now())  # the stall benchmark's baseline: as it comes
+            desired = None
+        elif desired is not None and reading.robot_time > robot_time_sent:
+            # One target per RTDE package: the arm reads the newest target once per period.
+            if now() - last_sent_at > _RESUME_GAP_PERIODS * period_s:
+                ramp.resume(reading.tcp_speed)
+            link.servo(ramp.next(desired, traj_step), now())
+            robot_time_sent, last_sent_at = reading.robot_time, now()
+            desired = None
         next_t = max(next_t + poll_s, now())
         precise_wait(next_t, spin_s=0.0)  # sleep only: a spinning client would starve the controller
 
