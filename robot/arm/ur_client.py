@@ -76,7 +76,6 @@ _SCRIPT_STOP_GRACE_S = 0.05  # script not running, no safety bit yet: wait this 
 _EXIT_CALL_TIMEOUT_S = 2.0  # servoStop / stopScript / disconnect at exit or before a reconnect
 _SCRIPT_START_TIMEOUT_S = 5.0  # reuploadScript() -> isProgramRunning()
 _OWN_GAP_PERIODS = 3  # a loop of this process later than this: its silence clock restarts
-_RESUME_GAP_PERIODS = 2.5  # no target sent for this long: the next ramp starts from the measured speed
 
 
 def _checklist(host: str) -> str:
@@ -494,7 +493,6 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
     traj_step = (0.0, 0.0)  # how far the controller's last two targets are apart (m, rad)
     last_target: FloatArray | None = None
     robot_time_sent = -math.inf  # the RTDE package after which the last target was sent
-    last_sent_at = now()
     last_loop = now()
     next_t = now()
 
@@ -559,10 +557,10 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
             desired = None
         elif desired is not None and reading.robot_time > robot_time_sent:
             # One target per RTDE package: the arm reads the newest target once per period.
-            if now() - last_sent_at > _RESUME_GAP_PERIODS * period_s:
-                ramp.resume(reading.tcp_speed)
-            link.servo(ramp.next(desired, traj_step), now())
-            robot_time_sent, last_sent_at = reading.robot_time, now()
+            elapsed_s = reading.robot_time - robot_time_sent
+            speed = (traj_step[0] / period_s, traj_step[1] / period_s)
+            link.servo(ramp.next(desired, speed, elapsed_s, reading.tcp_speed), now())
+            robot_time_sent = reading.robot_time
             desired = None
         next_t = max(next_t + poll_s, now())
         precise_wait(next_t, spin_s=0.0)  # sleep only: a spinning client would starve the controller

@@ -573,7 +573,11 @@ class FakeURServer:
                 # The controller's own clock: whole periods of its tick count (a late tick's skipped
                 # periods are skipped, never compressed), as a real controller's ``timestamp``.
                 values = self._output_values_locked(t, tick.index * loop.period_s)
-                self._arm_log.append((t, tick.index * loop.period_s, *self.arm.actual_tcp_pose[:3]))
+                target = self.script.last_servo_target if self.script is not None else None
+                target_xyz = target[:3] if target is not None and len(target) == 6 else (np.nan,) * 3
+                self._arm_log.append(
+                    (t, tick.index * loop.period_s, *self.arm.actual_tcp_pose[:3], *target_xyz)
+                )
                 self._arm_logged += 1
                 conns = [c for c in self._conns if isinstance(c, _RTDEConn) and c.started]
                 frozen = self._frozen
@@ -947,7 +951,8 @@ class FakeURServer:
 
     def arm_log(self, since: int = 0) -> tuple[int, list[tuple[float, ...]]]:
         """The arm's TCP position at each controller tick since the ``since``-th: ``(count,
-        [(host monotonic s, controller time s, x, y, z), ...])``, oldest first (as ``servo_log``)."""
+        [(host monotonic s, controller time s, x, y, z, tx, ty, tz), ...])``, oldest first (as
+        ``servo_log``); ``t*``: the servoL target the script held at that tick (NaN before any)."""
         with self._lock:
             n = self._arm_logged
             k = min(n - since, len(self._arm_log))
