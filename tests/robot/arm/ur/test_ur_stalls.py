@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import time
 
 import numpy as np
 import pytest
@@ -176,11 +175,15 @@ def test_paused_controller_is_reported_by_name_and_the_arm_holds(generation):
         wait_until(lambda: pose_distance(fake.state()["actual_tcp_pose"], p0)[0] < 5e-4, 20, "back", arm)
 
 
-@pytest.mark.timeout(90)
+@pytest.mark.timeout(120)
 def test_reconnect_that_outlasts_the_state_timeout_keeps_its_client():
-    """The client answers a reconnect after 1 s (the control script starts 1 s after its upload):
-    longer than ur.state_timeout_s without a state, which once made the backend declare the link
-    lost right after the reply (seen under load in CI; here on any machine)."""
+    """The client answers a reconnect after 1 s (the control script starts 1 s after its upload),
+    longer than ur.state_timeout_s without a new state: the backend once read the state from before
+    the request right after the reply and declared the link lost (failed once in CI under load:
+    test_protective_stop_then_reconnect_resumes[eseries-500Hz]). The client now publishes a state
+    before it replies, and the backend does not count the wait for a reply as silence. (The old
+    order loses only a race with the client's next publish, so this passes on the old code unless a
+    loaded host preempts the client right after its reply; it guards the order.)"""
     version, name = ESERIES
     fake = FakeURController(
         version, process=True, arm_kind="sim", arm_params=dict(ARM_PARAMS), script_start_delay_s=1.0
@@ -188,16 +191,16 @@ def test_reconnect_that_outlasts_the_state_timeout_keeps_its_client():
     with fake, ArmController(ur_config(name, fake.host)) as arm:
         assert arm.config.ur.state_timeout_s < 1.0
         (client,) = ur_client_pids(arm.pid)
-        fake.inject_emergency_stop()
-        wait_until(
-            lambda: arm.get_state()["status_flags"] & StatusFlag.EMERGENCY_STOP, 20, "e-stop", arm, False
-        )
-        fake.clear_faults()
-        c0 = arm.get_state()["counter"]
-        arm.reconnect(timeout_s=20)
-        assert fake.state()["script_uploads"] == 2  # the reconnect re-uploaded the script
-        assert ur_client_pids(arm.pid) == [client]  # the same client: the link was never lost
-        assert not flags_since(arm, c0) & StatusFlag.DISCONNECTED
-        arm.check()
-        time.sleep(0.1)
-        arm.check()
+        for k in range(2):
+            fake.inject_emergency_stop()
+            wait_until(
+                lambda: arm.get_state()["status_flags"] & StatusFlag.EMERGENCY_STOP, 20, "e-stop", arm, False
+            )
+            fake.clear_faults()
+            c0 = arm.get_state()["counter"]
+            arm.reconnect(timeout_s=20)
+            assert fake.state()["script_uploads"] == 2 + k  # the reconnect re-uploaded the script
+            assert ur_client_pids(arm.pid) == [client]  # the same client: the link was never lost
+            assert not flags_since(arm, c0) & StatusFlag.DISCONNECTED
+            hold(arm, 0.1)
+            arm.check()
