@@ -185,23 +185,31 @@ def pause_trial(
 
 
 def stop_trial(arm: ArmController, fake: FakeURController, cfg: ArmConfig, k: int) -> tuple[float, float]:
-    """Home-speed move, the controller paused 50 ms, then stop_motion(): (overshoot m, v m/s)."""
+    """Home-speed move, the controller paused 50 ms, then stop_motion(): (overshoot m, v m/s).
+
+    The overshoot is how far the arm came to rest past the last target it had received when the
+    controller took the stop (the first STOPPING state); v is the arm's measured speed then."""
     recover(arm)
     home = np.asarray(cfg.start_pose, dtype=np.float64)
     away = home + np.array([0.04, 0.0, 0.0, 0, 0, 0])
     go_to(arm, away, 0.6)
     hold(arm, 0.1)
+    c0 = arm.get_state()["counter"]
+    n_servo, _ = fake.servo_log()
     arm.home(wait=False)
     hold(arm, 0.3 + random.uniform(0, 0.2))
-    v = float(np.linalg.norm(arm.get_state()["actual_tcp_speed"][:3]))  # what the controller reads
-    os.kill(arm.pid, signal.SIGSTOP)
+    os.kill(arm.pid, signal.SIGSTOP)  # a late tick, as a loaded host gives
     time.sleep(0.05)
-    n_servo, _ = fake.servo_log()
     os.kill(arm.pid, signal.SIGCONT)
     arm.stop_motion()
     hold(arm, 1.0)
-    _, servo = fake.servo_log(n_servo - 1)
-    at_stop = np.asarray(servo[0][1:4])
+    h = arm.state_ring.get_since(c0, skip_overwritten=True)
+    i = int(np.argmax(h["status_flags"] & StatusFlag.STOPPING))
+    t_stop = float(h["tick_time"][i])
+    v = float(np.linalg.norm(h["actual_tcp_speed"][i, :3]))
+    _, servo = fake.servo_log(n_servo)
+    rows = np.asarray(servo)
+    at_stop = rows[np.searchsorted(rows[:, 0], t_stop) - 1, 1:4]
     final = np.asarray(fake.state()["actual_tcp_pose"][:3])
     direction = (home[:3] - away[:3]) / np.linalg.norm(home[:3] - away[:3])
     return float(np.dot(final - at_stop, direction)), v

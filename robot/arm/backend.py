@@ -71,6 +71,9 @@ class ArmReading:
     ``robot_time``: the controller's own clock (s; real: RTDE ``timestamp``; sim: model time).
     ``capture_time``: host monotonic time the state describes. ``receive_time``: host monotonic time
     the host had it. ``flags``: only the fault and ``UNREACHABLE`` bits are set by backends.
+    ``received_target``: the last servo target the arm itself received (real: the ur_rtde client's
+    last servoL, which may trail the controller's targets after a stall); None where the backend
+    does not know it (sim: the controller's own target is what the model received).
     """
 
     tcp_pose: FloatArray
@@ -81,6 +84,7 @@ class ArmReading:
     capture_time: float
     receive_time: float
     flags: StatusFlag = StatusFlag(0)
+    received_target: FloatArray | None = None
 
 
 class ArmBackend(Protocol):

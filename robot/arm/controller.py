@@ -579,7 +579,8 @@ class ArmController(DeviceProcess):
     def _begin_stop(self, t: float, reading: ArmReading | None = None) -> None:
         """Replace the trajectory by a constant-deceleration stop from the arm's measured speed.
 
-        The profile starts at the last commanded pose with the TCP velocity the arm reports
+        The profile starts at the last target the arm received (the backend's
+        ``received_target``; else the last commanded pose) with the TCP velocity the arm reports
         (``reading``; the last tick's if None), never with a speed estimated from the
         commanded steps: a late tick makes one capped step look like the speed limit (a stop from
         0.05 m/s then ran 31 mm on)."""
@@ -591,6 +592,10 @@ class ArmController(DeviceProcess):
         w = np.asarray(reading.tcp_speed[3:], dtype=np.float64)
         if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
             v, w = np.zeros(3), np.zeros(3)
+        if reading.received_target is not None:
+            # From what the arm received: a client that trails the trajectory (after a stall)
+            # would otherwise carry the arm on to the controller's newer target, then stop.
+            self._last_cmd = np.asarray(reading.received_target, dtype=np.float64).copy()
         r_last = Rotation.from_rotvec(self._last_cmd[3:])
         ang_decel = lim.stop_decel_m_s2 * lim.max_angular_speed_rad_s / lim.max_linear_speed_m_s
         stop_s = max(float(np.linalg.norm(v)) / lim.stop_decel_m_s2, float(np.linalg.norm(w)) / ang_decel)

@@ -262,6 +262,7 @@ class URArmBackend:
                 capture_time=float(rec["capture_time"]),
                 receive_time=float(rec["receive_time"]),
                 flags=StatusFlag(int(rec["flags"])),
+                received_target=rec["sent_pose"].copy() if np.all(np.isfinite(rec["sent_pose"])) else None,
             )
             # Time spent waiting on a request's reply is not silence: the client publishes before
             # it replies, and a reconnect may take seconds.
@@ -330,12 +331,19 @@ class URArmBackend:
         """After a fault: a fresh client if the link was lost, else re-upload a stopped script in the
         running one. Raises ArmConnectionError (saying what to do) while the arm is still
         safety-stopped or cannot be reached."""
-        if self._lost is not None or self._client is None or not self._client.alive:
-            log.warning("%s: starting a fresh ur_rtde client", self.description)
-            self._start_client()
         ur = self.config.ur
-        # Fresh packages, the safety check, a script re-upload and its start, the tool settings.
-        self._request(CMD_RECONNECT, "reconnect", 4 * (ur.connect_timeout_s + _STEP_SLACK_S))
+        for attempt in range(2):
+            if self._lost is not None or self._client is None or not self._client.alive:
+                log.warning("%s: starting a fresh ur_rtde client", self.description)
+                self._start_client()
+            try:
+                # Fresh packages, the safety check, a script re-upload and its start, the tool settings.
+                self._request(CMD_RECONNECT, "reconnect", 4 * (ur.connect_timeout_s + _STEP_SLACK_S))
+                return
+            except ArmConnectionError:
+                # The client had just lost the link (it reports that and ends): a fresh one, once.
+                if attempt or self._lost is None:
+                    raise
 
     def reset_world(self, seed: int) -> None:
         pass

@@ -75,7 +75,7 @@ ESERIES_MAX_RATE_HZ = 500.0
 _SCRIPT_STOP_GRACE_S = 0.05  # script not running, no safety bit yet: wait this long before DISCONNECTED
 _EXIT_CALL_TIMEOUT_S = 2.0  # servoStop / stopScript / disconnect at exit or before a reconnect
 _SCRIPT_START_TIMEOUT_S = 5.0  # reuploadScript() -> isProgramRunning()
-_OWN_GAP_PERIODS = 3  # a loop of this process later than this: its silence clock restarts
+_OWN_GAP_FRACTION = 0.5  # a loop this late (x ur.controller_timeout_s): the silence clock restarts
 
 
 def _checklist(host: str) -> str:
@@ -317,7 +317,7 @@ class URLink:
             reading = stale_reading(self._last, receive_time)
         # Silence counts only while this process ran: after a gap of its own (paused, starved) the
         # packages that arrived meanwhile may not be read yet, so the clock restarts.
-        if receive_time - self._last_poll > _OWN_GAP_PERIODS * self.config.period_s:
+        if receive_time - self._last_poll > _OWN_GAP_FRACTION * self.config.ur.controller_timeout_s:
             self._last_change = max(self._last_change, receive_time)
         self._last_poll = receive_time
         if reading.robot_time != self._last_robot_time:
@@ -452,10 +452,11 @@ STATE_LAYOUT = {
     "capture_time": ((), "float64"),
     "receive_time": ((), "float64"),
     "flags": ((), "int64"),
+    "sent_pose": ((6,), "float64"),  # the last servoL target sent (the ramp's), NaN before any
 }
 
 
-def _publish(ring: Any, reading: ArmReading) -> None:
+def _publish(ring: Any, reading: ArmReading, sent_pose: Any = None) -> None:
     ring.put(
         {
             "tcp_pose": reading.tcp_pose,
@@ -466,6 +467,7 @@ def _publish(ring: Any, reading: ArmReading) -> None:
             "capture_time": reading.capture_time,
             "receive_time": reading.receive_time,
             "flags": int(reading.flags),
+            "sent_pose": np.full(6, np.nan) if sent_pose is None else sent_pose,
         }
     )
 
@@ -499,7 +501,7 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
     def settle(request_id: int, error: str | None = None) -> FloatArray:
         """After a request: publish a fresh state before the reply (the backend reads it next)."""
         r = link.read_state(now())
-        _publish(states, r)
+        _publish(states, r, r.tcp_pose)  # the ramp restarts from the measured pose
         say(reply=request_id, **({"error": error} if error is not None else {}))
         return r.tcp_pose
 
@@ -547,7 +549,7 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
                 say(reply=int(request_id))
                 return 0
         reading = link.read_state(now())
-        _publish(states, reading)
+        _publish(states, reading, ramp.sent)
         if link.lost_reason is not None:
             # Never touch ur_rtde again (that is where it crashes); the OS closes its sockets.
             say(lost=link.lost_reason)

@@ -241,14 +241,14 @@ class FakeURController:
         """Snapshot of the controller: see ``FakeURServer.state``."""
         return dict(self._call("state"))
 
-    def servo_log(self, since: int = 0) -> tuple[int, list[tuple[float, ...]]]:
+    def servo_log(self, since: int | None = None) -> tuple[int, list[tuple[float, ...]]]:
         """servoL packages as they arrived on the wire: see ``FakeURServer.servo_log``."""
-        n, rows = self._call("servo_log", int(since))
+        n, rows = self._call("servo_log", since)
         return int(n), [tuple(r) for r in rows]
 
-    def arm_log(self, since: int = 0) -> tuple[int, list[tuple[float, ...]]]:
+    def arm_log(self, since: int | None = None) -> tuple[int, list[tuple[float, ...]]]:
         """The arm's TCP position per controller tick: see ``FakeURServer.arm_log``."""
-        n, rows = self._call("arm_log", int(since))
+        n, rows = self._call("arm_log", since)
         return int(n), [tuple(r) for r in rows]
 
     @property

@@ -939,23 +939,24 @@ class FakeURServer:
         with self._lock:
             self._frozen = False
 
-    def servo_log(self, since: int = 0) -> tuple[int, list[tuple[float, ...]]]:
-        """servoL data packages received since the ``since``-th one (a count returned earlier):
+    def servo_log(self, since: int | None = None) -> tuple[int, list[tuple[float, ...]]]:
+        """servoL data packages received since the ``since``-th one (a count returned earlier; None:
+        only the count):
         ``(count, [(host monotonic s on arrival, x, y, z, rx, ry, rz), ...])``, oldest first. Logged
         as they arrive on the wire (even while frozen), before the script reads the registers; the
         newest ``_LOG_CAPACITY`` are kept."""
         with self._lock:
             n = self._servo_logged
-            k = min(n - since, len(self._servo_log))
+            k = min(n - (n if since is None else since), len(self._servo_log))
             return n, list(self._servo_log)[len(self._servo_log) - k :] if k > 0 else []
 
-    def arm_log(self, since: int = 0) -> tuple[int, list[tuple[float, ...]]]:
+    def arm_log(self, since: int | None = None) -> tuple[int, list[tuple[float, ...]]]:
         """The arm's TCP position at each controller tick since the ``since``-th: ``(count,
         [(host monotonic s, controller time s, x, y, z, tx, ty, tz), ...])``, oldest first (as
         ``servo_log``); ``t*``: the servoL target the script held at that tick (NaN before any)."""
         with self._lock:
             n = self._arm_logged
-            k = min(n - since, len(self._arm_log))
+            k = min(n - (n if since is None else since), len(self._arm_log))
             return n, list(self._arm_log)[len(self._arm_log) - k :] if k > 0 else []
 
     def set_joint_positions(self, q: Any) -> None:
