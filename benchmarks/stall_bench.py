@@ -59,6 +59,7 @@ MOVE_S = 0.3  # 0.17 m/s: two thirds of the shipped 0.25 m/s limit
 PAUSE_AT_S = 0.1  # into the move
 SETTLE_S = 1.2  # after the resume: the ramp catches up, the arm comes to rest
 WINDOW_S = 0.01
+FALSE_FAULTS = 0  # faults outside a pause (while moving to a trial's start)
 BASELINE = ("ur.servo_ramp=false", "ur.controller_timeout_s=0.5")
 
 
@@ -103,12 +104,20 @@ def recover(arm: ArmController) -> None:
 
 
 def go_to(arm: ArmController, pose: np.ndarray, duration_s: float) -> None:
+    """Servo to ``pose``; a fault on the way (a loaded host can starve the fake past
+    ur.controller_timeout_s) is reconnected and counted in ``FALSE_FAULTS``."""
+    global FALSE_FAULTS
     arm.servo_to(pose, duration_s)
-    deadline = time.monotonic() + duration_s + 10
+    deadline = time.monotonic() + duration_s + 20
     while pose_distance(arm.get_state()["actual_tcp_pose"], pose)[0] > 5e-4:
         if time.monotonic() > deadline:
             raise RuntimeError("the arm did not reach the trial's start")
-        arm.check()
+        try:
+            arm.check()
+        except ArmFaultError:
+            FALSE_FAULTS += 1
+            arm.reconnect(timeout_s=30)
+            arm.servo_to(pose, duration_s)
         hold(arm, 0.02)
 
 
@@ -298,6 +307,7 @@ def main() -> None:
         base = {n: run_config(n, args.baseline_trials, args.baseline_trials, BASELINE) for n in args.configs}
         print_tables(f"baseline ({' '.join(BASELINE)}), {args.baseline_trials} trials per case", base)
         result["baseline"] = summarize(base)
+    result["faults_outside_pauses"] = FALSE_FAULTS
     result["trials"] = args.trials
     result["baseline_trials"] = args.baseline_trials
     print(json.dumps(result))

@@ -265,9 +265,10 @@ class URArmBackend:
                 received_target=rec["sent_pose"].copy() if np.all(np.isfinite(rec["sent_pose"])) else None,
             )
             # Time spent waiting on a request's reply is not silence: the client publishes before
-            # it replies, and a reconnect may take seconds.
+            # it replies, and a reconnect may take seconds. A client that reported a lost link
+            # is ending: that report stands.
             silent_s = receive_time - max(reading.receive_time, self._request_done)
-            if silent_s > self.config.ur.state_timeout_s:
+            if silent_s > self.config.ur.state_timeout_s and not reading.flags & StatusFlag.DISCONNECTED:
                 # Paused or starved: end it now, so that nothing it has queued reaches the arm
                 # after this (SIGKILL ends a stopped process too).
                 self._kill_client()

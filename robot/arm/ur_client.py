@@ -456,6 +456,9 @@ STATE_LAYOUT = {
 }
 
 
+_LINKS: list[URLink] = []
+
+
 def _publish(ring: Any, reading: ArmReading, sent_pose: Any = None) -> None:
     ring.put(
         {
@@ -476,6 +479,9 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
     """The client's life: connect, then serve the queue and publish states until told to close,
     the parent is gone, or the link is lost. Returns the exit code."""
     link = URLink(config, on_step=lambda what, port: say(step=what, port=port))
+    # Never destroyed: the process ends with os._exit. Freeing ur_rtde's interfaces on the way out
+    # of this function blocks (a futex wait, seen with a paused controller) or crashes on a dead link.
+    _LINKS.append(link)
     try:
         link.connect(now())
     except Exception as exc:

@@ -19,6 +19,7 @@ ur_rtde client always uses the standard ports 30004/29999/30003 on the host it i
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -70,6 +71,13 @@ class _FakeURProcess(DeviceProcess):
         self._server: FakeURServer | None = None
 
     def setup(self) -> None:
+        if self.options.nice is not None:
+            # A real controller ticks on hardware of its own; on a loaded test host a fake at the
+            # default priority skips 80-200 ms of ticks (load 5-16), which reads as a frozen controller.
+            try:
+                os.setpriority(os.PRIO_PROCESS, 0, self.options.nice)
+            except OSError:
+                pass  # not permitted: run at the default priority
         self._server = FakeURServer(self.options, make_arm(self.arm_kind, self.options)).start()
         self._rpc.send(("host", self._server.host))
 
