@@ -300,6 +300,10 @@ def main() -> None:
     ap.add_argument("--baseline-trials", type=int, default=3, help="0: no baseline")
     ap.add_argument("--configs", nargs="+", default=list(GENERATIONS), choices=list(GENERATIONS))
     args = ap.parse_args()
+    try:  # beat the controllers' 1 s heartbeat on a loaded host: at their priority (nice -10)
+        os.setpriority(os.PRIO_PROCESS, 0, -10)
+    except OSError:
+        pass
     runs = {n: run_config(n, args.trials, args.stop_trials, ()) for n in args.configs}
     print_tables(f"stalls through ur_rtde against the fake UR, {args.trials} trials per case", runs)
     result = summarize(runs)

@@ -20,7 +20,9 @@ vector rad, TCP in the base frame; times host monotonic ``time.monotonic()`` s):
   linear/angular speeds are not exceeded (then the pose is reached late).
 - ``servo_to(pose, duration_s)``: replace the future trajectory by one move reaching ``pose`` in
   ``duration_s`` (stretched likewise).
-- ``stop_motion()``: decelerate at ``limits.stop_decel_m_s2`` and hold; later commands move again.
+- ``stop_motion()``: decelerate at ``limits.stop_decel_m_s2`` from the arm's measured TCP speed
+  (never a speed estimated from commanded steps), starting at the last target the arm received,
+  and hold; later commands move again. The arm comes to rest within v^2 / (2 a) of that target.
 - ``home(wait=True)``: slow move (``home_speed_m_s``) to ``start_pose`` / ``start_joints_rad``.
 - ``reset_world(seed, wait=True)``: sim: new episode of the task with ``seed``; ur: no-op.
 - ``reconnect(wait=True)``: after a fault (protective stop, e-stop, lost link), reconnect/clear and
@@ -33,6 +35,11 @@ keeps its trajectory. Watchdog: when the parent dies, stops heartbeating (``hear
 or SIGINT/SIGTERM arrives, the controller brings the arm to rest with a decelerating stop and exits.
 A fault (protective stop, e-stop, disconnect) makes the controller stop commanding and publish the
 fault; ``check()`` in the parent raises a clear error; ``reconnect()`` resumes without a restart.
+
+Limits hold at the arm: step 4 bounds consecutive *commanded* targets; the UR backend's client
+bounds each target *the arm receives* relative to the previous one it received
+(robot/arm/servo_ramp.py), which is what holds when this process, the ur_rtde client or the UR
+controller stalls. A controller that stops answering is a fault within ``ur.controller_timeout_s``.
 """
 
 from __future__ import annotations

@@ -9,7 +9,11 @@ ends the client, not the controller: it is reported as ``DISCONNECTED`` and ``re
 fresh client.
 
 Timing contract: ``read_state`` copies the newest published state (no waiting); ``servo`` enqueues
-the tick's target (no waiting: the client sends it within an eighth of a period). ``connect``,
+the tick's target (no waiting). The client sends at most one servoL per RTDE package, bounded
+relative to the last one it sent (robot/arm/servo_ramp.py): a target waits at most one controller
+period (plus the client's poll, an eighth of one) when the client keeps up, and a stalled client
+ramps back to the trajectory instead of jumping to it. A queue that stays full (the client stalled)
+gives one warning per stall, and one when it drains. ``connect``,
 ``reconnect`` and ``stop`` block, each step bounded: a connect step (dashboard 29999, RTDE receive
 30004, RTDE control + script upload, first packages) may take ``ur.connect_timeout_s`` + 1 s, then
 the client is killed and the error names the host, the port and what to check. This holds even when
@@ -17,7 +21,12 @@ ur_rtde blocks holding the GIL: the bound is kept from another process.
 
 Faults: the client's flags (protective stop, e-stop, lost link, stopped script) pass through; the
 client's exit (a lost link, a crash) and a client that stops publishing for ``ur.state_timeout_s``
-are ``DISCONNECTED``, latched until ``reconnect()``.
+are ``DISCONNECTED``, latched until ``reconnect()``. A client silent that long (paused, starved) is
+killed at once (SIGKILL ends a stopped process too), so nothing it queued before the link was
+declared lost reaches the arm after it; the client itself sends nothing after a gap of its own of
+0.8 x ``ur.state_timeout_s``. The time spent waiting for a request's reply (a reconnect may take
+seconds) is not silence: the client publishes a state before each reply. ``StatusFlag.CLIENT_STALLED``
+/ ``CONTROLLER_SILENT`` say which side went silent; the controller names it in the error.
 """
 
 from __future__ import annotations
@@ -250,6 +259,10 @@ class URArmBackend:
             if client is not None:
                 while (msg := client.next_message(0.0)) is not None:
                     reason = msg.get("lost", reason)
+            if self._states.count:  # the client's last word: why it lost the link
+                last_flags = StatusFlag(int(self._states.latest()["flags"]))
+                if last_flags & StatusFlag.DISCONNECTED:
+                    self._lost_flags = last_flags
             self._mark_lost(reason or f"the ur_rtde client process ended ({_exit_text(code)})")
         if self._lost is None and self._states.count:
             rec = self._states.latest()

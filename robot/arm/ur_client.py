@@ -16,14 +16,22 @@ uploads its script through port 30003). Each step is announced on the pipe befor
 backend bounds it (``ur.connect_timeout_s`` + 1 s) from outside and kills a client stuck in it. The TCP
 offset and (optionally) the payload are set, and the process asks for SCHED_FIFO ``ur.rt_priority``.
 
-Loop (every eighth of the controller period): drain the queue (the newest servo target is sent as
-``servoL(pose, 0, 0, period, lookahead, gain)``; stop and reconnect requests are answered on the
-pipe), read the newest RTDE package (a getter call: ur_rtde receives in its own thread) and publish
-it. ``capture_time = receive_time - ur.state_latency_s`` (calibrated).
+Loop (every eighth of the controller period): drain the queue (servo targets; stop and reconnect
+requests are answered on the pipe, after a fresh state is published), read the newest RTDE package
+(a getter call: ur_rtde receives in its own thread) and publish it with the last target sent, then,
+once per new RTDE package, send ``servoL(pose, 0, 0, period, lookahead, gain)`` toward the newest
+target, bounded by :class:`robot.arm.servo_ramp.ServoRamp` relative to the last one sent: so the
+arm never gets two targets in one of its periods nor a step beyond the speed limit, whatever was
+queued while this process or the controller stalled. No new package (a paused controller): no new
+target, the arm holds the last one. ``capture_time = receive_time - ur.state_latency_s``
+(calibrated).
 
 Faults: ``PROTECTIVE_STOP`` / ``EMERGENCY_STOP`` from the safety status bits; ``DISCONNECTED`` when
-either interface lost its link, the RTDE timestamp has not advanced for ``ur.state_timeout_s`` (a
-controller that stopped answering: ur_rtde itself notices only after 2.5 s), or the control script
+either interface lost its link, the RTDE timestamp has not advanced for ``ur.controller_timeout_s``
+while this process ran (``CONTROLLER_SILENT``: a controller that stopped answering; ur_rtde itself
+notices only after 2.5 s; a gap of this process's own of half that restarts the clock), this
+process's own loop came 0.8 x ``ur.state_timeout_s`` late (``CLIENT_STALLED``: the backend may
+already have declared the link lost, so nothing queued is sent), or the control script
 stopped for another reason than a safety stop (for ``_SCRIPT_STOP_GRACE_S``: the program pauses at a
 protective stop and the safety bits can arrive a package later on the other RTDE connection).
 A lost link ends this process at once (the state that says so is published first): ur_rtde's

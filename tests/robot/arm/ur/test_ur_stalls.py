@@ -75,7 +75,7 @@ def test_paused_client_ramps_to_the_newest_target_within_the_limits_at_the_arm(g
         n0, _ = fake.servo_log()
         (client,) = ur_client_pids(arm.pid)
         goal = p0
-        for k, pause_s in enumerate((0.1, 0.25, 0.1, 0.25)):
+        for k, pause_s in enumerate((0.1, 0.2, 0.1, 0.2)):
             goal = p0 + [0.05 if k % 2 == 0 else 0.0, 0, 0, 0, 0, 0]
             arm.servo_to(goal, 0.3)  # 0.17 m/s, the limit is 0.25 m/s
             hold(arm, 0.1)
