@@ -139,5 +139,8 @@ class ServoRamp:
         more than ``cap``."""
         if dist <= 0.0:
             return 0.0
-        speed_now = min(speed + accel * dt, traj_speed + math.sqrt(2.0 * accel * dist))
+        # The speed from which steps shrinking by accel * dt^2 each cover ``dist`` exactly (the
+        # discrete form of sqrt(2 a d): that one brakes harder than ``accel`` on its last steps).
+        brake = accel * dt * (math.sqrt(0.25 + 2.0 * dist / (accel * dt * dt)) - 0.5)
+        speed_now = min(speed + accel * dt, traj_speed + brake)
         return min(dist, cap, max(speed_now, 0.0) * dt)
