@@ -37,7 +37,9 @@ import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -49,6 +51,7 @@ from robot.arm.controller import ArmController, ArmFaultError  # noqa: E402
 from robot.arm.interpolator import pose_distance  # noqa: E402
 from robot.config import config_path, load_config  # noqa: E402
 from robot.fake_ur.handle import FakeURController  # noqa: E402
+from robot.process import DeviceProcessError  # noqa: E402
 
 GENERATIONS = {"ur5e": "5.11", "ur5_cb3": "3.15"}
 ARM_PARAMS = {"action_delay_s": 0.03, "tracking_time_constant_s": 0.02}  # as tests/robot/arm/ur
@@ -60,6 +63,7 @@ PAUSE_AT_S = 0.1  # into the move
 SETTLE_S = 1.2  # after the resume: the ramp catches up, the arm comes to rest
 WINDOW_S = 0.01
 FALSE_FAULTS = 0  # faults outside a pause (while moving to a trial's start)
+CONTROLLER_RESTARTS = 0  # trials run again because the arm controller exited (heartbeat missed)
 BASELINE = ("ur.servo_ramp=false", "ur.controller_timeout_s=0.5")
 
 
@@ -225,19 +229,45 @@ def stop_trial(arm: ArmController, fake: FakeURController, cfg: ArmConfig, k: in
 
 
 def run_config(name: str, trials: int, stop_trials: int, overrides: tuple[str, ...]) -> dict:
+    """All cases on one config. A trial whose arm controller exited (its 1 s heartbeat missed on a
+    loaded host) is not counted: a fresh controller runs it again (``controller_restarts``)."""
+    global CONTROLLER_RESTARTS
     cases = {(t, p): Case() for t in TARGETS for p in PAUSES_S}
     stops: list[tuple[float, float]] = []
     with FakeURController(
         GENERATIONS[name], process=True, arm_kind="sim", arm_params=dict(ARM_PARAMS)
     ) as fake:
         cfg = load_config(ArmConfig, config_path(f"arm/{name}.yaml"), [f"host={fake.host}", *overrides])
-        with ArmController(cfg) as arm:
+        arm = ArmController(cfg)
+        arm.start()
+        try:
+
+            def attempt(fn: Callable[[ArmController], Any]) -> Any:
+                nonlocal arm
+                global CONTROLLER_RESTARTS
+                for _ in range(5):
+                    try:
+                        return fn(arm)
+                    except DeviceProcessError as exc:
+                        if isinstance(exc, ArmFaultError):
+                            raise
+                        CONTROLLER_RESTARTS += 1
+                        print(f"  controller restarted: {exc}", file=sys.stderr, flush=True)
+                        arm.stop()
+                        arm.close()
+                        arm = ArmController(cfg)
+                        arm.start()
+                raise RuntimeError("the arm controller kept exiting")
+
             for (target, pause_s), case in cases.items():
                 for k in range(trials):
-                    pause_trial(arm, fake, cfg, target, pause_s, k, case)
+                    attempt(lambda a, t=target, p=pause_s, k=k, c=case: pause_trial(a, fake, cfg, t, p, k, c))
                 print(f"  {name} {target} {pause_s * 1000:.0f} ms: done", file=sys.stderr, flush=True)
             for k in range(stop_trials):
-                stops.append(stop_trial(arm, fake, cfg, k))
+                stops.append(attempt(lambda a, k=k: stop_trial(a, fake, cfg, k)))
+        finally:
+            arm.stop()
+            arm.close()
     return {"cfg": cfg, "cases": cases, "stops": stops}
 
 
@@ -312,6 +342,7 @@ def main() -> None:
         print_tables(f"baseline ({' '.join(BASELINE)}), {args.baseline_trials} trials per case", base)
         result["baseline"] = summarize(base)
     result["faults_outside_pauses"] = FALSE_FAULTS
+    result["controller_restarts"] = CONTROLLER_RESTARTS
     result["trials"] = args.trials
     result["baseline_trials"] = args.baseline_trials
     print(json.dumps(result))
