@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -204,3 +205,40 @@ def test_reconnect_that_outlasts_the_state_timeout_keeps_its_client():
             assert not flags_since(arm, c0) & StatusFlag.DISCONNECTED
             hold(arm, 0.1)
             arm.check()
+
+
+@pytest.mark.timeout(90)
+def test_stop_after_a_late_tick_decelerates_from_the_measured_speed():
+    """stop_motion() during a home-speed move, right after the controller was paused 100 ms (late
+    ticks catching up): the arm comes to rest within 1.2 v^2/2a + 1 mm of the last target it had received
+    (v: its measured speed then). A speed estimated from a catching-up tick's capped step reads as
+    the 0.25 m/s limit: 31 mm on, at 0.05 m/s."""
+    version, name = ESERIES
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        cfg = arm.config
+        home = np.asarray(cfg.start_pose, dtype=np.float64)
+        away = home + [0.04, 0, 0, 0, 0, 0]
+        arm.servo_to(away, 1.0)
+        wait_until(lambda: pose_distance(fake.state()["actual_tcp_pose"], away)[0] < 5e-4, 20, "away", arm)
+        c0 = arm.get_state()["counter"]
+        n0, _ = fake.servo_log()
+        arm.home(wait=False)
+        hold(arm, 0.4)  # mid-way at 0.05 m/s
+        with paused(arm.pid):
+            time.sleep(0.1)
+        # The controller catches up with its trajectory at the speed limit for ~25 ms (capped
+        # steps): the stop lands among those ticks.
+        time.sleep(0.005)
+        arm.stop_motion()
+        hold(arm, 1.0)
+        h = arm.state_ring.get_since(c0, skip_overwritten=True)
+        i = int(np.argmax(h["status_flags"] & StatusFlag.STOPPING))
+        assert h["status_flags"][i] & StatusFlag.STOPPING
+        v = float(np.linalg.norm(h["actual_tcp_speed"][i, :3]))
+        rows = np.asarray(fake.servo_log(n0)[1])
+        at_stop = rows[np.searchsorted(rows[:, 0], h["tick_time"][i]) - 1, 1:4]
+        final = np.asarray(fake.state()["actual_tcp_pose"][:3])
+        overshoot = float(np.dot(final - at_stop, (home[:3] - away[:3]) / 0.04))
+        allowed = 1.2 * v * v / (2 * cfg.limits.stop_decel_m_s2) + 0.001
+        assert overshoot <= allowed, (overshoot, v, allowed)
+        assert np.linalg.norm(final - home[:3]) > 0.005  # stopped on the way, not at home
