@@ -181,7 +181,8 @@ def pause_trial(
     hold(arm, SETTLE_S)
     _, servo = fake.servo_log(n_servo)
     _, arm_rows = fake.arm_log(n_arm)
-    servo_rows, arm_rows = np.asarray(servo), np.asarray(arm_rows)
+    servo_rows = np.asarray(servo, dtype=np.float64).reshape(-1, 7)
+    arm_rows = np.asarray(arm_rows, dtype=np.float64).reshape(-1, 8)
     vmax = cfg.limits.max_linear_speed_m_s
     case.speed_ratio.append(max_window_speed(arm_rows[:, [0, 2, 3, 4]], t_resume) / vmax)
     steps = np.linalg.norm(np.diff(servo_rows[:, 1:4], axis=0), axis=1) if len(servo_rows) > 1 else [0.0]
@@ -221,8 +222,10 @@ def stop_trial(arm: ArmController, fake: FakeURController, cfg: ArmConfig, k: in
     t_stop = float(h["tick_time"][i])
     v = float(np.linalg.norm(h["actual_tcp_speed"][i, :3]))
     _, servo = fake.servo_log(n_servo)
-    rows = np.asarray(servo)
-    at_stop = rows[np.searchsorted(rows[:, 0], t_stop) - 1, 1:4]
+    rows = np.asarray(servo, dtype=np.float64).reshape(-1, 7)
+    if not len(rows) or not h["status_flags"][i] & StatusFlag.STOPPING:
+        return float("nan"), 0.0  # no servoL or no stop seen (a lost link meanwhile): not counted
+    at_stop = rows[max(np.searchsorted(rows[:, 0], t_stop) - 1, 0), 1:4]
     final = np.asarray(fake.state()["actual_tcp_pose"][:3])
     direction = (home[:3] - away[:3]) / np.linalg.norm(home[:3] - away[:3])
     return float(np.dot(final - at_stop, direction)), v
@@ -280,6 +283,8 @@ def summarize(runs: dict[str, dict]) -> dict:
     for r in runs.values():
         a = r["cfg"].limits.stop_decel_m_s2
         for o, v in r["stops"]:
+            if o != o:  # NaN: not counted
+                continue
             over.append(o)
             excess.append(o - (1.2 * v * v / (2 * a) + 0.001))
     return {
@@ -316,6 +321,9 @@ def print_tables(title: str, runs: dict[str, dict]) -> None:
             )
         a = cfg.limits.stop_decel_m_s2
         for o, v in r["stops"]:
+            if o != o:
+                print("  stop: no data (lost link meanwhile), not counted")
+                continue
             allowed = 1.2 * v * v / (2 * a) + 0.001
             print(
                 f"  stop at {v:.3f} m/s: overshoot {o * 1000:6.2f} mm, v^2/2a {v * v / (2 * a) * 1000:.2f} mm, "
