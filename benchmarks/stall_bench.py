@@ -31,6 +31,7 @@ overshoot <= 1.2 v^2/2a + 1 mm (``stop_overshoot_excess_max_mm <= 0``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -233,7 +234,8 @@ def stop_trial(arm: ArmController, fake: FakeURController, cfg: ArmConfig, k: in
 
 def run_config(name: str, trials: int, stop_trials: int, overrides: tuple[str, ...]) -> dict:
     """All cases on one config. A trial whose arm controller exited (its 1 s heartbeat missed on a
-    loaded host) is not counted: a fresh controller runs it again (``controller_restarts``)."""
+    loaded host) or that could not start (the arm did not reach its start) is not counted: a fresh
+    controller runs it again (``controller_restarts``)."""
     global CONTROLLER_RESTARTS
     cases = {(t, p): Case() for t in TARGETS for p in PAUSES_S}
     stops: list[tuple[float, float]] = []
@@ -251,12 +253,11 @@ def run_config(name: str, trials: int, stop_trials: int, overrides: tuple[str, .
                 for _ in range(5):
                     try:
                         return fn(arm)
-                    except DeviceProcessError as exc:
-                        if isinstance(exc, ArmFaultError):
-                            raise
+                    except (DeviceProcessError, RuntimeError) as exc:  # exited, or stuck faulted
                         CONTROLLER_RESTARTS += 1
                         print(f"  controller restarted: {exc}", file=sys.stderr, flush=True)
-                        arm.stop()
+                        with contextlib.suppress(Exception):
+                            arm.stop()
                         arm.close()
                         arm = ArmController(cfg)
                         arm.start()
