@@ -44,6 +44,11 @@ class StatusFlag(IntFlag):
     FAULTED = 1 << 9
     """The controller is not commanding the arm because of a fault (see the fault bits); call
     ``ArmController.reconnect()`` once the cause is cleared."""
+    CONTROLLER_SILENT = 1 << 10
+    """With DISCONNECTED: the UR controller stopped sending state packages (``ur.controller_timeout_s``)."""
+    CLIENT_STALLED = 1 << 11
+    """With DISCONNECTED: the ur_rtde client process published nothing for ``ur.state_timeout_s``
+    (paused, starved); it was ended so that nothing it had queued reaches the arm."""
 
 
 FAULT_FLAGS = StatusFlag.PROTECTIVE_STOP | StatusFlag.EMERGENCY_STOP | StatusFlag.DISCONNECTED
@@ -66,6 +71,9 @@ class ArmReading:
     ``robot_time``: the controller's own clock (s; real: RTDE ``timestamp``; sim: model time).
     ``capture_time``: host monotonic time the state describes. ``receive_time``: host monotonic time
     the host had it. ``flags``: only the fault and ``UNREACHABLE`` bits are set by backends.
+    ``received_target``: the last servo target the arm itself received (real: the ur_rtde client's
+    last servoL, which may trail the controller's targets after a stall); None where the backend
+    does not know it (sim: the controller's own target is what the model received).
     """
 
     tcp_pose: FloatArray
@@ -76,6 +84,7 @@ class ArmReading:
     capture_time: float
     receive_time: float
     flags: StatusFlag = StatusFlag(0)
+    received_target: FloatArray | None = None
 
 
 class ArmBackend(Protocol):

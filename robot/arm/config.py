@@ -35,6 +35,9 @@ class ArmLimits(StrictModel):
     max_step_rad: float = Field(0.05, gt=0)
     max_rotvec_norm_rad: float = Field(2 * math.pi, gt=0)
     """A target whose rotation vector is longer than this is absurd and rejected (arm holds)."""
+    max_linear_accel_m_s2: float = Field(1.0, gt=0)
+    """Acceleration of the ramp that brings the arm back onto its trajectory after a stall (m/s^2;
+    the angular one scales like ``stop_decel_m_s2``'s): robot/arm/servo_ramp.py."""
     stop_decel_m_s2: float = Field(1.0, gt=0)
     """Deceleration of ``stop_motion`` and of the watchdog stop (m/s^2); the angular one uses
     ``stop_decel_m_s2 * max_angular_speed_rad_s / max_linear_speed_m_s``."""
@@ -99,7 +102,17 @@ class URArmConfig(StrictModel):
     state_latency_s: float = Field(0.0, ge=0)
     """Age of a received state when it arrives (calibrated); capture_time = receive_time - this."""
     state_timeout_s: float = Field(0.5, gt=0)
-    """No new RTDE package for this long counts as a lost connection."""
+    """The ur_rtde client process publishing no state for this long counts as a lost connection: the
+    controller ends the client (nothing it queued before is sent after) and reports DISCONNECTED."""
+    controller_timeout_s: float = Field(0.25, gt=0)
+    """No new RTDE package from the UR controller for this long (while the client runs) is a
+    controller that stopped answering: DISCONNECTED, named in the error. From the first missing
+    package on, the client sends no new target (the arm holds the last one). 0.25 s: 125 periods
+    at 500 Hz, 31 at 125 Hz; a real controller misses none, but the fake controller on a loaded
+    2-core test host skips up to 80 ms of its ticks at load 5 and up to 190 ms at load 16."""
+    servo_ramp: bool = True
+    """Bound every servoL target relative to the last one sent (robot/arm/servo_ramp.py). False
+    only for the stall benchmark's baseline (the old behaviour: the newest target, as it comes)."""
     stop_accel_m_s2: float = Field(1.0, gt=0)
     """servoStop deceleration on exit (m/s^2)."""
     connect_timeout_s: float = Field(10.0, gt=0)

@@ -20,7 +20,9 @@ vector rad, TCP in the base frame; times host monotonic ``time.monotonic()`` s):
   linear/angular speeds are not exceeded (then the pose is reached late).
 - ``servo_to(pose, duration_s)``: replace the future trajectory by one move reaching ``pose`` in
   ``duration_s`` (stretched likewise).
-- ``stop_motion()``: decelerate at ``limits.stop_decel_m_s2`` and hold; later commands move again.
+- ``stop_motion()``: decelerate at ``limits.stop_decel_m_s2`` from the arm's measured TCP speed
+  (never a speed estimated from commanded steps), starting at the last target the arm received,
+  and hold; later commands move again. The arm comes to rest within v^2 / (2 a) of that target.
 - ``home(wait=True)``: slow move (``home_speed_m_s``) to ``start_pose`` / ``start_joints_rad``.
 - ``reset_world(seed, wait=True)``: sim: new episode of the task with ``seed``; ur: no-op.
 - ``reconnect(wait=True)``: after a fault (protective stop, e-stop, lost link), reconnect/clear and
@@ -33,6 +35,11 @@ keeps its trajectory. Watchdog: when the parent dies, stops heartbeating (``hear
 or SIGINT/SIGTERM arrives, the controller brings the arm to rest with a decelerating stop and exits.
 A fault (protective stop, e-stop, disconnect) makes the controller stop commanding and publish the
 fault; ``check()`` in the parent raises a clear error; ``reconnect()`` resumes without a restart.
+
+Limits hold at the arm: step 4 bounds consecutive *commanded* targets; the UR backend's client
+bounds each target *the arm receives* relative to the previous one it received
+(robot/arm/servo_ramp.py), which is what holds when this process, the ur_rtde client or the UR
+controller stalls. A controller that stops answering is a fault within ``ur.controller_timeout_s``.
 """
 
 from __future__ import annotations
@@ -125,7 +132,19 @@ def _fault_message(description: str, flags: int) -> str:
             "PROTECTIVE STOP: the arm hit something or exceeded a safety limit; check the workspace, "
             "then unlock the protective stop on the pendant"
         )
-    if flags & StatusFlag.DISCONNECTED:
+    if flags & StatusFlag.DISCONNECTED and flags & StatusFlag.CONTROLLER_SILENT:
+        parts.append(
+            "CONNECTION LOST: the UR controller stopped answering (no new RTDE state package for "
+            "ur.controller_timeout_s); the arm holds its last servo target. Check the network cable and "
+            "switch, and that the controller is not overloaded or rebooting"
+        )
+    elif flags & StatusFlag.DISCONNECTED and flags & StatusFlag.CLIENT_STALLED:
+        parts.append(
+            "CONNECTION LOST: the ur_rtde client process on this PC stalled (published nothing for "
+            "ur.state_timeout_s: paused, or starved of CPU) and was ended, so none of its queued targets "
+            "reach the arm; the arm holds its last servo target. Check the load on this PC"
+        )
+    elif flags & StatusFlag.DISCONNECTED:
         parts.append(
             "CONNECTION LOST (or the control script stopped): check the network cable, that the arm is "
             "powered on and in remote control, and that no other program took control"
@@ -370,10 +389,9 @@ class ArmController(DeviceProcess):
         t = now()
         self.backend.connect(t)
         t = now()
-        reading = self.backend.read_state(t)
+        reading = self._reading = self.backend.read_state(t)
         self._faulted = bool(reading.flags & FAULT_FLAGS)
         self._hold(reading.tcp_pose, t)
-        self._prev_cmd = self._last_cmd.copy()
         self._rejected = 0
         self._rejected_flag = False
         self._dropped = 0
@@ -428,7 +446,7 @@ class ArmController(DeviceProcess):
 
     # ------------------------------------------------------------------ one tick
     def _tick(self, t: float, tick_error_s: float, overrun: bool) -> ArmReading:
-        reading = self.backend.read_state(t)
+        reading = self._reading = self.backend.read_state(t)
         flags = StatusFlag(0)
         if reading.flags & FAULT_FLAGS and not self._faulted:
             self._faulted = True
@@ -438,7 +456,6 @@ class ArmController(DeviceProcess):
         if self._faulted:
             # Not commanding: the trajectory follows the arm so that resuming starts where it is.
             self._hold(reading.tcp_pose, t)
-            self._prev_cmd = self._last_cmd.copy()
             flags |= StatusFlag.FAULTED
         else:
             target = self._interp(t)
@@ -449,7 +466,6 @@ class ArmController(DeviceProcess):
                 flags |= StatusFlag.SPEED_LIMITED
             if not self.backend.servo(target, t):
                 flags |= StatusFlag.UNREACHABLE
-            self._prev_cmd = self._last_cmd
             self._last_cmd = target
             self._last_cmd_time = t
         if self._stopping_until is not None and t < self._stopping_until + 0.5:
@@ -529,7 +545,7 @@ class ArmController(DeviceProcess):
                 self._stopping_until = None
             elif kind == Cmd.STOP_MOTION:
                 if not self._faulted:
-                    self._begin_stop(t)
+                    self._begin_stop(t, reading)
             elif kind == Cmd.HOME:
                 if not self._faulted:
                     self._interp = self._interp.drive_to_waypoint(
@@ -565,16 +581,29 @@ class ArmController(DeviceProcess):
             return
         self._faulted = False
         self._hold(reading.tcp_pose, t)
-        self._prev_cmd = self._last_cmd.copy()
         log.warning("%s: reconnected; holding the current pose", self.name)
 
-    def _begin_stop(self, t: float) -> None:
-        """Replace the trajectory by a constant-deceleration stop from the current commanded motion."""
+    def _begin_stop(self, t: float, reading: ArmReading | None = None) -> None:
+        """Replace the trajectory by a constant-deceleration stop from the arm's measured speed.
+
+        The profile starts at the last target the arm received (the backend's
+        ``received_target``; else the last commanded pose) with the TCP velocity the arm reports
+        (``reading``; the last tick's if None), never with a speed estimated from the
+        commanded steps: a late tick makes one capped step look like the speed limit (a stop from
+        0.05 m/s then ran 31 mm on)."""
         lim = self.config.limits
         dt = self.config.period_s
-        v = (self._last_cmd[:3] - self._prev_cmd[:3]) / dt
+        if reading is None:
+            reading = self._reading
+        v = np.asarray(reading.tcp_speed[:3], dtype=np.float64)
+        w = np.asarray(reading.tcp_speed[3:], dtype=np.float64)
+        if not (np.all(np.isfinite(v)) and np.all(np.isfinite(w))):
+            v, w = np.zeros(3), np.zeros(3)
+        if reading.received_target is not None:
+            # From what the arm received: a client that trails the trajectory (after a stall)
+            # would otherwise carry the arm on to the controller's newer target, then stop.
+            self._last_cmd = np.asarray(reading.received_target, dtype=np.float64).copy()
         r_last = Rotation.from_rotvec(self._last_cmd[3:])
-        w = (r_last * Rotation.from_rotvec(self._prev_cmd[3:]).inv()).as_rotvec() / dt
         ang_decel = lim.stop_decel_m_s2 * lim.max_angular_speed_rad_s / lim.max_linear_speed_m_s
         stop_s = max(float(np.linalg.norm(v)) / lim.stop_decel_m_s2, float(np.linalg.norm(w)) / ang_decel)
         if stop_s < dt:

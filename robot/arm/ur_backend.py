@@ -9,7 +9,11 @@ ends the client, not the controller: it is reported as ``DISCONNECTED`` and ``re
 fresh client.
 
 Timing contract: ``read_state`` copies the newest published state (no waiting); ``servo`` enqueues
-the tick's target (no waiting: the client sends it within an eighth of a period). ``connect``,
+the tick's target (no waiting). The client sends at most one servoL per RTDE package, bounded
+relative to the last one it sent (robot/arm/servo_ramp.py): a target waits at most one controller
+period (plus the client's poll, an eighth of one) when the client keeps up, and a stalled client
+ramps back to the trajectory instead of jumping to it. A queue that stays full (the client stalled)
+gives one warning per stall, and one when it drains. ``connect``,
 ``reconnect`` and ``stop`` block, each step bounded: a connect step (dashboard 29999, RTDE receive
 30004, RTDE control + script upload, first packages) may take ``ur.connect_timeout_s`` + 1 s, then
 the client is killed and the error names the host, the port and what to check. This holds even when
@@ -17,7 +21,12 @@ ur_rtde blocks holding the GIL: the bound is kept from another process.
 
 Faults: the client's flags (protective stop, e-stop, lost link, stopped script) pass through; the
 client's exit (a lost link, a crash) and a client that stops publishing for ``ur.state_timeout_s``
-are ``DISCONNECTED``, latched until ``reconnect()``.
+are ``DISCONNECTED``, latched until ``reconnect()``. A client silent that long (paused, starved) is
+killed at once (SIGKILL ends a stopped process too), so nothing it queued before the link was
+declared lost reaches the arm after it; the client itself sends nothing after a gap of its own of
+0.8 x ``ur.state_timeout_s``. The time spent waiting for a request's reply (a reconnect may take
+seconds) is not silence: the client publishes a state before each reply. ``StatusFlag.CLIENT_STALLED``
+/ ``CONTROLLER_SILENT`` say which side went silent; the controller names it in the error.
 """
 
 from __future__ import annotations
@@ -137,6 +146,9 @@ class URArmBackend:
         self._lost: str | None = "not connected"  # latched until a (re)connect succeeds
         self._last: ArmReading | None = None
         self._next_request = 1
+        self._request_done = -float("inf")  # host monotonic s the last request's reply came
+        self._lost_flags = StatusFlag.DISCONNECTED  # the flags a lost link reads with
+        self._queue_full_since: float | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ client lifecycle
@@ -169,6 +181,8 @@ class URArmBackend:
                     f"UR at {self.host}:{port}: {step} got no answer within {limit_s:.0f} s (something "
                     f"accepts TCP there but does not speak the UR protocol?). {_checklist(self.host)}"
                 )
+        self._lost_flags = StatusFlag.DISCONNECTED
+        self._queue_full_since = None
         deadline = now() + _FIRST_STATE_TIMEOUT_S
         while self._states.count <= first:
             if now() > deadline or not client.alive:
@@ -211,6 +225,7 @@ class URArmBackend:
             if msg is None:
                 continue
             if msg.get("reply") == request_id:
+                self._request_done = now()
                 if "error" in msg:
                     raise ArmConnectionError(msg["error"])
                 return
@@ -244,6 +259,10 @@ class URArmBackend:
             if client is not None:
                 while (msg := client.next_message(0.0)) is not None:
                     reason = msg.get("lost", reason)
+            if self._states.count:  # the client's last word: why it lost the link
+                last_flags = StatusFlag(int(self._states.latest()["flags"]))
+                if last_flags & StatusFlag.DISCONNECTED:
+                    self._lost_flags = last_flags
             self._mark_lost(reason or f"the ur_rtde client process ended ({_exit_text(code)})")
         if self._lost is None and self._states.count:
             rec = self._states.latest()
@@ -256,18 +275,35 @@ class URArmBackend:
                 capture_time=float(rec["capture_time"]),
                 receive_time=float(rec["receive_time"]),
                 flags=StatusFlag(int(rec["flags"])),
+                received_target=rec["sent_pose"].copy() if np.all(np.isfinite(rec["sent_pose"])) else None,
             )
-            if receive_time - reading.receive_time > self.config.ur.state_timeout_s:
+            # Time spent waiting on a request's reply is not silence: the client publishes before
+            # it replies, and a reconnect may take seconds. A client that reported a lost link
+            # is ending: that report stands.
+            silent_s = receive_time - max(reading.receive_time, self._request_done)
+            if silent_s > self.config.ur.state_timeout_s and not reading.flags & StatusFlag.DISCONNECTED:
+                # Paused or starved: end it now, so that nothing it has queued reaches the arm
+                # after this (SIGKILL ends a stopped process too).
+                self._kill_client()
+                self._lost_flags = StatusFlag.DISCONNECTED | StatusFlag.CLIENT_STALLED
                 self._mark_lost(
-                    f"the ur_rtde client published nothing for {receive_time - reading.receive_time:.1f} s"
+                    f"the ur_rtde client published nothing for {silent_s:.2f} s (ur.state_timeout_s "
+                    f"{self.config.ur.state_timeout_s:g} s: paused or starved of CPU); it was ended"
                 )
             else:
                 if not reading.flags & StatusFlag.DISCONNECTED:
                     self._last = reading
+                else:
+                    self._lost_flags = reading.flags
                 return reading
         reading = stale_reading(self._last, receive_time)
-        reading.flags = StatusFlag.DISCONNECTED
+        reading.flags = self._lost_flags
         return reading
+
+    def _kill_client(self) -> None:
+        client = self._client
+        if client is not None and client.alive:
+            client.proc.kill()
 
     def servo(self, pose: FloatArray, t: float) -> bool:
         if self._lost is not None:
@@ -275,7 +311,22 @@ class URArmBackend:
         try:
             self._send(CMD_SERVO, pose)
         except QueueFull:  # the client stalled; it is declared lost once its states go stale
-            log.error("%s: the ur_rtde client is not taking servo targets", self.description)
+            if self._queue_full_since is None:  # one warning per stall, not one per tick
+                self._queue_full_since = t
+                log.warning(
+                    "%s: the ur_rtde client is not taking servo targets (stalled?); it is declared "
+                    "lost if it publishes nothing for %g s",
+                    self.description,
+                    self.config.ur.state_timeout_s,
+                )
+        else:
+            if self._queue_full_since is not None:
+                log.warning(
+                    "%s: the ur_rtde client takes servo targets again after %.2f s",
+                    self.description,
+                    t - self._queue_full_since,
+                )
+                self._queue_full_since = None
         return True
 
     def stop(self, t: float) -> None:
@@ -294,12 +345,19 @@ class URArmBackend:
         """After a fault: a fresh client if the link was lost, else re-upload a stopped script in the
         running one. Raises ArmConnectionError (saying what to do) while the arm is still
         safety-stopped or cannot be reached."""
-        if self._lost is not None or self._client is None or not self._client.alive:
-            log.warning("%s: starting a fresh ur_rtde client", self.description)
-            self._start_client()
         ur = self.config.ur
-        # Fresh packages, the safety check, a script re-upload and its start, the tool settings.
-        self._request(CMD_RECONNECT, "reconnect", 4 * (ur.connect_timeout_s + _STEP_SLACK_S))
+        for attempt in range(2):
+            if self._lost is not None or self._client is None or not self._client.alive:
+                log.warning("%s: starting a fresh ur_rtde client", self.description)
+                self._start_client()
+            try:
+                # Fresh packages, the safety check, a script re-upload and its start, the tool settings.
+                self._request(CMD_RECONNECT, "reconnect", 4 * (ur.connect_timeout_s + _STEP_SLACK_S))
+                return
+            except ArmConnectionError:
+                # The client had just lost the link (it reports that and ends): a fresh one, once.
+                if attempt or self._lost is None:
+                    raise
 
     def reset_world(self, seed: int) -> None:
         pass

@@ -16,14 +16,22 @@ uploads its script through port 30003). Each step is announced on the pipe befor
 backend bounds it (``ur.connect_timeout_s`` + 1 s) from outside and kills a client stuck in it. The TCP
 offset and (optionally) the payload are set, and the process asks for SCHED_FIFO ``ur.rt_priority``.
 
-Loop (every eighth of the controller period): drain the queue (the newest servo target is sent as
-``servoL(pose, 0, 0, period, lookahead, gain)``; stop and reconnect requests are answered on the
-pipe), read the newest RTDE package (a getter call: ur_rtde receives in its own thread) and publish
-it. ``capture_time = receive_time - ur.state_latency_s`` (calibrated).
+Loop (every eighth of the controller period): drain the queue (servo targets; stop and reconnect
+requests are answered on the pipe, after a fresh state is published), read the newest RTDE package
+(a getter call: ur_rtde receives in its own thread) and publish it with the last target sent, then,
+once per new RTDE package, send ``servoL(pose, 0, 0, period, lookahead, gain)`` toward the newest
+target, bounded by :class:`robot.arm.servo_ramp.ServoRamp` relative to the last one sent: so the
+arm never gets two targets in one of its periods nor a step beyond the speed limit, whatever was
+queued while this process or the controller stalled. No new package (a paused controller): no new
+target, the arm holds the last one. ``capture_time = receive_time - ur.state_latency_s``
+(calibrated).
 
 Faults: ``PROTECTIVE_STOP`` / ``EMERGENCY_STOP`` from the safety status bits; ``DISCONNECTED`` when
-either interface lost its link, the RTDE timestamp has not advanced for ``ur.state_timeout_s`` (a
-controller that stopped answering: ur_rtde itself notices only after 2.5 s), or the control script
+either interface lost its link, the RTDE timestamp has not advanced for ``ur.controller_timeout_s``
+while this process ran (``CONTROLLER_SILENT``: a controller that stopped answering; ur_rtde itself
+notices only after 2.5 s; a gap of this process's own of half that restarts the clock), this
+process's own loop came 0.8 x ``ur.state_timeout_s`` late (``CLIENT_STALLED``: the backend may
+already have declared the link lost, so nothing queued is sent), or the control script
 stopped for another reason than a safety stop (for ``_SCRIPT_STOP_GRACE_S``: the program pauses at a
 protective stop and the safety bits can arrive a package later on the other RTDE connection).
 A lost link ends this process at once (the state that says so is published first): ur_rtde's
@@ -42,6 +50,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import pickle
 import re
@@ -58,6 +67,8 @@ from numpy.typing import NDArray
 
 from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag, stale_reading
 from robot.arm.config import ArmConfig
+from robot.arm.pose_math import rotation_angle
+from robot.arm.servo_ramp import ServoRamp
 from robot.timing import now, precise_wait
 
 log = logging.getLogger("robot.arm")
@@ -72,6 +83,7 @@ ESERIES_MAX_RATE_HZ = 500.0
 _SCRIPT_STOP_GRACE_S = 0.05  # script not running, no safety bit yet: wait this long before DISCONNECTED
 _EXIT_CALL_TIMEOUT_S = 2.0  # servoStop / stopScript / disconnect at exit or before a reconnect
 _SCRIPT_START_TIMEOUT_S = 5.0  # reuploadScript() -> isProgramRunning()
+_OWN_GAP_FRACTION = 0.5  # a loop this late (x ur.controller_timeout_s): the silence clock restarts
 
 
 def _checklist(host: str) -> str:
@@ -137,6 +149,7 @@ class URLink:
         self._last: ArmReading | None = None
         self._last_robot_time = -1.0
         self._last_change = 0.0
+        self._last_poll = 0.0
         self._on_step = on_step
         self.lost_reason: str | None = None  # latched: an interface dropped its link or the state went stale
         self._script_stopped_since: float | None = None
@@ -242,7 +255,7 @@ class URLink:
         )
         self._step("TCP offset and payload", RTDE_PORT, self._send_tool_settings)
         self._step("first RTDE state packages", RTDE_PORT, self._wait_fresh_state)
-        self._last_change = now()
+        self._last_change = self._last_poll = now()
         self.lost_reason = None
         self._script_stopped_since = None
         log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
@@ -310,13 +323,21 @@ class URLink:
         if reading.tcp_pose.shape != (6,):  # no package received yet
             lost = lost or "no RTDE state package received"
             reading = stale_reading(self._last, receive_time)
+        # Silence counts only while this process ran: after a gap of its own (paused, starved) the
+        # packages that arrived meanwhile may not be read yet, so the clock restarts.
+        if receive_time - self._last_poll > _OWN_GAP_FRACTION * self.config.ur.controller_timeout_s:
+            self._last_change = max(self._last_change, receive_time)
+        self._last_poll = receive_time
         if reading.robot_time != self._last_robot_time:
             self._last_robot_time = reading.robot_time
             self._last_change = receive_time
-        elif receive_time - self._last_change > self.config.ur.state_timeout_s:
+        elif receive_time - self._last_change > self.config.ur.controller_timeout_s:
+            silent_s = receive_time - self._last_change
+            flags |= StatusFlag.CONTROLLER_SILENT
             lost = lost or (
-                f"no new RTDE state package for {receive_time - self._last_change:.1f} s "
-                "(the controller stopped answering)"
+                f"the UR controller at {self.host} stopped answering: no new RTDE state package for "
+                f"{silent_s * 1000:.0f} ms ({silent_s / self.config.period_s:.0f} periods; "
+                f"ur.controller_timeout_s {self.config.ur.controller_timeout_s:g} s)"
             )
         # The script pauses/stops at a safety stop: that is the safety fault, not a lost connection.
         if program_running or flags & (StatusFlag.PROTECTIVE_STOP | StatusFlag.EMERGENCY_STOP):
@@ -398,7 +419,7 @@ class URLink:
                 time.sleep(0.01)
             self._send_tool_settings()
             self._wait_fresh_state()
-        self._last_change = now()
+        self._last_change = self._last_poll = now()
         self._script_stopped_since = None
 
     def _drop_interfaces(self, stop_script: bool) -> None:
@@ -439,10 +460,14 @@ STATE_LAYOUT = {
     "capture_time": ((), "float64"),
     "receive_time": ((), "float64"),
     "flags": ((), "int64"),
+    "sent_pose": ((6,), "float64"),  # the last servoL target sent (the ramp's), NaN before any
 }
 
 
-def _publish(ring: Any, reading: ArmReading) -> None:
+_LINKS: list[URLink] = []
+
+
+def _publish(ring: Any, reading: ArmReading, sent_pose: Any = None) -> None:
     ring.put(
         {
             "tcp_pose": reading.tcp_pose,
@@ -453,6 +478,7 @@ def _publish(ring: Any, reading: ArmReading) -> None:
             "capture_time": reading.capture_time,
             "receive_time": reading.receive_time,
             "flags": int(reading.flags),
+            "sent_pose": np.full(6, np.nan) if sent_pose is None else sent_pose,
         }
     )
 
@@ -461,46 +487,97 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
     """The client's life: connect, then serve the queue and publish states until told to close,
     the parent is gone, or the link is lost. Returns the exit code."""
     link = URLink(config, on_step=lambda what, port: say(step=what, port=port))
+    # Never destroyed: the process ends with os._exit. Freeing ur_rtde's interfaces on the way out
+    # of this function blocks (a futex wait, seen with a paused controller) or crashes on a dead link.
+    _LINKS.append(link)
     try:
         link.connect(now())
     except Exception as exc:
         say(error=str(exc))
         return 3
     say(ready=list(link.version or ()))
-    poll_s = config.period_s / 8  # the controller's target waits at most this long here
+    period_s = config.period_s
+    poll_s = period_s / 8  # the controller's target waits at most this long here
+    # The backend declares the link lost after ur.state_timeout_s without a state from here; a loop
+    # that comes this late sends nothing more (the backend may already have declared it).
+    own_stall_s = 0.8 * config.ur.state_timeout_s
+    ramp = ServoRamp(config.limits, period_s)
+    reading = link.read_state(now())
+    _publish(states, reading)
+    ramp.reset(reading.tcp_pose)
+    desired: FloatArray | None = None  # the newest target from the controller, not yet sent
+    traj_step = (0.0, 0.0)  # how far the controller's last two targets are apart (m, rad)
+    last_target: FloatArray | None = None
+    robot_time_sent = -math.inf  # the RTDE package after which the last target was sent
+    last_loop = now()
     next_t = now()
+
+    def settle(request_id: int, error: str | None = None) -> FloatArray:
+        """After a request: publish a fresh state before the reply (the backend reads it next)."""
+        r = link.read_state(now())
+        _publish(states, r, r.tcp_pose)  # the ramp restarts from the measured pose
+        say(reply=request_id, **({"error": error} if error is not None else {}))
+        return r.tcp_pose
+
     while True:
+        t_loop = now()
+        if t_loop - last_loop > own_stall_s:
+            link.lost_reason = (
+                f"the ur_rtde client process was stalled for {t_loop - last_loop:.2f} s "
+                f"(ur.state_timeout_s {config.ur.state_timeout_s:g} s); its queued targets are dropped"
+            )
+            reading = stale_reading(reading, t_loop)
+            reading.flags = StatusFlag.DISCONNECTED | StatusFlag.CLIENT_STALLED
+            _publish(states, reading)
+            say(lost=link.lost_reason)
+            return 0
+        last_loop = t_loop
         if os.getppid() != parent_pid:  # the controller is gone: bring the arm to rest, leave
             link.stop(now())
             link.close()
             return 0
         cmds = commands.get_all()
-        pose = None
         for kind, request_id, target in zip(cmds["kind"], cmds["request_id"], cmds["pose"], strict=True):
             if kind == CMD_SERVO:
-                pose = target
-            elif kind == CMD_STOP:
-                pose = None
-                link.stop(now())
-                say(reply=int(request_id))
-            elif kind == CMD_RECONNECT:
-                pose = None
-                try:
-                    link.reconnect(now())
-                    say(reply=int(request_id))
-                except Exception as exc:
-                    say(reply=int(request_id), error=str(exc))
+                if last_target is not None:
+                    traj_step = (
+                        float(np.linalg.norm(target[:3] - last_target[:3])),
+                        rotation_angle(last_target[3:], target[3:]),
+                    )
+                last_target = desired = target.copy()
+            elif kind in (CMD_STOP, CMD_RECONNECT):
+                desired = last_target = None
+                traj_step = (0.0, 0.0)
+                error = None
+                if kind == CMD_STOP:
+                    link.stop(now())
+                else:
+                    try:
+                        link.reconnect(now())
+                    except Exception as exc:
+                        error = str(exc)
+                ramp.reset(settle(int(request_id), error))
+                last_loop = now()
             elif kind == CMD_CLOSE:
                 link.close()
                 say(reply=int(request_id))
                 return 0
-        if pose is not None:
-            link.servo(pose, now())
-        _publish(states, link.read_state(now()))
+        reading = link.read_state(now())
+        _publish(states, reading, ramp.sent)
         if link.lost_reason is not None:
             # Never touch ur_rtde again (that is where it crashes); the OS closes its sockets.
             say(lost=link.lost_reason)
             return 0
+        if desired is not None and not config.ur.servo_ramp:
+            link.servo(desired, now())  # the stall benchmark's baseline: as it comes
+            desired = None
+        elif desired is not None and reading.robot_time > robot_time_sent:
+            # One target per RTDE package: the arm reads the newest target once per period.
+            elapsed_s = reading.robot_time - robot_time_sent
+            speed = (traj_step[0] / period_s, traj_step[1] / period_s)
+            link.servo(ramp.next(desired, speed, elapsed_s, reading.tcp_speed), now())
+            robot_time_sent = reading.robot_time
+            desired = None
         next_t = max(next_t + poll_s, now())
         precise_wait(next_t, spin_s=0.0)  # sleep only: a spinning client would starve the controller
 

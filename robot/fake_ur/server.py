@@ -70,6 +70,8 @@ ROBOT_BIT_POWER_ON = 0
 ROBOT_BIT_PROGRAM_RUNNING = 1
 
 CONTROL_SCRIPT_END_MARKER = "# NODE_CONTROL_LOOP_ENDS"
+SERVOL_COMMAND_ID = 24
+_LOG_CAPACITY = 60_000  # servoL packages / ticks kept by servo_log() and arm_log() (2 min at 500 Hz)
 RTDE_PROTOCOL_VERSION = 2
 DEFAULT_PORTS = {
     "rtde": 30004,
@@ -112,6 +114,8 @@ class ServerOptions:
     arm_params: dict[str, Any] = field(default_factory=dict)
     # Keyword arguments of robot.fake_ur.gripper.FakeURCapGripper (e.g. {"closed_count": 230}).
     gripper_params: dict[str, Any] = field(default_factory=dict)
+    # Process mode: the fake's scheduling niceness (as the arm controller's ``nice``), when permitted.
+    nice: int | None = -10
     # A sim world behind the gripper: {"task": "pick_place", "params": {...}, "seed": 0} (None: none).
     gripper_world: dict[str, Any] | None = None
 
@@ -261,6 +265,12 @@ class FakeURServer:
         self.command_counts: Counter[int] = Counter()  # command id -> times executed, all programs
         self.command_packets: Counter[int] = Counter()  # command id -> data packages received carrying it
         self.unsupported_commands: Counter[int] = Counter()
+        # What reached the arm, for benchmarks and tests that measure at the arm's input:
+        # every servoL data package as it arrived on the wire, and the arm's TCP at every tick.
+        self._servo_log: deque[tuple[float, ...]] = deque(maxlen=_LOG_CAPACITY)
+        self._servo_logged = 0
+        self._arm_log: deque[tuple[float, ...]] = deque(maxlen=_LOG_CAPACITY)
+        self._arm_logged = 0
         self._frozen = False
         self._refusing = False
         self._listeners: dict[str, socket.socket] = {}
@@ -455,10 +465,16 @@ class FakeURServer:
             values = recipe.unpack(payload[1:])
         except ValueError:
             return
-        cmd = values.get("input_int_register_0", values.get("input_int_register_24"))
+        offset = 0 if "input_int_register_0" in values else 24
+        cmd = values.get(f"input_int_register_{offset}")
         if cmd is not None:
+            t = time.monotonic()
             with self._lock:
                 self.command_packets[int(cmd)] += 1
+                if int(cmd) == SERVOL_COMMAND_ID:
+                    pose = [float(values.get(f"input_double_register_{offset + i}", 0.0)) for i in range(6)]
+                    self._servo_log.append((t, *pose))
+                    self._servo_logged += 1
 
     def _handle_rtde(self, conn: _RTDEConn, packet_type: int, payload: bytes) -> bytes | None:
         if packet_type == P.RTDE_REQUEST_PROTOCOL_VERSION:
@@ -560,6 +576,12 @@ class FakeURServer:
                 # The controller's own clock: whole periods of its tick count (a late tick's skipped
                 # periods are skipped, never compressed), as a real controller's ``timestamp``.
                 values = self._output_values_locked(t, tick.index * loop.period_s)
+                target = self.script.last_servo_target if self.script is not None else None
+                target_xyz = target[:3] if target is not None and len(target) == 6 else (np.nan,) * 3
+                self._arm_log.append(
+                    (t, tick.index * loop.period_s, *self.arm.actual_tcp_pose[:3], *target_xyz)
+                )
+                self._arm_logged += 1
                 conns = [c for c in self._conns if isinstance(c, _RTDEConn) and c.started]
                 frozen = self._frozen
                 self._ticks += 1
@@ -940,6 +962,26 @@ class FakeURServer:
     def unfreeze(self) -> None:
         with self._lock:
             self._frozen = False
+
+    def servo_log(self, since: int | None = None) -> tuple[int, list[tuple[float, ...]]]:
+        """servoL data packages received since the ``since``-th one (a count returned earlier; None:
+        only the count):
+        ``(count, [(host monotonic s on arrival, x, y, z, rx, ry, rz), ...])``, oldest first. Logged
+        as they arrive on the wire (even while frozen), before the script reads the registers; the
+        newest ``_LOG_CAPACITY`` are kept."""
+        with self._lock:
+            n = self._servo_logged
+            k = min(n - (n if since is None else since), len(self._servo_log))
+            return n, list(self._servo_log)[len(self._servo_log) - k :] if k > 0 else []
+
+    def arm_log(self, since: int | None = None) -> tuple[int, list[tuple[float, ...]]]:
+        """The arm's TCP position at each controller tick since the ``since``-th: ``(count,
+        [(host monotonic s, controller time s, x, y, z, tx, ty, tz), ...])``, oldest first (as
+        ``servo_log``); ``t*``: the servoL target the script held at that tick (NaN before any)."""
+        with self._lock:
+            n = self._arm_logged
+            k = min(n - (n if since is None else since), len(self._arm_log))
+            return n, list(self._arm_log)[len(self._arm_log) - k :] if k > 0 else []
 
     def set_joint_positions(self, q: Any) -> None:
         """Teleport the arm to joints ``q`` (rad), at rest (test setup only)."""

@@ -7,6 +7,7 @@ carries a ``pytest.mark.timeout`` on top.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -80,3 +81,29 @@ def unique_robot_times(history: dict[str, np.ndarray]) -> np.ndarray:
     """Indices of the records that carry a new RTDE package (the controller may read one twice)."""
     rt = history["robot_time"]
     return np.flatnonzero(np.concatenate([[True], np.diff(rt) > 0]))
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except OSError:
+        return True
+
+
+def ur_client_pids(controller_pid: int) -> list[int]:
+    """The ur_rtde client processes the arm controller process started (from /proc)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == controller_pid and b"robot.arm.ur_client" in cmd and not _zombie(int(entry)):
+            pids.append(int(entry))
+    return pids

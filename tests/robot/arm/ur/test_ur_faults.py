@@ -29,6 +29,7 @@ from tests.robot.arm.ur.helpers import (
     SET_TCP,
     make_fake,
     servo_packets,
+    ur_client_pids,
     ur_config,
     wait_until,
 )
@@ -115,24 +116,6 @@ def test_emergency_stop_then_reconnect_uploads_the_script_again():
         assert st["command_counts"].get(SET_TCP) == 2  # the new program got the TCP offset again
         resumes(arm, fake, p0)
         stops_cleanly(arm)
-
-
-def ur_client_pids(controller_pid: int) -> list[int]:
-    """The ur_rtde client processes the arm controller process started (from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == controller_pid and b"robot.arm.ur_client" in cmd:
-            pids.append(int(entry))
-    return pids
 
 
 @pytest.mark.timeout(60)
