@@ -19,8 +19,11 @@ With a gripper (``rig.gripper``), the SpaceMouse buttons drive it (``teleop.grip
 target as its 7th column.
 
 Keys (terminal, pipe, or the preview window): ``c`` start an episode, ``s`` stop and save it,
-``Backspace`` discard the last saved episode (asks ``y`` to confirm), ``q`` quit. ``s`` returns at
-once: the episode is committed in the background and ``c`` may start the next one immediately.
+``Backspace`` discard the episode being recorded, or when idle the last saved episode (asks ``y`` to
+confirm), ``q`` quit. ``s`` returns at once: the episode is committed in the background and ``c`` may
+start the next one immediately. An episode discarded while recording (Backspace, ``q``, an auto
+episode that timed out, Ctrl-C) leaves nothing: its steps are truncated away and its partial videos
+(``<video_dir>/episode_<index>/``) are removed, as deleting a saved episode removes its videos.
 
 Latency watch (:mod:`robot.latency_watch`): every step the loop feeds it the arm's new states; it
 estimates the action dead time and the cameras' transport latency over a sliding window, warns once
@@ -165,9 +168,15 @@ class Collector:
         if self.episode is None:
             return
         ep, self.episode = self.episode, None
-        if env.cameras is not None and env.cameras.is_recording:
-            env.cameras.stop_recording()
-        if save and ep.n_steps > 0:
+        keep = save and ep.n_steps > 0
+        try:
+            if env.cameras is not None and env.cameras.is_recording:
+                env.cameras.stop_recording()
+        finally:
+            if not keep:  # a discarded episode leaves no data and no video (the next one reuses its index)
+                ep.discard(wait=False)
+                self._remove_videos(self.episode_index)
+        if keep:
             index = self.episode_index
             self.events.append(("save_pressed", index, now()))
             attrs = (
@@ -187,10 +196,23 @@ class Collector:
                 f"{dropped} teleop targets dropped (their time had passed)"
             )
         else:
-            ep.discard(wait=False)
             self.discarded += 1
-            self.say(f"episode {self.episode_index}: discarded")
+            self.say(
+                f"episode {self.episode_index}: discarded"
+                + (" with its videos" if self._videos_on(env) else "")
+            )
         self.seed += 1
+
+    def _videos_on(self, env: Any) -> bool:
+        return bool(self.cfg.record_video and env.cameras is not None)
+
+    def _remove_videos(self, index: int) -> None:
+        """Episode ``index``'s videos (``<video_dir>/episode_<index>/``), finished or partial."""
+        for path in self.video_dir.glob(f"episode_{index:06d}*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def delete_last(self, store: EpisodeStore) -> None:
         for fut in self.pending_commits:
@@ -201,11 +223,7 @@ class Collector:
             return
         info = store.delete_last()
         self.next_index -= 1
-        for path in self.video_dir.glob(f"episode_{info.index:06d}*"):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        self._remove_videos(info.index)
         self.saved -= 1
         self.say(f"deleted episode {info.index} ({info.length} steps); {store.n_episodes} left")
 
@@ -364,10 +382,12 @@ class Collector:
                         self.stop_episode(env, save=True)
 
         finally:
-            if self.episode is not None:  # Ctrl-C / error mid-episode: never save half an episode
-                self.say("interrupted: the episode being recorded is discarded")
-                self.stop_episode(env, save=False)
-            store.close()  # waits for pending commits: nothing already saved is lost
+            try:
+                if self.episode is not None:  # Ctrl-C / error mid-episode: never save half an episode
+                    self.say("interrupted: the episode being recorded is discarded")
+                    self.stop_episode(env, save=False)  # a video writer ended by the same Ctrl-C may raise
+            finally:
+                store.close()  # waits for pending commits: nothing already saved is lost
         errs = np.abs(np.asarray(self.loop_errors_ms[1:] or [0.0]))
         return {
             "episodes_saved": self.saved,

@@ -1,6 +1,8 @@
 """``rig episodes``: list, inspect and delete episodes of an episode store.
 
-    rig episodes list PATH              index, length (steps), duration (s) of every episode
+    rig episodes list PATH              index, length (steps), duration (s), late steps of every
+                                        episode; for evaluation stores (rig deploy) its success
+                                        (yes, no, or interrupted: cut short by Ctrl-C)
     rig episodes show PATH I            keys, shapes, dtypes and value ranges of episode I
     rig episodes delete-last PATH       delete the last episode (asks first unless --yes)
     rig episodes check PATH             decode everything, report each problem by array, episode, step
@@ -85,15 +87,36 @@ def _cmd_list(store: EpisodeStore) -> int:
     )
     period = f"dt_s {store.dt_s} s" if store.dt_s else "no recorded dt_s"
     print(f"late: steps more than {LATE_FACTOR} dt_s after the previous one ({period})")
-    print(f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}")
-    for info in infos:
+    attrs = [store.episode_attrs(i.index) for i in infos]
+    evaluation = "chunk_index" in store.keys or any("end_reason" in a for a in attrs)
+    if evaluation:
+        print("success: evaluation episodes (rig deploy); interrupted: cut short by Ctrl-C or an error")
+    head = f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}"
+    print(head + (f"  {'success':>11}" if evaluation else ""))
+    for info, a in zip(infos, attrs, strict=True):
         late = "-" if info.late_steps is None else info.late_steps
-        print(f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}")
+        row = f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}"
+        print(row + (f"  {_result(a):>11}" if evaluation else ""))
     total_s = float(np.nansum([i.duration_s for i in infos]))
     lates = [i.late_steps for i in infos if i.late_steps is not None]
     total_late = sum(lates) if lates else "-"
-    print(f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}")
+    total = f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}"
+    if evaluation:
+        judged = [a["success"] for a in attrs if not a.get("interrupted") and a.get("success") is not None]
+        ratio = f"{sum(judged)}/{len(judged)}" if judged else "-"  # successes of the episodes judged
+        total += f"  {ratio:>11}"
+    print(total)
     return 0
+
+
+def _result(attrs: dict) -> str:
+    """An evaluation episode's outcome from its attributes (runner.py writes them): success, no,
+    interrupted (Ctrl-C or an error cut it short), or - (not recorded: a real rig, an older store)."""
+    if attrs.get("interrupted"):
+        return "interrupted"
+    if attrs.get("success") is None:
+        return "-"
+    return "yes" if attrs["success"] else "no"
 
 
 def _cmd_show(store: EpisodeStore, index: int) -> int:

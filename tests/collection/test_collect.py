@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -160,3 +161,51 @@ def test_sigint_to_the_group_mid_episode_is_an_interrupt_that_keeps_saved_episod
     result.assert_clean_interrupt(kept=f"{store} holds 2 saved episodes")
     assert "failed" not in result.err
     _check_store(store, 2)
+
+
+def _episode_videos(store, index: int) -> list:
+    folder = Path(f"{store}.videos") / f"episode_{index:06d}"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.timeout(240)
+def test_sigint_mid_episode_removes_the_discarded_episodes_partial_videos(tmp_path):
+    from tests.sigint import interrupt_command
+
+    store = tmp_path / "int.zarr"
+    cmd = [*RIG, f"store={store}", "auto.episodes=3", *FAST]  # videos on (the default)
+    result = interrupt_command(cmd, tmp_path, ready="episode 0: recording", ready_timeout_s=150, settle_s=0.5)
+    saved = len(re.findall(r"episode \d+: saved", result.out))  # a fast success may have saved episode 0
+    result.assert_clean_interrupt(kept=f"{store} holds {saved} saved episode")
+    assert f"episode {saved}: discarded with its videos" in result.out, result.out[-2000:]
+    assert _episode_videos(store, saved) == []  # no mp4, .part or sidecar of the discarded episode
+    for i in range(saved):  # the saved episodes keep theirs
+        assert {p.name for p in _episode_videos(store, i)} >= {"scene.mp4", "wrist.mp4"}
+
+
+@pytest.mark.timeout(180)
+def test_backspace_while_recording_discards_the_episode_and_its_videos(tmp_path):
+    store = tmp_path / "keys.zarr"
+    proc = subprocess.Popen(
+        [*RIG, f"store={store}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )  # fmt: skip
+    try:
+        _wait_line(proc, "episodes already", 60)
+        proc.stdin.write("c")
+        proc.stdin.flush()
+        _wait_line(proc, "episode 0: recording", 60)
+        time.sleep(1.5)  # frames are being encoded into episode_000000/
+        assert [p.name for p in _episode_videos(store, 0)], "no video was being written"
+        proc.stdin.write("\x7f")  # Backspace
+        proc.stdin.flush()
+        _wait_line(proc, "episode 0: discarded", 60)
+        proc.stdin.close()
+        proc.stdin = None
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err[-3000:]
+    assert _episode_videos(store, 0) == []
+    assert EpisodeStore.open(store, "r").n_episodes == 0
