@@ -25,6 +25,12 @@ start the next one immediately. An episode discarded while recording (Backspace,
 episode that timed out, Ctrl-C) leaves nothing: its steps are truncated away and its partial videos
 (``<video_dir>/episode_<index>/``) are removed, as deleting a saved episode removes its videos.
 
+Bad demonstrations are flagged when saved (:mod:`collection.demo_quality`, thresholds there): an
+episode with many late steps (> 5 % of its gaps over 1.5 ``dt_s``) or an arm behind its action (the
+TCP more than 10 mm from the commanded position on 3 or more steps: a stall) gets ``FLAGGED late`` /
+``FLAGGED stall`` and the numbers on its save line; the same figures are stored in its ``quality``
+attribute, and ``rig episodes list`` and ``rig episodes export --plots`` show them.
+
 Latency watch (:mod:`robot.latency_watch`): every step the loop feeds it the arm's new states; it
 estimates the action dead time and the cameras' transport latency over a sliding window, warns once
 when either drifts from the calibration by more than a control tick / 5 ms, and each saved episode
@@ -51,6 +57,7 @@ import numpy as np
 from pydantic import Field
 
 from collection import action_time
+from collection.demo_quality import QualityTracker
 from collection.episode_store import EpisodeStore
 from collection.gripper_teleop import GripperTeleop
 from collection.keys import BACKSPACE, KeyReader
@@ -132,6 +139,7 @@ class Collector:
         self.events: list[tuple[str, int, float]] = []  # (what, episode index, host time) for benchmarks
         self._world_ready = False  # the sim world was already reset for the next episode
         self.latency_watch: Any = None  # robot.latency_watch.LatencyWatch, once the rig runs
+        self.quality = QualityTracker(config.rig.obs.dt_s)  # the episode being recorded's checks
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
@@ -155,6 +163,7 @@ class Collector:
         if self.cfg.record_video and env.cameras is not None:
             env.cameras.start_recording(self.video_dir, self.episode_index)
         self.episode = store.begin_episode()
+        self.quality = QualityTracker(self.cfg.rig.obs.dt_s, judge_stall=not self.cfg.legacy_action_rule)
         if self.latency_watch is not None:
             self.latency_watch.begin_episode()
         self.episode_start = now()
@@ -179,11 +188,10 @@ class Collector:
         if keep:
             index = self.episode_index
             self.events.append(("save_pressed", index, now()))
-            attrs = (
-                None
-                if self.latency_watch is None
-                else {"latency_watch": self.latency_watch.episode_summary()}
-            )
+            quality = self.quality.result()
+            attrs = {"quality": quality.to_attrs()}
+            if self.latency_watch is not None:
+                attrs["latency_watch"] = self.latency_watch.episode_summary()
             fut = ep.commit(wait=False, attrs=attrs)
             fut.add_done_callback(lambda _f, i=index: self.events.append(("on_disk", i, now())))
             self.pending_commits.append(fut)
@@ -194,6 +202,7 @@ class Collector:
             self.say(
                 f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration_s:.2f} s, {late} late, "
                 f"{dropped} teleop targets dropped (their time had passed)"
+                + (f"; FLAGGED {','.join(quality.flags)}: {quality.describe()}" if quality.flags else "")
             )
         else:
             self.discarded += 1
@@ -377,6 +386,7 @@ class Collector:
                         timestamp=obs["timestamp"][-1],
                     )
                     self.episode.append(step)
+                    self.quality.add(t_obs, step["robot_eef_pose"], step["action"])
                     if tick.time - self.episode_start > cfg.max_episode_s:
                         self.say(f"episode reached max_episode_s={cfg.max_episode_s:.0f} s")
                         self.stop_episode(env, save=True)

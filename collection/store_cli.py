@@ -1,6 +1,7 @@
 """``rig episodes``: list, inspect and delete episodes of an episode store.
 
-    rig episodes list PATH              index, length (steps), duration (s), late steps of every
+    rig episodes list PATH              index, length (steps), duration (s), late steps, lag mm and
+                                        flags (collection/demo_quality.py: late, stall) of every
                                         episode; for evaluation stores (rig deploy) its success
                                         (yes, no, or interrupted: cut short by Ctrl-C)
     rig episodes show PATH I            keys, shapes, dtypes and value ranges of episode I
@@ -78,6 +79,7 @@ def _cmd_list(store: EpisodeStore) -> int:
     if not infos:
         return 0
     from collection import action_time
+    from collection import demo_quality as dq
 
     note = action_time.describe(store.attrs, store.dt_s)
     print(
@@ -87,20 +89,33 @@ def _cmd_list(store: EpisodeStore) -> int:
     )
     period = f"dt_s {store.dt_s} s" if store.dt_s else "no recorded dt_s"
     print(f"late: steps more than {LATE_FACTOR} dt_s after the previous one ({period})")
+    judge_stall = action_time.is_current(store.attrs)
+    print(
+        f"lag mm: largest distance of the TCP from its action's position; flags: late (> "
+        f"{dq.MAX_LATE_FRACTION:.0%} of the steps late), stall (TCP > {dq.STALL_DISTANCE_M * 1e3:.0f} mm behind "
+        f"on >= {dq.STALL_MIN_STEPS} steps" + (")" if judge_stall else "; not judged: legacy action rule)")
+    )
     attrs = [store.episode_attrs(i.index) for i in infos]
     evaluation = "chunk_index" in store.keys or any("end_reason" in a for a in attrs)
     if evaluation:
         print("success: evaluation episodes (rig deploy); interrupted: cut short by Ctrl-C or an error")
-    head = f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}"
+    keys = [k for k in ("timestamp", "robot_eef_pose", "action") if k in store.keys]
+    head = f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}  {'lag mm':>6}  {'flags':<10}"
     print(head + (f"  {'success':>11}" if evaluation else ""))
+    n_flagged = 0
     for info, a in zip(infos, attrs, strict=True):
+        q = dq.assess(store.get_episode(info.index, keys), store.dt_s, judge_stall) if keys else None
         late = "-" if info.late_steps is None else info.late_steps
-        row = f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}"
+        lag = "-" if q is None or q.max_lag_m is None else f"{q.max_lag_m * 1e3:.1f}"
+        flags = ",".join(q.flags) if q is not None and q.flags else "-"
+        n_flagged += flags != "-"
+        row = f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}  {lag:>6}  {flags:<10}"
         print(row + (f"  {_result(a):>11}" if evaluation else ""))
     total_s = float(np.nansum([i.duration_s for i in infos]))
     lates = [i.late_steps for i in infos if i.late_steps is not None]
     total_late = sum(lates) if lates else "-"
-    total = f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}"
+    flagged = f"{n_flagged} flagged"
+    total = f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}  {'':>6}  {flagged:<10}"
     if evaluation:
         judged = [a["success"] for a in attrs if not a.get("interrupted") and a.get("success") is not None]
         ratio = f"{sum(judged)}/{len(judged)}" if judged else "-"  # successes of the episodes judged

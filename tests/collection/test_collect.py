@@ -57,7 +57,10 @@ def test_collect_records_n_scripted_episodes(tmp_path):
         [sys.executable, "-m", "robot.cli", "episodes", "list", str(store)], capture_output=True, text=True
     )
     rows = [line.split() for line in listed.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
-    assert said and [tuple(r) for r in rows] == said, (said, listed.stdout)
+    assert said and [tuple(r[:4]) for r in rows] == said, (said, listed.stdout)
+    # A healthy arm follows its actions (commanded for each step's time) within a few mm: no stall.
+    assert "stall" not in out.stdout and all("stall" not in r[5] for r in rows), listed.stdout
+    assert all(float(r[4]) < 10 for r in rows), listed.stdout  # lag mm
     assert out.stdout.count("preview: no display") == 1  # said once, not per tick
     assert len(re.findall(r"late, \d+ teleop targets dropped", out.stdout)) == 2  # one count per episode
     assert "exec_actions: dropped" not in out.stdout + out.stderr
@@ -209,3 +212,22 @@ def test_backspace_while_recording_discards_the_episode_and_its_videos(tmp_path)
     assert proc.returncode == 0, err[-3000:]
     assert _episode_videos(store, 0) == []
     assert EpisodeStore.open(store, "r").n_episodes == 0
+
+
+@pytest.mark.timeout(180)
+def test_an_arm_that_cannot_follow_is_flagged_stall_when_saved_stored_and_listed(tmp_path):
+    store = tmp_path / "stall.zarr"
+    # The simulated arm's own speed limit (5 mm/s) far below what teleop commands: it falls behind.
+    cmd = [*RIG, f"store={store}", "auto.episodes=1", "record_video=false", "auto.episode_timeout_s=3",
+           "auto.save_failed=true", "rig.arm.sim.max_linear_speed_m_s=0.005"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (line,) = [x for x in out.stdout.splitlines() if "episode 0: saved" in x]
+    assert "FLAGGED" in line and "stall" in line and "behind its action by > 10 mm" in line, line
+    quality = EpisodeStore.open(store, "r").episode_attrs(0)["quality"]
+    assert "stall" in quality["flags"] and quality["behind_steps"] >= 3 and quality["max_lag_m"] > 0.01
+    assert quality["thresholds"]["stall_distance_m"] == 0.01
+    listed = subprocess.run([sys.executable, "-m", "robot.cli", "episodes", "list", str(store)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    (row,) = [r.split() for r in listed.stdout.splitlines() if r.split()[:1] == ["0"]]
+    assert "stall" in row[5] and float(row[4]) == pytest.approx(quality["max_lag_m"] * 1e3, abs=0.1)
