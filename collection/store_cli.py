@@ -39,7 +39,9 @@ from collection.episode_store import LATE_FACTOR, EpisodeInfo, EpisodeStore, Epi
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="rig episodes", description="List, inspect and delete recorded episodes."
+        prog="rig episodes",
+        description="List, inspect, check, repair and delete recorded episodes; export them (mp4, PNG, "
+        "plots, LeRobot), import LeRobot datasets, view them in rerun, convert a legacy store's action time.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="index, length and duration of every episode")
