@@ -96,7 +96,7 @@ class EpisodeQuality:
             share = len(self.late_at) / max(self.n_steps - 1, 1)
             parts.append(
                 f"{len(self.late_at)} late steps ({share:.0%} > {MAX_LATE_FRACTION:.0%}: gaps over "
-                f"{LATE_FACTOR} x dt_s {self.dt_s} s; a loaded machine?)"
+                f"{LATE_FACTOR} x dt_s {self.dt_s} s; a loaded machine or a slow camera?)"
             )
         if "stall" in self.flags:
             parts.append(
