@@ -199,3 +199,17 @@ def test_collect_help_names_the_default_configs_store():
     add_config_arguments(p, default)
     store = config_from_args(CollectConfig, p.parse_args([])).store
     assert f"{store} in the" in " ".join(said.split()), (store, said)
+
+
+@pytest.mark.parametrize("name, kind", [("collect/lab_task.yaml", "collect"), ("deploy/lab.yaml", "deploy")])
+def test_the_walkthroughs_example_configs_load_as_a_real_rig(name, kind):
+    from collection.collect import CollectConfig
+    from deploy.config import DeployConfig
+    from robot.config import add_config_arguments, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_config_arguments(p, name)
+    config = config_from_args(CollectConfig if kind == "collect" else DeployConfig, p.parse_args([]))
+    assert config.rig.name == "lab" and not config.rig.is_sim
+    assert config.rig.arm.backend == "ur" and config.rig.spacemouse.backend == "spnav"
+    assert {c.backend for c in config.rig.cameras.cameras.values()} == {"realsense"}
