@@ -19,8 +19,17 @@ With a gripper (``rig.gripper``), the SpaceMouse buttons drive it (``teleop.grip
 target as its 7th column.
 
 Keys (terminal, pipe, or the preview window): ``c`` start an episode, ``s`` stop and save it,
-``Backspace`` discard the last saved episode (asks ``y`` to confirm), ``q`` quit. ``s`` returns at
-once: the episode is committed in the background and ``c`` may start the next one immediately.
+``Backspace`` discard the episode being recorded, or when idle the last saved episode (asks ``y`` to
+confirm), ``q`` quit. ``s`` returns at once: the episode is committed in the background and ``c`` may
+start the next one immediately. An episode discarded while recording (Backspace, ``q``, an auto
+episode that timed out, Ctrl-C) leaves nothing: its steps are truncated away and its partial videos
+(``<video_dir>/episode_<index>/``) are removed, as deleting a saved episode removes its videos.
+
+Bad demonstrations are flagged when saved (:mod:`collection.demo_quality`, thresholds there): an
+episode with many late steps (> 5 % of its gaps over 1.5 ``dt_s``) or an arm behind its action (the
+TCP more than 10 mm from the commanded position on 3 or more steps: a stall) gets ``FLAGGED late`` /
+``FLAGGED stall`` and the numbers on its save line; the same figures are stored in its ``quality``
+attribute, and ``rig episodes list`` and ``rig episodes export --plots`` show them.
 
 Latency watch (:mod:`robot.latency_watch`): every step the loop feeds it the arm's new states; it
 estimates the action dead time and the cameras' transport latency over a sliding window, warns once
@@ -48,6 +57,7 @@ import numpy as np
 from pydantic import Field
 
 from collection import action_time
+from collection.demo_quality import QualityTracker
 from collection.episode_store import EpisodeStore
 from collection.gripper_teleop import GripperTeleop
 from collection.keys import BACKSPACE, KeyReader
@@ -129,6 +139,7 @@ class Collector:
         self.events: list[tuple[str, int, float]] = []  # (what, episode index, host time) for benchmarks
         self._world_ready = False  # the sim world was already reset for the next episode
         self.latency_watch: Any = None  # robot.latency_watch.LatencyWatch, once the rig runs
+        self.quality = QualityTracker(config.rig.obs.dt_s)  # the episode being recorded's checks
 
     # ------------------------------------------------------------------ output
     def say(self, msg: str) -> None:
@@ -152,6 +163,7 @@ class Collector:
         if self.cfg.record_video and env.cameras is not None:
             env.cameras.start_recording(self.video_dir, self.episode_index)
         self.episode = store.begin_episode()
+        self.quality = QualityTracker(self.cfg.rig.obs.dt_s, judge_stall=not self.cfg.legacy_action_rule)
         if self.latency_watch is not None:
             self.latency_watch.begin_episode()
         self.episode_start = now()
@@ -165,16 +177,21 @@ class Collector:
         if self.episode is None:
             return
         ep, self.episode = self.episode, None
-        if env.cameras is not None and env.cameras.is_recording:
-            env.cameras.stop_recording()
-        if save and ep.n_steps > 0:
+        keep = save and ep.n_steps > 0
+        try:
+            if env.cameras is not None and env.cameras.is_recording:
+                env.cameras.stop_recording()
+        finally:
+            if not keep:  # a discarded episode leaves no data and no video (the next one reuses its index)
+                ep.discard(wait=False)
+                self._remove_videos(self.episode_index)
+        if keep:
             index = self.episode_index
             self.events.append(("save_pressed", index, now()))
-            attrs = (
-                None
-                if self.latency_watch is None
-                else {"latency_watch": self.latency_watch.episode_summary()}
-            )
+            quality = self.quality.result()
+            attrs = {"quality": quality.to_attrs()}
+            if self.latency_watch is not None:
+                attrs["latency_watch"] = self.latency_watch.episode_summary()
             fut = ep.commit(wait=False, attrs=attrs)
             fut.add_done_callback(lambda _f, i=index: self.events.append(("on_disk", i, now())))
             self.pending_commits.append(fut)
@@ -185,12 +202,26 @@ class Collector:
             self.say(
                 f"episode {self.episode_index}: saved {ep.n_steps} steps, {duration_s:.2f} s, {late} late, "
                 f"{dropped} teleop targets dropped (their time had passed)"
+                + (f"; FLAGGED {','.join(quality.flags)}: {quality.describe()}" if quality.flags else "")
             )
         else:
-            ep.discard(wait=False)
             self.discarded += 1
-            self.say(f"episode {self.episode_index}: discarded")
+            self.say(
+                f"episode {self.episode_index}: discarded"
+                + (" with its videos" if self._videos_on(env) else "")
+            )
         self.seed += 1
+
+    def _videos_on(self, env: Any) -> bool:
+        return bool(self.cfg.record_video and env.cameras is not None)
+
+    def _remove_videos(self, index: int) -> None:
+        """Episode ``index``'s videos (``<video_dir>/episode_<index>/``), finished or partial."""
+        for path in self.video_dir.glob(f"episode_{index:06d}*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def delete_last(self, store: EpisodeStore) -> None:
         for fut in self.pending_commits:
@@ -201,11 +232,7 @@ class Collector:
             return
         info = store.delete_last()
         self.next_index -= 1
-        for path in self.video_dir.glob(f"episode_{info.index:06d}*"):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        self._remove_videos(info.index)
         self.saved -= 1
         self.say(f"deleted episode {info.index} ({info.length} steps); {store.n_episodes} left")
 
@@ -359,15 +386,18 @@ class Collector:
                         timestamp=obs["timestamp"][-1],
                     )
                     self.episode.append(step)
+                    self.quality.add(t_obs, step["robot_eef_pose"], step["action"])
                     if tick.time - self.episode_start > cfg.max_episode_s:
                         self.say(f"episode reached max_episode_s={cfg.max_episode_s:.0f} s")
                         self.stop_episode(env, save=True)
 
         finally:
-            if self.episode is not None:  # Ctrl-C / error mid-episode: never save half an episode
-                self.say("interrupted: the episode being recorded is discarded")
-                self.stop_episode(env, save=False)
-            store.close()  # waits for pending commits: nothing already saved is lost
+            try:
+                if self.episode is not None:  # Ctrl-C / error mid-episode: never save half an episode
+                    self.say("interrupted: the episode being recorded is discarded")
+                    self.stop_episode(env, save=False)  # a video writer ended by the same Ctrl-C may raise
+            finally:
+                store.close()  # waits for pending commits: nothing already saved is lost
         errs = np.abs(np.asarray(self.loop_errors_ms[1:] or [0.0]))
         return {
             "episodes_saved": self.saved,

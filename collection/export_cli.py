@@ -115,6 +115,7 @@ def export_media(store: Any, episodes: list[int], media: dict[str, Path], out: T
     import signal
     import threading
 
+    from collection import action_time, demo_quality
     from collection import export_media as em
     from robot.cameras.config import VideoConfig
 
@@ -141,7 +142,11 @@ def export_media(store: Any, episodes: list[int], media: dict[str, Path], out: T
                     f"{n} frames x {len(folders)} cameras in {media['frames'] / em.episode_name(index)}"
                 )
             if "plots" in media:
-                parts.append(f"plot {em.export_plot(arrays, index, media['plots'], f'{store.path.name} ')}")
+                quality = demo_quality.assess(arrays, store.dt_s, action_time.is_current(store.attrs))
+                path = em.export_plot(arrays, index, media["plots"], f"{store.path.name} ", quality)
+                parts.append(
+                    f"plot {path}" + (f" (FLAGGED {','.join(quality.flags)})" if quality.flags else "")
+                )
             done.append(index)
             print(f"episode {index}: " + "; ".join(parts), file=out, flush=True)
     except KeyboardInterrupt:

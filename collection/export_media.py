@@ -13,14 +13,17 @@ Files (``<i>`` = the episode's index in the store, 6 digits):
   :class:`robot.cameras.video_recorder.EpisodeMp4` writes them for live recording;
 - ``--frames DIR``: ``DIR/episode_<i>/camera_<k>/<step>.png`` (lossless RGB);
 - ``--plots DIR``: ``DIR/episode_<i>.png``: the end-effector pose (x, y, z, rx, ry, rz) against the
-  action over time (s from the episode start), plus the gripper width when the store has one; for
-  evaluation stores, chunk starts as ticks and takeover spans shaded.
+  action over time (s from the episode start), a dot at every recorded step, plus the gripper width
+  when the store has one; for evaluation stores, chunk starts as ticks and takeover spans shaded;
+  the steps :mod:`collection.demo_quality` flags in magenta (late steps: vertical lines; steps whose
+  TCP was behind its action: crosses) and the flags in the title.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -121,8 +124,16 @@ def _spans(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
-def export_plot(arrays: dict[str, np.ndarray], index: int, out_dir: Path, title: str = "") -> Path:
-    """One PNG of the pose vs action channels (and gripper width) of an episode over time."""
+FLAG_COLOR = (1.0, 0.0, 1.0)  # magenta: the flagged steps (late, behind), used for nothing else
+
+
+def export_plot(
+    arrays: dict[str, np.ndarray], index: int, out_dir: Path, title: str = "", quality: Any = None
+) -> Path:
+    """One PNG of the pose vs action channels (and gripper width) of an episode over time, a marker
+    at every recorded step. ``quality`` (:class:`collection.demo_quality.EpisodeQuality`) marks its
+    flagged steps in magenta: a vertical line at each late step, a cross on every pose channel at each
+    step whose TCP was behind its action, and the title says what was flagged."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, none opened
@@ -140,10 +151,25 @@ def export_plot(arrays: dict[str, np.ndarray], index: int, out_dir: Path, title:
     axes = axes[:, 0]
     takeover = _spans(np.asarray(arrays["takeover"], bool)) if "takeover" in arrays else []
     chunk_starts = t[np.asarray(arrays["chunk_start"], bool)] if "chunk_start" in arrays else []
+    late = quality.late_at if quality is not None else np.zeros(0, np.int64)
+    behind = quality.behind_at if quality is not None else np.zeros(0, np.int64)
+    behind_label = (
+        "TCP behind its action" if quality is None else f"> {quality.stall_distance_mm:.0f} mm behind"
+    )
     for i in range(n_pose):
         ax = axes[i]
         if pose is not None and i < pose.shape[1]:
-            ax.plot(t, pose[:, i], color="tab:blue", lw=1.2, label="pose (robot_eef_pose)")
+            ax.plot(t, pose[:, i], color="tab:blue", lw=1.2, marker=".", ms=3, label="pose (robot_eef_pose)")
+            if len(behind):
+                ax.plot(
+                    t[behind],
+                    pose[behind, i],
+                    ls="none",
+                    marker="x",
+                    ms=5,
+                    color=FLAG_COLOR,
+                    label=behind_label,
+                )
         if action is not None and action.ndim == 2 and i < action.shape[1]:
             ax.plot(t, action[:, i], color="tab:orange", lw=1.0, ls="--", label="action")
         ax.set_ylabel(POSE_LABELS[i] if i < len(POSE_LABELS) else f"[{i}]")
@@ -157,6 +183,8 @@ def export_plot(arrays: dict[str, np.ndarray], index: int, out_dir: Path, title:
             ax.axvspan(t[a], t[min(b, len(t) - 1)], color="tab:red", alpha=0.12, lw=0)
         for ts in chunk_starts:
             ax.axvline(ts, color="grey", lw=0.5, alpha=0.5)
+        for k in late:
+            ax.axvline(t[k], color=FLAG_COLOR, lw=1.0)
         ax.grid(alpha=0.3)
     axes[0].legend(loc="upper right", fontsize=8)
     axes[-1].set_xlabel("time since the episode start (s, from the store's timestamps)")
@@ -165,7 +193,16 @@ def export_plot(arrays: dict[str, np.ndarray], index: int, out_dir: Path, title:
         notes.append("grey lines: chunk starts")
     if takeover:
         notes.append("red: takeover")
-    fig.suptitle(f"{title}episode {index}: pose vs action" + (f" ({', '.join(notes)})" if notes else ""))
+    if len(late):
+        notes.append("magenta lines: late steps")
+    if len(behind):
+        notes.append("magenta crosses: TCP behind its action")
+    heading = f"{title}episode {index}: pose vs action, a dot per step" + (
+        f" ({', '.join(notes)})" if notes else ""
+    )
+    if quality is not None and quality.flags:
+        heading += f"\nFLAGGED {','.join(quality.flags)}: {quality.describe()}"
+    fig.suptitle(heading, fontsize=9 if quality is not None and quality.flags else None)
     fig.tight_layout()
     path = out_dir / f"{episode_name(index)}.png"
     path.parent.mkdir(parents=True, exist_ok=True)

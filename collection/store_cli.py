@@ -1,6 +1,9 @@
 """``rig episodes``: list, inspect and delete episodes of an episode store.
 
-    rig episodes list PATH              index, length (steps), duration (s) of every episode
+    rig episodes list PATH              index, length (steps), duration (s), late steps, lag mm and
+                                        flags (collection/demo_quality.py: late, stall) of every
+                                        episode; for evaluation stores (rig deploy) its success
+                                        (yes, no, or interrupted: cut short by Ctrl-C)
     rig episodes show PATH I            keys, shapes, dtypes and value ranges of episode I
     rig episodes delete-last PATH       delete the last episode (asks first unless --yes)
     rig episodes check PATH             decode everything, report each problem by array, episode, step
@@ -36,7 +39,9 @@ from collection.episode_store import LATE_FACTOR, EpisodeInfo, EpisodeStore, Epi
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="rig episodes", description="List, inspect and delete recorded episodes."
+        prog="rig episodes",
+        description="List, inspect, check, repair and delete recorded episodes; export them (mp4, PNG, "
+        "plots, LeRobot), import LeRobot datasets, view them in rerun, convert a legacy store's action time.",
     )
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="index, length and duration of every episode")
@@ -76,6 +81,7 @@ def _cmd_list(store: EpisodeStore) -> int:
     if not infos:
         return 0
     from collection import action_time
+    from collection import demo_quality as dq
 
     note = action_time.describe(store.attrs, store.dt_s)
     print(
@@ -85,15 +91,49 @@ def _cmd_list(store: EpisodeStore) -> int:
     )
     period = f"dt_s {store.dt_s} s" if store.dt_s else "no recorded dt_s"
     print(f"late: steps more than {LATE_FACTOR} dt_s after the previous one ({period})")
-    print(f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}")
-    for info in infos:
+    judge_stall = action_time.is_current(store.attrs)
+    print(
+        f"lag mm: largest distance of the TCP from its action's position; flags: late (> "
+        f"{dq.MAX_LATE_FRACTION:.0%} of the steps late), stall (TCP > {dq.STALL_DISTANCE_M * 1e3:.0f} mm behind "
+        f"on >= {dq.STALL_MIN_STEPS} steps" + (")" if judge_stall else "; not judged: legacy action rule)")
+    )
+    attrs = [store.episode_attrs(i.index) for i in infos]
+    evaluation = "chunk_index" in store.keys or any("end_reason" in a for a in attrs)
+    if evaluation:
+        print("success: evaluation episodes (rig deploy); interrupted: cut short by Ctrl-C or an error")
+    keys = [k for k in ("timestamp", "robot_eef_pose", "action") if k in store.keys]
+    head = f"{'index':>5}  {'length':>7}  {'duration s':>10}  {'late':>5}  {'lag mm':>6}  {'flags':<10}"
+    print(head + (f"  {'success':>11}" if evaluation else ""))
+    n_flagged = 0
+    for info, a in zip(infos, attrs, strict=True):
+        q = dq.assess(store.get_episode(info.index, keys), store.dt_s, judge_stall) if keys else None
         late = "-" if info.late_steps is None else info.late_steps
-        print(f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}")
+        lag = "-" if q is None or q.max_lag_m is None else f"{q.max_lag_m * 1e3:.1f}"
+        flags = ",".join(q.flags) if q is not None and q.flags else "-"
+        n_flagged += flags != "-"
+        row = f"{info.index:>5}  {info.length:>7}  {info.duration_s:>10.2f}  {late:>5}  {lag:>6}  {flags:<10}"
+        print(row + (f"  {_result(a):>11}" if evaluation else ""))
     total_s = float(np.nansum([i.duration_s for i in infos]))
     lates = [i.late_steps for i in infos if i.late_steps is not None]
     total_late = sum(lates) if lates else "-"
-    print(f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}")
+    flagged = f"{n_flagged} flagged"
+    total = f"{'total':>5}  {store.n_steps:>7}  {total_s:>10.2f}  {total_late:>5}  {'':>6}  {flagged:<10}"
+    if evaluation:
+        judged = [a["success"] for a in attrs if not a.get("interrupted") and a.get("success") is not None]
+        ratio = f"{sum(judged)}/{len(judged)}" if judged else "-"  # successes of the episodes judged
+        total += f"  {ratio:>11}"
+    print(total)
     return 0
+
+
+def _result(attrs: dict) -> str:
+    """An evaluation episode's outcome from its attributes (runner.py writes them): success, no,
+    interrupted (Ctrl-C or an error cut it short), or - (not recorded: a real rig, an older store)."""
+    if attrs.get("interrupted"):
+        return "interrupted"
+    if attrs.get("success") is None:
+        return "-"
+    return "yes" if attrs["success"] else "no"
 
 
 def _cmd_show(store: EpisodeStore, index: int) -> int:

@@ -195,6 +195,7 @@ def main(argv: list[str]) -> int:
         summary["train_seconds"] = round(float(tr["train_seconds"]), 1)
         summary["final_loss"] = float(tr["final_loss"])
         summary["train_steps"] = int(tr["steps"])
+        summary["loss_plot"], summary["train_log"] = tr.get("loss_plot"), tr.get("log")
 
     dep = _run_stage(
         "deploy",
@@ -226,6 +227,8 @@ def main(argv: list[str]) -> int:
         ("episodes collected", summary.get("episodes", "-")),
         ("training time (s)", summary.get("train_seconds", "-")),
         ("final training loss", f"{summary['final_loss']:.4f}" if "final_loss" in summary else "-"),
+        ("loss curve", summary.get("loss_plot") or "-"),
+        ("training log", summary.get("train_log") or "-"),
         ("evaluation episodes", summary["eval_episodes"]),
         ("success rate", f"{100 * summary.get('success_rate', 0):.0f} %"),
         (

@@ -11,7 +11,9 @@ last line one JSON object: ``mode``, ``episodes``, ``success_rate`` (sim; null o
 ``actions_superseded``, ``safety_events``, ``episode_durations_s``, ``per_episode`` (list of dicts),
 ``safety_stop`` (the message, or null), ``store``.
 
-Exit status: 0 done, 3 stopped by the safety layer (NaN policy...), 2 config error.
+Exit status: 0 done, 3 stopped by the safety layer (NaN policy...), 2 config error, 130 Ctrl-C: the
+episode under way is kept in the store, marked interrupted in its attributes (``rig episodes list``
+shows it so), and the one ``interrupted:`` line names it.
 ``--checkpoint`` takes a checkpoint file / run directory, or ``py:module:Factory`` for a stand-in
 policy built with ``policy_kwargs`` (see deploy/standin.py).
 """
@@ -104,6 +106,14 @@ def close_client(client: Any) -> None:
     client.close()
 
 
+class PartialEpisodeInterrupt(KeyboardInterrupt):
+    """Ctrl-C mid-episode: the partial episode was saved as ``store_index``, marked interrupted."""
+
+    def __init__(self, store_index: int) -> None:
+        super().__init__(store_index)
+        self.store_index = store_index
+
+
 def run_deploy(
     config: DeployConfig, checkpoint: str, keys: Any = None, out: Any = sys.stdout
 ) -> dict[str, Any]:
@@ -143,9 +153,14 @@ def run_deploy(
                 if config.store
                 else None
             )
+            runner = DeployRunner(config, env, client, keys=kr, out=out)
             try:
-                runner = DeployRunner(config, env, client, keys=kr, out=out)
                 summary = runner.run(store)
+            except KeyboardInterrupt as exc:
+                last = runner.episodes[-1] if runner.episodes else None
+                if last is not None and last.end_reason == "interrupted" and last.store_index is not None:
+                    raise PartialEpisodeInterrupt(last.store_index) from exc
+                raise
             finally:
                 if store is not None:
                     store.close()
@@ -202,6 +217,8 @@ def main(argv: list[str]) -> int:
         summary = run_deploy(config, args.checkpoint)
     except KeyboardInterrupt as exc:
         kept = saved_episodes_note(config.store) if config.store else "evaluation recording was off"
+        if isinstance(exc, PartialEpisodeInterrupt):
+            kept += f"; episode {exc.store_index} is partial, marked interrupted (not a failure)"
         raise Interrupted(kept) from exc
     except (FileNotFoundError, ValueError) as exc:
         if isinstance(exc, ConfigError):

@@ -43,7 +43,11 @@ events) go to ``<store>.deploy/episode_<index>.json``, with ``ready_time`` (when
 finished) and the latency watch's newest estimates at each chunk (``latency_watch``: action dead time,
 camera transport latencies) and its episode figures; the episode's store attributes hold the same
 figures (:mod:`robot.latency_watch`: it warns once when the arm's dead time drifts from the
-calibration by more than a control tick, a camera's by 5 ms). With ``record_video``, every camera's
+calibration by more than a control tick, a camera's by 5 ms), and how the episode ended: ``success``
+(bool; null on a real rig), ``end_reason`` (``success``, ``max_episode_s``, ``quit``,
+``safety_stop``, ``interrupted`` for Ctrl-C, ``error: <type>``) and ``interrupted`` (true when Ctrl-C
+or an error cut the episode short: it is kept, marked, and `rig episodes list` shows it as
+``interrupted``, never as a failure). With ``record_video``, every camera's
 full-rate mp4 goes to ``<video_dir>/episode_<index>/<camera>.mp4`` (default ``<store>.videos/``, as
 in collection; written by the cameras' writer processes, off the loop) and the episode's summary
 names the files.
@@ -698,19 +702,35 @@ class DeployRunner:
             except Exception:
                 pass
             error = exc
-            end_reason = f"error: {type(exc).__name__}"
+            end_reason = (
+                "interrupted" if isinstance(exc, KeyboardInterrupt) else f"error: {type(exc).__name__}"
+            )
         finally:
             self._collect_arm_log()
             self.plan.pending = []
             if videos:
-                env.cameras.stop_recording()
+                try:
+                    env.cameras.stop_recording()
+                except BaseException as exc:  # a writer ended by the same Ctrl-C: keep what it closed
+                    if error is None:
+                        raise
+                    log.debug("videos of the episode cut short: %s", exc)
                 videos = {name: path for name, path in videos.items() if path.is_file()}
         duration = now() - t_start
         success = bool(env.config.is_sim and env.task_success()) if error is None else False
         store_index = None
         if writer is not None:
             if ep["steps"] > 0:
-                info = writer.commit(wait=True, attrs={"latency_watch": self.latency_watch.episode_summary()})
+                # An episode cut short (Ctrl-C, a device error) is kept, marked: an evaluation counts
+                # it as neither a success nor a failure (`rig episodes list` shows "interrupted").
+                attrs = {
+                    "success": success if env.config.is_sim else None,  # a real rig: not judged
+                    "end_reason": end_reason,
+                    "interrupted": error is not None,
+                    "seed": seed,
+                    "latency_watch": self.latency_watch.episode_summary(),
+                }
+                info = writer.commit(wait=True, attrs=attrs)
                 store_index = info.index
                 self._write_sidecar(store, store_index, ep, seed, end_reason)
             else:

@@ -462,6 +462,8 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             "steps_this_run": step - start_step,
             "checkpoint": str(last_ckpt),
             "run_dir": str(run_dir),
+            "loss_plot": str(run_dir / "loss.png"),  # written with every checkpoint
+            "log": str(log_path),  # one JSON line per logged step (losses, lr, speed)
             "dt_s": float(dt_s),
             "world_size": world,
             "device": str(device),

@@ -131,6 +131,11 @@ def main(argv: list[str]) -> int:
         print(f"rig train: {exc}", file=sys.stderr)
         return 1
     if summary:
+        print(
+            f"training done: checkpoint {summary['checkpoint']}; loss curve {summary['loss_plot']}, "
+            f"per-step log {summary['log']}",
+            flush=True,
+        )
         print(json.dumps(summary, allow_nan=False), flush=True)
     return 0
 

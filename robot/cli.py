@@ -17,12 +17,18 @@ from pathlib import Path
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "collect": ("collection.collect_cli", "record teleoperated demonstrations into an episode store"),
-    "episodes": ("collection.store_cli", "list / inspect / delete episodes of a store"),
+    "episodes": (
+        "collection.store_cli",
+        "list / show / delete-last / check / repair / export / import / view / convert-time episodes",
+    ),
     "train": ("policy.train_cli", "train a diffusion policy on an episode store"),
     "policy": ("policy.policy_cli", "policy checkpoints: import a Diffusion Policy reference checkpoint"),
     "deploy": ("deploy.deploy_cli", "run a trained policy on the arm (sim by default)"),
     "replay": ("deploy.replay", "drive the arm through a recorded episode; print the tracking error"),
-    "calibrate": ("calibration.cli", "intrinsics, hand-eye, camera latency, robot latency"),
+    "calibrate": (
+        "calibration.cli",
+        "board / intrinsics / hand-eye / camera-latency / robot-latency / gripper-latency / show",
+    ),
     "demo": ("deploy.demo", "end to end on the simulated rig: collect -> train -> deploy"),
     "arm": ("robot.arm.cli", "arm controller tools: status, home"),
     "gripper": ("robot.gripper.cli", "gripper tools: status, open, close"),

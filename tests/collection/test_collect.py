@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -56,7 +57,10 @@ def test_collect_records_n_scripted_episodes(tmp_path):
         [sys.executable, "-m", "robot.cli", "episodes", "list", str(store)], capture_output=True, text=True
     )
     rows = [line.split() for line in listed.stdout.splitlines() if line.split()[:1] in (["0"], ["1"])]
-    assert said and [tuple(r) for r in rows] == said, (said, listed.stdout)
+    assert said and [tuple(r[:4]) for r in rows] == said, (said, listed.stdout)
+    # A healthy arm follows its actions (commanded for each step's time) within a few mm: no stall.
+    assert "stall" not in out.stdout and all("stall" not in r[5] for r in rows), listed.stdout
+    assert all(float(r[4]) < 10 for r in rows), listed.stdout  # lag mm
     assert out.stdout.count("preview: no display") == 1  # said once, not per tick
     assert len(re.findall(r"late, \d+ teleop targets dropped", out.stdout)) == 2  # one count per episode
     assert "exec_actions: dropped" not in out.stdout + out.stderr
@@ -160,3 +164,70 @@ def test_sigint_to_the_group_mid_episode_is_an_interrupt_that_keeps_saved_episod
     result.assert_clean_interrupt(kept=f"{store} holds 2 saved episodes")
     assert "failed" not in result.err
     _check_store(store, 2)
+
+
+def _episode_videos(store, index: int) -> list:
+    folder = Path(f"{store}.videos") / f"episode_{index:06d}"
+    return sorted(folder.iterdir()) if folder.exists() else []
+
+
+@pytest.mark.timeout(240)
+def test_sigint_mid_episode_removes_the_discarded_episodes_partial_videos(tmp_path):
+    from tests.sigint import interrupt_command
+
+    store = tmp_path / "int.zarr"
+    cmd = [*RIG, f"store={store}", "auto.episodes=3", *FAST]  # videos on (the default)
+    result = interrupt_command(cmd, tmp_path, ready="episode 0: recording", ready_timeout_s=150, settle_s=0.5)
+    saved = len(re.findall(r"episode \d+: saved", result.out))  # a fast success may have saved episode 0
+    result.assert_clean_interrupt(kept=f"{store} holds {saved} saved episode")
+    assert f"episode {saved}: discarded with its videos" in result.out, result.out[-2000:]
+    assert _episode_videos(store, saved) == []  # no mp4, .part or sidecar of the discarded episode
+    for i in range(saved):  # the saved episodes keep theirs
+        assert {p.name for p in _episode_videos(store, i)} >= {"scene.mp4", "wrist.mp4"}
+
+
+@pytest.mark.timeout(180)
+def test_backspace_while_recording_discards_the_episode_and_its_videos(tmp_path):
+    store = tmp_path / "keys.zarr"
+    proc = subprocess.Popen(
+        [*RIG, f"store={store}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )  # fmt: skip
+    try:
+        _wait_line(proc, "episodes already", 60)
+        proc.stdin.write("c")
+        proc.stdin.flush()
+        _wait_line(proc, "episode 0: recording", 60)
+        time.sleep(1.5)  # frames are being encoded into episode_000000/
+        assert [p.name for p in _episode_videos(store, 0)], "no video was being written"
+        proc.stdin.write("\x7f")  # Backspace
+        proc.stdin.flush()
+        _wait_line(proc, "episode 0: discarded", 60)
+        proc.stdin.close()
+        proc.stdin = None
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert proc.returncode == 0, err[-3000:]
+    assert _episode_videos(store, 0) == []
+    assert EpisodeStore.open(store, "r").n_episodes == 0
+
+
+@pytest.mark.timeout(180)
+def test_an_arm_that_cannot_follow_is_flagged_stall_when_saved_stored_and_listed(tmp_path):
+    store = tmp_path / "stall.zarr"
+    # The simulated arm's own speed limit (5 mm/s) far below what teleop commands: it falls behind.
+    cmd = [*RIG, f"store={store}", "auto.episodes=1", "record_video=false", "auto.episode_timeout_s=3",
+           "auto.save_failed=true", "rig.arm.sim.max_linear_speed_m_s=0.005"]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0, out.stderr[-3000:]
+    (line,) = [x for x in out.stdout.splitlines() if "episode 0: saved" in x]
+    assert "FLAGGED" in line and "stall" in line and "behind its action by > 10 mm" in line, line
+    quality = EpisodeStore.open(store, "r").episode_attrs(0)["quality"]
+    assert "stall" in quality["flags"] and quality["behind_steps"] >= 3 and quality["max_lag_m"] > 0.01
+    assert quality["thresholds"]["stall_distance_m"] == 0.01
+    listed = subprocess.run([sys.executable, "-m", "robot.cli", "episodes", "list", str(store)],
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    (row,) = [r.split() for r in listed.stdout.splitlines() if r.split()[:1] == ["0"]]
+    assert "stall" in row[5] and float(row[4]) == pytest.approx(quality["max_lag_m"] * 1e3, abs=0.1)

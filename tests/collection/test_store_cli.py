@@ -40,7 +40,12 @@ def test_list_prints_index_length_and_duration(store_path: Path, capsys) -> None
     assert "3 episodes, 38 steps" in out
     rows = [line.split() for line in out.splitlines() if line.strip()[:1].isdigit()]
     # No recorded step period (a store written without dt_s): late steps are unknown, "-".
-    assert rows == [["0", "11", "1.00", "-"], ["1", "21", "2.00", "-"], ["2", "6", "0.50", "-"]]
+    # No robot_eef_pose: no lag; no flags.
+    assert rows == [
+        ["0", "11", "1.00", "-", "-", "-"],
+        ["1", "21", "2.00", "-", "-", "-"],
+        ["2", "6", "0.50", "-", "-", "-"],
+    ]
 
 
 def test_list_mentions_crash_leftovers_without_touching_them(store_path: Path, capsys) -> None:
@@ -236,4 +241,76 @@ def test_list_shows_late_steps_against_the_recorded_step_period(tmp_path: Path, 
     out = capsys.readouterr().out
     assert "dt_s 0.1 s" in out
     rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"], ["total"])]
-    assert rows == [["0", "10", "1.20", "1"], ["1", "5", "0.40", "0"], ["total", "15", "1.60", "1"]]
+    # 1 late gap of 9 (11 % > 5 %): flagged late.
+    assert rows == [
+        ["0", "10", "1.20", "1", "-", "late"],
+        ["1", "5", "0.40", "0", "-", "-"],
+        ["total", "15", "1.60", "1", "1", "flagged"],
+    ]
+
+
+def _stall_store(path: Path, action_time_rule: str | None = "commanded_at_timestamp") -> Path:
+    """Episode 0: the arm stops at step 10 while its actions go on 5 mm a step (steps 12.. are more
+    than 10 mm behind) and step 25 comes 0.5 s late; episode 1: it follows within 2 mm."""
+    rng = np.random.default_rng(0)
+    n = 30
+    action = np.zeros((n, 6))
+    action[:, 0] = 0.4 + 0.005 * np.arange(n)
+    ts = 0.1 * np.arange(n)
+    stalled = action.copy()
+    stalled[10:, 0] = action[10, 0]
+    late_ts = ts.copy()
+    late_ts[25:] += 0.4
+    healthy = action + rng.uniform(-0.001, 0.001, action.shape)
+    with EpisodeStore.open(path, "w", image_codec="raw", dt_s=0.1, action_time=action_time_rule) as store:
+        store.add_episode({"robot_eef_pose": stalled, "action": action, "timestamp": late_ts})
+        store.add_episode({"robot_eef_pose": healthy, "action": action, "timestamp": ts})
+    return path
+
+
+def test_list_flags_a_stalled_arm_and_late_steps_from_the_stored_arrays(tmp_path: Path, capsys) -> None:
+    path = _stall_store(tmp_path / "stall.zarr")
+    assert rig(["episodes", "list", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = {r[0]: r for r in (line.split() for line in out.splitlines()) if r[:1] in (["0"], ["1"])}
+    # Stalled: 18 steps 10..95 mm behind (>= 3 over 10 mm); 1 late gap of 29 (3.4 %) is not flagged.
+    assert rows["0"][3:] == ["1", "95.0", "stall"], out
+    assert rows["1"][3:5] == ["0", f"{float(rows['1'][4]):.1f}"] and float(rows["1"][4]) < 2.0
+    assert rows["1"][5] == "-", out
+    assert "stall (TCP > 10 mm behind on >= 3 steps)" in out
+
+
+def test_a_legacy_rule_store_is_not_judged_for_stalls(tmp_path: Path, capsys) -> None:
+    path = _stall_store(tmp_path / "legacy.zarr", action_time_rule=None)
+    assert rig(["episodes", "list", str(path)]) == 0
+    out = capsys.readouterr().out
+    rows = [line.split() for line in out.splitlines() if line.split()[:1] in (["0"], ["1"])]
+    assert [r[4:6] for r in rows] == [["-", "-"], ["-", "-"]], out
+    assert "not judged: legacy action rule" in out
+
+
+def _magenta_columns(png: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(png))  # BGR
+    mask = (img[..., 0] > 200) & (img[..., 2] > 200) & (img[..., 1] < 80)
+    return np.flatnonzero(mask.any(axis=0))
+
+
+def test_exported_plots_mark_the_flagged_steps(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = _stall_store(tmp_path / "stall.zarr")
+    plots = tmp_path / "plots"
+    cmd = [sys.executable, "-m", "robot.cli", "episodes", "export", str(path), "--plots", str(plots)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=50, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "episode_000000.png (FLAGGED stall)" in out and "episode_000001.png\n" in out + "\n"
+    flagged = _magenta_columns(plots / "episode_000000.png")
+    assert len(_magenta_columns(plots / "episode_000001.png")) == 0  # nothing flagged, no magenta
+    # Crosses on the steps behind (12..29 of 0..29): in the right part of the time axis only.
+    assert len(flagged) > 0
+    width = 900  # figsize 9 in x dpi 100
+    assert flagged.min() > 0.3 * width, flagged.min()

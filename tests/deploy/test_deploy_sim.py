@@ -404,6 +404,18 @@ def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
     assert s.n_episodes == 2
     assert s.dt_s == 0.1  # the rig's step period, recorded as collection records it
     assert {"action", "chunk_index", "inference_latency_s", "dropped_actions", "camera_0"} <= set(s.keys)
+    # Each episode's outcome is in its attributes and in `rig episodes list`'s success column.
+    listed = subprocess.run(
+        [sys.executable, "-m", "robot.cli", "episodes", "list", str(store)], capture_output=True, text=True
+    )
+    rows = {r[0]: r for r in (line.split() for line in listed.stdout.splitlines()) if r[:1] in (["0"], ["1"])}
+    for e in summary["per_episode"]:
+        attrs = s.episode_attrs(e["store_index"])
+        assert attrs["success"] == e["success"] and attrs["interrupted"] is False
+        assert attrs["end_reason"] == e["end_reason"]
+        assert rows[str(e["store_index"])][-1] == ("yes" if e["success"] else "no"), listed.stdout
+    n_ok = sum(e["success"] for e in summary["per_episode"])
+    assert listed.stdout.splitlines()[-1].split()[-1] == f"{n_ok}/2", listed.stdout
     # Evaluation video per camera, like collection's, named in the summary and in the episode lines.
     for e in summary["per_episode"]:
         videos = e["videos"]

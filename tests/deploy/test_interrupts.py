@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 
+from collection.episode_store import EpisodeStore
 from deploy.inference_process import InferenceProcess
 from deploy.policy_client import PolicySpec
 from robot.process import DeviceProcessError
@@ -73,8 +74,20 @@ def test_one_sigint_to_the_group_ends_deploy_within_5_s(tmp_path, mode, request)
            "--episodes", "5", f"store={store}", "spacemouse=false", "policy_kwargs={latency_s: 0.12}",
            *extra]  # fmt: skip
     result = interrupt_command(cmd, tmp_path, ready="chunks")  # a chunk ran
-    result.assert_clean_interrupt(kept=f"{store} holds 1 saved episode")
+    result.assert_clean_interrupt(
+        kept=f"{store} holds 1 saved episode; episode 0 is partial, marked interrupted"
+    )
     assert result.took_s < 5.0, f"took {result.took_s:.1f} s to end after SIGINT"
+    # The partial episode is kept, marked in its attributes and in `rig episodes list`, never a failure.
+    attrs = EpisodeStore.open(store, "r").episode_attrs(0)
+    assert attrs["interrupted"] is True and attrs["end_reason"] == "interrupted", attrs
+    listed = subprocess.run(
+        [*RIG, "episodes", "list", str(store)], capture_output=True, text=True, timeout=60
+    )
+    assert listed.returncode == 0, listed.stderr
+    (row,) = [line.split() for line in listed.stdout.splitlines() if line.split()[:1] == ["0"]]
+    assert row[-1] == "interrupted", listed.stdout
+    assert listed.stdout.splitlines()[-1].split()[-1] == "-", listed.stdout  # no episode judged
 
 
 class SevenDimPolicy:

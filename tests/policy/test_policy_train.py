@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +24,12 @@ def test_training_loss_falls_5x_and_run_dir_is_complete(trained_run):
         assert key in summary, key
     assert summary["steps"] == 300
     assert summary["dt_s"] == pytest.approx(0.1)
+    # Where training ends, it names its loss curve and log, and they are there.
+    assert summary["loss_plot"] == str(trained_run["run_dir"] / "loss.png")
+    assert summary["log"] == str(trained_run["run_dir"] / "log.jsonl")
+    assert Path(summary["loss_plot"]).stat().st_size > 0 and Path(summary["log"]).stat().st_size > 0
+    (done,) = [line for line in trained_run["stdout"] if line.startswith("training done:")]
+    assert summary["checkpoint"] in done and "loss.png" in done and "log.jsonl" in done, done
     run_dir = trained_run["run_dir"]
     ckpt = load_checkpoint(run_dir)
     losses = np.asarray(ckpt["history"]["train_loss"])
