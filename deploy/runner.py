@@ -377,6 +377,15 @@ class DeployRunner:
         }
         self.client.request(self._policy_obs(obs), committed, seed)
 
+    def _conditioned_short(self, req: dict[str, Any], m: int) -> bool:
+        """Whether actions were committed past the last row the chunk's request inpainted (the
+        chunk then joins where the policy was not conditioned: a jump is possible, not a defect)."""
+        last = self.plan.last_committed_time
+        if self.cfg.mode != "async" or last is None:
+            return False
+        covered = req["t_obs"] + self.cfg.action_time_offset_s + (m - 1) * self.dt_s if m else -np.inf
+        return bool(last > covered + 1e-6)
+
     def _on_chunk(self, res: ChunkResult, ep: dict[str, Any]) -> None:
         req = ep.pop("pending_request", None)
         if req is None:  # a result from before a takeover/reset: ignore
@@ -424,6 +433,9 @@ class DeployRunner:
             "rows": n_use,
             # Later than planned for: more was committed than the policy was conditioned on.
             "late": bool(t > req["t_arrive_expected"]),
+            # More was committed than the inpainted rows reach, however early the chunk came (the
+            # rows are capped at the horizon: a stale observation plus a long latency estimate).
+            "short": self._conditioned_short(req, m),
             "safety_events": list(check.events),
         }
         if self.keep_logs:

@@ -215,11 +215,12 @@ def test_async_chunks_join_without_jump_or_idle(env, async_run, tmp_path):
     later = runner.chunk_log[1:]
     assert all(c["committed_rows"] >= 1 and not c["fallback"] for c in later)
     jumps = np.array([c["jump_m"] for c in later])
-    on_time = np.array([not c["late"] for c in later])
+    on_time = np.array([not c["late"] and not c["short"] for c in later])
     # Conditioned on what is committed, chunks join within what the arm may move in one tick. A
-    # chunk later than the planned latency (a loaded machine) was conditioned on less than was
-    # committed by then: its join is bounded by the policy's own smoothness (unconditioned samples
-    # of this stand-in disagree by ~12 mm).
+    # chunk later than the planned latency (a loaded machine), or whose inpainted rows stop short of
+    # what was committed (``short``: a stale observation and a long latency estimate, capped at the
+    # horizon), was conditioned on less than was committed by then: its join is bounded by the
+    # policy's own smoothness (unconditioned samples of this stand-in disagree by ~12 mm).
     # How many chunks came within the planned latency depends on the machine's load (the planner's
     # latency estimate trails the measured ones); that some did keeps the first bound meaningful.
     assert on_time.sum() >= 1, [c["late"] for c in later]
@@ -263,7 +264,7 @@ def test_a_nonzero_action_time_offset_shifts_the_inpainted_rows_and_the_chunks_s
     later = runner.chunk_log[1:]
     assert len(later) >= 3 and all(c["committed_rows"] >= 1 for c in later)
     jumps = np.array([c["jump_m"] for c in later])
-    on_time = np.array([not c["late"] for c in later])
+    on_time = np.array([not c["late"] and not c["short"] for c in later])
     assert on_time.sum() >= 1, [c["late"] for c in later]
     assert jumps[on_time].max() <= jump_limit, jumps
 
