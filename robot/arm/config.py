@@ -104,13 +104,14 @@ class URArmConfig(StrictModel):
     state_timeout_s: float = Field(0.5, gt=0)
     """The ur_rtde client process publishing no state for this long counts as a lost connection: the
     controller ends the client (nothing it queued before is sent after) and reports DISCONNECTED."""
-    controller_timeout_s: float = Field(0.4, gt=0)
-    """No new RTDE package from the UR controller for this long (while the client runs) is a
-    controller that stopped answering: DISCONNECTED, named in the error. From the first missing
-    package on, the client sends no new target (the arm holds the last one). 0.4 s: 200 periods
-    at 500 Hz, 50 at 125 Hz; a real controller misses none, but the fake controller on a loaded
-    2-core test host skips up to 80 ms of its ticks at load 5, up to 190 ms at load 16, and once
-    more than 250 ms in a clean-clone `make test` (0.25 s declared a live fake lost there)."""
+    controller_timeout_s: float = Field(0.15, gt=0)
+    """No new RTDE package from the UR controller for this long (while the client runs, and with no
+    package of the controller's waiting unread in the client's sockets) is a controller that stopped
+    answering: DISCONNECTED, named in the error. From the first missing package on, the client sends
+    no new target (the arm holds the last one). 0.15 s: 75 periods at 500 Hz, 19 at 125 Hz; a real
+    controller misses none. The fake controller, real-time scheduled like a real one, skips at most
+    28 ms of its ticks at load 20-25 (robot/fake_ur/handle.py; it skipped up to 1 s at the default
+    priority, which once made 0.25 s declare a live fake lost)."""
     servo_ramp: bool = True
     """Bound every servoL target relative to the last one sent (robot/arm/servo_ramp.py). False
     only for the stall benchmark's baseline (the old behaviour: the newest target, as it comes)."""

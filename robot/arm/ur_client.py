@@ -29,7 +29,9 @@ target, the arm holds the last one. ``capture_time = receive_time - ur.state_lat
 Faults: ``PROTECTIVE_STOP`` / ``EMERGENCY_STOP`` from the safety status bits; ``DISCONNECTED`` when
 either interface lost its link, the RTDE timestamp has not advanced for ``ur.controller_timeout_s``
 while this process ran (``CONTROLLER_SILENT``: a controller that stopped answering; ur_rtde itself
-notices only after 2.5 s; a gap of this process's own of half that restarts the clock), this
+notices only after 2.5 s; a gap of this process's own of half that restarts the clock, and so do
+bytes from the controller waiting unread in this process's RTDE sockets, :func:`unread_rtde_bytes`:
+its receive thread is behind, not the controller, up to ``ur.state_timeout_s``), this
 process's own loop came 0.8 x ``ur.state_timeout_s`` late (``CLIENT_STALLED``: the backend may
 already have declared the link lost, so nothing queued is sent), or the control script
 stopped for another reason than a safety stop (for ``_SCRIPT_STOP_GRACE_S``: the program pauses at a
@@ -40,6 +42,10 @@ interfaces are never called again, which is where they crash; the backend starts
 uploads the control script again, waits until it runs (``reuploadScript()`` returns before) and
 sends the TCP offset and payload again (a new program starts with the installation's TCP).
 
+Scheduling: this process leads a session of its own, and the kernel shares the CPU between
+sessions first (autogroups): it gives its session group the arm controller's ``nice``
+(:func:`session_group_nice`), else it weighs as one nice-0 process against each other session.
+
 Exit (a close request, or the controller process gone): ``servoStop`` (decelerating), then
 ``stopScript`` and disconnect, each bounded (``_EXIT_CALL_TIMEOUT_S``) and skipped when the link is
 lost. After a lost link the control script may still run on the controller (it holds the arm at its
@@ -48,6 +54,7 @@ last servo target); the next connect replaces it.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -56,7 +63,9 @@ import pickle
 import re
 import signal
 import socket
+import struct
 import sys
+import termios
 import threading
 import time
 from collections.abc import Callable
@@ -133,6 +142,32 @@ def max_rate_hz(major: int) -> float:
     return CB3_MAX_RATE_HZ if major <= 3 else ESERIES_MAX_RATE_HZ
 
 
+def unread_rtde_bytes(host: str) -> int | None:
+    """Bytes the controller at ``host`` sent over this process's RTDE connections (port 30004) that
+    ur_rtde has not read yet: the kernel's receive queues of this process's sockets connected there
+    (FIONREAD on a duplicate of each). Non-zero: the controller is answering and this process is
+    behind (its receive thread starved), whatever the last package's age. None: unknown (no such
+    connection, no /proc)."""
+    try:
+        address = socket.gethostbyname(host)
+        fds = os.listdir("/proc/self/fd")
+    except OSError:
+        return None
+    total, found = 0, False
+    for name in fds:
+        try:
+            if not os.readlink(f"/proc/self/fd/{name}").startswith("socket:["):
+                continue
+            with socket.socket(fileno=os.dup(int(name))) as sock:  # the duplicate closes, not ur_rtde's
+                if sock.family != socket.AF_INET or sock.getpeername() != (address, RTDE_PORT):
+                    continue
+                total += struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0" * 4))[0]
+                found = True
+        except (OSError, ValueError):
+            continue
+    return total if found else None
+
+
 class URLink:
     """The two ur_rtde interfaces of one connection (runs in the client process only).
 
@@ -148,7 +183,8 @@ class URLink:
         self._r: Any = None
         self._last: ArmReading | None = None
         self._last_robot_time = -1.0
-        self._last_change = 0.0
+        self._last_change = 0.0  # host s of the last new package, restarted after a gap of our own
+        self._last_new = 0.0  # host s of the last new package
         self._last_poll = 0.0
         self._on_step = on_step
         self.lost_reason: str | None = None  # latched: an interface dropped its link or the state went stale
@@ -255,7 +291,7 @@ class URLink:
         )
         self._step("TCP offset and payload", RTDE_PORT, self._send_tool_settings)
         self._step("first RTDE state packages", RTDE_PORT, self._wait_fresh_state)
-        self._last_change = self._last_poll = now()
+        self._last_change = self._last_new = self._last_poll = now()
         self.lost_reason = None
         self._script_stopped_since = None
         log.info("%s: connected (PolyScope %d.%d, %g Hz)", self.description, major, minor, rate)
@@ -328,17 +364,32 @@ class URLink:
         if receive_time - self._last_poll > _OWN_GAP_FRACTION * self.config.ur.controller_timeout_s:
             self._last_change = max(self._last_change, receive_time)
         self._last_poll = receive_time
+        ur = self.config.ur
         if reading.robot_time != self._last_robot_time:
             self._last_robot_time = reading.robot_time
-            self._last_change = receive_time
-        elif receive_time - self._last_change > self.config.ur.controller_timeout_s:
+            self._last_change = self._last_new = receive_time
+        elif receive_time - self._last_change > ur.controller_timeout_s:
+            # Packages waiting unread: the controller answers and this process's receive thread is
+            # behind; the clock restarts, up to ur.state_timeout_s since the last new package.
+            waiting = unread_rtde_bytes(self.host)
             silent_s = receive_time - self._last_change
-            flags |= StatusFlag.CONTROLLER_SILENT
-            lost = lost or (
-                f"the UR controller at {self.host} stopped answering: no new RTDE state package for "
-                f"{silent_s * 1000:.0f} ms ({silent_s / self.config.period_s:.0f} periods; "
-                f"ur.controller_timeout_s {self.config.ur.controller_timeout_s:g} s)"
-            )
+            if waiting and receive_time - self._last_new < ur.state_timeout_s:
+                log.warning(
+                    "%s: no new RTDE package read for %.0f ms, but %d bytes from the controller wait "
+                    "unread: this process is behind, not the controller",
+                    self.description,
+                    silent_s * 1000,
+                    waiting,
+                )
+                self._last_change = receive_time
+            else:
+                flags |= StatusFlag.CONTROLLER_SILENT
+                lost = lost or (
+                    f"the UR controller at {self.host} stopped answering: no new RTDE state package for "
+                    f"{silent_s * 1000:.0f} ms ({silent_s / self.config.period_s:.0f} periods; "
+                    f"ur.controller_timeout_s {ur.controller_timeout_s:g} s)"
+                    + (f"; {waiting} bytes of it wait unread" if waiting else "")
+                )
         # The script pauses/stops at a safety stop: that is the safety fault, not a lost connection.
         if program_running or flags & (StatusFlag.PROTECTIVE_STOP | StatusFlag.EMERGENCY_STOP):
             self._script_stopped_since = None
@@ -419,7 +470,7 @@ class URLink:
                 time.sleep(0.01)
             self._send_tool_settings()
             self._wait_fresh_state()
-        self._last_change = self._last_poll = now()
+        self._last_change = self._last_new = self._last_poll = now()
         self._script_stopped_since = None
 
     def _drop_interfaces(self, stop_script: bool) -> None:
@@ -582,6 +633,28 @@ def serve(config: ArmConfig, commands: Any, states: Any, parent_pid: int, say: C
         precise_wait(next_t, spin_s=0.0)  # sleep only: a spinning client would starve the controller
 
 
+def session_group_nice(nice: int | None) -> bool:
+    """Give this process's session group the arm controller's niceness; True if applied.
+
+    The kernel shares the CPU between sessions first (``sched_autogroup_enabled``, on by default in
+    desktop distributions): a niceness counts only against processes of the same session, and each
+    session's group weighs as one process of its group niceness. This client leads a session of its
+    own (the backend starts it so) and is its group's only member: without this it weighs as a
+    nice-0 process against everything else on the PC. Not applied when this process does not lead
+    its session (that group is someone else's) or where not permitted."""
+    if nice is None or os.getsid(0) != os.getpid():
+        return False
+    try:
+        fd = os.open("/proc/self/autogroup", os.O_WRONLY)
+        try:
+            os.write(fd, str(nice).encode())
+        finally:
+            os.close(fd)
+    except OSError:
+        return False
+    return True
+
+
 def main() -> None:
     # Started in a session of its own: a terminal's SIGINT reaches the controller, which ends us.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -594,7 +667,9 @@ def main() -> None:
             out.write(json.dumps(msg) + "\n")
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    code = serve(ArmConfig.model_validate_json(config_json), commands, states, parent_pid, say)
+    config = ArmConfig.model_validate_json(config_json)
+    session_group_nice(config.nice)
+    code = serve(config, commands, states, parent_pid, say)
     out.flush()
     # os._exit: ur_rtde's destructors are where a dropped link crashes; nothing is left to flush.
     os._exit(code)

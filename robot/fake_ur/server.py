@@ -114,8 +114,10 @@ class ServerOptions:
     arm_params: dict[str, Any] = field(default_factory=dict)
     # Keyword arguments of robot.fake_ur.gripper.FakeURCapGripper (e.g. {"closed_count": 230}).
     gripper_params: dict[str, Any] = field(default_factory=dict)
-    # Process mode: the fake's scheduling niceness (as the arm controller's ``nice``), when permitted.
+    # Process mode: the fake's scheduling niceness (as the arm controller's ``nice``) and real-time
+    # priority (SCHED_RR; 0: none), where permitted (robot.fake_ur.handle._prioritize says why).
     nice: int | None = -10
+    rt_priority: int = 10
     # A sim world behind the gripper: {"task": "pick_place", "params": {...}, "seed": 0} (None: none).
     gripper_world: dict[str, Any] | None = None
 

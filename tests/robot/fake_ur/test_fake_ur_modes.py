@@ -6,6 +6,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 
@@ -72,6 +73,39 @@ def test_process_mode_serves_the_client_and_takes_faults_over_the_pipe():
         assert fake.state()["safety_status_bits"] == 1
     assert faulted["protective_stopped"] is True
     assert faulted["safety_mode"] == 3
+
+
+def _may_use_real_time(priority: int) -> bool:
+    import resource
+
+    return os.geteuid() == 0 or resource.getrlimit(resource.RLIMIT_RTPRIO)[0] >= priority
+
+
+def test_process_mode_schedules_the_server_threads_as_a_real_time_controller():
+    """A real controller ticks on real-time hardware of its own. A fake at niceness -10 alone sat in
+    the run queue for up to 1 s under load (sessions share the CPU as groups, a niceness counts only
+    inside its own): its RTDE stream stopped and read as a frozen controller. The fake's process
+    leads a session of its own, and where permitted its main thread and every thread the server
+    starts (tick, acceptors, one per connection) are SCHED_RR at ``rt_priority``. (numpy's idle
+    BLAS workers, started at import, keep the default policy.)"""
+    with FakeURController(version="5.11", process=True) as fake:
+        pid = fake.pid
+        assert pid is not None
+        assert os.getsid(pid) == pid
+        before = set(os.listdir(f"/proc/{pid}/task"))
+        with socket.create_connection((fake.host, 29999), timeout=10) as dashboard:
+            assert dashboard.recv(100).startswith(b"Connected")
+            fresh = set(os.listdir(f"/proc/{pid}/task")) - before  # the connection's reader
+            rr = [t for t in before | fresh if os.sched_getscheduler(int(t)) == os.SCHED_RR]
+            priorities = {os.sched_getparam(int(t)).sched_priority for t in rr}
+        assert len(fresh) == 1
+        if _may_use_real_time(10):
+            assert fresh <= set(rr) and str(pid) in rr
+            assert len(rr) >= 8  # main, tick, 6 acceptors, the reader
+            assert priorities == {10}
+    with FakeURController(version="5.11", process=True, rt_priority=0) as fake:
+        assert fake.pid is not None
+        assert os.sched_getscheduler(fake.pid) == os.SCHED_OTHER
 
 
 def test_cli_serves_until_interrupted(tmp_path):
