@@ -51,7 +51,9 @@ from robot.arm.config import ArmConfig  # noqa: E402
 from robot.arm.controller import ArmController, ArmFaultError  # noqa: E402
 from robot.arm.interpolator import pose_distance  # noqa: E402
 from robot.config import config_path, load_config  # noqa: E402
+from robot.fake_ur import observe  # noqa: E402
 from robot.fake_ur.handle import FakeURController  # noqa: E402
+from robot.fake_ur.observe import servo_rows, stop_overshoot, ur_client_pids  # noqa: E402
 from robot.process import DeviceProcessError  # noqa: E402
 
 GENERATIONS = {"ur5e": "5.11", "ur5_cb3": "3.15"}
@@ -78,27 +80,15 @@ class Case:
 
 
 def client_pid(controller_pid: int) -> int:
-    """The ur_rtde client process the arm controller process runs (from /proc)."""
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == controller_pid and b"robot.arm.ur_client" in cmd:
-            return int(entry)
-    raise RuntimeError("no ur_rtde client process found")
+    """The ur_rtde client process the arm controller process runs."""
+    pids = ur_client_pids(controller_pid)
+    if not pids:
+        raise RuntimeError("no ur_rtde client process found")
+    return pids[0]
 
 
 def hold(arm: ArmController, seconds: float) -> None:
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        arm.heartbeat()
-        time.sleep(min(0.01, left))
+    observe.hold(arm, seconds, beat_s=0.01)
 
 
 def recover(arm: ArmController) -> None:
@@ -182,17 +172,17 @@ def pause_trial(
     hold(arm, SETTLE_S)
     _, servo = fake.servo_log(n_servo)
     _, arm_rows = fake.arm_log(n_arm)
-    servo_rows = np.asarray(servo, dtype=np.float64).reshape(-1, 7)
+    wire = servo_rows(servo)
     arm_rows = np.asarray(arm_rows, dtype=np.float64).reshape(-1, 8)
     vmax = cfg.limits.max_linear_speed_m_s
     case.speed_ratio.append(max_window_speed(arm_rows[:, [0, 2, 3, 4]], t_resume) / vmax)
-    steps = np.linalg.norm(np.diff(servo_rows[:, 1:4], axis=0), axis=1) if len(servo_rows) > 1 else [0.0]
+    steps = np.linalg.norm(np.diff(wire[:, 1:4], axis=0), axis=1) if len(wire) > 1 else [0.0]
     case.jump_steps.append(float(np.max(steps)) / (vmax * cfg.period_s))
     t_lost = declared_loss_time(arm, c0)
     if t_lost is not None:
         case.lost += 1
         if target != "fake":
-            case.stale.append(int(np.sum(servo_rows[:, 0] > t_lost)))
+            case.stale.append(int(np.sum(wire[:, 0] > t_lost)))
     if target == "fake":
         t_silent = silent_report_time(arm, c0)
         if t_silent is not None:
@@ -219,17 +209,11 @@ def stop_trial(arm: ArmController, fake: FakeURController, cfg: ArmConfig, k: in
     arm.stop_motion()
     hold(arm, 1.0)
     h = arm.state_ring.get_since(c0, skip_overwritten=True)
-    i = int(np.argmax(h["status_flags"] & StatusFlag.STOPPING))
-    t_stop = float(h["tick_time"][i])
-    v = float(np.linalg.norm(h["actual_tcp_speed"][i, :3]))
     _, servo = fake.servo_log(n_servo)
-    rows = np.asarray(servo, dtype=np.float64).reshape(-1, 7)
-    if not len(rows) or not h["status_flags"][i] & StatusFlag.STOPPING:
+    stop = stop_overshoot(h, servo, fake.state()["actual_tcp_pose"][:3], home[:3] - away[:3])
+    if stop is None:
         return float("nan"), 0.0  # no servoL or no stop seen (a lost link meanwhile): not counted
-    at_stop = rows[max(np.searchsorted(rows[:, 0], t_stop) - 1, 0), 1:4]
-    final = np.asarray(fake.state()["actual_tcp_pose"][:3])
-    direction = (home[:3] - away[:3]) / np.linalg.norm(home[:3] - away[:3])
-    return float(np.dot(final - at_stop, direction)), v
+    return stop.overshoot_m, stop.speed_m_s
 
 
 def run_config(name: str, trials: int, stop_trials: int, overrides: tuple[str, ...]) -> dict:

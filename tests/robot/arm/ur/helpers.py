@@ -7,7 +7,6 @@ carries a ``pytest.mark.timeout`` on top.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +17,7 @@ from robot.arm.config import ArmConfig
 from robot.arm.controller import ArmController
 from robot.config import config_path, load_config
 from robot.fake_ur.handle import FakeURController
+from robot.fake_ur.observe import hold  # noqa: F401 (the tests' wait, shared with benchmarks)
 
 # The simulated UR5 behind the fake controller (robot.sim.ur5_model.UR5ModelParams fields): the
 # same ground truth as the arm controller's own sim backend (configs/arm/sim_ur5.yaml).
@@ -64,14 +64,6 @@ def wait_until(
     raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}")
 
 
-def hold(arm: ArmController, seconds: float) -> None:
-    """Sleep ``seconds`` while beating the controller's heartbeat, as a user's main loop does."""
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        arm.heartbeat()
-        time.sleep(min(0.05, left))
-
-
 def servo_packets(fake: FakeURController) -> int:
     """servoL data packages the fake received so far (one per ``servoL`` call, all connections)."""
     return int(fake.state()["command_packets"].get(SERVOL, 0))
@@ -81,29 +73,3 @@ def unique_robot_times(history: dict[str, np.ndarray]) -> np.ndarray:
     """Indices of the records that carry a new RTDE package (the controller may read one twice)."""
     rt = history["robot_time"]
     return np.flatnonzero(np.concatenate([[True], np.diff(rt) > 0]))
-
-
-def _zombie(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except OSError:
-        return True
-
-
-def ur_client_pids(controller_pid: int) -> list[int]:
-    """The ur_rtde client processes the arm controller process started (from /proc)."""
-    pids = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-            with open(f"/proc/{entry}/cmdline", "rb") as f:
-                cmd = f.read()
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == controller_pid and b"robot.arm.ur_client" in cmd and not _zombie(int(entry)):
-            pids.append(int(entry))
-    return pids

@@ -22,6 +22,7 @@ from robot.arm.backend import StatusFlag
 from robot.arm.controller import ArmController, ArmFaultError
 from robot.arm.interpolator import pose_distance
 from robot.fake_ur.handle import FakeURController
+from robot.fake_ur.observe import ur_client_pids
 from robot.process import DeviceProcessError
 from tests.robot.arm.ur.helpers import (
     CB3,
@@ -29,7 +30,6 @@ from tests.robot.arm.ur.helpers import (
     SET_TCP,
     make_fake,
     servo_packets,
-    ur_client_pids,
     ur_config,
     wait_until,
 )

@@ -22,13 +22,13 @@ from robot.arm.controller import ArmController, ArmFaultError
 from robot.arm.interpolator import pose_distance
 from robot.arm.servo_ramp import MAX_STEP_TIME_S
 from robot.fake_ur.handle import FakeURController
+from robot.fake_ur.observe import stop_overshoot, ur_client_pids
 from tests.robot.arm.ur.helpers import (
     ARM_PARAMS,
     CB3,
     ESERIES,
     hold,
     make_fake,
-    ur_client_pids,
     ur_config,
     wait_until,
 )
@@ -232,13 +232,9 @@ def test_stop_after_a_late_tick_decelerates_from_the_measured_speed():
         arm.stop_motion()
         hold(arm, 1.0)
         h = arm.state_ring.get_since(c0, skip_overwritten=True)
-        i = int(np.argmax(h["status_flags"] & StatusFlag.STOPPING))
-        assert h["status_flags"][i] & StatusFlag.STOPPING
-        v = float(np.linalg.norm(h["actual_tcp_speed"][i, :3]))
-        rows = np.asarray(fake.servo_log(n0)[1])
-        at_stop = rows[np.searchsorted(rows[:, 0], h["tick_time"][i]) - 1, 1:4]
         final = np.asarray(fake.state()["actual_tcp_pose"][:3])
-        overshoot = float(np.dot(final - at_stop, (home[:3] - away[:3]) / 0.04))
-        allowed = 1.2 * v * v / (2 * cfg.limits.stop_decel_m_s2) + 0.001
-        assert overshoot <= allowed, (overshoot, v, allowed)
+        stop = stop_overshoot(h, fake.servo_log(n0)[1], final, home[:3] - away[:3])
+        assert stop is not None  # a stop taken, with targets received before it
+        allowed = 1.2 * stop.speed_m_s**2 / (2 * cfg.limits.stop_decel_m_s2) + 0.001
+        assert stop.overshoot_m <= allowed, (stop, allowed)
         assert np.linalg.norm(final - home[:3]) > 0.005  # stopped on the way, not at home
