@@ -14,8 +14,9 @@ SYSTEM_PACKAGES := libusb-1.0-0 libspnav0 libspnav-dev libgl1 libglib2.0-0 xvfb 
 # Three pytest workers, a test file each at a time (module fixtures such as a running rig stay in one
 # worker): most of the suite waits on the processes it starts (clean clone on 2 cores: 11.0 min with
 # 3 workers, 12.2 with 2); the other workers are the "busy processes beside" the tests are written to
-# withstand. `make test PYTEST_PARALLEL=` runs them serially.
-PYTEST_PARALLEL := -n 3 --dist loadfile
+# withstand. The longest files start first (tests/conftest.py: LONG_FILES_FIRST; xdist's own order,
+# by number of tests, is turned off). `make test PYTEST_PARALLEL=` runs them serially.
+PYTEST_PARALLEL := -n 3 --dist loadfile --no-loadscope-reorder
 
 .PHONY: setup system-deps test demo lint bench clean
 setup: system-deps $(STAMP)

@@ -2,8 +2,6 @@
 button -> width mapping."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -14,22 +12,14 @@ from collection.gripper_teleop import GripperTeleop, GripperTeleopConfig
 from collection.teleop import TeleopConfig
 from robot.config import ConfigError, config_path, load_config
 
-RIG = [sys.executable, "-m", "robot.cli", "collect", "--config", "collect/sim_pick_place.yaml"]
-
 
 @pytest.mark.timeout(300)
-def test_pick_place_collect_records_width_obs_and_a_width_action_column(tmp_path):
-    store = tmp_path / "pp.zarr"
-    out = subprocess.run(
-        [*RIG, f"store={store}", "auto.episodes=1", "record_video=false"],
-        capture_output=True,
-        text=True,
-        timeout=290,
-        stdin=subprocess.DEVNULL,
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert "gripper latency 40.0 ms (config)" in out.stdout
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+def test_pick_place_collect_records_width_obs_and_a_width_action_column(pick_place_demo):
+    # `rig collect --config collect/sim_pick_place.yaml auto.episodes=1 record_video=false` (exit 0),
+    # recorded once for the run (tests/shared_store.py), read here
+    stdout, store = pick_place_demo["stdout"], pick_place_demo["store"]
+    assert "gripper latency 40.0 ms (config)" in stdout
+    summary = json.loads(stdout.strip().splitlines()[-1])
     assert summary["episodes_saved"] == 1  # saved on success: the box was picked and placed
     ep = EpisodeStore.open(store, "r").get_episode(0)
     assert ep["action"].shape[1] == 7 and ep["gripper_width"].shape[1] == 1

@@ -17,6 +17,7 @@ import pytest
 import zarr
 
 from tests.policy.conftest import TINY_TEST_OVERRIDES
+from tests.shared_store import copy_to
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -30,15 +31,10 @@ def rig(*args: object, timeout: float = 240) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def collected(tmp_path_factory) -> Path:
-    """Three episodes recorded by `rig collect` on the simulated rig (two cameras, scripted expert)."""
-    store = tmp_path_factory.mktemp("collect") / "demos.zarr"
-    out = rig(
-        "collect", "--config", "collect/sim_reach.yaml", f"store={store}", "auto.episodes=3",
-        "record_video=false", "auto.episode_timeout_s=10",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    return store
+def collected(reach_demos: dict, tmp_path_factory) -> Path:
+    """Three episodes recorded by `rig collect` on the simulated rig (two cameras, scripted expert):
+    this module's copy of the run's shared recording (tests/shared_store.py)."""
+    return copy_to(reach_demos, tmp_path_factory.mktemp("collect") / "demos.zarr")
 
 
 @pytest.fixture

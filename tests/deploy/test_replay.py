@@ -23,6 +23,7 @@ import pytest
 
 from collection import action_time
 from collection.episode_store import EpisodeStore
+from tests.shared_store import copy_to
 from tests.sigint import interrupt_command
 
 RIG = [sys.executable, "-m", "robot.cli"]
@@ -91,16 +92,14 @@ def test_replay_with_deploy_latency_compensation_is_in_step_and_reports_an_uncal
 
 
 @pytest.mark.timeout(400)
-def test_a_collected_episode_replays_along_its_recorded_path(tmp_path):
-    store = tmp_path / "demos.zarr"
-    out = rig(
-        "collect", "--config", "collect/sim_reach.yaml", f"store={store}", "auto.episodes=1",
-        "record_video=false", "auto.episode_timeout_s=10",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+def test_a_collected_episode_replays_along_its_recorded_path(reach_demos, tmp_path):
+    # recorded by `rig collect` on the shipped reach config (the run's shared recording)
+    # Its episode 0 (the world a fresh store's first episode gets), counted from the end as a user may.
+    store = copy_to(reach_demos, tmp_path / "demos.zarr")
     with EpisodeStore.open(store, "r") as s:
         steps = s.episodes()[0].length
-    figures = replay_figures(rig("replay", store, -1))
+        assert s.n_episodes == 3
+    figures = replay_figures(rig("replay", store, -3))
     assert figures["steps"] == steps and figures["compared_steps"] == steps
     # Default settings (the shared offset, 0): the arm retraces the demonstration in step, because a
     # stored action is the pose commanded for its observation's time (before: 95-100 ms off, 4.5-14 mm).
@@ -141,14 +140,11 @@ def test_a_legacy_store_replays_with_the_old_offset_and_converts_to_the_rule(tmp
 
 
 @pytest.mark.timeout(400)
-def test_a_collected_pick_place_episode_replays_its_gripper_widths_in_the_recorded_world(tmp_path):
-    store = tmp_path / "picks.zarr"
-    out = rig(
-        "collect", "--config", "collect/sim_pick_place.yaml", f"store={store}", "auto.episodes=1",
-        "record_video=false",
-    )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
-    seed = int(re.search(r"episode 0: recording \(seed (\d+)\)", out.stdout).group(1))
+def test_a_collected_pick_place_episode_replays_its_gripper_widths_in_the_recorded_world(
+    pick_place_demo, tmp_path
+):
+    # recorded by `rig collect` on the shipped pick_place config (the run's shared recording)
+    store, seed = copy_to(pick_place_demo, tmp_path / "picks.zarr"), pick_place_demo["seeds"][0]
     with EpisodeStore.open(store, "r") as s:
         ep = s.get_episode(0)
     assert ep["action"].shape[1] == 7

@@ -1,0 +1,102 @@
+"""``rig collect`` stores recorded once per pytest run and shared by the tests that only read a collected
+demonstration: a reach store (store damage checks, replay, the deployed oracle) and a pick_place
+one (collect's gripper columns, the gripper replay).
+
+Each of those tests used to record its own scripted episodes on the shipped collect config (a rig
+start and ~10-30 s of simulated episode each, several times over on a 2-core machine). A store is
+recorded the same way (``rig collect``, auto mode, no video, the shipped config otherwise), once, by
+the first xdist worker that asks, under a file lock in the run's temp folder; the others wait and
+read its result. A test gets its own copy
+(``copy_to``), so no test can change what another reads.
+
+The recording has its own time limit (BUILD_TIMEOUT_S), outside the tests' timeouts (the root
+conftest times only the test function of the tests that use it). A failed recording fails the test
+that ran it, once, with its reason; the other tests that need it are skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BUILD_TIMEOUT_S = 600
+# name: (`rig collect` arguments, episodes). Auto mode's scripted expert, no video; the shipped config
+# otherwise. Each is what the tests that share it each ran before.
+RECORDINGS = {
+    "reach_demos": (
+        ["--config", "collect/sim_reach.yaml", "auto.episodes=3", "record_video=false", "preview=false"],
+        3,
+    ),
+    "pick_place_demo": (
+        ["--config", "collect/sim_pick_place.yaml", "auto.episodes=1", "record_video=false"],
+        1,
+    ),
+}
+FIXTURES = set(RECORDINGS)  # the fixture names whose tests are timed from their function's call on
+
+
+def _record(name: str, base: Path) -> dict:
+    args, _ = RECORDINGS[name]
+    store = base / "demos.zarr"
+    cmd = [sys.executable, "-m", "robot.cli", "collect", *args, f"store={store}"]
+    try:
+        out = subprocess.run(
+            cmd, cwd=REPO, capture_output=True, text=True, timeout=BUILD_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": f"`rig collect` did not finish within {BUILD_TIMEOUT_S} s"}
+    (base / "collect.stdout").write_text(out.stdout)
+    (base / "collect.stderr").write_text(out.stderr)
+    if out.returncode != 0:
+        tail = out.stderr.strip().splitlines()[-1:] or ["(no output)"]
+        return {"error": f"`rig collect` exited with code {out.returncode}: {tail[0]} (its output: {base})"}
+    seeds = {int(k): int(s) for k, s in re.findall(r"episode (\d+): recording \(seed (\d+)\)", out.stdout)}
+    return {"store": str(store), "stdout": out.stdout, "seeds": seeds}
+
+
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict:
+    from filelock import FileLock  # (a dependency of torch)
+
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # the run's folder, above each worker's own
+    base, done = root / name, root / f"{name}.json"
+    built_here = False
+    with FileLock(str(root / f"{name}.lock"), timeout=BUILD_TIMEOUT_S + 300):
+        if not done.exists():
+            base.mkdir(exist_ok=True)
+            done.write_text(json.dumps(_record(name, base)))
+            built_here = True
+    return {**json.loads(done.read_text()), "built_here": built_here}
+
+
+_FAILURES_REPORTED: set[str] = set()
+
+
+def recording(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict:
+    """The shared recording ``name``: ``{"store": Path, "stdout": str (of `rig collect`),
+    "seeds": {episode: world seed}}``."""
+    result = _built_once(tmp_path_factory, name)
+    if "error" in result:
+        message = f"the shared recording {name!r} failed: {result['error']}"
+        if result["built_here"] and name not in _FAILURES_REPORTED:
+            _FAILURES_REPORTED.add(name)
+            pytest.fail(message, pytrace=False)
+        pytest.skip(f"{message} (reported once, as a failure of the test that recorded it)")
+    seeds = {int(k): v for k, v in result["seeds"].items()}
+    assert sorted(seeds) == list(range(RECORDINGS[name][1])), result["stdout"][-2000:]
+    return {"store": Path(result["store"]), "stdout": result["stdout"], "seeds": seeds}
+
+
+def copy_to(demos: dict, dest: Path) -> Path:
+    """A private copy of the shared store at ``dest`` (the test may read, damage or append to it)."""
+    shutil.copytree(demos["store"], dest)
+    return dest
