@@ -13,21 +13,14 @@ in memory (no disk access); ``episode_attrs`` are written by the writer thread w
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import zarr
-
-from collection.store_layout import EpisodeStoreError
+from collection.store_layout import EpisodeStoreError, StoreState
 
 
-class StoreAttributes:
+class StoreAttributes(StoreState):
     """The metadata half of ``EpisodeStore`` (which sets this state when it opens the store)."""
 
-    path: Path
-    mode: str
-    _group: zarr.Group
-    _ends: list[int]
     _check_writable: Callable[[], None]  # StoreWriting's
 
     def _check_action_time(self, convention: str | None) -> None:

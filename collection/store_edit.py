@@ -18,15 +18,11 @@ is returned.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from pathlib import Path
 from typing import Any
 
-import zarr
-
-from collection.store_layout import EpisodeStoreError, KeySpec
+from collection.store_layout import EpisodeStoreError, StoreState
 from collection.store_meta import resize_rows
 from collection.store_reader import EpisodeInfo
 
@@ -34,19 +30,10 @@ from collection.store_reader import EpisodeInfo
 log = logging.getLogger("collection.episode_store")
 
 
-class StoreEditing:
+class StoreEditing(StoreState):
     """The editing part of ``EpisodeStore`` (which sets this state when it opens the store)."""
 
-    path: Path
-    mode: str
-    dropped_steps: int
     n_steps: int  # StoreReading's
-    _lock: threading.RLock
-    _group: zarr.Group
-    _schema: dict[str, KeySpec] | None
-    _arrays: dict[str, zarr.Array]
-    _ee: zarr.Array
-    _ends: list[int]
     _open_episode: Any  # StoreWriting's: the EpisodeWriter being streamed, or None
     _check_writable: Callable[[], None]  # StoreWriting's
     _submit: Callable[[Any], Any]  # StoreWriting's

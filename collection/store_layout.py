@@ -17,6 +17,7 @@ the same keys with the same per-step shapes (``check_step``). Nothing here block
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,26 @@ class KeySpec:
     @property
     def is_image(self) -> bool:
         return is_image_step(self.step_shape, self.dtype)
+
+
+class StoreState:
+    """The state ``EpisodeStore`` sets when it opens a store, shared by its parts (reading, writing,
+    editing, metadata). Guarded by ``_lock`` where the writer thread and readers both touch it."""
+
+    path: Path
+    mode: str
+    image_codec: str
+    checksums: bool
+    dt_s: float | None
+    dropped_steps: int
+    _batch_steps: int
+    _closed: bool
+    _lock: threading.RLock  # guards zarr metadata (shapes) between reader and writer
+    _group: zarr.Group
+    _schema: dict[str, KeySpec] | None
+    _arrays: dict[str, zarr.Array]
+    _ee: zarr.Array  # meta/episode_ends
+    _ends: list[int]  # committed episode ends, as in memory
 
 
 def check_step(schema: dict[str, KeySpec] | None, step: Mapping[str, Any]) -> dict[str, KeySpec]:

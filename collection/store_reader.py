@@ -9,7 +9,6 @@ store, the array and the steps.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from collection.store_layout import EpisodeStoreError, KeySpec
+from collection.store_layout import EpisodeStoreError, StoreState
 
 
 def open_root_readonly(path: str | Path) -> zarr.Group:
@@ -55,15 +54,8 @@ def episode_timing(ts: np.ndarray, dt_s: float | None) -> tuple[float, int | Non
     return float(ts[-1] - ts[0]), late
 
 
-class StoreReading:
+class StoreReading(StoreState):
     """The reading half of ``EpisodeStore`` (which sets this state when it opens the store)."""
-
-    path: Path
-    dt_s: float | None
-    _lock: threading.RLock
-    _schema: dict[str, KeySpec] | None
-    _arrays: dict[str, zarr.Array]
-    _ends: list[int]
 
     @property
     def n_episodes(self) -> int:

@@ -30,11 +30,9 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import zarr
 
 from collection.store_codecs import (
     CHECKSUM_ATTR,
@@ -46,7 +44,7 @@ from collection.store_codecs import (
     low_dim_codec,
     make_image_codec,
 )
-from collection.store_layout import EpisodeStoreError, KeySpec, check_step
+from collection.store_layout import EpisodeStoreError, KeySpec, StoreState, check_step
 from collection.store_meta import resize_rows, write_codecs
 from collection.store_reader import EpisodeInfo, episode_timing
 
@@ -209,24 +207,11 @@ class EpisodeWriter:
             raise EpisodeStoreError("this episode was already committed or discarded; begin a new one")
 
 
-class StoreWriting:
+class StoreWriting(StoreState):
     """The writing half of ``EpisodeStore``: the writer thread and the jobs it runs. ``EpisodeStore``
     sets the store's state when it opens it and calls ``_init_writer`` for the writer's own."""
 
-    path: Path
-    mode: str
-    image_codec: str
-    checksums: bool
-    dt_s: float | None
     n_steps: int  # StoreReading's
-    _batch_steps: int
-    _closed: bool
-    _lock: threading.RLock
-    _group: zarr.Group
-    _schema: dict[str, KeySpec] | None
-    _arrays: dict[str, zarr.Array]
-    _ee: zarr.Array
-    _ends: list[int]
     _set_rows: Callable[[int], None]  # EpisodeStore's
     _set_episode_attrs: Callable[[int, dict[str, Any] | None], None]  # StoreAttributes'
 
