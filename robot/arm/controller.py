@@ -186,7 +186,6 @@ class ArmController(DeviceProcess):
         self.task = task
         self.gripper_ring = gripper_ring
         capacity = max(16, int(math.ceil(config.rate_hz * config.state_history_s)))
-        self._owned: list[Any] = []
         self.state_ring = RingBuffer.create(STATE_LAYOUT, capacity, label="armstate")
         self._owned.append(self.state_ring)
         self.command_queue = CommandQueue.create(
@@ -199,18 +198,6 @@ class ArmController(DeviceProcess):
         self.world_ring: RingBuffer | None = world_ring if config.backend == "sim" else None
 
     # ================================================================== parent side
-    def close(self) -> None:
-        """Release the shared memory this object created (call after stop()). Idempotent."""
-        for seg in self._owned:
-            seg.close()
-        self._owned = []
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.stop(wait=True)
-        finally:
-            self.close()
-
     def _send(self, cmd: Cmd, pose: ArrayLike | None = None, target_time: float = 0.0, **kw: Any) -> None:
         rec = {
             "cmd": int(cmd),
