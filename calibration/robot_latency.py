@@ -557,8 +557,7 @@ def _obs_camera(rig, proc: RobotLatencyProcedure) -> str | None:
 
 def measure(rig, calibration, proc: RobotLatencyProcedure, plots: Path) -> RobotLatencyResult:
     from calibration.rig_session import home_pose, move_and_settle, open_env, with_sim_plane
-    from robot.cameras.config import PlaneConfig
-    from robot.sim.render import charuco_board
+    from robot.geometry.camera_geometry import PlaneConfig, charuco_board
 
     axis = AXES[proc.axis]
     cam_name = _obs_camera(rig, proc)

@@ -48,7 +48,7 @@ import logging
 import math
 import os
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -67,9 +67,10 @@ from robot.arm.safety import SafetyFilter
 from robot.process import DeviceProcess, DeviceProcessError
 from robot.shm.command_queue import CommandQueue, QueueFull
 from robot.shm.ring_buffer import RingBuffer
-from robot.sim.world import Task
-from robot.sim.world_state import WORLD_STATE_LAYOUT
 from robot.timing import RateLoop, now
+
+if TYPE_CHECKING:
+    from robot.arm.sim_backend import Task
 
 log = logging.getLogger("robot.arm")
 
@@ -193,7 +194,9 @@ class ArmController(DeviceProcess):
         )
         self._owned.append(self.command_queue)
         if config.backend == "sim" and world_ring is None:
-            world_ring = RingBuffer.create(WORLD_STATE_LAYOUT, config.sim.world_ring_capacity, label="world")
+            from robot.arm.sim_backend import create_world_ring  # the world is hosted by the sim backend
+
+            world_ring = create_world_ring(config)
             self._owned.append(world_ring)
         self.world_ring: RingBuffer | None = world_ring if config.backend == "sim" else None
 
@@ -251,7 +254,7 @@ class ArmController(DeviceProcess):
         """The TCP pose ``home()`` goes to (base frame)."""
         if self.config.start_joints_rad is None:
             return np.asarray(self.config.start_pose, dtype=np.float64)
-        from robot.sim.ur5_model import ur5_forward_kinematics
+        from robot.geometry.ur_kinematics import ur5_forward_kinematics
 
         if self.config.backend == "sim":
             return ur5_forward_kinematics(

@@ -10,8 +10,9 @@ from scipy.spatial.transform import Rotation
 
 from robot.calibration_data import load_calibration
 from robot.config import config_path, load_config
+from robot.geometry.camera_geometry import camera_to_parent, charuco_board
+from robot.geometry.transforms import pose_to_matrix
 from robot.rig_config import RigConfig
-from robot.sim.render import camera_to_parent, charuco_board, pose_to_matrix
 from tests.calibration.helpers import run_cli
 
 FAST = ["-p", "poses.n_poses=10"]  # intrinsics: views spread over the image
@@ -20,7 +21,7 @@ FAST_HE = ["-p", "poses.n_poses=8"]  # hand-eye: fewer views are plenty
 
 def _gt_camera_pose(overrides: list[str], camera: str) -> np.ndarray:
     rig = load_config(RigConfig, config_path("rig/sim.yaml"), overrides)
-    return camera_to_parent(rig.cameras.cameras[camera])
+    return camera_to_parent(rig.cameras.cameras[camera].sim)
 
 
 def _pose_error(T_est: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:
@@ -51,8 +52,10 @@ def test_charuco_intrinsics_recover_injected_intrinsics(tmp_path, capsys):
 
 def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, capsys):
     """Images taken by hand (here rendered in-process from odd intrinsics), plus a blank one."""
-    from robot.cameras.config import CameraConfig, PlaneConfig
-    from robot.sim.render import SceneRenderer, look_at_rotation, matrix_to_pose
+    from robot.cameras.config import CameraConfig
+    from robot.geometry.camera_geometry import PlaneConfig
+    from robot.geometry.transforms import look_at_rotation, matrix_to_pose
+    from robot.sim.render import SceneRenderer
 
     # 640x480: at 320x240 these hand-held-like views leave the principal point ~1 px uncertain.
     truth = {"fx": 602.6, "fy": 595.6, "cx": 332.8, "cy": 227.8}
@@ -77,7 +80,7 @@ def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, capsys):
         cfg.sim.intrinsics = truth
         cfg.sim.pose = matrix_to_pose(T).tolist()
         cfg.sim.planes = {"board": board}
-        color, _ = SceneRenderer(cfg).render(None, np.eye(4))
+        color, _ = SceneRenderer(cfg.sim, cfg.width, cfg.height).render(None, np.eye(4))
         cv2.imwrite(str(frames / f"img_{i:02d}.png"), cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(frames / "img_99_blank.png"), np.full((480, 640, 3), 128, np.uint8))
     out = tmp_path / "cal.yaml"
@@ -178,7 +181,7 @@ def test_printable_board_is_detectable_at_true_scale(tmp_path, capsys):
     assert res["size_mm"] == pytest.approx([300.0, 220.0], abs=0.2)  # 7x5 squares of 40 mm + 10 mm margins
     img = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
     assert img.shape == (res["pixels"][1], res["pixels"][0])
-    from robot.cameras.config import CharucoSpec
+    from robot.geometry.camera_geometry import CharucoSpec
 
     board = charuco_board(CharucoSpec(squares_x=7, squares_y=5, square_length_m=0.04, marker_length_m=0.03))
     _, ids, _, _ = cv2.aruco.CharucoDetector(board).detectBoard(img)
