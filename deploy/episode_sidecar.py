@@ -8,9 +8,9 @@ latency, committed rows, dropped/superseded counts, fallback, join jump, safety 
 latency watch's estimates at its arrival (numpy values as plain JSON numbers and lists).
 ``rig episodes view`` (:mod:`collection.viewer`) reads it.
 
-Timing contract. Written once per episode, after the episode is committed to the store, on the
-runner's thread (a few ms); a crash before that leaves the episode without its sidecar, never a
-torn one (the file is written whole by ``write_text``).
+Timing contract. Written once per episode, on the runner's thread, after the episode is committed
+to the store (so a sidecar always names a saved episode); a crash before that leaves the episode
+without its sidecar.
 """
 
 from __future__ import annotations
