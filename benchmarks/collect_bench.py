@@ -11,7 +11,7 @@ long episode (``--seconds``, default 60), then ``s`` and immediately ``c`` and a
 Baseline in the same run: a blocking save (``commit(wait=True)`` of the same long episode, as a
 collector without a background writer would do) for the save -> restart time.
 
-Checksums (a CRC32 per chunk, ``EpisodeStore.array_codecs``), their cost measured in the same run on
+Checksums (a CRC32 per chunk, ``collection.store_codecs.array_codecs``), their cost measured in the same run on
 the same episode: the blocking save into a store with and without them, then training's input from
 each store: ``rig train``'s verification before it starts (every checksum against the bytes on
 disk), the samples/s of the training dataset (windows with their frames decoded; image cache off)

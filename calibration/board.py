@@ -14,8 +14,7 @@ import numpy as np
 
 from calibration.procedures import BoardProcedure, HandEyeProcedure, load_procedure
 from calibration.result import CalibrationError, emit_json, progress
-from robot.cameras.config import CharucoSpec
-from robot.sim.render import charuco_board
+from robot.geometry.camera_geometry import CharucoSpec, charuco_board
 
 _M_PER_INCH = 0.0254
 

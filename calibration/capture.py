@@ -22,9 +22,9 @@ from scipy.spatial.transform import Rotation
 
 from calibration.procedures import CaptureProcedure, PoseSetConfig
 from calibration.result import CalibrationError, progress
-from robot.cameras.config import CharucoSpec, PlaneConfig
+from robot.geometry.camera_geometry import CharucoSpec, PlaneConfig, camera_to_parent, charuco_board
+from robot.geometry.transforms import matrix_to_pose, pose_to_matrix
 from robot.rig_config import RigConfig
-from robot.sim.render import camera_to_parent, charuco_board, matrix_to_pose, pose_to_matrix
 
 
 # ---------------------------------------------------------------------------------------- pose set
@@ -102,7 +102,7 @@ def sim_board_plane(
         return PlaneConfig(kind="charuco", mount="tool", pose=list(proc.sim_tool_board_pose), charuco=spec)
     if proc.sim_table_board != "under_camera":
         return PlaneConfig(kind="charuco", mount="world", pose=list(proc.sim_table_board), charuco=spec)
-    T_world_cam = pose_to_matrix(center) @ camera_to_parent(rig.cameras.cameras[camera])
+    T_world_cam = pose_to_matrix(center) @ camera_to_parent(rig.cameras.cameras[camera].sim)
     o, z = T_world_cam[:3, 3], T_world_cam[:3, 2]
     if z[2] > -0.2:
         raise CalibrationError(

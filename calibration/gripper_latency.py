@@ -4,7 +4,7 @@ The gripper holds ``center_width_m``, then follows a chirp of the width (``chirp
 ``chirp_f1_hz``, amplitude shrinking so that the finger speed stays below ``max_speed_m_s``, well
 under the fingers' own speed so that they follow the target), sent as scheduled widths in batches
 through :meth:`robot.env.Env.exec_widths` without latency compensation, exactly like a policy's
-width column. The gripper process logs, per tick, the width it sent (``target_width_m`` at
+width column, by the arm's excitation loop (:func:`calibration.robot_latency.stream_schedule`). The gripper process logs, per tick, the width it sent (``target_width_m`` at
 ``tick_time``) and the measured opening (``width_m`` at ``capture_time``); the robot-latency fit
 (:func:`calibration.robot_latency.fit_action_latency`: dead time + first- and second-order lags, the
 model chosen by BIC, refused when the dead time is ambiguous) runs on them unchanged. As for the arm,
@@ -34,6 +34,7 @@ from calibration.robot_latency import (
     action_latency_value,
     chirp_offsets,
     fit_action_latency,
+    stream_schedule,
 )
 from robot.calibration_data import ActionLatencyValue
 from robot.config import StrictModel
@@ -86,40 +87,11 @@ def run_width_excitation(env, proc: GripperLatencyProcedure) -> dict:
     """Send ``center + chirp(t - t_start)`` widths in batches through ``env.exec_widths``; returns the
     gripper's state records shaped like the arm's (``tick_time``, ``target_tcp_pose``, ``capture_time``,
     ``actual_tcp_pose`` with the width in column 0) for the robot-latency fit."""
-    ring = env.gripper.state_ring
-    counter = ring.count
-    chunks: list[dict] = []
 
-    def drain() -> None:
-        nonlocal counter
-        recs = ring.get_since(counter, skip_overwritten=True)
-        if len(recs["counter"]):
-            chunks.append(recs)
-            counter = int(recs["counter"][-1]) + 1
+    def send(times: np.ndarray, t_rel: np.ndarray) -> None:
+        env.exec_widths(proc.center_width_m + chirp_offsets(proc, t_rel), times, compensate_latency=False)
 
-    t_start = now() + 0.3
-    t_end = t_start + proc.duration_s
-    n_wp = int(math.ceil(proc.duration_s / proc.waypoint_dt_s)) + 1
-    next_i = 0
-    while True:
-        env.check()
-        env.heartbeat()
-        horizon = now() + proc.schedule_ahead_s
-        times = []
-        while next_i < n_wp and t_start + next_i * proc.waypoint_dt_s <= horizon:
-            times.append(t_start + next_i * proc.waypoint_dt_s)
-            next_i += 1
-        if times:
-            t = np.asarray(times)
-            env.exec_widths(
-                proc.center_width_m + chirp_offsets(proc, t - t_start), t, compensate_latency=False
-            )
-        drain()
-        if next_i >= n_wp and now() > t_end + proc.max_delay_s + 0.2:
-            break
-        time.sleep(0.04)
-    drain()
-    g = {k: np.concatenate([c[k] for c in chunks]) for k in chunks[0]}
+    g = stream_schedule(env, env.gripper.state_ring, send, proc.duration_s, proc)
     sent = g["target_width_m"].copy()
     sent[~np.isfinite(sent)] = proc.center_width_m
     n = len(sent)
@@ -130,8 +102,8 @@ def run_width_excitation(env, proc: GripperLatencyProcedure) -> dict:
         "target_tcp_pose": target,
         "capture_time": g["capture_time"],
         "actual_tcp_pose": actual,
-        "t_start": t_start,
-        "t_end": t_end,
+        "t_start": g["t_start"],
+        "t_end": g["t_end"],
     }
 
 

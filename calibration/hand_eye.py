@@ -29,8 +29,8 @@ from calibration.capture import View, check_views, run_capture
 from calibration.procedures import HandEyeProcedure, load_procedure
 from calibration.result import CalibrationError, emit_json, progress, result_path, update_calibration
 from robot.calibration_data import ExtrinsicsValue, IntrinsicsValue
+from robot.geometry.transforms import invert, matrix_to_pose, pose_to_matrix
 from robot.rig_config import RigConfig
-from robot.sim.render import invert, matrix_to_pose, pose_to_matrix
 
 HAND_EYE_METHODS = {
     "TSAI": cv2.CALIB_HAND_EYE_TSAI,

@@ -17,8 +17,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from robot.cameras.config import CharucoSpec
 from robot.config import CONFIG_DIR, StrictModel, load_config
+from robot.geometry.camera_geometry import CharucoSpec
 
 PROCEDURE_DIR = CONFIG_DIR / "calibration" / "procedures"
 

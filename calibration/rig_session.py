@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from robot.calibration_data import CalibrationFile
-from robot.cameras.config import PlaneConfig
 from robot.env import Env
+from robot.geometry.camera_geometry import PlaneConfig
 from robot.rig_config import RigConfig
 
 
@@ -55,14 +55,15 @@ def screen_plane_in_front(
 ) -> PlaneConfig:
     """A ``screen`` plane facing sim camera ``camera`` on its optical axis at ``distance_m``, covering
     ``fill`` of the image width, mounted like the camera (world or tool)."""
-    from robot.sim.render import camera_to_parent, matrix_to_pose, pose_to_matrix
+    from robot.geometry.camera_geometry import camera_to_parent
+    from robot.geometry.transforms import matrix_to_pose, pose_to_matrix
 
     cam = rig.cameras.cameras[camera]
     width_m = fill * distance_m * cam.width / cam.sim.intrinsics.fx
     height_m = width_m * height_px / width_px
     # Plane frame = camera frame shifted: x right, y down, z away from the camera (visible side -z).
     T_cam_plane = pose_to_matrix([-width_m / 2, -height_m / 2, distance_m, 0.0, 0.0, 0.0])
-    T = camera_to_parent(cam) @ T_cam_plane
+    T = camera_to_parent(cam.sim) @ T_cam_plane
     return PlaneConfig(
         kind="screen",
         mount=cam.sim.mount,

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,17 +73,17 @@ def sine_offsets(amplitude_m: float, frequency_hz: float, duration_s: float, t_r
     return np.where((t_rel >= 0) & (t_rel <= duration_s), out, 0.0)
 
 
-def run_excitation(
-    env, center: np.ndarray, axis: int, offsets, duration_s: float, proc, on_poll=None
+def stream_schedule(
+    env, ring, send: Callable[[np.ndarray, np.ndarray], None], duration_s: float, proc, on_poll=None
 ) -> dict:
-    """Send ``center + offsets(t - t_start)`` along ``axis`` as waypoints (every ``waypoint_dt_s``,
-    scheduled ``schedule_ahead_s`` ahead in batches) through ``env.exec_actions``; returns the arm's
-    state records from before the start to ``max_delay_s`` after the end. ``on_poll()`` runs between
-    batches (e.g. to copy camera frames)."""
-    ring = env.arm.state_ring
-    first = ring.count
+    """The excitation loop both latency procedures share: from ``t_start`` (0.3 s from now) to
+    ``duration_s`` later, every ``waypoint_dt_s``, hand ``send(times, times - t_start)`` the stamps
+    that come within ``schedule_ahead_s`` (in batches, one call per 40 ms poll: exactly how a
+    policy's chunks arrive), while copying the device's state records from ``ring``; ``on_poll()``
+    runs between batches (e.g. to copy camera frames). Returns the records (stacked arrays) from
+    before the start to ``max_delay_s`` after the end, with ``t_start`` and ``t_end``."""
+    counter = ring.count
     chunks: list[dict] = []
-    counter = first
 
     def drain() -> None:
         nonlocal counter
@@ -97,7 +98,7 @@ def run_excitation(
     n_wp = int(math.ceil(duration_s / proc.waypoint_dt_s)) + 1
     while True:
         env.check()
-        env.heartbeat()  # also while only waiting for the arm to finish (no waypoints sent then)
+        env.heartbeat()  # also while only waiting for the device to finish (nothing sent then)
         horizon = now() + proc.schedule_ahead_s
         times = []
         while next_i < n_wp and t_start + next_i * proc.waypoint_dt_s <= horizon:
@@ -105,9 +106,7 @@ def run_excitation(
             next_i += 1
         if times:
             times_a = np.asarray(times)
-            poses = np.repeat(center[None, :], len(times_a), axis=0)
-            poses[:, axis] += offsets(times_a - t_start)
-            env.exec_actions(poses, times_a, compensate_latency=False)
+            send(times_a, times_a - t_start)
         drain()
         if on_poll is not None:
             on_poll()
@@ -119,6 +118,21 @@ def run_excitation(
     out["t_start"] = t_start
     out["t_end"] = t_end
     return out
+
+
+def run_excitation(
+    env, center: np.ndarray, axis: int, offsets, duration_s: float, proc, on_poll=None
+) -> dict:
+    """Send ``center + offsets(t - t_start)`` along ``axis`` as waypoints (every ``waypoint_dt_s``,
+    scheduled ``schedule_ahead_s`` ahead in batches) through ``env.exec_actions``; returns the arm's
+    state records from before the start to ``max_delay_s`` after the end (:func:`stream_schedule`)."""
+
+    def send(times: np.ndarray, t_rel: np.ndarray) -> None:
+        poses = np.repeat(center[None, :], len(times), axis=0)
+        poses[:, axis] += offsets(t_rel)
+        env.exec_actions(poses, times, compensate_latency=False)
+
+    return stream_schedule(env, env.arm.state_ring, send, duration_s, proc, on_poll)
 
 
 # ---------------------------------------------------------------------------------------- action
@@ -543,8 +557,7 @@ def _obs_camera(rig, proc: RobotLatencyProcedure) -> str | None:
 
 def measure(rig, calibration, proc: RobotLatencyProcedure, plots: Path) -> RobotLatencyResult:
     from calibration.rig_session import home_pose, move_and_settle, open_env, with_sim_plane
-    from robot.cameras.config import PlaneConfig
-    from robot.sim.render import charuco_board
+    from robot.geometry.camera_geometry import PlaneConfig, charuco_board
 
     axis = AXES[proc.axis]
     cam_name = _obs_camera(rig, proc)

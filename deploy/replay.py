@@ -300,8 +300,8 @@ def tracking_figures(
     dropped: int,
 ) -> dict[str, Any]:
     """Compare the arm's poses at ``step_times`` with the ``recorded`` poses (see the module docstring)."""
-    from robot.arm.pose_math import rotation_angle
     from robot.env import interpolate_poses
+    from robot.geometry.pose_math import rotation_angle
 
     inside = (step_times >= state_times[0]) & (step_times <= state_times[-1])
     replayed = interpolate_poses(state_times, state_poses, step_times[inside])

@@ -29,6 +29,11 @@ Each loop tick (host monotonic time ``t``):
 
 Every number in use (action latency, margins, dt, latency estimate) is printed at start.
 
+The loop is here; its parts stand beside it, one concept each, as classes ``DeployRunner`` is made
+of: :mod:`deploy.takeover` (step 2), :mod:`deploy.chunk_arrival` (steps 3 to 5: requests, a chunk's
+arrival, its merge into the plan), :mod:`deploy.episode_recording` (step 6, the videos) and
+:mod:`deploy.episode_sidecar` (the per-chunk JSON below).
+
 Evaluation recording (``config.store``, episode store layout, one step every ``dt_s``):
 ``camera_<i>`` (H, W, 3) uint8, ``robot_eef_pose`` (6,), ``robot_joint`` (6,), ``timestamp`` (the
 observation's aligned time, host monotonic s), ``action`` (6,): the pose (and width) the arm was
@@ -55,23 +60,24 @@ names the files.
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
 from collection.gripper_teleop import GripperTeleop
-from collection.teleop import TeleopMapper, teleop_step_s, teleop_target_time
+from collection.teleop import TeleopMapper
+from deploy.chunk_arrival import ChunkHandling
 from deploy.config import DeployConfig
-from deploy.policy_client import ChunkResult, PolicyMeta
+from deploy.episode_recording import Recording
+from deploy.policy_client import PolicyMeta
 from deploy.safety import ChunkSafety, PolicySafetyStop
-from deploy.scheduler import ActionPlan, PlannedAction, WidthPlan, schedule_chunk, stamp_chunk
+from deploy.scheduler import ActionPlan, WidthPlan
+from deploy.takeover import Takeover
 from robot.latency_watch import LatencyWatch
 from robot.process import DeviceProcessError
 from robot.timing import RateLoop, now
@@ -135,7 +141,7 @@ class NullKeys:
         return []
 
 
-class DeployRunner:
+class DeployRunner(ChunkHandling, Takeover, Recording):
     """Runs deployment episodes (see module docstring).
 
     Args:
@@ -234,12 +240,6 @@ class DeployRunner:
             )
         return "; ".join(parts)
 
-    # ------------------------------------------------------------------ helpers
-    def latency_estimate_s(self) -> float:
-        if not self.latencies:
-            return self.cfg.expected_latency_s
-        return float(np.quantile(np.asarray(self.latencies), self.cfg.latency_quantile))
-
     def _policy_obs(self, obs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out = {}
         for key in self.meta.obs_keys:
@@ -315,291 +315,6 @@ class DeployRunner:
     def arm_history(self) -> dict[str, np.ndarray]:
         """The arm states seen during the last episode (keep_logs): stacked arrays."""
         return {k: np.concatenate(v) for k, v in self.arm_log.items()}
-
-    def _send(self, rows: list[PlannedAction], t: float) -> int:
-        if not rows:
-            return 0
-        poses = np.stack([r.pose for r in rows])
-        times = np.array([r.target_time for r in rows])
-        dropped = self.env.exec_actions(poses, times, compensate_latency=True, margin_s=self.margin_s)
-        if self.keep_logs:
-            # exec_actions drops the earliest ones (rows are in time order) when the loop was late.
-            for i, r in enumerate(rows):
-                self.sent_log.append(
-                    {
-                        "pose": r.pose,
-                        "target_time": r.target_time,
-                        "send_time": t,
-                        "chunk": r.chunk,
-                        "row": r.row,
-                        "dropped": i < dropped,
-                    }
-                )
-        return dropped
-
-    # ------------------------------------------------------------------ chunks
-    def _request(self, t: float, ep: dict[str, Any]) -> None:
-        obs = self.env.get_obs(self.meta.n_obs_steps)
-        t_obs = float(obs["timestamp"][-1])
-        age_s = t - t_obs
-        if age_s > 3 * self.dt_s and not ep.get("stale_warned"):
-            ep["stale_warned"] = True
-            self.say(
-                f"warning: the newest observation is {age_s * 1e3:.0f} ms old when the policy is asked "
-                "(cameras lagging: machine overloaded, USB bandwidth, or a stalled camera). Its actions are "
-                "stamped from the observation time, so more of each chunk is dropped."
-            )
-        committed = None
-        t_arrive = float("nan")
-        if self.cfg.mode == "async":
-            # Expected arrival: the latency estimate, plus one loop period until the result is merged.
-            t_arrive = t + self.latency_estimate_s() + self.period_s
-            commit_until = t_arrive + self.action_latency_s + self.cfg.commit_window_s + self.margin_s
-            n_out = self.meta.horizon - self.meta.n_obs_steps + 1
-            # Row i of the chunk will be stamped t_obs + offset + i * dt: the committed rows the policy
-            # inpaints are sampled on that same grid.
-            t_row0 = t_obs + self.cfg.action_time_offset_s
-            committed = self.plan.committed_for(t_row0, self.dt_s, commit_until, max_rows=n_out - 1)
-            if committed is not None and self.meta.action_dim == 7:
-                # The committed widths: those the earlier chunks planned for these rows' times (before
-                # any plan: the target the gripper was last sent, or the observed opening).
-                t_rows = t_row0 + np.arange(len(committed)) * self.dt_s
-                committed = np.column_stack([committed, self.width_plan.at(t_rows, self._width_now(obs))])
-        seed = None if self.cfg.policy_seed is None else self.cfg.policy_seed + self._request_seq
-        self._request_seq += 1
-        ep["pending_request"] = {
-            "t_obs": t_obs,
-            "t_request": t,
-            "committed_rows": 0 if committed is None else len(committed),
-            # Where the plan ended when asked: before t_obs nothing of it can be committed any more.
-            "plan_end": float("nan") if self.plan.is_empty else float(self.plan.end_time),
-            "t_arrive_expected": t_arrive if self.cfg.mode == "async" else float("nan"),
-        }
-        self.client.request(self._policy_obs(obs), committed, seed)
-
-    def _conditioned_short(self, req: dict[str, Any], m: int) -> bool:
-        """Whether actions were committed past the last row the chunk's request inpainted (the
-        chunk then joins where the policy was not conditioned: a jump is possible, not a defect)."""
-        last = self.plan.last_committed_time
-        if self.cfg.mode != "async" or last is None:
-            return False
-        covered = req["t_obs"] + self.cfg.action_time_offset_s + (m - 1) * self.dt_s if m else -np.inf
-        return bool(last > covered + 1e-6)
-
-    def _on_chunk(self, res: ChunkResult, ep: dict[str, Any]) -> None:
-        req = ep.pop("pending_request", None)
-        if req is None:  # a result from before a takeover/reset: ignore
-            return
-        k = ep["chunks"]
-        ep["chunks"] += 1
-        t = now()
-        self.latencies.append(res.latency_s)
-        self.all_latencies_s.append(res.latency_s)
-        ep["latencies"].append(res.latency_s)
-        if np.isfinite(res.compute_s):
-            self.compute_s.append(res.compute_s)
-        if res.error is not None:
-            raise PolicySafetyStop(
-                f"SAFETY STOP: policy inference failed on chunk {k}: {res.error}. The arm was stopped and holds "
-                "its pose. Check the checkpoint and that the observations match what it was trained on."
-            )
-        m = req["committed_rows"]
-        n_total = len(res.actions)
-        n_use = min(n_total, (m + self.n_out_used) if self.cfg.mode == "async" else self.n_out_used)
-        actions = np.asarray(res.actions, dtype=np.float64)[:n_use]
-        widths = None
-        if actions.ndim == 2 and actions.shape[1] == 7:  # pose + gripper width (m)
-            actions, widths = actions[:, :6], actions[:, 6].copy()
-        # Rows before m are the committed actions (inpainted): the per-step limit starts from them.
-        check = self.safety.check(actions, k, start_row=max(m - 1, 0) if m else None)
-        if check.events:
-            self.safety_events += len(check.events)
-            ep["safety_events"] += len(check.events)
-            for e in check.events:
-                self.safety_messages.append(e)
-                n = len(self.safety_messages)
-                if n <= 5 or n % 20 == 0:  # tell the person, without flooding the terminal
-                    self.say(f"safety: {e}" + (f" ({n} safety events so far)" if n > 5 else ""))
-        times = stamp_chunk(n_use, res.first_index, req["t_obs"], self.dt_s) + self.cfg.action_time_offset_s
-        info: dict[str, Any] = {
-            "chunk": k,
-            "t_obs": req["t_obs"],
-            "t_request": req["t_request"],
-            "t_done": res.t_done,
-            "latency_s": res.latency_s,
-            "compute_s": res.compute_s,
-            "committed_rows": m,
-            "plan_end_at_request": req["plan_end"],
-            "rows": n_use,
-            # Later than planned for: more was committed than the policy was conditioned on.
-            "late": bool(t > req["t_arrive_expected"]),
-            # More was committed than the inpainted rows reach, however early the chunk came (the
-            # rows are capped at the horizon: a stale observation plus a long latency estimate).
-            "short": self._conditioned_short(req, m),
-            "safety_events": list(check.events),
-        }
-        if self.keep_logs:
-            info["poses"] = check.poses.copy()
-            info["times"] = times.copy()
-        if widths is not None:
-            # Same stamps as the poses, the gripper's own latency; it replaces the gripper's pending tail.
-            widths = np.clip(widths, 0.0, None)
-            self.width_plan.merge(widths, times)
-            self.env.exec_widths(widths, times, margin_s=self.margin_s)
-        if self.cfg.mode == "sync":
-            old_pose = self.plan.pose_at(max(t + self.action_latency_s, times[0]), include_pending=False)
-            sched = schedule_chunk(check.poses, times, t, self.action_latency_s, self.margin_s)
-            rows = [
-                PlannedAction(p, float(tt), k, int(i))
-                for p, tt, i in zip(sched.poses, sched.target_times, sched.source_index, strict=True)
-            ]
-            late = self._send(rows, t)
-            if rows:  # the arm replaces its trajectory after the first new waypoint the same way
-                first = rows[0].target_time
-                self.plan.committed = [r for r in self.plan.committed if r.target_time < first]
-            self.plan.committed.extend(rows)
-            want = _traj_at(times, check.poses, rows[0].target_time if rows else t)
-            info.update(
-                dropped=sched.dropped + late,
-                superseded=0,
-                fallback=sched.fallback,
-                planned=len(rows),
-                join_time=rows[0].target_time if rows else float("nan"),
-                jump_m=float(np.linalg.norm(want[:3] - old_pose[:3])),
-            )
-            ep["dropped"] += sched.dropped + late
-        else:
-            mr = self.plan.merge(check.poses, times, t, self.action_latency_s, self.margin_s, chunk=k)
-            info.update(
-                dropped=mr.dropped,
-                superseded=mr.superseded,
-                already_committed=mr.already_committed,
-                fallback=mr.fallback,
-                planned=mr.planned,
-                join_time=mr.join_time,
-                jump_m=mr.jump_m,
-            )
-            ep["dropped"] += mr.dropped
-            ep["superseded"] += mr.superseded
-        if info["fallback"]:
-            log.info(
-                "chunk %d: inference (%.0f ms) outlasted the whole chunk; the newest action is scheduled at the "
-                "earliest feasible time",
-                k,
-                res.latency_s * 1e3,
-            )
-        ep["chunk_start"] = True
-        ep["last_latency_s"] = res.latency_s
-        info["latency_watch"] = self.latency_watch.current()
-        self.chunk_log.append(info)
-        ep["chunk_infos"].append(info)
-
-    def _should_request(self, t: float, ep: dict[str, Any]) -> bool:
-        if "pending_request" in ep or getattr(self.client, "busy", False):
-            return False
-        if self.cfg.mode == "sync":
-            return t >= ep["next_cycle"]
-        lead = (
-            self.latency_estimate_s()
-            + self.period_s
-            + self.action_latency_s
-            + self.cfg.commit_window_s
-            + self.cfg.replan_overlap_s
-        )
-        return self.plan.remaining_s(t) <= lead
-
-    # ------------------------------------------------------------------ takeover
-    def _takeover_toggled(self, keys: list[str]) -> bool:
-        toggled = self.cfg.takeover.key is not None and self.cfg.takeover.key in keys
-        btn = self.cfg.takeover.button
-        sm = getattr(self.env, "spacemouse", None)
-        if btn is not None and sm is not None:
-            presses = np.asarray(sm.latest()["button_presses"])
-            if btn < len(presses):
-                count = int(presses[btn])
-                if self._button_count is None:
-                    self._button_count = count
-                elif count != self._button_count:
-                    toggled = toggled or (count - self._button_count) % 2 == 1
-                    self._button_count = count
-        return toggled
-
-    def _start_takeover(self, t: float, ep: dict[str, Any]) -> None:
-        ep["takeover"] = True
-        ep["takeover_since"] = t
-        self.client.cancel()
-        ep.pop("pending_request", None)
-        pose = self._commanded_pose()
-        self.mapper.reset(pose)
-        self.plan.reset(pose, t)
-        self.width_plan.reset()
-        if self.grip is not None:  # the buttons drive the gripper from the width it was sent last
-            self.grip.width_m = self._width_now(self.env.get_obs(1))
-            self.env.gripper.set_width(self.grip.width_m)  # (this also drops the policy's pending widths)
-        self.say(
-            "TAKEOVER: policy paused, the arm follows the SpaceMouse"
-            + (" (its buttons drive the gripper)" if self.grip is not None else "")
-            + "; press again to give it back"
-        )
-
-    def _end_takeover(self, t: float, ep: dict[str, Any]) -> None:
-        ep["takeover"] = False
-        ep["takeover_s"] += t - ep["takeover_since"]
-        self.width_plan.reset()  # the policy starts from the width the person left
-        last = self.plan.committed[-1] if self.plan.committed else None
-        if last is not None:
-            self.plan.reset(last.pose, last.target_time)
-        else:
-            self.plan.reset(self._commanded_pose(), t)
-        ep["next_cycle"] = t
-        self.say("takeover released: the policy continues from here")
-
-    def _teleop_tick(self, t: float, skipped: int) -> None:
-        sm = self.env.spacemouse
-        if sm is None:
-            return
-        state = sm.latest()
-        target = self.mapper.update(state["axes"], state["buttons"], teleop_step_s(self.period_s, skipped))
-        t_target = teleop_target_time(t, self.period_s, self.action_latency_s, self.margin_s)
-        row = PlannedAction(target.copy(), t_target, -1, 0)
-        self._send([row], t)
-        self.plan.committed.append(row)
-        if self.grip is not None:  # as in collection: the buttons' width, at once (a level)
-            w = self.grip.update(state["buttons"])
-            if w != self.env.gripper.get_state()["target_width_m"]:
-                self.env.gripper.set_width(w)
-
-    # ------------------------------------------------------------------ recording
-    def _record(self, writer: Any, ep: dict[str, Any]) -> None:
-        obs = self.env.get_obs(1)
-        ts = float(obs["timestamp"][-1])
-        if ts <= ep["last_recorded_t"]:  # a late tick saw no new frame: never record an obs twice
-            return
-        ep["last_recorded_t"] = ts
-        step = {k: v[-1] for k, v in obs.items() if k.startswith("camera_") and v.ndim == 4}
-        cur = None
-        for r in reversed(self.plan.committed):
-            if r.target_time <= ts + 1e-9:
-                cur = r
-                break
-        # What the controllers were commanded for ts (collection's rule): never a row that was dropped.
-        action = self.env.commanded_at([ts])[0]
-        if self.env.gripper is not None:
-            step["gripper_width"] = obs["gripper_width"][-1]
-        step.update(
-            robot_eef_pose=obs["robot_eef_pose"][-1],
-            robot_joint=obs["robot_joint"][-1],
-            action=np.asarray(action, dtype=np.float64),
-            timestamp=ts,
-            chunk_index=np.int64(cur.chunk if cur is not None else -1),
-            chunk_start=np.bool_(ep.pop("chunk_start", False)),
-            inference_latency_s=np.float64(ep.get("last_latency_s", np.nan)),
-            dropped_actions=np.int64(ep["dropped"]),
-            takeover=np.bool_(ep["takeover"]),
-        )
-        if writer is not None:
-            writer.append(step)
-        ep["steps"] += 1
 
     # ------------------------------------------------------------------ episodes
     def run_episode(self, index: int, seed: int | None, store: Any = None) -> EpisodeResult:
@@ -772,42 +487,6 @@ class DeployRunner:
             raise error
         return result
 
-    def _start_video(self, episode: int) -> dict[str, Path]:
-        """Start the episode's per-camera mp4s (``record_video``); ``{camera: path}``, {} when off."""
-        cfg = self.cfg
-        directory = cfg.video_dir or (f"{cfg.store}.videos" if cfg.store else None)
-        if not cfg.record_video or directory is None or self.env.cameras is None:
-            return {}
-        return self.env.cameras.start_recording(directory, episode)
-
-    def _write_sidecar(
-        self, store: Any, store_index: int, ep: dict[str, Any], seed: int | None, reason: str
-    ) -> None:
-        """Per-chunk details next to the store: ``<store>.deploy/episode_<index>.json``."""
-        path = Path(str(store.path) + ".deploy")
-        path.mkdir(parents=True, exist_ok=True)
-        doc = {
-            "episode": store_index,
-            "seed": seed,
-            "mode": self.cfg.mode,
-            "end_reason": reason,
-            "action_latency_s": self.action_latency_s,
-            "dt_s": self.dt_s,
-            "ready_time": ep["ready_time"],
-            "latency_watch": self.latency_watch.episode_summary(),
-            "chunks": [
-                {
-                    k: (float(v) if isinstance(v, float | np.floating) else v)
-                    for k, v in c.items()
-                    if k not in ("poses", "times")
-                }
-                for c in ep["chunk_infos"]
-            ],
-        }
-        (path / f"episode_{store_index:06d}.json").write_text(
-            json.dumps(doc, indent=1, default=_json_default)
-        )
-
     def _status(self, index: int, elapsed: float, ep: dict[str, Any]) -> None:
         state = "TAKEOVER" if ep["takeover"] else "policy"
         self.say(
@@ -864,17 +543,3 @@ class DeployRunner:
             "safety_stop": self.stopped,
             "latency_warnings": list(self.latency_watch.warned.values()),
         }
-
-
-def _traj_at(times: np.ndarray, poses: np.ndarray, t: float) -> np.ndarray:
-    from robot.arm.interpolator import PoseTrajectoryInterpolator
-
-    return PoseTrajectoryInterpolator(times, poses)(t)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, np.generic):
-        return o.item()
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    return str(o)

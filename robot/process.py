@@ -11,7 +11,9 @@ Contract:
 - ``check()`` raises :class:`DeviceProcessError` (with the traceback) if the child failed or died
   while running; call it from the main loop.
 - ``stop()`` asks the child to finish its loop and run ``teardown()``, waits ``stop_timeout_s``,
-  then terminates (SIGTERM, handled gracefully) and finally kills.
+  then terminates (SIGTERM, handled gracefully) and finally kills. ``close()`` then releases the
+  shared memory the parent created for it (the segments in ``_owned``); leaving the context does
+  both, the close even when the stop raised.
 - Watchdog: the child's ``should_stop()`` turns true when the parent process is gone or, if
   ``heartbeat_timeout_s`` is set, when the parent has not called ``heartbeat()`` for that long. The
   deadline starts once the parent has seen the child ready: ``wait_ready()`` beats while it waits.
@@ -90,6 +92,8 @@ class DeviceProcess:
         self._error: str | None = None
         self._stop_requested = False
         self.stop_reason: str | None = None
+        # Shared memory this object created (rings, queues) for its child: closed by ``close()``.
+        self._owned: list[Any] = []
 
     # ------------------------------------------------------------------ child-side hooks
     def setup(self) -> None:
@@ -261,12 +265,21 @@ class DeviceProcess:
             self._poll_error()
         return self._error
 
+    def close(self) -> None:
+        """Release the shared memory this object created (``_owned``; call after stop()). Idempotent."""
+        for seg in self._owned:
+            seg.close()
+        self._owned = []
+
     def __enter__(self) -> DeviceProcess:
         self.start(wait=True)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.stop(wait=True)
+        try:
+            self.stop(wait=True)
+        finally:
+            self.close()
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()

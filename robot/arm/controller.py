@@ -48,7 +48,7 @@ import logging
 import math
 import os
 from enum import IntEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -67,9 +67,10 @@ from robot.arm.safety import SafetyFilter
 from robot.process import DeviceProcess, DeviceProcessError
 from robot.shm.command_queue import CommandQueue, QueueFull
 from robot.shm.ring_buffer import RingBuffer
-from robot.sim.world import Task
-from robot.sim.world_state import WORLD_STATE_LAYOUT
 from robot.timing import RateLoop, now
+
+if TYPE_CHECKING:
+    from robot.arm.sim_backend import Task
 
 log = logging.getLogger("robot.arm")
 
@@ -186,7 +187,6 @@ class ArmController(DeviceProcess):
         self.task = task
         self.gripper_ring = gripper_ring
         capacity = max(16, int(math.ceil(config.rate_hz * config.state_history_s)))
-        self._owned: list[Any] = []
         self.state_ring = RingBuffer.create(STATE_LAYOUT, capacity, label="armstate")
         self._owned.append(self.state_ring)
         self.command_queue = CommandQueue.create(
@@ -194,23 +194,13 @@ class ArmController(DeviceProcess):
         )
         self._owned.append(self.command_queue)
         if config.backend == "sim" and world_ring is None:
-            world_ring = RingBuffer.create(WORLD_STATE_LAYOUT, config.sim.world_ring_capacity, label="world")
+            from robot.arm.sim_backend import create_world_ring  # the world is hosted by the sim backend
+
+            world_ring = create_world_ring(config)
             self._owned.append(world_ring)
         self.world_ring: RingBuffer | None = world_ring if config.backend == "sim" else None
 
     # ================================================================== parent side
-    def close(self) -> None:
-        """Release the shared memory this object created (call after stop()). Idempotent."""
-        for seg in self._owned:
-            seg.close()
-        self._owned = []
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.stop(wait=True)
-        finally:
-            self.close()
-
     def _send(self, cmd: Cmd, pose: ArrayLike | None = None, target_time: float = 0.0, **kw: Any) -> None:
         rec = {
             "cmd": int(cmd),
@@ -264,7 +254,7 @@ class ArmController(DeviceProcess):
         """The TCP pose ``home()`` goes to (base frame)."""
         if self.config.start_joints_rad is None:
             return np.asarray(self.config.start_pose, dtype=np.float64)
-        from robot.sim.ur5_model import ur5_forward_kinematics
+        from robot.geometry.ur_kinematics import ur5_forward_kinematics
 
         if self.config.backend == "sim":
             return ur5_forward_kinematics(

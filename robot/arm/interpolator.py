@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy.spatial.transform import Rotation, Slerp
 
-from robot.arm.pose_math import quat_mul, quat_to_rotvec, rotation_angle, rotvec_to_quat
+from robot.geometry.pose_math import quat_mul, quat_to_rotvec, rotation_angle, rotvec_to_quat
 
 FloatArray = NDArray[np.float64]
 
@@ -65,7 +65,7 @@ class PoseTrajectoryInterpolator:
         self._rotations = Rotation.from_rotvec(poses[:, 3:])
         # Slerp needs two keyframes; a single waypoint is a constant trajectory.
         self._slerp = Slerp(times, self._rotations) if len(times) > 1 else None
-        # Per-tick fast path (scalar t): the same slerp on Python floats, see robot/arm/pose_math.py.
+        # Per-tick fast path (scalar t): the same slerp on Python floats, see robot/geometry/pose_math.py.
         self._quats = [tuple(q) for q in self._rotations.as_quat().reshape(-1, 4).tolist()]
         self._deltas = [
             quat_to_rotvec(quat_mul(self._quats[i + 1], _conj(self._quats[i]))) for i in range(len(times) - 1)

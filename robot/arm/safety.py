@@ -19,7 +19,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from robot.arm.config import ArmLimits
-from robot.arm.pose_math import quat_angle, quat_conj, quat_mul, quat_to_rotvec, rotvec_to_quat
+from robot.geometry.pose_math import quat_angle, quat_conj, quat_mul, quat_to_rotvec, rotvec_to_quat
 
 FloatArray = NDArray[np.float64]
 

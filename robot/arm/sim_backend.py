@@ -22,11 +22,21 @@ from robot.arm.config import ArmConfig
 from robot.shm.ring_buffer import RingBuffer
 from robot.sim.ur5_model import SimUR5, UR5ModelParams
 from robot.sim.world import SimWorld, Task
+from robot.sim.world_state import WORLD_STATE_LAYOUT
 from robot.timing import now
 
 log = logging.getLogger("robot.arm")
 
 FloatArray = NDArray[np.float64]
+
+
+__all__ = ["SimArmBackend", "Task", "create_world_ring", "model_params"]
+
+
+def create_world_ring(config: ArmConfig) -> RingBuffer:
+    """The world-state ring the simulated arm hosts (``WORLD_STATE_LAYOUT``, ``sim.world_ring_capacity``
+    records): created by the controller's parent side, written by this backend, read by sim cameras."""
+    return RingBuffer.create(WORLD_STATE_LAYOUT, config.sim.world_ring_capacity, label="world")
 
 
 def model_params(config: ArmConfig) -> UR5ModelParams:

@@ -76,8 +76,8 @@ from numpy.typing import NDArray
 
 from robot.arm.backend import ArmConnectionError, ArmReading, StatusFlag, stale_reading
 from robot.arm.config import ArmConfig
-from robot.arm.pose_math import rotation_angle
 from robot.arm.servo_ramp import ServoRamp
+from robot.geometry.pose_math import rotation_angle
 from robot.timing import now, precise_wait
 
 log = logging.getLogger("robot.arm")

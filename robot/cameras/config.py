@@ -5,149 +5,18 @@ Cameras are a mapping ``name -> CameraConfig`` (not a list) so that every key ca
 the command line, e.g. ``cameras.scene.sim.latency_s=0.12`` or
 ``cameras.wrist.sim.pose=[0.05,0,-0.08,0,0,0]``.
 
-Frames and conventions (used by the simulated backend and by calibration):
-
-- A pose is ``[x, y, z, rx, ry, rz]``: translation in metres and a rotation vector in radians.
-- ``sim.pose`` is the **camera-to-parent** transform ``T_parent_cam``: a point ``p_cam`` in the camera
-  frame is at ``R p_cam + t`` in the parent frame. The parent is the world (= arm base frame, z up,
-  table at z=0) when ``sim.mount == "world"`` and the tool frame (the TCP pose ``tcp_pose`` of the
-  world state) when ``sim.mount == "tool"`` (a wrist camera).
-- The camera frame is OpenCV's: x right, y down (in the image), z forward along the optical axis.
-  Pixel coordinates are OpenCV's too: the centre of the top-left pixel is (0, 0), so a point
-  ``p_cam`` projects to ``u = fx x/z + cx``, ``v = fy y/z + cy``.
-- A plane's ``pose`` is the **plane-to-parent** transform. The plane frame is that of an OpenCV
-  ChArUco board / an image: origin at the board's (image's) top-left corner, x along the columns,
-  y along the rows, z = x cross y, so the printed/visible side faces **-z** (a board lying face up on
-  the table has its z axis pointing down, e.g. rotation ``[pi, 0, 0]``). For a ChArUco plane, the
-  board's object points (``board.getChessboardCorners()``) are exactly plane-frame coordinates.
+The simulated camera's geometry (``sim:``, its optics, mount and planes) and the frame conventions
+are :mod:`robot.geometry.camera_geometry`'s, shared with the simulated world and calibration.
 """
 
 from __future__ import annotations
 
-import math
 from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
 from robot.config import StrictModel
-
-Pose6 = list[float]
-
-DOWN = [math.pi, 0.0, 0.0]  # rotation of a plane frame (or a tool) whose z axis points down
-
-
-def _check_pose(v: list[float]) -> list[float]:
-    if len(v) != 6:
-        raise ValueError(f"a pose is [x, y, z, rx, ry, rz] (6 numbers), got {len(v)}")
-    return [float(x) for x in v]
-
-
-class SimIntrinsics(StrictModel):
-    """Ideal pinhole intrinsics of a simulated camera, in pixels of the native ``width x height``."""
-
-    fx: float = 615.0
-    fy: float = 615.0
-    cx: float = 319.5
-    cy: float = 239.5
-
-
-class CharucoSpec(StrictModel):
-    """A ChArUco board as ``cv2.aruco.CharucoBoard((squares_x, squares_y), square, marker, dict)``."""
-
-    squares_x: int = Field(7, ge=2)
-    squares_y: int = Field(5, ge=2)
-    square_length_m: float = Field(0.04, gt=0)
-    marker_length_m: float = Field(0.03, gt=0)
-    dictionary: str = "DICT_5X5_100"
-    px_per_square: int = Field(64, ge=8, description="texture resolution of the rendered board")
-    margin_m: float = Field(0.01, ge=0, description="white border around the board")
-
-    @model_validator(mode="after")
-    def _marker_fits(self) -> CharucoSpec:
-        if self.marker_length_m >= self.square_length_m:
-            raise ValueError("charuco.marker_length_m must be smaller than square_length_m")
-        return self
-
-
-class PlaneConfig(StrictModel):
-    """An extra textured plane in the simulated scene (see the module docstring for its frame).
-
-    ``kind``:
-      - ``charuco``: a ChArUco board (``charuco`` spec; its size follows from the spec),
-      - ``screen``: a display of ``width_m x height_m`` whose image (``screen_width_px x
-        screen_height_px``) the calibration code supplies at run time through the camera's
-        ``screen_ring`` (see :func:`robot.cameras.sim.create_screen_ring`); black when no image yet,
-      - ``texture``: a seeded random texture of ``width_m x height_m`` (clutter, tests).
-    ``mount``: ``world`` (pose in the world frame) or ``tool`` (pose in the tool frame; moves with the
-    arm).
-    """
-
-    kind: Literal["charuco", "screen", "texture"] = "charuco"
-    mount: Literal["world", "tool"] = "world"
-    pose: Pose6 = Field(default_factory=lambda: [0.4, -0.1, 0.0005, *DOWN])
-    width_m: float = Field(0.3, gt=0)
-    height_m: float = Field(0.2, gt=0)
-    charuco: CharucoSpec = Field(default_factory=CharucoSpec)
-    screen_width_px: int = Field(320, ge=8)
-    screen_height_px: int = Field(240, ge=8)
-    texture_seed: int = 0
-    double_sided: bool = Field(False, description="draw the texture on the back too (else plain grey)")
-
-    _v_pose = field_validator("pose")(_check_pose)
-
-
-class SimCameraConfig(StrictModel):
-    """The simulated camera: optics, mount, and the injected (ground-truth) timing faults.
-
-    Timing model: the camera exposes frame k at ``capture_time = t0 + k / fps`` (host monotonic s)
-    and renders the world state whose ``time`` is the newest at or before it; the frame reaches the
-    host at ``receive_time = capture_time + latency_s + jitter`` where jitter is zero-mean Gaussian
-    with standard deviation ``jitter_s`` (clipped so that receive_time >= capture_time and receive
-    order is kept). With probability ``drop_prob`` a frame is lost (a gap in ``frame_index``).
-    """
-
-    intrinsics: SimIntrinsics = Field(default_factory=SimIntrinsics)
-    mount: Literal["world", "tool"] = "world"
-    pose: Pose6 = Field(
-        default_factory=lambda: [1.05, 0.0, 0.55, 0.0, 0.0, 0.0],
-        description="camera-to-parent transform [x,y,z,rx,ry,rz] (m, rad); see the module docstring",
-    )
-    look_at: list[float] | None = Field(
-        None,
-        description="if set, [x,y,z] in the parent frame the optical axis points at; replaces the "
-        "rotation part of pose (image up ~ parent +z, or tool -x for tool mounts)",
-    )
-    latency_s: float = Field(0.0, ge=0)
-    jitter_s: float = Field(0.0, ge=0)
-    drop_prob: float = Field(0.0, ge=0, lt=1)
-    seed: int = 0
-    standalone_tcp_pose: Pose6 = Field(
-        default_factory=lambda: [0.5, 0.0, 0.3, *DOWN],
-        description="tool pose used when no world ring is given (standalone tests, preview)",
-    )
-    table_extent_m: list[float] = Field(
-        default_factory=lambda: [-0.25, 1.05, -0.75, 0.75], description="[x_min, x_max, y_min, y_max]"
-    )
-    planes: dict[str, PlaneConfig] = Field(default_factory=dict)
-    max_backlog_frames: int = Field(
-        10, ge=1, description="if the process falls this many frames behind (VM pause), skip frames"
-    )
-
-    _v_pose = field_validator("pose", "standalone_tcp_pose")(_check_pose)
-
-    @field_validator("look_at")
-    @classmethod
-    def _v_look_at(cls, v: list[float] | None) -> list[float] | None:
-        if v is not None and len(v) != 3:
-            raise ValueError("look_at is a point [x, y, z]")
-        return v
-
-    @field_validator("table_extent_m")
-    @classmethod
-    def _v_extent(cls, v: list[float]) -> list[float]:
-        if len(v) != 4 or v[0] >= v[1] or v[2] >= v[3]:
-            raise ValueError("table_extent_m is [x_min, x_max, y_min, y_max] with min < max")
-        return v
+from robot.geometry.camera_geometry import SimCameraConfig
 
 
 class PlaybackConfig(StrictModel):

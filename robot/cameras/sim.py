@@ -26,9 +26,11 @@ from typing import Any
 import numpy as np
 
 from robot.cameras.backend import CameraIntrinsics, Frame
-from robot.cameras.config import CameraConfig, PlaneConfig
+from robot.cameras.config import CameraConfig
+from robot.geometry.camera_geometry import PlaneConfig
+from robot.geometry.transforms import pose_to_matrix
 from robot.shm.ring_buffer import RingBuffer
-from robot.sim.render import SceneRenderer, pose_to_matrix
+from robot.sim.render import SceneRenderer
 from robot.timing import now, precise_wait
 
 RENDER_GUARD_S = 0.001
@@ -97,7 +99,9 @@ class SimCameraBackend:
 
     def open(self):
         i = self.cfg.sim.intrinsics
-        self.renderer = SceneRenderer(self.cfg, want_depth=self.cfg.depth)
+        self.renderer = SceneRenderer(
+            self.cfg.sim, self.cfg.width, self.cfg.height, want_depth=self.cfg.depth
+        )
         self._standalone_tool = pose_to_matrix(self.cfg.sim.standalone_tcp_pose)
         # Warm up (texture caches, first-call overheads) before the clock starts.
         self._render(now())

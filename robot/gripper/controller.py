@@ -102,21 +102,9 @@ class GripperController(DeviceProcess):
         self.command_queue = CommandQueue.create(
             COMMAND_LAYOUT, config.command_queue_capacity, label="gripcmd"
         )
-        self._owned: list[Any] = [self.state_ring, self.command_queue]
+        self._owned += [self.state_ring, self.command_queue]
 
     # ================================================================== parent side
-    def close(self) -> None:
-        """Release the shared memory this object created (call after stop()). Idempotent."""
-        for seg in self._owned:
-            seg.close()
-        self._owned = []
-
-    def __exit__(self, *exc: object) -> None:
-        try:
-            self.stop(wait=True)
-        finally:
-            self.close()
-
     def schedule_width(
         self,
         width_m: float,

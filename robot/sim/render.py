@@ -12,7 +12,7 @@ exact for the convex shapes used here and close enough for the T block. The tabl
 planes of a world-mounted camera are rendered once and cached, so a frame costs a copy plus the
 moving things (~1-3 ms at 640x480; a wrist camera re-renders the table each frame).
 
-Frames and conventions: see :mod:`robot.cameras.config` (poses are ``[x, y, z, rx, ry, rz]``, camera
+Frames and conventions: see :mod:`robot.geometry.camera_geometry` (poses are ``[x, y, z, rx, ry, rz]``, camera
 frame x right / y down / z forward, plane frames x along texture columns, y along rows, visible side
 toward -z). Object shapes per :class:`~robot.sim.world_state.ObjectKind`, from ``object_pose`` (pose of
 the object's frame: origin on its bottom face, z up through it) and ``object_size`` (metres):
@@ -39,7 +39,14 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from robot.cameras.config import CameraConfig, PlaneConfig
+from robot.geometry.camera_geometry import (
+    PlaneConfig,
+    SimCameraConfig,
+    camera_matrix,
+    camera_to_parent,
+    charuco_board,
+)
+from robot.geometry.transforms import invert, pose_to_matrix
 from robot.sim.grasp import FINGER_DEPTH_M, FINGER_LENGTH_M, FINGER_THICKNESS_M, PALM_HEIGHT_M
 from robot.sim.world_state import TABLE_Z_M, TOOL_BODY_LENGTH_M, TOOL_TIP_RADIUS_M, ObjectKind, t_outline
 
@@ -70,59 +77,6 @@ _LIGHT = np.array([0.3, 0.2, 1.0]) / np.linalg.norm([0.3, 0.2, 1.0])
 
 
 # ----------------------------------------------------------------------------------------- geometry
-def pose_to_matrix(pose: np.ndarray | list[float]) -> np.ndarray:
-    """4x4 homogeneous transform of a pose ``[x, y, z, rx, ry, rz]`` (m, rotation vector in rad)."""
-    p = np.asarray(pose, dtype=np.float64)
-    T = np.eye(4)
-    T[:3, :3] = cv2.Rodrigues(p[3:6].reshape(3, 1))[0]
-    T[:3, 3] = p[:3]
-    return T
-
-
-def matrix_to_pose(T: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pose_to_matrix`."""
-    return np.concatenate([T[:3, 3], cv2.Rodrigues(np.ascontiguousarray(T[:3, :3]))[0].ravel()])
-
-
-def invert(T: np.ndarray) -> np.ndarray:
-    out = np.eye(4)
-    out[:3, :3] = T[:3, :3].T
-    out[:3, 3] = -T[:3, :3].T @ T[:3, 3]
-    return out
-
-
-def look_at_rotation(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """Rotation (columns = camera x, y, z in the parent frame) of an OpenCV camera at ``eye`` looking
-    at ``target`` with the image's up direction as close to ``up`` as possible."""
-    z = np.asarray(target, float) - np.asarray(eye, float)
-    z /= np.linalg.norm(z)
-    x = np.cross(z, up)
-    if np.linalg.norm(x) < 1e-6:
-        raise ValueError("look_at: the view direction is parallel to the up direction; move the camera")
-    x /= np.linalg.norm(x)
-    return np.stack([x, np.cross(z, x), z], axis=1)
-
-
-def camera_to_parent(cfg: CameraConfig) -> np.ndarray:
-    """``T_parent_cam`` of a sim camera (world or tool parent), honouring ``sim.look_at``."""
-    T = pose_to_matrix(cfg.sim.pose)
-    if cfg.sim.look_at is not None:
-        up = np.array([0.0, 0.0, 1.0]) if cfg.sim.mount == "world" else np.array([-1.0, 0.0, 0.0])
-        T[:3, :3] = look_at_rotation(T[:3, 3], np.asarray(cfg.sim.look_at), up)
-    return T
-
-
-def camera_matrix(cfg: CameraConfig) -> np.ndarray:
-    i = cfg.sim.intrinsics
-    return np.array([[i.fx, 0.0, i.cx], [0.0, i.fy, i.cy], [0.0, 0.0, 1.0]])
-
-
-def project_points(K: np.ndarray, T_cam_world: np.ndarray, points_world: np.ndarray) -> np.ndarray:
-    """Pinhole projection (pixels, OpenCV convention) of (N, 3) world points; helper for tests/calibration."""
-    p = points_world @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
-    return np.stack([K[0, 0] * p[:, 0] / p[:, 2] + K[0, 2], K[1, 1] * p[:, 1] / p[:, 2] + K[1, 2]], axis=1)
-
-
 def _clip_near(pts: np.ndarray, near: float = NEAR_M) -> np.ndarray:
     """Sutherland-Hodgman clip of a 3D polygon (camera frame) to z >= near."""
     inside = pts[:, 2] >= near
@@ -144,19 +98,6 @@ def _clip_near(pts: np.ndarray, near: float = NEAR_M) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------- textures
-def charuco_board(spec) -> cv2.aruco.CharucoBoard:
-    """The OpenCV board of a :class:`~robot.cameras.config.CharucoSpec` (what calibration should detect)."""
-    name = spec.dictionary if spec.dictionary.startswith("DICT_") else "DICT_" + spec.dictionary
-    try:
-        dict_id = getattr(cv2.aruco, name)
-    except AttributeError:
-        raise ValueError(f"unknown ArUco dictionary {spec.dictionary!r} (e.g. DICT_5X5_100)") from None
-    dictionary = cv2.aruco.getPredefinedDictionary(dict_id)
-    return cv2.aruco.CharucoBoard(
-        (spec.squares_x, spec.squares_y), spec.square_length_m, spec.marker_length_m, dictionary
-    )
-
-
 @dataclass
 class _Texture:
     """An RGB texture on a plane: texture pixel (a, b) has its centre at plane point
@@ -312,28 +253,29 @@ class SceneRenderer:
 
     ``render(world, t_world_tool, screen_image)`` -> ``(color RGB uint8 (H, W, 3), depth uint16 (H, W)
     in mm or None)`` at the native resolution. ``world`` is one world-state record (a mapping with
-    ``object_pose``, ``object_kind``, ``object_size``) or None for an empty table.
+    ``object_pose``, ``object_kind``, ``object_size``) or None for an empty table. ``sim``: the
+    camera's geometry (optics, mount, planes), ``width x height`` its native resolution (px).
     """
 
-    def __init__(self, cfg: CameraConfig, want_depth: bool = False):
-        self.cfg = cfg
-        self.width, self.height = cfg.width, cfg.height
-        self.K = camera_matrix(cfg)
+    def __init__(self, sim: SimCameraConfig, width: int, height: int, want_depth: bool = False):
+        self.sim = sim
+        self.width, self.height = width, height
+        self.K = camera_matrix(sim)
         self.K_inv = np.linalg.inv(self.K)
         self.want_depth = want_depth
-        self.T_parent_cam = camera_to_parent(cfg)
-        ext = cfg.sim.table_extent_m
+        self.T_parent_cam = camera_to_parent(sim)
+        ext = sim.table_extent_m
         # Table plane frame: origin (x_min, y_max, 0), x = world x, y = world -y, z = world -z.
         self._table_T = pose_to_matrix([ext[0], ext[3], TABLE_Z_M, np.pi, 0.0, 0.0])
         self._table_tex = table_texture(ext)
-        self._planes = [(p, plane_texture(p)) for p in cfg.sim.planes.values()]
+        self._planes = [(p, plane_texture(p)) for p in sim.planes.values()]
         self._cache: tuple[np.ndarray, np.ndarray | None] | None = None
         self._screen_rgb: np.ndarray | None = None
 
     # ---- public ---------------------------------------------------------------------------------
     def camera_pose_world(self, t_world_tool: np.ndarray) -> np.ndarray:
         """``T_world_cam`` given the current tool pose (ignored for world-mounted cameras)."""
-        if self.cfg.sim.mount == "tool":
+        if self.sim.mount == "tool":
             return t_world_tool @ self.T_parent_cam
         return self.T_parent_cam
 
@@ -345,7 +287,7 @@ class SceneRenderer:
     ) -> tuple[np.ndarray, np.ndarray | None]:
         T_cam_world = invert(self.camera_pose_world(t_world_tool))
         T_cam_tool = T_cam_world @ t_world_tool
-        static = self.cfg.sim.mount == "world"
+        static = self.sim.mount == "world"
         if static and self._cache is not None:
             color = self._cache[0].copy()
             depth = None if self._cache[1] is None else self._cache[1].copy()

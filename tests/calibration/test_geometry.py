@@ -10,8 +10,9 @@ from scipy.spatial.transform import Rotation
 
 from robot.calibration_data import load_calibration
 from robot.config import config_path, load_config
+from robot.geometry.camera_geometry import camera_to_parent, charuco_board
+from robot.geometry.transforms import pose_to_matrix
 from robot.rig_config import RigConfig
-from robot.sim.render import camera_to_parent, charuco_board, pose_to_matrix
 from tests.calibration.helpers import run_cli
 
 FAST = ["-p", "poses.n_poses=10"]  # intrinsics: views spread over the image
@@ -20,7 +21,7 @@ FAST_HE = ["-p", "poses.n_poses=8"]  # hand-eye: fewer views are plenty
 
 def _gt_camera_pose(overrides: list[str], camera: str) -> np.ndarray:
     rig = load_config(RigConfig, config_path("rig/sim.yaml"), overrides)
-    return camera_to_parent(rig.cameras.cameras[camera])
+    return camera_to_parent(rig.cameras.cameras[camera].sim)
 
 
 def _pose_error(T_est: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:
@@ -30,29 +31,31 @@ def _pose_error(T_est: np.ndarray, T_gt: np.ndarray) -> tuple[float, float]:
 
 
 @pytest.mark.timeout(150)
-def test_charuco_intrinsics_recover_injected_intrinsics(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
+def test_charuco_intrinsics_recover_injected_intrinsics(tmp_path, calibrate, cal_file):
     truth = {"fx": 231.7, "fy": 228.4, "cx": 163.1, "cy": 116.2}
-    rc, res, text = run_cli(
-        capsys,
-        ["intrinsics", "--out", str(out), "-p", "camera=wrist", *FAST, "-p", f"save_frames_dir={tmp_path / 'views'}",
-         "cameras.cameras.wrist.sim.intrinsics={fx: 231.7, fy: 228.4, cx: 163.1, cy: 116.2}"],
-    )  # fmt: skip
+    rc, res, text = calibrate(
+        "intrinsics",
+        *FAST,
+        "cameras.cameras.wrist.sim.intrinsics={fx: 231.7, fy: 228.4, cx: 163.1, cy: 116.2}",
+        p=["camera=wrist", f"save_frames_dir={tmp_path / 'views'}"],
+    )
     assert rc == 0, text
     for key, value in truth.items():
         assert abs(res[key] - value) < 0.005 * value, (key, res)
     assert res["rms_px"] < 0.5
-    intr = load_calibration(out).cameras["wrist"].intrinsics
+    intr = load_calibration(cal_file).cameras["wrist"].intrinsics
     assert (intr.width, intr.height) == (320, 240)
     assert abs(intr.cx - 163.1) < 0.005 * 163.1
     assert "ChArUco" in intr.method and intr.residual == pytest.approx(res["rms_px"], abs=1e-3)
     assert len(list((tmp_path / "views").glob("view_*.png"))) == 10
 
 
-def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, capsys):
+def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, calibrate):
     """Images taken by hand (here rendered in-process from odd intrinsics), plus a blank one."""
-    from robot.cameras.config import CameraConfig, PlaneConfig
-    from robot.sim.render import SceneRenderer, look_at_rotation, matrix_to_pose
+    from robot.cameras.config import CameraConfig
+    from robot.geometry.camera_geometry import PlaneConfig
+    from robot.geometry.transforms import look_at_rotation, matrix_to_pose
+    from robot.sim.render import SceneRenderer
 
     # 640x480: at 320x240 these hand-held-like views leave the principal point ~1 px uncertain.
     truth = {"fx": 602.6, "fy": 595.6, "cx": 332.8, "cy": 227.8}
@@ -77,13 +80,10 @@ def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, capsys):
         cfg.sim.intrinsics = truth
         cfg.sim.pose = matrix_to_pose(T).tolist()
         cfg.sim.planes = {"board": board}
-        color, _ = SceneRenderer(cfg).render(None, np.eye(4))
+        color, _ = SceneRenderer(cfg.sim, cfg.width, cfg.height).render(None, np.eye(4))
         cv2.imwrite(str(frames / f"img_{i:02d}.png"), cv2.cvtColor(color, cv2.COLOR_RGB2BGR))
     cv2.imwrite(str(frames / "img_99_blank.png"), np.full((480, 640, 3), 128, np.uint8))
-    out = tmp_path / "cal.yaml"
-    rc, res, text = run_cli(
-        capsys, ["intrinsics", "--out", str(out), "-p", "camera=scene", "-p", f"frames_dir={frames}"]
-    )
+    rc, res, text = calibrate("intrinsics", p=["camera=scene", f"frames_dir={frames}"])
     assert rc == 0, text
     for key, value in truth.items():
         assert abs(res[key] - value) < 0.005 * value, (key, res)
@@ -92,19 +92,16 @@ def test_intrinsics_from_saved_images_with_rejection_reasons(tmp_path, capsys):
 
 
 @pytest.mark.timeout(150)
-def test_hand_eye_eye_to_hand_recovers_static_camera_pose(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
+def test_hand_eye_eye_to_hand_recovers_static_camera_pose(calibrate, cal_file):
     rig_over = [
         "cameras.cameras.scene.sim.pose=[0.737, 0.023, 0.607, 0, 0, 0]",
         "cameras.cameras.scene.sim.look_at=[0.462, -0.017, 0.03]",
     ]
-    rc, res, text = run_cli(
-        capsys, ["hand-eye", "--out", str(out), "-p", "camera=scene", *FAST_HE, *rig_over]
-    )
+    rc, res, text = calibrate("hand-eye", *FAST_HE, *rig_over, p=["camera=scene"])
     assert rc == 0, text
     assert res["setup"] == "eye-to-hand" and res["frame"] == "T_base_cam"
     assert len(res["methods_rms_px"]) >= 5  # the OpenCV methods were compared
-    ext = load_calibration(out).cameras["scene"].extrinsics
+    ext = load_calibration(cal_file).cameras["scene"].extrinsics
     assert ext.mount == "world"
     dt_mm, dr_deg = _pose_error(pose_to_matrix(ext.pose), _gt_camera_pose(rig_over, "scene"))
     assert dt_mm < 2.0 and dr_deg < 0.5, (dt_mm, dr_deg, res)
@@ -112,63 +109,38 @@ def test_hand_eye_eye_to_hand_recovers_static_camera_pose(tmp_path, capsys):
 
 
 @pytest.mark.timeout(150)
-def test_hand_eye_eye_in_hand_recovers_wrist_camera_pose_with_charuco_intrinsics(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
+def test_hand_eye_eye_in_hand_recovers_wrist_camera_pose_with_charuco_intrinsics(calibrate, cal_file):
     rig_over = [
         "cameras.cameras.wrist.sim.pose=[0.057, 0.006, -0.093, 0.03, -0.38, 0.02]",
         "cameras.cameras.wrist.sim.intrinsics={fx: 214.3, fy: 216.9, cx: 157.6, cy: 121.8}",
     ]
-    rc, res, text = run_cli(
-        capsys,
-        [
-            "hand-eye",
-            "--out",
-            str(out),
-            "-p",
-            "camera=wrist",
-            "-p",
-            "intrinsics=charuco",
-            *FAST_HE,
-            *rig_over,
-        ],
-    )
+    rc, res, text = calibrate("hand-eye", *FAST_HE, *rig_over, p=["camera=wrist", "intrinsics=charuco"])
     assert rc == 0, text
     assert res["setup"] == "eye-in-hand" and res["frame"] == "T_tcp_cam"
-    cal = load_calibration(out).cameras["wrist"]
+    cal = load_calibration(cal_file).cameras["wrist"]
     dt_mm, dr_deg = _pose_error(pose_to_matrix(cal.extrinsics.pose), _gt_camera_pose(rig_over, "wrist"))
     assert dt_mm < 2.0 and dr_deg < 0.5, (dt_mm, dr_deg, res)
     assert abs(cal.intrinsics.fx - 214.3) < 0.005 * 214.3  # written alongside, from the same views
 
 
 @pytest.mark.timeout(90)
-def test_hand_eye_fails_cleanly_when_no_board_is_visible(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
+def test_hand_eye_fails_cleanly_when_no_board_is_visible(calibrate, cal_file):
     # The board was mounted upside down: the camera only ever sees its blank back.
-    rc, res, text = run_cli(
-        capsys,
-        [
-            "hand-eye",
-            "--out",
-            str(out),
-            "-p",
-            "camera=scene",
-            "-p",
-            "sim_tool_board_pose=[0.0875, -0.07, -0.1, 0, 3.14159, 0]",
-        ],
+    rc, res, text = calibrate(
+        "hand-eye", p=["camera=scene", "sim_tool_board_pose=[0.0875, -0.07, -0.1, 0, 3.14159, 0]"]
     )
     assert rc == 1
     assert "saw no board" in text and "camera scene" in text
     assert "error" in res
-    assert not out.exists()
+    assert not cal_file.exists()
 
 
-def test_too_few_poses_is_refused_before_moving(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
+def test_too_few_poses_is_refused_before_moving(calibrate, cal_file):
     for what in ("hand-eye", "intrinsics"):
-        rc, res, text = run_cli(capsys, [what, "--out", str(out), "-p", "poses.n_poses=3"])
+        rc, res, text = calibrate(what, p=["poses.n_poses=3"])
         assert rc == 1
         assert "too few poses" in text
-    assert not out.exists()
+    assert not cal_file.exists()
 
 
 def test_printable_board_is_detectable_at_true_scale(tmp_path, capsys):
@@ -178,7 +150,7 @@ def test_printable_board_is_detectable_at_true_scale(tmp_path, capsys):
     assert res["size_mm"] == pytest.approx([300.0, 220.0], abs=0.2)  # 7x5 squares of 40 mm + 10 mm margins
     img = cv2.imread(str(png), cv2.IMREAD_GRAYSCALE)
     assert img.shape == (res["pixels"][1], res["pixels"][0])
-    from robot.cameras.config import CharucoSpec
+    from robot.geometry.camera_geometry import CharucoSpec
 
     board = charuco_board(CharucoSpec(squares_x=7, squares_y=5, square_length_m=0.04, marker_length_m=0.03))
     _, ids, _, _ = cv2.aruco.CharucoDetector(board).detectBoard(img)
@@ -189,23 +161,21 @@ def test_printable_board_is_detectable_at_true_scale(tmp_path, capsys):
     assert res["squares"] == [5, 4]
 
 
-def test_unknown_procedure_key_is_a_config_error(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
-    rc, res, text = run_cli(capsys, ["hand-eye", "--out", str(out), "-p", "poses.n_pose=10"])
+def test_unknown_procedure_key_is_a_config_error(calibrate, cal_file):
+    rc, res, text = calibrate("hand-eye", p=["poses.n_pose=10"])
     assert rc == 2
     assert "poses.n_pose" in text
-    assert not out.exists()
+    assert not cal_file.exists()
 
 
 @pytest.mark.timeout(90)
-def test_factory_intrinsics_are_read_from_the_device(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
-    rc, res, text = run_cli(
-        capsys,
-        ["intrinsics", "--out", str(out), "-p", "source=factory", "-p", "camera=scene",
-         "cameras.cameras.scene.sim.intrinsics={fx: 341.9, fy: 338.2, cx: 157.3, cy: 122.6}"],
-    )  # fmt: skip
+def test_factory_intrinsics_are_read_from_the_device(calibrate, cal_file):
+    rc, res, text = calibrate(
+        "intrinsics",
+        "cameras.cameras.scene.sim.intrinsics={fx: 341.9, fy: 338.2, cx: 157.3, cy: 122.6}",
+        p=["source=factory", "camera=scene"],
+    )
     assert rc == 0, text
     assert (res["fx"], res["fy"], res["cx"], res["cy"]) == pytest.approx((341.9, 338.2, 157.3, 122.6))
-    intr = load_calibration(out).cameras["scene"].intrinsics
+    intr = load_calibration(cal_file).cameras["scene"].intrinsics
     assert intr.fx == pytest.approx(341.9) and intr.method.startswith("factory")

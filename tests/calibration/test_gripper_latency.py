@@ -9,22 +9,18 @@ from robot.calibration_data import load_calibration
 from robot.config import config_path, load_config
 from robot.env import Env
 from robot.rig_config import RigConfig
-from tests.calibration.helpers import run_cli
 
 RIG = ["--config", "rig/sim_pick_place.yaml"]
 
 
 @pytest.mark.timeout(180)
-def test_gripper_latency_finds_an_unseen_command_delay(tmp_path, capsys):
-    out = tmp_path / "cal.yaml"
+def test_gripper_latency_finds_an_unseen_command_delay(tmp_path, calibrate, cal_file):
     truth_s = 0.0731  # the shipped sim gripper says 0.04 and the rig's fallback 0.04: neither is it
-    rc, res, text = run_cli(
-        capsys, ["gripper-latency", *RIG, "--out", str(out), f"gripper.sim.command_delay_s={truth_s}"]
-    )
+    rc, res, text = calibrate("gripper-latency", *RIG, f"gripper.sim.command_delay_s={truth_s}")
     assert rc == 0, text
     # One gripper tick at 50 Hz is the resolution of the sent-command times.
     assert abs(res["gripper_latency_ms"] - truth_s * 1e3) < 10.0, res
-    cal = load_calibration(out)
+    cal = load_calibration(cal_file)
     lat = cal.gripper.action_latency
     assert abs(lat.value_s - truth_s) < 0.010
     # The arm's method: a response model chosen by BIC, the value its ramp lag (dead time + lags).
@@ -39,9 +35,7 @@ def test_gripper_latency_finds_an_unseen_command_delay(tmp_path, capsys):
     assert "gripper latency" in env.describe_timing() and "(calibration)" in env.describe_timing()
 
 
-def test_gripper_latency_on_a_rig_without_gripper_is_one_clear_failure(tmp_path, capsys):
-    rc, res, text = run_cli(
-        capsys, ["gripper-latency", "--config", "rig/sim.yaml", "--out", str(tmp_path / "c.yaml")]
-    )
+def test_gripper_latency_on_a_rig_without_gripper_is_one_clear_failure(calibrate, cal_file):
+    rc, res, text = calibrate("gripper-latency", "--config", "rig/sim.yaml")
     assert rc == 1 and "has no gripper" in res["error"]
-    assert not (tmp_path / "c.yaml").exists()
+    assert not cal_file.exists()

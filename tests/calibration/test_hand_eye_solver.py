@@ -9,8 +9,8 @@ from scipy.spatial.transform import Rotation
 from calibration.capture import generate_pose_set
 from calibration.hand_eye import Obs, calibrate, predict_C
 from calibration.procedures import HandEyeProcedure, PoseSetConfig
-from robot.cameras.config import CharucoSpec
-from robot.sim.render import charuco_board, pose_to_matrix
+from robot.geometry.camera_geometry import CharucoSpec, charuco_board
+from robot.geometry.transforms import pose_to_matrix
 
 
 def _views(mount: str, X: np.ndarray, Y: np.ndarray, center: np.ndarray, K: np.ndarray, rng) -> list[Obs]:
@@ -58,7 +58,7 @@ def test_eye_to_hand_solver_recovers_camera_in_base():
     # Camera 0.5 m away looking at the board from above and in front.
     board_c = pose_to_matrix(center) @ Y @ np.array([0.14, 0.1, 0.0, 1.0])
     eye = board_c[:3] + np.array([0.25, 0.05, 0.4])
-    from robot.sim.render import look_at_rotation
+    from robot.geometry.transforms import look_at_rotation
 
     X = np.eye(4)
     X[:3, :3] = look_at_rotation(eye, board_c[:3], np.array([0.0, 0.0, 1.0]))

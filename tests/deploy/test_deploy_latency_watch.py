@@ -3,45 +3,30 @@ delay changes mid-run it warns once, and the per-chunk JSON and the episode's at
 estimates."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from collection.episode_store import EpisodeStore
 from tests.calibration.helpers import calibrate_robot_latency
-from tests.deploy.test_deploy_sim import RIG, STANDIN, START
 
 TICK_MS = 8.0
 
 
 @pytest.mark.timeout(300)
-def test_deploy_warns_when_the_arm_delay_changes_and_logs_the_estimates_per_chunk(tmp_path):
+def test_deploy_warns_when_the_arm_delay_changes_and_logs_the_estimates_per_chunk(tmp_path, rig_deploy):
     cal = tmp_path / "cal.yaml"
     # The rig as deployed below (40 ms arm delay), calibrated first as a user would.
     calibrate_robot_latency(cal, "rig/sim_reach.yaml", "arm.sim.action_delay_s=0.04")
     store = tmp_path / "eval.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "robot.cli",
-        "deploy",
-        "--checkpoint",
-        STANDIN,
-        "--episodes",
-        "1",
-        "--mode",
-        "async",
-        f"store={store}",
-        "max_episode_s=6.0",
-        "spacemouse=false",
-        f"policy_kwargs={{latency_s: 0.05, start_pose: {START}}}",
-        *RIG,
+    out = rig_deploy(
         f"rig.calibration_file={cal}",
         # 1 s after the arm controller started (before the policy moves it): 40 -> 90 ms.
         "rig.arm.sim.action_delay_change=[1.0, 0.09]",
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=200, stdin=subprocess.DEVNULL)
+        episodes=1,
+        max_episode_s=6.0,
+        latency_s=0.05,
+        timeout_s=200,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     warnings = [ln for ln in out.stderr.splitlines() if "latency watch" in ln]
     assert len(warnings) == 1 and "action dead time is now" in warnings[0], out.stderr[-3000:]

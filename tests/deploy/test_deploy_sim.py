@@ -8,7 +8,6 @@ arm has a 40 ms action delay and the calibration says so.
 
 import io
 import json
-import math
 import subprocess
 import sys
 import time
@@ -27,28 +26,7 @@ from deploy.runner import DeployRunner
 from robot.calibration_data import ActionLatencyValue, CalibrationFile, RobotCalibration
 from robot.config import config_path, load_config
 from robot.env import Env
-from tests.deploy.helpers import run_episode_once
-
-DELAY_S = 0.04
-START = [0.45, 0.0, 0.2, math.pi, 0.0, 0.0]
-RIG = [
-    f"rig.arm.sim.action_delay_s={DELAY_S}",
-    f"rig.latency.action_latency_s={DELAY_S}",
-    f"rig.arm.start_pose={START}",
-    "rig.spacemouse.scripted.expert=null",
-    "rig.spacemouse.scripted.loop=true",
-    # A person pushing the SpaceMouse to +y (only obeyed during takeover).
-    "rig.spacemouse.scripted.trajectory=[{time_s: 0, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]},"
-    " {time_s: 1000, axes: [0, 0.6, 0, 0, 0, 0], buttons: [false, false]}]",
-    "teleop.lock_z_m=null",
-    "rig.arm.home_speed_m_s=0.2",  # quick re-homing between tests
-    # Small scene frames: cheap to render, and the tiny trained checkpoint below is trained on them.
-    "rig.cameras.cameras.scene.width=32",
-    "rig.cameras.cameras.scene.height=24",
-    "rig.cameras.cameras.scene.sim.intrinsics={fx: 28.0, fy: 28.0, cx: 15.5, cy: 11.5}",
-]
-STANDIN = "py:deploy.standin:ReferencePolicy"
-STANDIN_CLI = [sys.executable, "-m", "robot.cli", "deploy", "--checkpoint", STANDIN, "--mode", "async"]
+from tests.deploy.helpers import DELAY_S, RIG, STANDIN, START, run_episode_once
 
 
 def deploy_config(tmp_path, *overrides):
@@ -359,27 +337,11 @@ def test_takeover_key_pauses_the_policy_and_the_arm_follows_the_spacemouse(env, 
 
 
 @pytest.mark.timeout(120)
-def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path):
+def test_rig_deploy_cli_prints_timing_episodes_and_a_json_summary(tmp_path, rig_deploy):
     store = tmp_path / "eval.zarr"
-    cmd = [
-        sys.executable,
-        "-m",
-        "robot.cli",
-        "deploy",
-        "--checkpoint",
-        STANDIN,
-        "--episodes",
-        "2",
-        "--mode",
-        "async",
-        f"store={store}",
-        "max_episode_s=1.0",
-        "spacemouse=false",
-        f"policy_kwargs={{latency_s: 0.12, start_pose: {START}}}",
-        "rig.calibration_file=/nonexistent/cal.yaml",
-        *RIG,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=110, stdin=subprocess.DEVNULL)
+    out = rig_deploy(
+        "rig.calibration_file=/nonexistent/cal.yaml", episodes=2, max_episode_s=1.0, timeout_s=110
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "nan ms" not in out.stdout and "All-NaN" not in out.stderr  # no figures before the first chunk
     assert "latency watch" not in out.stderr  # the arm's latency did not change
@@ -594,15 +556,18 @@ def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoin
 
 
 @pytest.mark.timeout(150)
-def test_the_first_observation_after_reset_and_homing_is_captured_after_them(tmp_path):
+def test_the_first_observation_after_reset_and_homing_is_captured_after_them(tmp_path, rig_deploy):
     """A slow camera (150 ms from exposure to the host) still delivers the world before the reset for
     a while: deploy waits for frames captured after the reset and the homing, by capture time, warms
     the policy up first, and never records a step twice."""
     store = tmp_path / "eval.zarr"
-    cmd = [*STANDIN_CLI, "--episodes", "2", f"store={store}", "max_episode_s=1.5", "spacemouse=false",
-           f"policy_kwargs={{latency_s: 0.12, start_pose: {START}}}", "rig.calibration_file=/nonexistent/cal.yaml",
-           *RIG, "rig.cameras.cameras.scene.sim.latency_s=0.15"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=140, stdin=subprocess.DEVNULL)
+    out = rig_deploy(
+        "rig.calibration_file=/nonexistent/cal.yaml",
+        "rig.cameras.cameras.scene.sim.latency_s=0.15",
+        episodes=2,
+        max_episode_s=1.5,
+        timeout_s=140,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     warm = [line for line in out.stdout.splitlines() if line.startswith("policy warm-up: one predict took")]
     assert len(warm) == 1 and out.stdout.index(warm[0]) < out.stdout.index("episode 0:")

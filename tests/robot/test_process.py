@@ -1,3 +1,4 @@
+import contextlib
 import os
 import signal
 import subprocess
@@ -95,3 +96,33 @@ def test_child_exits_when_parent_is_sigkilled():
     else:
         os.kill(child_pid, signal.SIGKILL)
         pytest.fail("device process outlived its SIGKILLed parent")
+
+
+class _Owning(_Dev):
+    """A device that created a ring for its child (as the arm and gripper controllers do)."""
+
+    def __init__(self, stop_raises: bool = False):
+        super().__init__("ok")
+        from robot.shm.ring_buffer import RingBuffer
+
+        self.ring = RingBuffer.create({"v": ((), "float64")}, capacity=4, label="owned")
+        self._owned.append(self.ring)
+        self.stop_raises = stop_raises
+
+    def stop(self, wait: bool = True) -> None:
+        super().stop(wait)
+        if self.stop_raises:
+            raise RuntimeError("the stop failed after the child ended")
+
+
+@pytest.mark.parametrize("stop_raises", [False, True])
+def test_leaving_the_context_stops_the_child_and_unlinks_its_shared_memory(stop_raises):
+    dev = _Owning(stop_raises)
+    name = dev.ring.name
+    assert os.path.exists(f"/dev/shm/{name}")
+    with pytest.raises(RuntimeError) if stop_raises else contextlib.nullcontext():
+        with dev:
+            assert dev.is_alive
+    assert not dev.is_alive
+    assert not os.path.exists(f"/dev/shm/{name}")  # unlinked even when the stop raised
+    dev.close()  # idempotent

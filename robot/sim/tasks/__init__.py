@@ -21,11 +21,15 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pydantic import Field, model_validator
 
 from robot.config import ConfigError, StrictModel, config_path, load_config
 from robot.sim.world import NoTask, Task, TouchMarkerTask
-from robot.spacemouse.scripted import Expert
+
+# A scripted expert: SpaceMouse state -> (axes, buttons); the type robot.spacemouse.scripted.Expert, spelt
+# here so that the world (below the devices) does not import the SpaceMouse package.
+Expert = Callable[[dict[str, Any]], tuple[np.ndarray, np.ndarray]]
 
 TASK_NAMES = ("none", "touch", "reach", "pusht", "pick_place")
 EXPERT_NAMES = ("reach", "pusht", "pick_place")

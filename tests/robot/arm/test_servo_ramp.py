@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from robot.arm.config import ArmLimits
-from robot.arm.pose_math import rotation_angle
 from robot.arm.servo_ramp import MAX_STEP_TIME_S, ServoRamp
+from robot.geometry.pose_math import rotation_angle
 
 LIMITS = ArmLimits()  # 0.25 m/s, 0.8 rad/s, 1 m/s^2
 PERIOD_S = 0.002

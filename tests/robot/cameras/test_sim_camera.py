@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from robot.cameras.camera import Camera
-from robot.cameras.config import CameraConfig, PlaneConfig
-from robot.sim.render import charuco_board
+from robot.cameras.config import CameraConfig
+from robot.geometry.camera_geometry import PlaneConfig, charuco_board
 from robot.sim.world_state import ObjectKind
 from tests.robot.cameras.helpers import (
     T_from_pose,
@@ -192,9 +192,9 @@ def test_frame_shows_the_world_state_at_its_capture_time():
     before its capture_time puts it (not where it is when the frame is received, 120 ms later)."""
     cam_pose = [0.5, -0.6, 0.35, -2.0, 0.0, 0.0]  # looking at the workspace from the side
     cfg = CameraConfig(name="tracker", sim={"pose": cam_pose, "latency_s": 0.12, "look_at": [0.5, 0.0, 0.2]})
-    from robot.sim.render import camera_to_parent
+    from robot.geometry.camera_geometry import camera_to_parent
 
-    T_world_cam = camera_to_parent(cfg)
+    T_world_cam = camera_to_parent(cfg.sim)
     K = np.array([[615.0, 0, 319.5], [0, 615.0, 239.5], [0, 0, 1]])
     world = make_world_ring(capacity=512)
     stop = threading.Event()

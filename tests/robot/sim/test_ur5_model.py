@@ -9,7 +9,8 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from robot.arm.interpolator import pose_distance
-from robot.sim.ur5_model import SimUR5, UR5ModelParams, ur5_forward_kinematics
+from robot.geometry.ur_kinematics import ur5_forward_kinematics
+from robot.sim.ur5_model import SimUR5, UR5ModelParams
 
 START = np.array([0.45, 0.0, 0.2, math.pi, 0.0, 0.0])
 

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scipy.spatial.transform import Rotation
 
 from robot.arm.interpolator import PoseTrajectoryInterpolator
-from robot.arm.pose_math import quat_mul, quat_to_matrix, quat_to_rotvec, rotation_angle, rotvec_to_quat
+from robot.geometry.pose_math import quat_mul, quat_to_matrix, quat_to_rotvec, rotation_angle, rotvec_to_quat
 
 rotvecs = st.one_of(
     st.tuples(*[st.floats(-4.0, 4.0)] * 3),
