@@ -46,17 +46,20 @@ Robotiq 2F-85/140 manual's register tables.
   the sim rig (robot/sim/grasp.py). An object set with :meth:`set_object` takes precedence.
 
 Times are host monotonic seconds; the state advances lazily to the time of each request.
+``GripperPort`` (below) is the socket's server side within ``robot.fake_ur.server.FakeURServer``.
 """
 
 from __future__ import annotations
 
 import re
+import select
 import threading
 import time
 from typing import Any
 
 import numpy as np
 
+from robot.fake_ur.connection import Conn
 from robot.gripper.finger_model import FingerModel, ObjectStatus
 from robot.gripper.urcap import is_major_fault
 
@@ -247,3 +250,51 @@ class FakeURCapGripper:
                 if self.world
                 else [],
             }
+
+
+class GripperPort:
+    """The URCap gripper socket (63352) of ``FakeURServer`` (a mixin on the server's state:
+    ``gripper``, ``_frozen``, ``_stop_event``). Replies leave on the connection's reader thread as soon
+    as a request is complete (see ``_serve_gripper``); the fingers move on the controller's clock."""
+
+    def _serve_gripper(self, conn: Conn) -> None:
+        """URCap gripper socket: one reply per request (none while frozen: a silent socket). A request
+        ends at a newline, or without one (as the URCap's own driver sends its GETs): at once when it
+        is a complete ``GET XXX``, else once no byte has followed it for ``gripper.QUIET_S``."""
+        buffer = b""
+        while not self._stop_event.is_set() and not conn.closed:
+            try:
+                ready = select.select([conn.sock], [], [], QUIET_S if buffer else 0.1)[0]
+                data = conn.sock.recv(65536) if ready else None
+            except (OSError, ValueError):
+                return
+            if data == b"":
+                return
+            if data is None:  # quiet: what is buffered is a request without a newline
+                if buffer and not self._frozen:
+                    conn.send(self.gripper.handle(buffer.decode("ascii", "replace"), terminated=False))
+                buffer = b""
+                continue
+            if self._frozen:  # a hung controller: requests vanish unanswered
+                buffer = b""
+                continue
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                conn.send(self.gripper.handle(line.decode("ascii", "replace")))
+            if COMPLETE_GET.match(buffer):
+                conn.send(self.gripper.handle(buffer.decode("ascii"), terminated=False))
+                buffer = b""
+
+    def gripper_set_object(self, width_m: float | None, inside: bool = False) -> None:
+        """Put an object of ``width_m`` (m) between the gripper's fingers (None: none); ``inside``: the
+        pads are inside a hollow object of that inner width (opening stops on it, OBJ 1)."""
+        self.gripper.set_object(width_m, inside)
+
+    def gripper_inject_fault(self, code: int) -> None:
+        """Set the gripper's FLT code (a major fault stops it until a reset; 0x0B, 0x0E are minor)."""
+        self.gripper.inject_fault(code)
+
+    def gripper_state(self) -> dict[str, Any]:
+        """The fake gripper's state (see FakeURCapGripper.state)."""
+        return self.gripper.state()
