@@ -23,6 +23,7 @@ from robot.shm.ring_buffer import RingBuffer
 from robot.shm.segments import list_segments
 from robot.sim.world import TouchMarkerTask
 from robot.sim.world_state import ObjectKind
+from tests.robot.arm.trajectories import schedule_square_then_too_fast
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -57,22 +58,7 @@ def test_waypoints_reached_on_time_within_speed_limits():
         start = arm.get_state()
         c0 = start["counter"]
         p0 = start["actual_tcp_pose"]
-        t0 = time.monotonic() + 0.2
-        # A square in x/y at 0.1 m/s with holds, then one segment that asks for 2x the speed limit.
-        legs = [(0.05, 0.0), (0.05, 0.05), (0.0, 0.05), (0.0, 0.0)]
-        waypoints = []
-        t = t0
-        for dx, dy in legs:
-            t += 0.5
-            waypoints.append((t, p0 + [dx, dy, 0, 0, 0, 0]))
-            t += 0.3
-            waypoints.append((t, p0 + [dx, dy, 0, 0, 0, 0]))
-        fast_goal = p0 + [0.15, 0.0, 0, 0, 0, 0]
-        fast_time = t + 0.3  # 0.5 m/s requested
-        for wt, wp in waypoints:
-            arm.schedule_waypoint(wp, wt)
-        arm.schedule_waypoint(fast_goal, fast_time)
-        expected_fast_arrival = t + 0.15 / vmax
+        waypoints, fast_goal, expected_fast_arrival = schedule_square_then_too_fast(arm, p0, vmax)
         wait_until(lambda: time.monotonic() > expected_fast_arrival + 0.4, 30, arm)
         h = history_since(arm, c0)
 

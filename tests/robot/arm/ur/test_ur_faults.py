@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from robot.arm.backend import StatusFlag
+from robot.arm.config import ArmConfig
 from robot.arm.controller import ArmController, ArmFaultError
 from robot.arm.interpolator import pose_distance
 from robot.fake_ur.handle import FakeURController
@@ -84,114 +85,124 @@ def stops_cleanly(arm: ArmController) -> None:
     assert arm.exitcode == 0  # exited by itself within its stop timeout (not terminated / killed)
 
 
-@pytest.mark.timeout(60)
-@pytest.mark.parametrize("generation", [CB3, ESERIES], ids=["cb3-125Hz", "eseries-500Hz"])
-def test_protective_stop_then_reconnect_resumes(generation):
-    version, name = generation
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        p0 = fault_stops_commanding(arm, fake, fake.inject_protective_stop, "PROTECTIVE STOP", 5)
-        s = arm.get_state()
-        assert s["status_flags"] & StatusFlag.PROTECTIVE_STOP
-        assert not s["status_flags"] & StatusFlag.DISCONNECTED  # a safety stop, not a lost link
-        with pytest.raises(ArmFaultError, match="reconnect did not clear.*PROTECTIVE STOP"):
-            arm.reconnect(timeout_s=1.0)  # not cleared yet: refused, still faulted
-        fake.clear_faults()  # the operator unlocks it
-        arm.reconnect(timeout_s=20)
-        resumes(arm, fake, p0)
-        stops_cleanly(arm)
+def reconnect_resumes_and_stops(arm: ArmController, fake: FakeURController, goal: np.ndarray) -> None:
+    """Once the cause is gone: reconnect() within 20 s, servo to ``goal`` again (:func:`resumes`),
+    and stop cleanly."""
+    arm.reconnect(timeout_s=20)
+    resumes(arm, fake, goal)
+    stops_cleanly(arm)
 
 
-@pytest.mark.timeout(60)
-def test_emergency_stop_then_reconnect_uploads_the_script_again():
-    version, name = ESERIES
+@pytest.fixture
+def fake_arm(request: pytest.FixtureRequest):
+    """``(fake, arm)``: a fake controller of the generation ``request.param`` (an e-Series when the
+    test does not parametrize it) and an arm controller streaming to it on its shipped config."""
+    version, name = getattr(request, "param", ESERIES)
     with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        p0 = fault_stops_commanding(arm, fake, fake.inject_emergency_stop, "EMERGENCY STOP", 5)
-        st = fake.state()
-        assert max(abs(v) for v in st["actual_qd"]) < 1e-9  # the arm halted
-        assert not st["program_running"]
-        fake.clear_faults()  # e-stop released, arm powered on again; the program is gone
-        arm.reconnect(timeout_s=20)
-        st = fake.state()
-        assert st["script_uploads"] == 2 and st["program_running"]
-        assert st["command_counts"].get(SET_TCP) == 2  # the new program got the TCP offset again
-        resumes(arm, fake, p0)
-        stops_cleanly(arm)
+        yield fake, arm
+
+
+def start_refused(config: ArmConfig) -> str:
+    """Start an arm controller on ``config``, expecting DeviceProcessError; its message. The
+    controller is stopped and closed either way."""
+    arm = ArmController(config)
+    try:
+        with pytest.raises(DeviceProcessError) as err:
+            arm.start()
+    finally:
+        arm.stop()
+        arm.close()
+    return str(err.value)
 
 
 @pytest.mark.timeout(60)
-def test_dropped_connection_then_reconnect_builds_new_interfaces():
-    version, name = ESERIES
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        # The controller's ports stay open: ur_rtde's control interface reconnects on its own, the
-        # receive interface does not; the link is lost either way, and the client that held it
-        # (where ur_rtde may crash afterwards) ends.
-        p0 = fault_stops_commanding(arm, fake, fake.drop_connections, CONNECTION_LOST, 5)
-        assert arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED
-        arm.reconnect(timeout_s=20)
-        conns = fake.state()["connections"]
-        assert len([c for c in conns if c["kind"] == "rtde"]) == 2  # the old ones are gone
-        resumes(arm, fake, p0)
-        stops_cleanly(arm)
+@pytest.mark.parametrize("fake_arm", [CB3, ESERIES], ids=["cb3-125Hz", "eseries-500Hz"], indirect=True)
+def test_protective_stop_then_reconnect_resumes(fake_arm):
+    fake, arm = fake_arm
+    p0 = fault_stops_commanding(arm, fake, fake.inject_protective_stop, "PROTECTIVE STOP", 5)
+    s = arm.get_state()
+    assert s["status_flags"] & StatusFlag.PROTECTIVE_STOP
+    assert not s["status_flags"] & StatusFlag.DISCONNECTED  # a safety stop, not a lost link
+    with pytest.raises(ArmFaultError, match="reconnect did not clear.*PROTECTIVE STOP"):
+        arm.reconnect(timeout_s=1.0)  # not cleared yet: refused, still faulted
+    fake.clear_faults()  # the operator unlocks it
+    reconnect_resumes_and_stops(arm, fake, p0)
 
 
 @pytest.mark.timeout(60)
-def test_ur_rtde_crash_is_a_reported_fault_and_reconnect_starts_a_fresh_client():
-    version, name = ESERIES
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        (client,) = ur_client_pids(arm.pid)
-
-        def crash() -> None:  # what ur_rtde 1.6.5 does to its process after a dropped link
-            os.kill(client, signal.SIGSEGV)
-
-        p0 = fault_stops_commanding(arm, fake, crash, CONNECTION_LOST, 5)
-        assert arm.is_alive  # the controller outlived the client
-        arm.reconnect(timeout_s=20)
-        (fresh,) = ur_client_pids(arm.pid)
-        assert fresh != client
-        resumes(arm, fake, p0)
-        stops_cleanly(arm)
-    assert arm.exitcode == 0
+def test_emergency_stop_then_reconnect_uploads_the_script_again(fake_arm):
+    fake, arm = fake_arm
+    p0 = fault_stops_commanding(arm, fake, fake.inject_emergency_stop, "EMERGENCY STOP", 5)
+    st = fake.state()
+    assert max(abs(v) for v in st["actual_qd"]) < 1e-9  # the arm halted
+    assert not st["program_running"]
+    fake.clear_faults()  # e-stop released, arm powered on again; the program is gone
+    arm.reconnect(timeout_s=20)
+    st = fake.state()
+    assert st["script_uploads"] == 2 and st["program_running"]
+    assert st["command_counts"].get(SET_TCP) == 2  # the new program got the TCP offset again
+    resumes(arm, fake, p0)
+    stops_cleanly(arm)
 
 
 @pytest.mark.timeout(60)
-def test_refused_connection_reconnect_waits_for_the_controller():
-    version, name = ESERIES
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        p0 = fault_stops_commanding(
-            arm, fake, lambda: fake.drop_connections(refuse_new=True), CONNECTION_LOST, 5
-        )
-        with pytest.raises(ArmFaultError, match="reconnect did not clear.*CONNECTION LOST"):
-            arm.reconnect(timeout_s=2.0)  # the controller refuses connections: still faulted
-        fake.accept_connections()
-        arm.reconnect(timeout_s=20)
-        resumes(arm, fake, p0)
-        stops_cleanly(arm)
+def test_dropped_connection_then_reconnect_builds_new_interfaces(fake_arm):
+    fake, arm = fake_arm
+    # The controller's ports stay open: ur_rtde's control interface reconnects on its own, the
+    # receive interface does not; the link is lost either way, and the client that held it
+    # (where ur_rtde may crash afterwards) ends.
+    p0 = fault_stops_commanding(arm, fake, fake.drop_connections, CONNECTION_LOST, 5)
+    assert arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED
+    arm.reconnect(timeout_s=20)
+    conns = fake.state()["connections"]
+    assert len([c for c in conns if c["kind"] == "rtde"]) == 2  # the old ones are gone
+    resumes(arm, fake, p0)
+    stops_cleanly(arm)
 
 
 @pytest.mark.timeout(60)
-def test_frozen_controller_is_a_lost_connection_and_exit_does_not_hang():
-    version, name = ESERIES
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        # Sockets stay open, nothing answers: found by the stalled RTDE timestamp (ur.state_timeout_s),
-        # before ur_rtde's own 2.5 s.
-        fault_stops_commanding(arm, fake, fake.freeze, CONNECTION_LOST, 0.5 + 3.0)
-        assert fake.state()["frozen"]
-        stops_cleanly(arm)  # no servoStop/stopScript waiting for answers that never come
+def test_ur_rtde_crash_is_a_reported_fault_and_reconnect_starts_a_fresh_client(fake_arm):
+    fake, arm = fake_arm
+    (client,) = ur_client_pids(arm.pid)
+
+    def crash() -> None:  # what ur_rtde 1.6.5 does to its process after a dropped link
+        os.kill(client, signal.SIGSEGV)
+
+    p0 = fault_stops_commanding(arm, fake, crash, CONNECTION_LOST, 5)
+    assert arm.is_alive  # the controller outlived the client
+    arm.reconnect(timeout_s=20)
+    (fresh,) = ur_client_pids(arm.pid)
+    assert fresh != client
+    resumes(arm, fake, p0)
+    stops_cleanly(arm)
+
+
+@pytest.mark.timeout(60)
+def test_refused_connection_reconnect_waits_for_the_controller(fake_arm):
+    fake, arm = fake_arm
+    p0 = fault_stops_commanding(arm, fake, lambda: fake.drop_connections(refuse_new=True), CONNECTION_LOST, 5)
+    with pytest.raises(ArmFaultError, match="reconnect did not clear.*CONNECTION LOST"):
+        arm.reconnect(timeout_s=2.0)  # the controller refuses connections: still faulted
+    fake.accept_connections()
+    reconnect_resumes_and_stops(arm, fake, p0)
+
+
+@pytest.mark.timeout(60)
+def test_frozen_controller_is_a_lost_connection_and_exit_does_not_hang(fake_arm):
+    fake, arm = fake_arm
+    # Sockets stay open, nothing answers: found by the stalled RTDE timestamp (ur.state_timeout_s),
+    # before ur_rtde's own 2.5 s.
+    fault_stops_commanding(arm, fake, fake.freeze, CONNECTION_LOST, 0.5 + 3.0)
+    assert fake.state()["frozen"]
+    stops_cleanly(arm)  # no servoStop/stopScript waiting for answers that never come
 
 
 @pytest.mark.timeout(60)
 def test_500hz_refused_on_a_cb3_with_a_clear_message():
     version, _ = CB3
     with make_fake(version) as fake:
-        arm = ArmController(ur_config("ur5e", fake.host))  # the e-Series config: 500 Hz
-        try:
-            with pytest.raises(DeviceProcessError) as err:
-                arm.start()
-        finally:
-            arm.stop()
-            arm.close()
+        msg = start_refused(ur_config("ur5e", fake.host))  # the e-Series config: 500 Hz
         st = fake.state()
-    msg = str(err.value)
     assert f"UR at {fake.host}" in msg
     assert "PolyScope 3.15 (CB3)" in msg and "runs at 125 Hz" in msg and "rate_hz is 500" in msg
     assert "Set rate_hz: 125" in msg and "ur5_cb3.yaml" in msg
@@ -204,14 +215,7 @@ def test_500hz_refused_on_a_cb3_with_a_clear_message():
 @pytest.mark.timeout(60)
 def test_no_controller_at_host_names_host_port_and_what_to_check():
     host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"  # nobody
-    arm = ArmController(ur_config("ur5_cb3", host))
-    try:
-        with pytest.raises(DeviceProcessError) as err:
-            arm.start()
-    finally:
-        arm.stop()
-        arm.close()
-    msg = str(err.value)
+    msg = start_refused(ur_config("ur5_cb3", host))
     assert f"UR at {host}:29999" in msg
     assert "Check: the arm is powered on" in msg and f"ping {host}" in msg and "Remote Control" in msg
 
@@ -220,28 +224,18 @@ def test_no_controller_at_host_names_host_port_and_what_to_check():
 def test_controller_that_never_answers_at_connect_is_bounded_and_named():
     with make_fake(ESERIES[0]) as fake:
         fake.freeze()  # accepts TCP, answers nothing: ur_rtde's constructors would wait forever
-        arm = ArmController(ur_config("ur5e", fake.host))
-        try:
-            with pytest.raises(DeviceProcessError) as err:
-                arm.start()
-        finally:
-            arm.stop()
-            arm.close()
-    msg = str(err.value)
+        msg = start_refused(ur_config("ur5e", fake.host))
     assert f"UR at {fake.host}:29999: the dashboard server accepted the connection but did not answer" in msg
     assert "Check:" in msg
 
 
 @pytest.mark.timeout(60)
-def test_frozen_controller_answers_again_then_reconnect_resumes():
-    version, name = ESERIES
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        p0 = fault_stops_commanding(arm, fake, fake.freeze, CONNECTION_LOST, 0.5 + 3.0)
-        fake.unfreeze()
-        # The old interfaces (ur_rtde's control one may be stuck reconnecting) are dropped, new ones built.
-        arm.reconnect(timeout_s=20)
-        resumes(arm, fake, p0)
-        stops_cleanly(arm)
+def test_frozen_controller_answers_again_then_reconnect_resumes(fake_arm):
+    fake, arm = fake_arm
+    p0 = fault_stops_commanding(arm, fake, fake.freeze, CONNECTION_LOST, 0.5 + 3.0)
+    fake.unfreeze()
+    # The old interfaces (ur_rtde's control one may be stuck reconnecting) are dropped, new ones built.
+    reconnect_resumes_and_stops(arm, fake, p0)
 
 
 class _SilentRTDE:
@@ -298,15 +292,11 @@ class _SilentRTDE:
 def test_silent_rtde_port_is_bounded_by_connect_timeout_and_named():
     host = f"127.{random.randint(1, 250)}.{random.randint(1, 250)}.{random.randint(2, 250)}"
     peer = _SilentRTDE(host)
-    arm = ArmController(ur_config("ur5e", host))
-    limit_s = arm.config.ur.connect_timeout_s + 1.0
+    config = ur_config("ur5e", host)
+    limit_s = config.ur.connect_timeout_s + 1.0
     try:
-        with pytest.raises(DeviceProcessError) as err:
-            arm.start()
+        msg = start_refused(config)
     finally:
-        arm.stop()
-        arm.close()
         peer.close()
-    msg = str(err.value)
     assert f"UR at {host}:30004: RTDE receive interface got no answer within {limit_s:.0f} s" in msg
     assert "Check: the arm is powered on" in msg  # the step's bound fired, not the ready timeout
