@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policy.unet import SinusoidalPosEmb
+from policy.unet import SinusoidalPosEmb, batch_timesteps
 
 
 class DecoderLayer(nn.Module):
@@ -172,10 +172,7 @@ class TransformerForDiffusion(nn.Module):
         (from :meth:`cond_cache` for one timestep, rows = batch)."""
         b, t, _ = sample.shape
         if cache is None:
-            if global_cond is None or timestep is None:
-                raise ValueError("give timestep and global_cond, or a precomputed cache")
-            ts = torch.as_tensor(timestep, device=sample.device)
-            ts = ts.expand(b) if ts.ndim == 0 else ts
+            ts = batch_timesteps(timestep, global_cond, b, sample.device)
             memory = self._memory(ts, global_cond)
             cache = [layer.kv(memory) for layer in self.layers]
         x = self.input_emb(sample)

@@ -17,6 +17,18 @@ import torch
 from torch import nn
 
 
+def batch_timesteps(
+    timestep: torch.Tensor | int | None, global_cond: torch.Tensor | None, batch: int, device: torch.device
+) -> torch.Tensor:
+    """A denoiser's diffusion ``timestep`` ((B,) or scalar) as a (B,) tensor on ``device``. Raises
+    ValueError when ``timestep`` or ``global_cond`` is missing (a denoiser's forward takes both, or
+    a precomputed conditioning cache instead)."""
+    if global_cond is None or timestep is None:
+        raise ValueError("give timestep and global_cond, or a precomputed cache")
+    ts = torch.as_tensor(timestep, device=device)
+    return ts.expand(batch) if ts.ndim == 0 else ts
+
+
 class SinusoidalPosEmb(nn.Module):
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -167,10 +179,7 @@ class ConditionalUnet1D(nn.Module):
         b = sample.shape[0]
         film = cache
         if film is None:
-            if global_cond is None or timestep is None:
-                raise ValueError("give timestep and global_cond, or a precomputed cache")
-            ts = torch.as_tensor(timestep, device=sample.device)
-            ts = ts.expand(b) if ts.ndim == 0 else ts
+            ts = batch_timesteps(timestep, global_cond, b, sample.device)
             t_emb = self._step_embedding(ts)
             cond = torch.cat([t_emb, global_cond], dim=-1)
             film = [blk.film(cond) for blk in self._res_blocks]

@@ -27,13 +27,48 @@ import os
 import re
 import signal
 import traceback
-from typing import Any
+from typing import Any, Self
 
 import multiprocess
+import numpy as np
 
 from robot.timing import now
 
 DEFAULT_START_METHOD = os.environ.get("RIG_START_METHOD", "spawn")
+
+
+class ClosedOnFailedStart:
+    """Context-manager entry/exit of a device whose ``close()`` stops it and frees what it owns
+    (its rings): ``__enter__`` starts it (``start(wait=True)``, blocking until ready) and, when that
+    raises, closes it before re-raising, so a failed start leaves no shared memory behind;
+    ``__exit__`` closes it. Put it before ``DeviceProcess`` among the bases."""
+
+    def __enter__(self) -> Self:
+        try:
+            self.start(wait=True)  # type: ignore[attr-defined]
+        except BaseException:
+            self.close()  # type: ignore[attr-defined]
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()  # type: ignore[attr-defined]
+
+
+class StateReader:
+    """The main process's reads of a controller's state ring (``state_ring``: one record per tick)."""
+
+    state_ring: Any  # robot.shm.ring_buffer.RingBuffer
+
+    def get_state(self) -> dict[str, Any]:
+        """The newest state record: arrays for vector fields, Python scalars for scalar fields, plus
+        ``counter``. Non-blocking."""
+        rec = self.state_ring.latest()
+        return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in rec.items()}
+
+    def get_state_history(self, k: int) -> dict[str, np.ndarray]:
+        """The ``k`` newest state records, oldest first, as stacked arrays (see RingBuffer.get_last)."""
+        return self.state_ring.get_last(k)
 
 
 class DeviceProcessError(RuntimeError):

@@ -64,7 +64,7 @@ from robot.arm.backend import (
 from robot.arm.config import ArmConfig
 from robot.arm.interpolator import PoseTrajectoryInterpolator, pose_distance
 from robot.arm.safety import SafetyFilter
-from robot.process import DeviceProcess, DeviceProcessError
+from robot.process import DeviceProcess, DeviceProcessError, StateReader
 from robot.shm.command_queue import CommandQueue, QueueFull
 from robot.shm.ring_buffer import RingBuffer
 from robot.timing import RateLoop, now
@@ -153,7 +153,7 @@ def _fault_message(description: str, flags: int) -> str:
     return f"arm ({description}): " + "; ".join(parts) + ". Then call reconnect() to resume."
 
 
-class ArmController(DeviceProcess):
+class ArmController(StateReader, DeviceProcess):
     """The arm controller process (see the module docstring for the tick and the API).
 
     Args:
@@ -319,16 +319,6 @@ class ArmController(DeviceProcess):
         if self.config.backend != "sim":
             raise RuntimeError(f"{self.name}: inject_fault is only for the simulated arm")
         self._send(Cmd.INJECT_FAULT, value=int(flags))
-
-    def get_state(self) -> dict[str, Any]:
-        """The newest state record: arrays for vector fields, Python scalars for scalar fields, plus
-        ``counter``. Non-blocking."""
-        rec = self.state_ring.latest()
-        return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in rec.items()}
-
-    def get_state_history(self, k: int) -> dict[str, np.ndarray]:
-        """The ``k`` newest state records, oldest first, as stacked arrays (see RingBuffer.get_last)."""
-        return self.state_ring.get_last(k)
 
     def check(self) -> None:
         """Raise DeviceProcessError if the process failed or died, ArmFaultError if the arm is faulted."""

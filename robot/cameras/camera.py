@@ -29,7 +29,7 @@ import numpy as np
 
 from robot.cameras.backend import CameraIntrinsics
 from robot.cameras.config import CameraConfig
-from robot.process import DeviceProcess
+from robot.process import ClosedOnFailedStart, DeviceProcess
 from robot.shm.ring_buffer import RingBuffer
 from robot.timing import now
 
@@ -69,7 +69,7 @@ def make_backend(config: CameraConfig, world_ring: RingBuffer | None, screen_rin
     raise ValueError(f"camera {config.name}: unknown backend {config.backend!r}")
 
 
-class Camera(DeviceProcess):
+class Camera(ClosedOnFailedStart, DeviceProcess):
     """A camera process and its frame ring.
 
     Parameters: ``config`` (:class:`~robot.cameras.config.CameraConfig`), ``world_ring`` (sim only: the
@@ -233,14 +233,3 @@ class Camera(DeviceProcess):
         finally:
             self._closed = True
             self.ring.close()
-
-    def __enter__(self) -> Camera:
-        try:
-            self.start(wait=True)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()

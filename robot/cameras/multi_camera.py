@@ -21,7 +21,7 @@ import numpy as np
 
 from robot.cameras.camera import Camera
 from robot.cameras.config import CameraConfig, MultiCameraConfig, VideoConfig
-from robot.process import DeviceProcessError
+from robot.process import ClosedOnFailedStart, DeviceProcessError
 from robot.shm.ring_buffer import RingBuffer
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def align_indices(capture_times: np.ndarray, target_times: np.ndarray) -> np.nda
     return np.clip(idx, 0, len(capture_times) - 1)
 
 
-class MultiCamera:
+class MultiCamera(ClosedOnFailedStart):
     """Start/stop all cameras, read time-aligned frames, statistics, episode video.
 
     ``configs``: a :class:`~robot.cameras.config.MultiCameraConfig`, a mapping ``name -> CameraConfig``
@@ -142,17 +142,6 @@ class MultiCamera:
         finally:
             for cam in self.cameras.values():
                 cam.close()
-
-    def __enter__(self) -> MultiCamera:
-        try:
-            self.start(wait=True)
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def check(self) -> None:
         """Raise DeviceProcessError (camera name + traceback) for the first camera or recorder that

@@ -33,7 +33,7 @@ import numpy as np
 from robot.gripper.backend import GripperBackend, GripperError
 from robot.gripper.config import GripperConfig
 from robot.gripper.urcap import is_major_fault
-from robot.process import DeviceProcess, DeviceProcessError
+from robot.process import DeviceProcess, DeviceProcessError, StateReader
 from robot.shm.command_queue import CommandQueue, QueueFull
 from robot.shm.ring_buffer import RingBuffer
 from robot.timing import RateLoop, now
@@ -71,7 +71,7 @@ class GripperFaultError(DeviceProcessError):
     """The gripper reports a major fault; it does not move until it is reset (restart the process)."""
 
 
-class GripperController(DeviceProcess):
+class GripperController(StateReader, DeviceProcess):
     """The gripper process (see the module docstring).
 
     Args:
@@ -135,14 +135,6 @@ class GripperController(DeviceProcess):
     def set_width(self, width_m: float, speed_m_s: float | None = None, force_n: float | None = None) -> None:
         """Send ``width_m`` now."""
         self.schedule_width(width_m, now(), speed_m_s, force_n)
-
-    def get_state(self) -> dict[str, Any]:
-        """The newest state record (Python scalars plus ``counter``). Non-blocking."""
-        rec = self.state_ring.latest()
-        return {k: (v.item() if np.ndim(v) == 0 else v) for k, v in rec.items()}
-
-    def get_state_history(self, k: int) -> dict[str, np.ndarray]:
-        return self.state_ring.get_last(k)
 
     def check(self) -> None:
         super().check()

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from robot.process import DeviceProcess
+from robot.process import ClosedOnFailedStart, DeviceProcess
 from robot.shm.ring_buffer import RingBuffer
 from robot.spacemouse.config import SpaceMouseConfig
 from robot.spacemouse.scripted import Expert, TrajectoryPlayer, build_expert
@@ -76,7 +76,7 @@ def normalize_axes(raw_device: np.ndarray, config: SpaceMouseConfig) -> np.ndarr
     return np.clip(v, -1.0, 1.0) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 
-class SpaceMouse(DeviceProcess):
+class SpaceMouse(ClosedOnFailedStart, DeviceProcess):
     """SpaceMouse (or scripted stand-in) in its own process, publishing to :attr:`ring`.
 
     ``obs_rings`` (scripted expert only): ``{name: RingBuffer}``; each tick the expert gets
@@ -144,14 +144,6 @@ class SpaceMouse(DeviceProcess):
         if self._proc is not None and self._proc.is_alive():
             self.stop()
         self.ring.close()
-
-    def __enter__(self) -> SpaceMouse:
-        try:
-            self.start(wait=True)
-        except BaseException:
-            self.close()  # a failed start must not leave the ring behind
-            raise
-        return self
 
     def __exit__(self, *exc: object) -> None:
         self.stop(wait=True)
