@@ -77,17 +77,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """The long files first (LONG_FILES_FIRST; each file's tests keep their order). A test that uses
     the shared recording is timed from its function's call on: recording it (or waiting for another
     worker to) is bounded by shared_store.BUILD_TIMEOUT_S, not by its timeout."""
-    from tests.shared_store import FIXTURES
+    from tests.shared_store import FIXTURES, time_function_only
 
     rank = {path: i for i, path in enumerate(LONG_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0], len(rank)))
     for item in items:
         if not set(getattr(item, "fixturenames", ())) & FIXTURES:
             continue
-        marker = item.get_closest_marker("timeout")
-        seconds = None
-        if marker is not None:
-            seconds = marker.args[0] if marker.args else marker.kwargs.get("timeout")
-        if seconds is None:
-            seconds = float(config.getini("timeout") or 0) or None
-        item.add_marker(pytest.mark.timeout(seconds, func_only=True), append=False)
+        time_function_only(config, item)

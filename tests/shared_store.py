@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,13 @@ def _record(name: str, base: Path) -> dict:
     return {"store": str(store), "stdout": out.stdout, "seeds": seeds}
 
 
-def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict:
+def built_once(
+    tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path, Path], None], timeout_s: float
+) -> tuple[dict, bool]:
+    """``name``'s result, built once per pytest run for every xdist worker: the first worker to ask
+    runs ``build(folder, result_json)`` (which writes the JSON) under a file lock in the run's temp
+    folder, the others wait for the lock (up to ``timeout_s`` + 300 s) and read its result. Returns the
+    result and whether this process built it."""
     from filelock import FileLock  # (a dependency of torch)
 
     root = tmp_path_factory.getbasetemp()
@@ -70,12 +77,32 @@ def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict:
         root = root.parent  # the run's folder, above each worker's own
     base, done = root / name, root / f"{name}.json"
     built_here = False
-    with FileLock(str(root / f"{name}.lock"), timeout=BUILD_TIMEOUT_S + 300):
+    with FileLock(str(root / f"{name}.lock"), timeout=timeout_s + 300):
         if not done.exists():
             base.mkdir(exist_ok=True)
-            done.write_text(json.dumps(_record(name, base)))
+            build(base, done)
             built_here = True
-    return {**json.loads(done.read_text()), "built_here": built_here}
+    return json.loads(done.read_text()), built_here
+
+
+def time_function_only(config: pytest.Config, item: pytest.Item) -> None:
+    """Time only ``item``'s test function (its timeout marker's, else the ini's), not its fixtures:
+    what they build once for the run (or wait for) has its own limit."""
+    marker = item.get_closest_marker("timeout")
+    seconds = None
+    if marker is not None:
+        seconds = marker.args[0] if marker.args else marker.kwargs.get("timeout")
+    if seconds is None:
+        seconds = float(config.getini("timeout") or 0) or None
+    item.add_marker(pytest.mark.timeout(seconds, func_only=True), append=False)
+
+
+def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict:
+    def build(base: Path, done: Path) -> None:
+        done.write_text(json.dumps(_record(name, base)))
+
+    result, built_here = built_once(tmp_path_factory, name, build, BUILD_TIMEOUT_S)
+    return {**result, "built_here": built_here}
 
 
 _FAILURES_REPORTED: set[str] = set()

@@ -298,21 +298,11 @@ def _built_once(tmp_path_factory: pytest.TempPathFactory, name: str) -> dict:
     times only the test function of the tests that use a shared run). A failed build fails the test
     that built it, once, with the reason and its log (see _checked); the other tests that need it are
     skipped with that reason instead of erroring one by one."""
-    import json
+    from tests.shared_store import built_once
 
-    from filelock import FileLock  # (a dependency of torch)
-
-    root = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        root = root.parent  # the run's folder, above each worker's own
-    base, done = root / name, root / f"{name}.json"
-    built_here = False
-    with FileLock(str(root / f"{name}.lock"), timeout=BUILD_TIMEOUT_S + 300):
-        if not done.exists():
-            base.mkdir(exist_ok=True)
-            _run_build(name, base, done)
-            built_here = True
-    result = json.loads(done.read_text())
+    result, built_here = built_once(
+        tmp_path_factory, name, lambda base, done: _run_build(name, base, done), BUILD_TIMEOUT_S
+    )
     if "error" in result:
         return {**result, "built_here": built_here}
     return {**result, "store": Path(result["store"]), "run_dir": Path(result["run_dir"])}
@@ -336,16 +326,12 @@ def _checked(result: dict, name: str) -> dict:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """A test that uses a shared run is timed from its function's call on: building the run (or
     waiting for another worker to build it) is bounded by BUILD_TIMEOUT_S, not by its timeout."""
+    from tests.shared_store import time_function_only
+
     for item in items:
         if not set(getattr(item, "fixturenames", ())) & {*SHARED_RUNS, "shared_run"}:
             continue
-        marker = item.get_closest_marker("timeout")
-        seconds = None
-        if marker is not None:
-            seconds = marker.args[0] if marker.args else marker.kwargs.get("timeout")
-        if seconds is None:
-            seconds = float(config.getini("timeout") or 0) or None
-        item.add_marker(pytest.mark.timeout(seconds, func_only=True), append=False)
+        time_function_only(config, item)
 
 
 @pytest.fixture(scope="session")

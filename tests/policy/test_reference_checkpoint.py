@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from tests.compat_venv import compat_python
+from tests.policy.rig_policy import rig_policy
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -53,21 +54,12 @@ def converted(request, reference_python: Path, tmp_path_factory) -> dict:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     run = out / "run"
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robot.cli",
-            "policy",
-            "import-reference",
-            str(out / "ref.ckpt"),
-            "--out",
-            str(run),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    cli = rig_policy(
+        "import-reference",
+        str(out / "ref.ckpt"),
+        "--out",
+        str(run),
+        timeout_s=300,
     )
     assert cli.returncode == 0, cli.stderr
     summary = json.loads(cli.stdout.strip().splitlines()[-1])
@@ -185,27 +177,18 @@ def mapped_run(converted) -> Path:
     if converted["kind"] != "hybrid":
         pytest.skip("one policy class is enough for the rig checks")
     run = converted["run"].parent / "mapped"
-    cli = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robot.cli",
-            "policy",
-            "import-reference",
-            str(converted["run"].parent / "ref.ckpt"),
-            "--out",
-            str(run),
-            "--map",
-            "camera_1=camera_0",
-            "--map",
-            "camera_3=camera_1",
-            "--frame-size",
-            "240x320",  # the simulated cameras' frames, resized by the policy
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    cli = rig_policy(
+        "import-reference",
+        str(converted["run"].parent / "ref.ckpt"),
+        "--out",
+        str(run),
+        "--map",
+        "camera_1=camera_0",
+        "--map",
+        "camera_3=camera_1",
+        "--frame-size",
+        "240x320",  # the simulated cameras' frames, resized by the policy
+        timeout_s=300,
     )
     assert cli.returncode == 0, cli.stderr
     assert any(line.split()[:2] == ["camera_3", "camera_1"] for line in cli.stdout.splitlines())
@@ -309,23 +292,14 @@ def test_a_map_of_a_key_the_checkpoint_lacks_is_one_line(converted, tmp_path: Pa
     if converted["kind"] != "image":
         pytest.skip("the key check does not depend on the policy class")
     ckpt = converted["run"].parent / "ref.ckpt"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robot.cli",
-            "policy",
-            "import-reference",
-            str(ckpt),
-            "--out",
-            str(tmp_path / "r"),
-            "--map",
-            "camera_0=camera_1",
-        ],  # fmt: skip
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = rig_policy(
+        "import-reference",
+        str(ckpt),
+        "--out",
+        str(tmp_path / "r"),
+        "--map",
+        "camera_0=camera_1",
+        timeout_s=120,
     )
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()

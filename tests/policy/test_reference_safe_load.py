@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 from policy.reference.safe_load import UnsafeCheckpointError, load_reference_checkpoint
+from tests.policy.rig_policy import rig_policy
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -49,21 +48,12 @@ def test_a_malicious_reduce_is_refused_by_name_and_never_runs(tmp_path: Path) ->
 
 def test_the_cli_names_the_refused_global_in_one_line(tmp_path: Path) -> None:
     path, marker = _malicious_checkpoint(tmp_path)
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "robot.cli",
-            "policy",
-            "import-reference",
-            str(path),
-            "--out",
-            str(tmp_path / "run"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    done = rig_policy(
+        "import-reference",
+        str(path),
+        "--out",
+        str(tmp_path / "run"),
+        timeout_s=120,
     )
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
@@ -101,16 +91,6 @@ def test_tensors_are_memory_mapped_not_copied(tmp_path: Path) -> None:
     assert any(lo <= ptr < hi for lo, hi in spans), spans
 
 
-def _rig_policy(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "robot.cli", "policy", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 @pytest.mark.parametrize(
     "policy, expected",
     [
@@ -134,13 +114,13 @@ def test_an_unsupported_checkpoint_is_refused_in_one_line_naming_it(tmp_path: Pa
     torch.save(
         {"cfg": {"policy": policy}, "state_dicts": {"model": {}}, "pickles": {}}, path, pickle_protocol=2
     )
-    done = _rig_policy("import-reference", str(path), "--out", str(tmp_path / "run"))
+    done = rig_policy("import-reference", str(path), "--out", str(tmp_path / "run"))
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and expected in lines[0], lines
     assert not (tmp_path / "run").exists()
     if "DDPM" in expected:
-        debug = _rig_policy("import-reference", str(path), "--out", str(tmp_path / "run"), "--debug")
+        debug = rig_policy("import-reference", str(path), "--out", str(tmp_path / "run"), "--debug")
         assert "Traceback" in debug.stderr  # --debug keeps the traceback
 
 

@@ -3,13 +3,34 @@ computes, so the tests check it rather than repeat it)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from robot.shm.ring_buffer import RingBuffer
 from robot.sim.world_state import MAX_OBJECTS, WORLD_STATE_LAYOUT
+
+ROOT = Path(__file__).resolve().parents[3]
+RIG = [sys.executable, "-m", "robot.cli"]
+
+
+def preview_headless(*args: str, timeout_s: float = 60) -> subprocess.CompletedProcess:
+    """``rig cameras preview ARGS`` from the repository root with no display (``DISPLAY``,
+    ``WAYLAND_DISPLAY`` and ``QT_QPA_PLATFORM`` unset); its output captured as text."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    return subprocess.run(
+        [*RIG, "cameras", "preview", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=env,
+    )
 
 
 def T_from_pose(pose) -> np.ndarray:

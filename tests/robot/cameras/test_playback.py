@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,10 +18,9 @@ from robot.cameras.config import CameraConfig, MultiCameraConfig
 from robot.cameras.realsense import record_synthetic
 from robot.config import load_config
 from robot.process import DeviceProcessError
+from tests.robot.cameras.helpers import ROOT, preview_headless
 
 pytestmark = pytest.mark.timeout(60)
-ROOT = Path(__file__).resolve().parents[3]
-RIG = [sys.executable, "-m", "robot.cli"]
 
 W, H, FPS, N = 96, 64, 30, 24
 START_MS = 5000.0
@@ -207,23 +205,8 @@ def test_preview_of_the_shipped_playback_config_reports_the_end_of_the_recording
     rng = np.random.default_rng(5)
     frames = [rng.integers(0, 256, (cfg.height, cfg.width, 3), dtype=np.uint8) for _ in range(20)]
     path = record_synthetic(tmp_path / "scene.db3", frames, cfg.fps)
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    r = subprocess.run(
-        [
-            *RIG,
-            "cameras",
-            "preview",
-            "--config",
-            "cameras/playback.yaml",
-            f"cameras.scene.playback.path={path}",
-            "--seconds",
-            "30",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+    r = preview_headless(
+        "--config", "cameras/playback.yaml", f"cameras.scene.playback.path={path}", "--seconds", "30"
     )
     assert r.returncode == 0, r.stderr
     end = [line for line in r.stderr.splitlines() if line.startswith("camera scene: end of recording")]

@@ -5,9 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,10 +13,9 @@ import pytest
 from robot.cameras.camera import Camera
 from robot.cameras.config import CameraConfig
 from robot.cameras.preview import Preview, tile_frames
+from tests.robot.cameras.helpers import RIG, ROOT, preview_headless
 
 pytestmark = pytest.mark.timeout(60)
-ROOT = Path(__file__).resolve().parents[3]
-RIG = [sys.executable, "-m", "robot.cli"]
 
 
 def test_tiles_are_laid_out_in_a_grid_with_labels():
@@ -82,27 +79,16 @@ def test_cameras_list_says_clearly_when_no_camera_is_connected():
 
 
 def test_cameras_preview_runs_a_config_headless_and_prints_stats():
-    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
-    r = subprocess.run(
-        [
-            *RIG,
-            "cameras",
-            "preview",
-            "--config",
-            "cameras/sim_2cam.yaml",
-            "--seconds",
-            "2.5",
-            "cameras.wrist.fps=15",
-            "cameras.scene.width=320",
-            "cameras.scene.height=240",
-            "cameras.scene.sim.intrinsics.cx=159.5",
-            "cameras.scene.sim.intrinsics.cy=119.5",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env=env,
+    r = preview_headless(
+        "--config",
+        "cameras/sim_2cam.yaml",
+        "--seconds",
+        "2.5",
+        "cameras.wrist.fps=15",
+        "cameras.scene.width=320",
+        "cameras.scene.height=240",
+        "cameras.scene.sim.intrinsics.cx=159.5",
+        "cameras.scene.sim.intrinsics.cy=119.5",
     )
     assert r.returncode == 0, r.stderr
     assert "no display" in r.stdout

@@ -27,6 +27,25 @@ from tests.robot.cameras.helpers import (
 pytestmark = pytest.mark.timeout(60)
 
 
+def first_frame(cam: Camera, timeout_s: float = 10.0) -> dict:
+    """The newest frame once the camera has one (waiting up to ``timeout_s``)."""
+    deadline = time.monotonic() + timeout_s
+    while cam.ring.count == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return cam.ring.latest()
+
+
+def frame_of_world(cfg: CameraConfig, world_record: dict) -> dict:
+    """The first frame a sim camera ``cfg`` renders of a world frozen at ``world_record``."""
+    world = make_world_ring()
+    try:
+        world.put(world_record)
+        with Camera(cfg, world_ring=world) as cam:
+            return first_frame(cam)
+    finally:
+        world.close()
+
+
 @pytest.mark.parametrize("fps,latency_s", [(30.0, 0.083), (20.0, 0.137)])
 def test_frames_arrive_at_fps_with_injected_latency(fps, latency_s):
     cfg = CameraConfig(
@@ -109,10 +128,7 @@ def test_charuco_corners_land_at_their_pinhole_projection(crop, resize):
         sim={"pose": cam_pose, "intrinsics": intr, "planes": {"b": plane}},
     )
     with Camera(cfg) as cam:
-        deadline = time.monotonic() + 10
-        while cam.ring.count == 0 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        frame = cam.ring.latest()
+        frame = first_frame(cam)
         got_intr = cam.intrinsics
     if crop is None:
         assert (got_intr.fx, got_intr.fy, got_intr.cx, got_intr.cy) == (640.0, 628.0, 331.7, 228.4)
@@ -150,20 +166,11 @@ def test_wrist_camera_follows_the_tool_and_renders_objects_exactly():
     )
     tcp = [0.49, 0.03, 0.27, np.pi - 0.1, 0.05, 0.2]
     marker_xy, marker_d = (0.60, 0.12), 0.05
-    world = make_world_ring()
-    try:
-        rec = empty_world_record(0.0, tcp)
-        rec["object_kind"][0] = ObjectKind.MARKER
-        rec["object_pose"][0] = [*marker_xy, 0.0, 0, 0, 0]
-        rec["object_size"][0] = [marker_d, marker_d, 0.0001]  # thin: its rim hardly shows
-        world.put(rec)
-        with Camera(cfg, world_ring=world) as cam:
-            deadline = time.monotonic() + 10
-            while cam.ring.count == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            frame = cam.ring.latest()
-    finally:
-        world.close()
+    rec = empty_world_record(0.0, tcp)
+    rec["object_kind"][0] = ObjectKind.MARKER
+    rec["object_pose"][0] = [*marker_xy, 0.0, 0, 0, 0]
+    rec["object_size"][0] = [marker_d, marker_d, 0.0001]  # thin: its rim hardly shows
+    frame = frame_of_world(cfg, rec)
     K = np.array([[420.0, 0, 319.5], [0, 420.0, 239.5], [0, 0, 1]])
     T_world_cam = T_from_pose(tcp) @ T_from_pose(cam_pose)
     corners, ids, obj = _detect_charuco(frame["color"], plane)
@@ -310,16 +317,7 @@ def test_board_on_the_tool_is_seen_by_a_fixed_camera_where_the_tool_puts_it():
     cam_pose = [0.5, 0.0, 0.9, np.pi, 0, 0]  # looking straight down from 0.9 m
     tcp = [0.48, 0.02, 0.35, 0.15, -0.1, 0.4]  # tool z about up: the board faces the camera
     cfg = CameraConfig(name="e2h", sim={"pose": cam_pose, "planes": {"b": plane}})
-    world = make_world_ring()
-    try:
-        world.put(empty_world_record(0.0, tcp))
-        with Camera(cfg, world_ring=world) as cam:
-            deadline = time.monotonic() + 10
-            while cam.ring.count == 0 and time.monotonic() < deadline:
-                time.sleep(0.01)
-            frame = cam.ring.latest()
-    finally:
-        world.close()
+    frame = frame_of_world(cfg, empty_world_record(0.0, tcp))
     corners, ids, obj = _detect_charuco(frame["color"], plane)
     T_world_board = T_from_pose(tcp) @ T_from_pose(board_in_tool)
     pts = obj[ids] @ T_world_board[:3, :3].T + T_world_board[:3, 3]
