@@ -14,7 +14,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from calibration.result import (
     CalibrationError,
@@ -129,42 +131,49 @@ def cmd_camera_latency(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_robot_latency(args: argparse.Namespace) -> int:
-    from calibration.procedures import RobotLatencyProcedure, load_procedure
-    from calibration.robot_latency import measure
+def _latency_command(
+    args: argparse.Namespace,
+    command: str,
+    procedure: tuple[type, str],
+    measure: Callable[..., Any],
+    apply: Callable[[Any, Any], None],
+) -> int:
+    """One latency procedure on the rig: load the procedure (``procedure``: its settings model and
+    its name in ``configs/calibration/procedures/``, with the command's overrides), measure, write what
+    ``apply(calibration, result)`` sets into the rig's calibration file, print the summary as JSON."""
+    from calibration.procedures import load_procedure
 
-    proc = load_procedure(RobotLatencyProcedure, "robot_latency", args.procedure, args.proc_overrides)
+    proc = load_procedure(procedure[0], procedure[1], args.procedure, args.proc_overrides)
     rig = _rig(args)
     out = result_path(rig, args.out)
     res = measure(rig, _calibration_for_env(out, rig), proc, plot_dir(args.out, args.plots, rig.name))
+    update_calibration(out, rig.name, lambda cal: apply(cal, res))
+    progress(f"{command}: wrote {out}")
+    emit_json(res.summary())
+    return 0
 
-    def apply(cal):
+
+def cmd_robot_latency(args: argparse.Namespace) -> int:
+    from calibration.procedures import RobotLatencyProcedure
+    from calibration.robot_latency import measure
+
+    def apply(cal, res):
         cal.robot.action_latency = res.action_latency_value()
         if res.obs is not None:
             cal.robot.obs_latency = res.obs_latency_value()
 
-    update_calibration(out, rig.name, apply)
-    progress(f"robot-latency: wrote {out}")
-    emit_json(res.summary())
-    return 0
+    return _latency_command(args, "robot-latency", (RobotLatencyProcedure, "robot_latency"), measure, apply)
 
 
 def cmd_gripper_latency(args: argparse.Namespace) -> int:
     from calibration.gripper_latency import GripperLatencyProcedure, measure
-    from calibration.procedures import load_procedure
 
-    proc = load_procedure(GripperLatencyProcedure, "gripper_latency", args.procedure, args.proc_overrides)
-    rig = _rig(args)
-    out = result_path(rig, args.out)
-    res = measure(rig, _calibration_for_env(out, rig), proc, plot_dir(args.out, args.plots, rig.name))
-
-    def apply(cal):
+    def apply(cal, res):
         cal.gripper.action_latency = res.latency_value()
 
-    update_calibration(out, rig.name, apply)
-    progress(f"gripper-latency: wrote {out}")
-    emit_json(res.summary())
-    return 0
+    return _latency_command(
+        args, "gripper-latency", (GripperLatencyProcedure, "gripper_latency"), measure, apply
+    )
 
 
 def cmd_intrinsics(args: argparse.Namespace) -> int:
