@@ -189,6 +189,7 @@ class ChunkHandling:
             "safety_events": list(check.events),
         }
         if self.keep_logs:
+            info["sent_before"] = len(self.sent_log)  # sends logged before this chunk was merged
             info["poses"] = check.poses.copy()
             info["times"] = times.copy()
         if widths is not None:

@@ -85,6 +85,38 @@ def idle_ticks(arm: dict[str, np.ndarray], t_from: float, t_to: float) -> tuple[
     return int(np.count_nonzero(idle)), float(dt[idle].sum())
 
 
+def waiting_windows(
+    chunks: list[dict], sent: list[dict], commit_window_s: float, slack_s: float
+) -> list[tuple[float, float]]:
+    """Spans (host s) in which the runner could not keep the arm supplied, whatever its scheduling:
+    from the request to the arrival (+ ``slack_s``) of a chunk that came later than planned
+    (``late``), was conditioned on less than was committed (``short``), had rows already infeasible
+    on arrival (``dropped``: a stale observation or a slow inference) or none feasible
+    (``fallback``); and the runner's own stalls: a gap between sends longer than
+    ``commit_window_s``, the committed actions the arm is given (``slack_s`` after the next send).
+    Outside them a loaded machine is no excuse for an idle arm: the plan requests each chunk its
+    expected latency plus the commit window early."""
+    out = [
+        (float(c["t_request"]), float(c["t_done"]) + slack_s)
+        for c in chunks
+        if c["late"] or c["short"] or c["dropped"] or c["fallback"]
+    ]
+    sends = np.unique(np.asarray([w["send_time"] for w in sent], dtype=np.float64))
+    for a, b in zip(sends[:-1], sends[1:], strict=True):
+        if b - a > commit_window_s:
+            out.append((float(a), float(b) + slack_s))
+    return out
+
+
+def in_windows(times: np.ndarray, windows: list[tuple[float, float]]) -> np.ndarray:
+    """Whether each time lies in one of ``windows`` (closed spans)."""
+    t = np.asarray(times, dtype=np.float64)
+    hit = np.zeros(t.shape, dtype=bool)
+    for a, b in windows:
+        hit |= (t >= a) & (t <= b)
+    return hit
+
+
 def tracking_error(
     arm: dict[str, np.ndarray], reference: Callable[[np.ndarray], np.ndarray], t_from: float, t_to: float
 ) -> tuple[float, float]:
