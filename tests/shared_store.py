@@ -1,6 +1,8 @@
 """``rig collect`` stores recorded once per pytest run and shared by the tests that only read a collected
-demonstration: a reach store (store damage checks, replay, the deployed oracle) and a pick_place
-one (collect's gripper columns, the gripper replay).
+demonstration: a reach store (the store damage checks) and a pick_place one (collect's gripper
+columns, the gripper replay). The reach replay and the deployed oracle record their own: in a
+clean-clone run under load 10-20, episode 0 of the shared reach store was 10 steps long and both
+failed on it (not understood yet; see the commit message).
 
 Each of those tests used to record its own scripted episodes on the shipped collect config (a rig
 start and ~10-30 s of simulated episode each, several times over on a 2-core machine). A store is

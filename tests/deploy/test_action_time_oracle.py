@@ -22,7 +22,6 @@ import pytest
 
 from collection import action_time
 from collection.episode_store import EpisodeStore
-from tests.shared_store import copy_to
 
 RIG = [sys.executable, "-m", "robot.cli"]
 CAM120 = [
@@ -85,9 +84,8 @@ def oracle_lag_ms(tmp_path, store, seed, *overrides) -> float:
 
 
 @pytest.mark.timeout(600)
-def test_a_deployed_oracle_runs_the_demonstration_in_step(reach_demos, tmp_path):
-    # episode 0 of the run's shared `rig collect` recording (the shipped reach config, defaults)
-    store, seed = copy_to(reach_demos, tmp_path / "demo.zarr"), reach_demos["seeds"][0]
+def test_a_deployed_oracle_runs_the_demonstration_in_step(tmp_path):
+    store, seed = collect_one(tmp_path)
     lag_ms = oracle_lag_ms(tmp_path, store, seed)
     assert abs(lag_ms) <= 20, f"the deployed arm lags the demonstration by {lag_ms:.0f} ms"
 
