@@ -307,7 +307,13 @@ class DeviceProcess:
         self._owned = []
 
     def __enter__(self) -> DeviceProcess:
-        self.start(wait=True)
+        try:
+            self.start(wait=True)
+        except BaseException:
+            # A failed start (the device never became ready) must not leave the child running or
+            # its rings behind: ``with`` does not call __exit__ when __enter__ raises.
+            self.__exit__(None, None, None)
+            raise
         return self
 
     def __exit__(self, *exc: object) -> None:

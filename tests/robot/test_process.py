@@ -101,8 +101,8 @@ def test_child_exits_when_parent_is_sigkilled():
 class _Owning(_Dev):
     """A device that created a ring for its child (as the arm and gripper controllers do)."""
 
-    def __init__(self, stop_raises: bool = False):
-        super().__init__("ok")
+    def __init__(self, stop_raises: bool = False, mode: str = "ok"):
+        super().__init__(mode)
         from robot.shm.ring_buffer import RingBuffer
 
         self.ring = RingBuffer.create({"v": ((), "float64")}, capacity=4, label="owned")
@@ -126,3 +126,15 @@ def test_leaving_the_context_stops_the_child_and_unlinks_its_shared_memory(stop_
     assert not dev.is_alive
     assert not os.path.exists(f"/dev/shm/{name}")  # unlinked even when the stop raised
     dev.close()  # idempotent
+
+
+def test_a_failed_start_in_the_context_unlinks_its_shared_memory():
+    # `with` skips __exit__ when __enter__ raises: a device that never became ready (a gripper that
+    # did not answer in time) must still free its rings and leave no child behind.
+    dev = _Owning(mode="fail_setup")
+    name = dev.ring.name
+    with pytest.raises(DeviceProcessError, match="not found"):
+        with dev:
+            pytest.fail("entered a device that failed to start")
+    assert not dev.is_alive
+    assert not os.path.exists(f"/dev/shm/{name}")
