@@ -889,6 +889,8 @@ def _describe_outcome(o: dict[str, Any]) -> str:
     text = f", box at {o['box_start_xy_m']}, {o['grasp_attempts']} grasp(s)"
     if off is not None:
         text += f", first grasp {1e3 * float(np.hypot(*off)):.0f} mm off (tool - box {off})"
+        if o.get("first_grasp_height_m") is not None:
+            text += f" {1e3 * o['first_grasp_height_m']:.0f} mm above the box's base"
     return text + (f", failure: {o['cause']}" if o.get("cause") else "")
 
 

@@ -199,6 +199,7 @@ def test_an_episode_reports_a_grasp_closed_in_the_air_as_a_missed_grasp_with_its
     # Offset = tool - box when the fingers closed: the tool was on its 2 cm circle around START.
     off = np.asarray(o["first_grasp_offset_m"]) + box[:2] - np.asarray(START[:2])
     assert np.hypot(*off) < 0.03
+    assert o["first_grasp_height_m"] > 0.1  # closed in the air, 15 cm up, far above the 4 cm box
     assert runner.summary()["failure_causes"] == {"missed grasp": [None]}
     assert "failure: missed grasp" not in out  # the per-episode line is run()'s, not run_episode()'s
     assert result.to_dict()["outcome"] == o

@@ -68,6 +68,7 @@ def test_fingers_closing_beside_the_box_are_a_missed_grasp_with_the_offset():
     res, task = drive(2, [("box", (-0.05, 0.0), 0.02, SHUT), ("box", (-0.05, 0.0), 0.1, SHUT)])
     assert res["cause"] == "missed grasp" and not res["lifted"] and res["grasp_attempts"] == 1
     assert res["first_grasp_offset_m"] == pytest.approx([-0.05, 0.0], abs=1e-3)
+    assert res["first_grasp_height_m"] == pytest.approx(0.02, abs=1e-3)
     assert res["box_start_xy_m"] == pytest.approx(task.box_pose[:2].tolist(), abs=1e-4)  # never moved
 
 
@@ -91,5 +92,11 @@ def test_a_released_box_off_the_spot_is_placed_outside_near_it_and_dropped_away_
 def test_running_out_of_time_holding_the_box_or_never_closing_is_a_timeout():
     holding, _ = drive(4, [("box", (0, 0), 0.02, ON_BOX), ("box", (0, 0), 0.1, ON_BOX)])
     assert holding["cause"] == "timeout" and holding["lifted"]
+    in_the_air, _ = drive(
+        4, [("box", (0, 0), 0.08, SHUT)]
+    )  # right above the box, fingertips 4 cm over its top
+    assert in_the_air["cause"] == "missed grasp" and in_the_air["first_grasp_height_m"] == pytest.approx(
+        0.08, abs=1e-3
+    )
     idle, _ = drive(4, [("box", (0.1, 0.0), 0.1, OPEN)])
     assert idle["cause"] == "timeout" and idle["grasp_attempts"] == 0 and idle["first_grasp_offset_m"] is None
