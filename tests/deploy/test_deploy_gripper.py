@@ -196,9 +196,10 @@ def test_an_episode_reports_a_grasp_closed_in_the_air_as_a_missed_grasp_with_its
     assert o is not None and not result.success
     assert o["cause"] == "missed grasp" and not o["lifted"] and o["grasp_attempts"] == 1
     assert o["box_start_xy_m"] == pytest.approx(box[:2].tolist(), abs=1e-4)
-    # Offset = tool - box when the fingers closed: the tool was on its 2 cm circle around START.
+    # Offset = tool - box when the fingers closed: the tool was near its 2 cm circle around START
+    # (a loaded host lets the arm trail the circle by ~1 cm: 32 mm seen at load average 17).
     off = np.asarray(o["first_grasp_offset_m"]) + box[:2] - np.asarray(START[:2])
-    assert np.hypot(*off) < 0.03
+    assert np.hypot(*off) < 0.05
     assert o["first_grasp_height_m"] > 0.1  # closed in the air, 15 cm up, far above the 4 cm box
     assert runner.summary()["failure_causes"] == {"missed grasp": [None]}
     assert "failure: missed grasp" not in out  # the per-episode line is run()'s, not run_episode()'s
