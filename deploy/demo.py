@@ -216,7 +216,14 @@ def main(argv: list[str]) -> int:
         ],
         out / "deploy.log",
     )
-    for key in ("success_rate", "inference_p50_ms", "inference_p99_ms", "actions_dropped", "safety_events"):
+    for key in (
+        "success_rate",
+        "inference_p50_ms",
+        "inference_p99_ms",
+        "actions_dropped",
+        "safety_events",
+        "failure_causes",
+    ):
         if key in dep:
             summary[key] = dep[key]
     summary["eval_episodes"] = dep.get("episodes", args.eval_episodes)
@@ -236,6 +243,12 @@ def main(argv: list[str]) -> int:
             f"{summary.get('inference_p50_ms', 0):.1f} / {summary.get('inference_p99_ms', 0):.1f}",
         ),
         ("actions dropped", summary.get("actions_dropped", "-")),
+        (
+            "failures by cause (seeds)",
+            "; ".join(f"{c}: {len(v)} {v}" for c, v in summary["failure_causes"].items()) or "none"
+            if summary.get("failure_causes") is not None
+            else "-",
+        ),
         ("total time (s)", summary["total_seconds"]),
     ]
     print("\n=== rig demo summary")

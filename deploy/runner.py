@@ -101,6 +101,8 @@ class EpisodeResult:
     inference_latency_s: list[float] = field(default_factory=list)
     store_index: int | None = None
     videos: dict[str, str] = field(default_factory=dict)
+    # Sim pick-and-place: what became of the box (robot/sim/tasks/pick_place_outcome.py), else None.
+    outcome: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         lat = np.asarray(self.inference_latency_s or [np.nan]) * 1e3
@@ -119,6 +121,7 @@ class EpisodeResult:
             "inference_p50_ms": _r(np.nanpercentile(lat, 50)) if self.inference_latency_s else None,
             "store_index": self.store_index,
             "videos": self.videos,
+            "outcome": self.outcome,
         }
 
 
@@ -359,11 +362,14 @@ class DeployRunner(ChunkHandling, Takeover, Recording):
         success_since: float | None = None
         end_reason = "max_episode_s"
         error: BaseException | None = None
+        outcome = self._outcome_tracker()
         try:
             while True:
                 tick = loop.wait()
                 t = tick.time
                 env.check()
+                if outcome is not None:
+                    outcome.update(env.arm.world_ring.latest())
                 env.heartbeat()
                 self.client.check()
                 self._collect_arm_log()
@@ -480,6 +486,7 @@ class DeployRunner(ChunkHandling, Takeover, Recording):
             inference_latency_s=list(ep["latencies"]),
             store_index=store_index,
             videos={name: str(path) for name, path in videos.items()},
+            outcome=outcome.result(success) if outcome is not None else None,
         )
         self.plan.dropped_due = 0
         self.episodes.append(result)
@@ -493,6 +500,15 @@ class DeployRunner(ChunkHandling, Takeover, Recording):
             f"[episode {index} {elapsed:5.1f} s] {state} | chunks {ep['chunks']} | inference p50 "
             f"{_ms_median(ep['latencies'][-20:])} | dropped {ep['dropped']} | safety {ep['safety_events']}"
         )
+
+    def _outcome_tracker(self) -> Any:
+        """A PickPlaceOutcome on the simulated rig when its world holds a gripper and a box, else None."""
+        ring = getattr(self.env.arm, "world_ring", None)
+        if not self.env.config.is_sim or ring is None or not ring.count:
+            return None
+        from robot.sim.tasks.pick_place_outcome import PickPlaceOutcome
+
+        return PickPlaceOutcome() if PickPlaceOutcome.applies(ring.latest()) else None
 
     def seeds(self) -> list[int]:
         if self.cfg.seeds is not None:
@@ -515,6 +531,7 @@ class DeployRunner(ChunkHandling, Takeover, Recording):
                 f"seed {seed}, {r.chunks} chunks, inference p50 {_ms_median(r.inference_latency_s)}, "
                 f"dropped {r.actions_dropped}, safety events {r.safety_events}"
                 + (f", saved as episode {r.store_index}" if r.store_index is not None else "")
+                + (_describe_outcome(r.outcome) if r.outcome else "")
                 + (f", video {', '.join(r.videos.values())}" if r.videos else "")
             )
             if self.stopped or self.quit:
@@ -540,6 +557,28 @@ class DeployRunner(ChunkHandling, Takeover, Recording):
             "safety_events": int(self.safety_events),
             "episode_durations_s": [round(e.duration_s, 3) for e in eps],
             "per_episode": [e.to_dict() for e in eps],
+            "failure_causes": _failure_causes(eps),
             "safety_stop": self.stopped,
             "latency_warnings": list(self.latency_watch.warned.values()),
         }
+
+
+def _describe_outcome(o: dict[str, Any]) -> str:
+    off = o.get("first_grasp_offset_m")
+    text = f", box at {o['box_start_xy_m']}, {o['grasp_attempts']} grasp(s)"
+    if off is not None:
+        text += f", first grasp {1e3 * float(np.hypot(*off)):.0f} mm off (tool - box {off})"
+        if o.get("first_grasp_height_m") is not None:
+            text += f" {1e3 * o['first_grasp_height_m']:.0f} mm above the box's base"
+    return text + (f", failure: {o['cause']}" if o.get("cause") else "")
+
+
+def _failure_causes(eps: list[EpisodeResult]) -> dict[str, list[int | None]] | None:
+    """Sim pick-and-place: the world seeds of the failed episodes, by cause; None without outcomes."""
+    if not any(e.outcome for e in eps):
+        return None
+    causes: dict[str, list[int | None]] = {}
+    for e in eps:
+        if e.outcome and e.outcome.get("cause"):
+            causes.setdefault(e.outcome["cause"], []).append(e.seed)
+    return causes

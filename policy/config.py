@@ -41,6 +41,19 @@ class VisionConfig(StrictModel):
     # kernel shapes do not change).
     stem_stride: int = Field(2, ge=1, le=2)
     stem_pool: bool = True
+    # Stride of the first block of layer2, layer3, layer4 (torchvision: 2 each; layer1 never strides).
+    # A 1 keeps that stage at its input's resolution: the last feature map, where spatial softmax
+    # finds its keypoints, is 2x finer per 1, for the cost of running the later (wider) stages on
+    # 4x the pixels. Kernel shapes do not change, so torchvision weights still load.
+    stage_strides: tuple[int, int, int] = (2, 2, 2)
+
+    @field_validator("stage_strides")
+    @classmethod
+    def _check_stage_strides(cls, v: tuple[int, int, int]) -> tuple[int, int, int]:
+        if any(s not in (1, 2) for s in v):
+            raise ValueError(f"stage_strides are the strides of layer2..layer4, each 1 or 2; got {list(v)}")
+        return v
+
     pool: Literal["avg", "spatial_softmax"] = "avg"
     num_keypoints: int = 32
     share_encoder: bool = False

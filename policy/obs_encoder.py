@@ -45,7 +45,7 @@ class SpatialSoftmax(nn.Module):
 class ImageEncoder(nn.Module):
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
-        self.trunk = ResNetGN(cfg.width, cfg.layers, cfg.stem_stride, cfg.stem_pool)
+        self.trunk = ResNetGN(cfg.width, cfg.layers, cfg.stem_stride, cfg.stem_pool, cfg.stage_strides)
         if cfg.pretrained:
             state = torch.load(cfg.pretrained, map_location="cpu", weights_only=True)
             load_torchvision_state_dict(self.trunk, state)
@@ -82,8 +82,9 @@ def feature_map_size(cfg: VisionConfig, hw: tuple[int, int]) -> tuple[int, int]:
     h, w = down(hw[0], cfg.stem_stride), down(hw[1], cfg.stem_stride)
     if cfg.stem_pool:
         h, w = down(h, 2), down(w, 2)
-    for _ in range(3):
-        h, w = down(h, 2), down(w, 2)
+    for stride, n_blocks in zip(cfg.stage_strides, cfg.layers[1:], strict=True):
+        if n_blocks:  # a stage of 0 blocks is skipped: the map is the previous stage's
+            h, w = down(h, stride), down(w, stride)
     return h, w
 
 

@@ -43,7 +43,8 @@ class BasicBlock(nn.Module):
 
 class ResNetGN(nn.Module):
     """ResNet trunk (no pooling, no head): (N, 3, H, W) float -> (N, 8*width, H/32, W/32) with the
-    torchvision stem (stride-2 conv, stride-2 max pool); /16 or /8 with a lighter stem."""
+    torchvision stem (stride-2 conv, stride-2 max pool) and stage strides; /16 or /8 with a lighter
+    stem, and 2x finer per stage stride of 1."""
 
     def __init__(
         self,
@@ -51,10 +52,16 @@ class ResNetGN(nn.Module):
         layers: Sequence[int] = (2, 2, 2, 2),
         stem_stride: int = 2,
         stem_pool: bool = True,
+        stage_strides: Sequence[int] = (2, 2, 2),
     ) -> None:
         super().__init__()
         if len(layers) != 4:
             raise ValueError(f"resnet layers must list 4 stages, got {list(layers)}")
+        if len(stage_strides) != 3:
+            raise ValueError(
+                f"resnet stage_strides must list 3 strides (layer2..4), got {list(stage_strides)}"
+            )
+        strides = (1, *stage_strides)
         self.conv1 = nn.Conv2d(3, width, 7, stem_stride, 3, bias=False)
         self.bn1 = group_norm(width)
         self.relu = nn.ReLU(inplace=True)
@@ -64,7 +71,7 @@ class ResNetGN(nn.Module):
             out_ch = width * 2**i
             blocks = []
             for b in range(n_blocks):
-                blocks.append(BasicBlock(in_ch, out_ch, stride=2 if (b == 0 and i > 0) else 1))
+                blocks.append(BasicBlock(in_ch, out_ch, stride=strides[i] if b == 0 else 1))
                 in_ch = out_ch
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
         self.out_channels = in_ch

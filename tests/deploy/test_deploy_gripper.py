@@ -186,6 +186,27 @@ def test_widths_are_sent_on_the_pose_stamps_minus_the_gripper_latency(env, tmp_p
 
 
 @pytest.mark.timeout(120)
+def test_an_episode_reports_a_grasp_closed_in_the_air_as_a_missed_grasp_with_its_offset(env, tmp_path):
+    # The stand-in circles 15 cm above the table and closes the fingers after 1.2 s: the box never
+    # leaves the table. The outcome comes from the simulated world, not from what the policy meant.
+    box = env.arm.world_ring.latest()["object_pose"][0].copy()
+    kwargs = {"start_pose": START, "latency_s": 0.1, "radius_m": 0.02}
+    runner, result, out, cfg = run_width_policy(env, tmp_path, "async", kwargs, max_episode_s=2.5)
+    o = result.outcome
+    assert o is not None and not result.success
+    assert o["cause"] == "missed grasp" and not o["lifted"] and o["grasp_attempts"] == 1
+    assert o["box_start_xy_m"] == pytest.approx(box[:2].tolist(), abs=1e-4)
+    # Offset = tool - box when the fingers closed: the tool was near its 2 cm circle around START
+    # (a loaded host lets the arm trail the circle by ~1 cm: 32 mm seen at load average 17).
+    off = np.asarray(o["first_grasp_offset_m"]) + box[:2] - np.asarray(START[:2])
+    assert np.hypot(*off) < 0.05
+    assert o["first_grasp_height_m"] > 0.1  # closed in the air, 15 cm up, far above the 4 cm box
+    assert runner.summary()["failure_causes"] == {"missed grasp": [None]}
+    assert "failure: missed grasp" not in out  # the per-episode line is run()'s, not run_episode()'s
+    assert result.to_dict()["outcome"] == o
+
+
+@pytest.mark.timeout(120)
 def test_async_requests_are_conditioned_on_the_widths_planned_for_each_committed_step(env, tmp_path):
     # Widths that flip every 0.3 s: a committed prefix (~0.4 s) often spans a flip, where one level
     # (the width last sent) would be wrong for some of its rows.
