@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -43,11 +44,14 @@ TASKS: dict[str, dict[str, Any]] = {
 }
 
 
-def _stream(lines: Any, log: Any) -> dict[str, Any] | None:
-    """Copy a stage's output to the terminal and its log; return its last JSON line."""
+def _stream(lines: Any, log: Any, kept: list[str] | None = None) -> dict[str, Any] | None:
+    """Copy a stage's output to the terminal and its log; return its last JSON line (and add what an
+    ``interrupted: ...`` line says it kept to ``kept``)."""
     last_json = None
     for line in lines:
         log.write(line)
+        if kept is not None and "interrupted: " in line:
+            kept.append(line.split("interrupted: ", 1)[1].strip())
         sys.stdout.write(f"  {line}" if not line.startswith("\r") else line)
         sys.stdout.flush()
         stripped = line.strip()
@@ -75,8 +79,10 @@ def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
         ) as proc,
     ):
         assert proc.stdout is not None
+        kept: list[str] = []
         try:
-            last_json = _stream(proc.stdout, log)
+            last_json = _stream(proc.stdout, log, kept)
+            rc = proc.wait()
         except KeyboardInterrupt:
             # The stage got the same SIGINT (one process group, as a terminal sends it): it is
             # saving what it has. Its output goes to the log until it ends; its 'interrupted:' line
@@ -84,12 +90,15 @@ def _run_stage(name: str, cmd: list[str], log_path: Path) -> dict[str, Any]:
             rest = list(proc.stdout)
             proc.wait()
             log.writelines(rest)
-            kept = [line.split("interrupted: ", 1)[1].strip() for line in rest if "interrupted: " in line]
-            raise Interrupted(
-                f"stage '{name}' stopped ({kept[-1] if kept else f'see {log_path}'}); "
-                f"outputs so far under {log_path.parent}/"
-            ) from None
-        rc = proc.wait()
+            kept += [line.split("interrupted: ", 1)[1].strip() for line in rest if "interrupted: " in line]
+            rc = -signal.SIGINT
+    if rc in (130, -signal.SIGINT):
+        # Interrupted, whether or not this process saw the SIGINT before the stage ended: on a loaded
+        # host the stage can save, print and exit before this process is scheduled to handle it.
+        raise Interrupted(
+            f"stage '{name}' stopped ({kept[-1] if kept else f'see {log_path}'}); "
+            f"outputs so far under {log_path.parent}/"
+        )
     if rc != 0:
         raise SystemExit(f"rig demo: stage '{name}' failed (exit {rc}); see {log_path}")
     if last_json is None:
