@@ -19,6 +19,16 @@ from pathlib import Path
 RIG = [sys.executable, "-m", "robot.cli"]
 
 
+def as_from_a_terminal() -> None:
+    """``preexec_fn``: SIGINT as a process started from a terminal has it (default, unblocked).
+
+    An ignored SIGINT is inherited across exec: a suite started in the background by a
+    non-interactive shell (``make test &``, as a CI script may) ignores SIGINT in every process, and
+    a command then never sees the Ctrl-C a test sends it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+
+
 @dataclass
 class Interrupted:
     rc: int
@@ -84,7 +94,14 @@ def interrupt_command(
     wait ``settle_s``, SIGINT the group and wait for it to end (at most 30 s, then SIGKILL)."""
     out_path, err_path = tmp_path / "sigint_out.txt", tmp_path / "sigint_err.txt"
     with open(out_path, "w") as out, open(err_path, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=as_from_a_terminal,
+        )
     try:
         deadline = time.monotonic() + ready_timeout_s
         while ready not in out_path.read_text() + err_path.read_text():

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from robot.shm.segments import clean_stale, list_segments
+from tests.sigint import as_from_a_terminal
 
 OWNER_SCRIPT = textwrap.dedent(
     """
@@ -30,22 +31,13 @@ OWNER_SCRIPT = textwrap.dedent(
 )
 
 
-def _as_from_a_terminal() -> None:
-    # A process started from a terminal has SIGINT at its default and unblocked. An ignored SIGINT is
-    # inherited across exec: a suite started in the background by a non-interactive shell
-    # (`make test &`, as a CI script may) ignores SIGINT in every process, and the owner here slept
-    # out the test's 20 s (twice in clean-clone runs started that way).
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
-
-
 def _start_owner(mode: str) -> tuple[subprocess.Popen, str]:
     proc = subprocess.Popen(
         [sys.executable, "-c", OWNER_SCRIPT, mode],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        preexec_fn=_as_from_a_terminal,
+        preexec_fn=as_from_a_terminal,  # as a terminal starts it
     )
     name = proc.stdout.readline().strip()
     assert name.startswith("rig_"), proc.stderr.read()
