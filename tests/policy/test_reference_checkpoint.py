@@ -1,8 +1,8 @@
 """A Diffusion Policy reference checkpoint, converted by ``rig policy import-reference``, reproduces the
 reference's own outputs.
 
-The reference's model code (tests/policy/reference_dp/, MIT, carried unmodified) runs in its own
-virtualenv (``reference_dp/requirements.txt`` + ``no_deps.txt``), built once into
+The reference's model code (tests/policy/reference_dp/third_party/, MIT, carried unmodified) runs in
+its own virtualenv (``reference_dp/requirements.txt`` + ``no_deps.txt``), built once into
 ``.cache/reference-policy/`` (ignored by git; rebuilt when those files change; tests/compat_venv.py).
 There ``harness.py`` builds a small checkpoint from random weights (EMA weights different from the
 training weights) with the reference's real-world workspace config, saves it with the workspace's own

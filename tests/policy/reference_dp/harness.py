@@ -31,7 +31,7 @@ _hydra_core = types.ModuleType("hydra.core")
 _hydra_cfg = types.ModuleType("hydra.core.hydra_config")
 _hydra_cfg.HydraConfig = None
 sys.modules.update({"hydra": _hydra, "hydra.core": _hydra_core, "hydra.core.hydra_config": _hydra_cfg})
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "third_party"))
 
 import importlib  # noqa: E402
 
@@ -42,7 +42,7 @@ from diffusion_policy.model.common.normalizer import LinearNormalizer  # noqa: E
 from diffusion_policy.workspace.base_workspace import BaseWorkspace  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
-HERE = Path(__file__).resolve().parent / "diffusion_policy" / "config"
+HERE = Path(__file__).resolve().parent / "third_party" / "diffusion_policy" / "config"
 WORKSPACE_CONFIG = {
     "image": "train_diffusion_unet_real_image_workspace.yaml",
     "hybrid": "train_diffusion_unet_real_hybrid_workspace.yaml",

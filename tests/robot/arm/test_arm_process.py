@@ -23,7 +23,11 @@ from robot.shm.ring_buffer import RingBuffer
 from robot.shm.segments import list_segments
 from robot.sim.world import TouchMarkerTask
 from robot.sim.world_state import ObjectKind
-from tests.robot.arm.trajectories import schedule_square_then_too_fast
+from tests.robot.arm.trajectories import (
+    commanded_arrival_index,
+    schedule_square_then_too_fast,
+    skipped_periods,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
@@ -64,28 +68,23 @@ def test_waypoints_reached_on_time_within_speed_limits():
 
     tt = h["tick_time"]
     assert np.all(np.diff(h["capture_time"]) > 0)
-    checked = 0
     for wt, wp in waypoints[0::2]:  # arrivals (each is held for 0.3 s)
-        # A tick the machine delayed (reported as an overrun) near the arrival holds the command
-        # back; the timing promise is for ticks that ran on time.
-        window = (tt > wt - 0.2) & (tt < wt + delay + 2 * dt)
-        if h["tick_overrun"][window].any():
-            continue
-        checked += 1
-        # Commanded target: at the waypoint within one tick of its time.
-        i = np.searchsorted(tt, wt + dt)
-        assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6
-        # Actual arm: there one tick plus the delay later, up to the tracking lag of a 0.1 m/s move.
+        # Commanded target: at the waypoint within one tick of its time, plus one tick per period a
+        # loaded machine made the loop skip (the per-tick step limit then holds the target back).
+        i = commanded_arrival_index(tt, wt, dt)
+        assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6, (wt, tt[i] - wt)
+        # Actual arm: there the delay after that tick, up to the tracking lag of a 0.1 m/s move.
         ct = h["capture_time"]
-        j = np.searchsorted(ct, wt + delay + dt)
-        assert pose_distance(h["actual_tcp_pose"][j], wp)[0] < 0.1 * tau * 1.5 + 0.001
-    assert checked >= 2, f"only {checked} of 4 arrivals ran without late ticks: machine too loaded"
+        j = min(np.searchsorted(ct, tt[i] + delay), len(ct) - 1)
+        assert pose_distance(h["actual_tcp_pose"][j], wp)[0] < 0.1 * tau * 1.5 + 0.001, (wt, ct[j] - wt)
     # The too-fast segment is stretched: never faster than the limit, arrives at distance / vmax.
     steps = np.linalg.norm(np.diff(h["target_tcp_pose"][:, :3], axis=0), axis=1)
     assert steps.max() <= vmax * dt * (1 + 1e-6)
     arrive = tt[np.argmax(np.linalg.norm(h["target_tcp_pose"][:, :3] - fast_goal[:3], axis=1) < 1e-6)]
-    # Within two ticks, plus one per late tick (the per-tick step limit then holds the target back).
-    assert -2 * dt <= arrive - expected_fast_arrival <= (2 + h["tick_overrun"].sum()) * dt
+    # Within two ticks, plus one per late tick and one per skipped period (the per-tick step limit
+    # then holds the target back).
+    late = h["tick_overrun"].sum() + skipped_periods(tt, dt)
+    assert -2 * dt <= arrive - expected_fast_arrival <= (2 + late) * dt
     # The arm itself, averaged over 5 ticks: within a tick the simulated servo (like a real one) runs
     # faster and slower around the zero-order-hold command staircase, and a late tick on a loaded
     # machine makes it catch up; the hard guarantee is on the commands above.

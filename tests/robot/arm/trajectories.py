@@ -35,3 +35,33 @@ def schedule_square_then_too_fast(
         arm.schedule_waypoint(wp, wt)
     arm.schedule_waypoint(fast_goal, fast_time)
     return waypoints, fast_goal, t + 0.15 / max_linear_speed_m_s
+
+
+def skipped_periods(tick_time: np.ndarray, period_s: float) -> int:
+    """How many control periods the controller's loop skipped between these ticks.
+
+    A loop that wakes a whole period late skips the missed grid points (robot.timing.RateLoop); one
+    tick flagged ``tick_overrun`` may stand for many skipped periods, so late ticks are counted here
+    from the ticks' times, not from the flag.
+    """
+    gaps = np.round(np.diff(np.asarray(tick_time, dtype=np.float64)) / period_s) - 1
+    return int(np.maximum(gaps, 0).sum())
+
+
+def commanded_arrival_index(tick_time: np.ndarray, waypoint_time: float, period_s: float) -> int:
+    """The tick by which the commanded target must be at a corner of the square, due at ``waypoint_time``.
+
+    One tick after its time, plus one tick per period the loop skipped on the 0.5 s leg into it and
+    until then: the per-tick step limit lets a late tick move the target by one step only, so each
+    skipped period leaves it behind the 0.1 m/s path by 0.1 m/s x one period at most, and at the held
+    corner it catches up 2.5 times that per tick (0.25 m/s limit).
+    """
+    tt = np.asarray(tick_time, dtype=np.float64)
+    first = int(np.searchsorted(tt, waypoint_time + period_s))
+    leg_start = int(np.searchsorted(tt, waypoint_time - 0.5))
+    i = first
+    while True:
+        j = min(first + skipped_periods(tt[leg_start : i + 1], period_s), len(tt) - 1)
+        if j <= i:
+            return i
+        i = j

@@ -21,7 +21,11 @@ from robot.arm.config import ArmConfig
 from robot.arm.controller import ArmController
 from robot.arm.interpolator import pose_distance
 from robot.fake_ur.handle import FakeURController
-from tests.robot.arm.trajectories import schedule_square_then_too_fast
+from tests.robot.arm.trajectories import (
+    commanded_arrival_index,
+    schedule_square_then_too_fast,
+    skipped_periods,
+)
 from tests.robot.arm.ur.helpers import (
     ARM_DELAY_S,
     ARM_TAU_S,
@@ -122,16 +126,15 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
     wait_until(lambda: pose_distance(arm.get_state()["actual_tcp_pose"], p0)[0] < 5e-4, 10, "back at p0", arm)
 
     tt, ct = h["tick_time"], h["capture_time"]
-    overruns = np.cumsum(h["tick_overrun"])
     # The link: a command reaches the arm at the fake's next cycle, a state reaches the controller
     # at its next tick after the fake sent it.
     link_s = rig.fake_period_s + dt
     for wt, wp in waypoints[0::2]:  # arrivals (each is held for 0.3 s)
-        # Commanded target: at the waypoint within one tick of its time (plus one per late tick).
-        i = np.searchsorted(tt, wt + dt)
-        late = overruns[i] - overruns[np.searchsorted(tt, wt - 0.5)]
-        i = min(i + int(late), len(tt) - 1)
-        assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6
+        # Commanded target: at the waypoint within one tick of its time, plus one per period the
+        # controller's loop skipped (one late tick can skip many: seen 3.7 mm short one tick after a
+        # single flagged overrun on a loaded machine).
+        i = commanded_arrival_index(tt, wt, dt)
+        assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6, (wt, tt[i] - wt)
         # Actual arm: at the waypoint (up to the tracking lag of a 0.1 m/s move), from one tick plus
         # the arm's delay and the link on, before the next corner's time (the arm leaves this corner
         # 0.3 s after reaching it). How soon is not asserted: the targets pass through the ur_rtde
@@ -145,7 +148,10 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
     steps = np.linalg.norm(np.diff(h["target_tcp_pose"][:, :3], axis=0), axis=1)
     assert 0.95 * vmax * dt <= steps.max() <= vmax * dt * (1 + 1e-6)  # at the limit, never above
     arrive = tt[np.argmax(np.linalg.norm(h["target_tcp_pose"][:, :3] - fast_goal[:3], axis=1) < 1e-6)]
-    assert -2 * dt <= arrive - expected_fast_arrival <= (2 + h["tick_overrun"].sum()) * dt
+    # Within two ticks, plus one per late tick and one per skipped period (the per-tick step limit
+    # then holds the target back).
+    late = h["tick_overrun"].sum() + skipped_periods(tt, dt)
+    assert -2 * dt <= arrive - expected_fast_arrival <= (2 + late) * dt
     # The arm itself (as the controller streamed it: one sample per new RTDE package, on the
     # controller's clock), averaged over 250 ms of the 600 ms fast leg: within the limit up to the
     # servo's overshoot. (Targets pass through the ur_rtde client process and the fake's own loop: on a
