@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from policy.unet import SinusoidalPosEmb, batch_timesteps
+from policy.unet import CachedConditionDenoiser, SinusoidalPosEmb
 
 
 class DecoderLayer(nn.Module):
@@ -76,7 +76,7 @@ class DecoderLayer(nn.Module):
         return x + self.drop(self.mlp(self.norm3(x)))
 
 
-class TransformerForDiffusion(nn.Module):
+class TransformerForDiffusion(CachedConditionDenoiser):
     """(B, T, action_dim) noisy actions + step + observation features -> (B, T, action_dim).
 
     ``global_cond`` is the policy's observation feature ``(B, n_obs_steps * cond_dim)`` (the U-Net's
@@ -158,23 +158,16 @@ class TransformerForDiffusion(nn.Module):
         """
         k, b = timesteps.shape[0], global_cond.shape[0]
         ts = timesteps.to(global_cond.device).repeat_interleave(b, 0)
-        memory = self._memory(ts, global_cond.repeat(k, 1))
+        return self._row_cache(ts, global_cond.repeat(k, 1))
+
+    def _row_cache(self, timesteps: torch.Tensor, global_cond: torch.Tensor) -> list[torch.Tensor]:
+        """Every layer's cross-attention keys and values for (N,) steps and (N, G) features, row n for
+        step n and feature n."""
+        memory = self._memory(timesteps, global_cond)
         return [layer.kv(memory) for layer in self.layers]
 
-    def forward(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor | int | None = None,
-        global_cond: torch.Tensor | None = None,
-        cache: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Either ``timestep`` ((B,) or scalar) and ``global_cond`` (B, G), or a precomputed ``cache``
-        (from :meth:`cond_cache` for one timestep, rows = batch)."""
-        b, t, _ = sample.shape
-        if cache is None:
-            ts = batch_timesteps(timestep, global_cond, b, sample.device)
-            memory = self._memory(ts, global_cond)
-            cache = [layer.kv(memory) for layer in self.layers]
+    def _denoise(self, sample: torch.Tensor, cache: list[torch.Tensor]) -> torch.Tensor:
+        t = sample.shape[1]
         x = self.input_emb(sample)
         x = self.drop(x + self.pos_emb[:, :t])
         mask = None if self.memory_mask is None else self.memory_mask[:t]

@@ -91,7 +91,37 @@ class ConditionalResidualBlock1D(nn.Module):
         return out + self.residual_conv(x)
 
 
-class ConditionalUnet1D(nn.Module):
+class CachedConditionDenoiser(nn.Module):
+    """A denoiser whose conditioning (the diffusion step and the observation feature, never the noisy
+    actions) becomes a per-row cache: :meth:`forward` builds it from ``timestep`` and ``global_cond``,
+    or takes the one a subclass's ``cond_cache`` built for every denoising step of a chunk at once.
+    Subclasses (the U-Net below, the transformer of policy/transformer.py) give ``_row_cache`` and
+    ``_denoise``."""
+
+    def _row_cache(self, timesteps: torch.Tensor, global_cond: torch.Tensor) -> list[torch.Tensor]:
+        """The cache for (N,) steps and (N, G) features: row n for step n and feature n."""
+        raise NotImplementedError
+
+    def _denoise(self, sample: torch.Tensor, cache: list[torch.Tensor]) -> torch.Tensor:
+        """(B, T, action_dim) noisy actions and their cache (rows = batch) -> noise estimate."""
+        raise NotImplementedError
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor | int | None = None,
+        global_cond: torch.Tensor | None = None,
+        cache: list[torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Either ``timestep`` ((B,) or scalar) and ``global_cond`` (B, G), or a precomputed ``cache``
+        (from ``cond_cache`` for one timestep, rows = batch)."""
+        if cache is None:
+            ts = batch_timesteps(timestep, global_cond, sample.shape[0], sample.device)
+            cache = self._row_cache(ts, global_cond)
+        return self._denoise(sample, cache)
+
+
+class ConditionalUnet1D(CachedConditionDenoiser):
     """(B, T, input_dim) noisy actions + step + global cond -> (B, T, input_dim) noise estimate."""
 
     def __init__(
@@ -167,22 +197,12 @@ class ConditionalUnet1D(nn.Module):
         cond = torch.cat([t_emb.repeat_interleave(b, 0), global_cond.repeat(k, 1)], dim=-1)
         return [blk.film(cond) for blk in self._res_blocks]
 
-    def forward(
-        self,
-        sample: torch.Tensor,
-        timestep: torch.Tensor | int | None = None,
-        global_cond: torch.Tensor | None = None,
-        cache: list[torch.Tensor] | None = None,
-    ) -> torch.Tensor:
-        """Either ``timestep`` ((B,) or scalar) and ``global_cond`` (B, G), or the precomputed FiLM
-        ``cache`` (from :meth:`cond_cache` for one timestep, rows = batch)."""
-        b = sample.shape[0]
-        film = cache
-        if film is None:
-            ts = batch_timesteps(timestep, global_cond, b, sample.device)
-            t_emb = self._step_embedding(ts)
-            cond = torch.cat([t_emb, global_cond], dim=-1)
-            film = [blk.film(cond) for blk in self._res_blocks]
+    def _row_cache(self, timesteps: torch.Tensor, global_cond: torch.Tensor) -> list[torch.Tensor]:
+        """FiLM parameters for (N,) steps and (N, G) features, row n for step n and feature n."""
+        cond = torch.cat([self._step_embedding(timesteps), global_cond], dim=-1)
+        return [blk.film(cond) for blk in self._res_blocks]
+
+    def _denoise(self, sample: torch.Tensor, film: list[torch.Tensor]) -> torch.Tensor:
         it = iter(film)
         x = sample.transpose(1, 2)
         skips = []
