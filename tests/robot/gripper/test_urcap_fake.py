@@ -21,10 +21,9 @@ from robot.gripper.controller import GripperController, GripperFaultError
 from robot.gripper.robotiq import RobotiqBackend
 from robot.gripper.urcap import URCapClient, URCapError
 from robot.process import DeviceProcessError
+from tests.robot.gripper.conftest import UNIT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
-# This fake unit stops at counts other than 0/255, as real ones do: calibration has to find them.
-UNIT = {"open_count": 6, "closed_count": 221, "activation_s": 0.2}
 STROKE_M = 0.085
 
 
@@ -42,12 +41,6 @@ def wait_for(cond, timeout_s: float, what: str, dev: GripperController | None = 
             return value
         time.sleep(0.01)
     raise AssertionError(f"not within {timeout_s} s: {what}")
-
-
-@pytest.fixture
-def fake():
-    with FakeURController("5.11", gripper_params=dict(UNIT)) as f:
-        yield f
 
 
 @pytest.mark.timeout(30)
