@@ -31,7 +31,41 @@ import numpy as np
 from deploy.policy_client import ActionChunk
 
 
-class ReferencePolicy:
+class _StandIn:
+    """What both stand-ins share: chunks from the newest observation step to the horizon's end, time
+    counted from the first observation asked about, and an injected inference latency."""
+
+    horizon: int
+    n_obs_steps: int
+    t0_s: float | None
+
+    @property
+    def n_out(self) -> int:
+        """Rows of a chunk: the newest observation step and the steps after it in the horizon."""
+        return self.horizon - self.n_obs_steps + 1
+
+    def _observe(self, obs: dict[str, Any]) -> float:
+        """``t_obs``, the newest observation's time; the first one asked about becomes ``t0_s``
+        (unless it was given)."""
+        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
+        if self.t0_s is None:
+            self.t0_s = t_obs
+            self._on_t0(t_obs)
+        return t_obs
+
+    def _on_t0(self, t0_s: float) -> None:
+        """Called once, when ``t0_s`` is set from the first observation."""
+
+    @staticmethod
+    def _deliver(actions: np.ndarray, t_start: float, latency_s: float) -> ActionChunk:
+        """``actions`` as a chunk, once ``latency_s`` has passed since ``t_start`` (time.monotonic s)."""
+        remaining = t_start + latency_s - time.monotonic()
+        if remaining > 0:
+            time.sleep(remaining)
+        return ActionChunk(actions=actions, first_index=0)
+
+
+class ReferencePolicy(_StandIn):
     """See the module docstring. Latencies in seconds, lengths in metres, ``omega_rad_s`` in rad/s."""
 
     def __init__(
@@ -107,20 +141,17 @@ class ReferencePolicy:
         """Deploy's warm-up call: the injected latency, and neither the clock nor the chunk count moves
         (the reference starts at the first observation the episode asks about)."""
         time.sleep(self.latency_s)
-        n_out = self.horizon - self.n_obs_steps + 1
-        return ActionChunk(actions=np.tile(self.start_pose, (n_out, 1)), first_index=0)
+        return ActionChunk(actions=np.tile(self.start_pose, (self.n_out, 1)), first_index=0)
 
     def predict(
         self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
     ) -> ActionChunk:
         """Sleep the injected latency, then return the reference at ``t_obs + i * dt_s``."""
         t_start = time.monotonic()
-        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
-        if self.t0_s is None:
-            self.t0_s = t_obs
+        t_obs = self._observe(obs)
         k = self.calls
         self.calls += 1
-        n_out = self.horizon - self.n_obs_steps + 1
+        n_out = self.n_out
         times = t_obs + np.arange(n_out) * self.dt_s
         actions = self.reference(times)
         own = np.array([0.0, 0.0, self.chunk_offset(k)])
@@ -140,13 +171,10 @@ class ReferencePolicy:
         delay = self.latency_s + (
             self._rng.uniform(0, self.latency_jitter_s) if self.latency_jitter_s else 0.0
         )
-        remaining = t_start + delay - time.monotonic()
-        if remaining > 0:
-            time.sleep(remaining)
-        return ActionChunk(actions=actions, first_index=0)
+        return self._deliver(actions, t_start, delay)
 
 
-class DemoOracle:
+class DemoOracle(_StandIn):
     """A stand-in policy that returns a demonstration's own recorded actions (for tests and
     benchmarks of the action-time rule, :mod:`collection.action_time`).
 
@@ -188,6 +216,11 @@ class DemoOracle:
             "action": {"shape": [dim], "stored_dim": dim},
         }
 
+    def _on_t0(self, t0_s: float) -> None:
+        if self.t0_file:
+            with open(self.t0_file, "w") as f:
+                f.write(repr(t0_s))
+
     def path_at(self, t: np.ndarray) -> np.ndarray:
         """The recorded actions at episode times ``t`` (s since the episode's first step)."""
         from robot.env import interpolate_poses
@@ -202,25 +235,15 @@ class DemoOracle:
     def warm_up(
         self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
     ) -> ActionChunk:
-        n_out = self.horizon - self.n_obs_steps + 1
-        return ActionChunk(actions=self.path_at(np.zeros(n_out)), first_index=0)
+        return ActionChunk(actions=self.path_at(np.zeros(self.n_out)), first_index=0)
 
     def predict(
         self, obs: dict[str, Any], committed_actions: np.ndarray | None = None, seed: int | None = None
     ) -> ActionChunk:
         t_start = time.monotonic()
-        t_obs = float(np.asarray(obs["timestamp"]).reshape(-1)[-1])
-        if self.t0_s is None:
-            self.t0_s = t_obs
-            if self.t0_file:
-                with open(self.t0_file, "w") as f:
-                    f.write(repr(t_obs))
-        n_out = self.horizon - self.n_obs_steps + 1
-        actions = self.path_at(t_obs - self.t0_s + np.arange(n_out) * self.dt_s)
+        t_obs = self._observe(obs)
+        actions = self.path_at(t_obs - self.t0_s + np.arange(self.n_out) * self.dt_s)
         if committed_actions is not None and len(committed_actions):
             m = len(committed_actions)
             actions[:m] = np.asarray(committed_actions, dtype=np.float64)[:, : actions.shape[1]]
-        remaining = t_start + self.latency_s - time.monotonic()
-        if remaining > 0:
-            time.sleep(remaining)
-        return ActionChunk(actions=actions, first_index=0)
+        return self._deliver(actions, t_start, self.latency_s)
