@@ -33,6 +33,8 @@ from tests.robot.arm.ur.helpers import (
     wait_until,
 )
 
+pytestmark = pytest.mark.timeout(90)
+
 QUEUE_WARNING = "is not taking servo targets"
 
 
@@ -61,46 +63,63 @@ def paused(pid: int):
             os.kill(pid, signal.SIGCONT)
 
 
+@contextlib.contextmanager
+def ur_rig(generation: tuple[str, str]):
+    """A fake UR controller of ``generation`` (helpers.CB3 / ESERIES) and the arm controller on it, as
+    shipped: yields ``(fake, arm)``, ends both after the block."""
+    version, name = generation
+    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+        yield fake, arm
+
+
+@pytest.fixture(params=[CB3, ESERIES], ids=["cb3-125Hz", "eseries-500Hz"])
+def rig(request):
+    """:func:`ur_rig` on each UR generation."""
+    with ur_rig(request.param) as (fake, arm):
+        yield fake, arm
+
+
+def wait_flag(arm: ArmController, flag: StatusFlag, what: str) -> None:
+    """Wait (20 s at most) for the controller to publish ``flag``; no ``arm.check()`` meanwhile (a
+    fault flag makes it raise)."""
+    wait_until(lambda: arm.get_state()["status_flags"] & flag, 20, what, arm, check=False)
+
+
+def wait_at(fake: FakeURController, arm: ArmController, pose: np.ndarray, what: str) -> None:
+    """Wait (20 s at most) for the fake's arm to be within 0.5 mm of ``pose``."""
+    wait_until(lambda: pose_distance(fake.state()["actual_tcp_pose"], pose)[0] < 5e-4, 20, what, arm)
+
+
 def flags_since(arm: ArmController, counter: int) -> int:
     h = arm.state_ring.get_since(counter, skip_overwritten=True)
     return int(np.bitwise_or.reduce(h["status_flags"])) if len(h["status_flags"]) else 0
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("generation", [CB3, ESERIES], ids=["cb3-125Hz", "eseries-500Hz"])
-def test_paused_client_ramps_to_the_newest_target_within_the_limits_at_the_arm(generation):
-    version, name = generation
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        p0 = arm.get_state()["actual_tcp_pose"]
-        c0 = arm.get_state()["counter"]
-        n0, _ = fake.servo_log()
-        (client,) = ur_client_pids(arm.pid)
-        goal = p0
-        for k, pause_s in enumerate((0.1, 0.2, 0.1, 0.2)):
-            goal = p0 + [0.05 if k % 2 == 0 else 0.0, 0, 0, 0, 0, 0]
-            arm.servo_to(goal, 0.3)  # 0.17 m/s, the limit is 0.25 m/s
-            hold(arm, 0.1)
-            with paused(client):  # the controller queues targets meanwhile; the arm holds
-                hold(arm, pause_s)
-            wait_until(
-                lambda g=goal: pose_distance(fake.state()["actual_tcp_pose"], g)[0] < 5e-4,
-                20,
-                "the goal",
-                arm,
-            )
-        # Every target the arm received is within the speed limit of the one before it: the
-        # resumed client ramped toward the newest target (before: the sum of up to 64 capped
-        # steps in one, 21-42 mm here).
-        steps = servo_steps(fake, n0)
-        assert steps.max() <= max_step_m(arm), (steps.max(), max_step_m(arm))
-        assert not flags_since(arm, c0) & StatusFlag.DISCONNECTED  # a short stall is not a lost link
-        arm.check()
+def test_paused_client_ramps_to_the_newest_target_within_the_limits_at_the_arm(rig):
+    fake, arm = rig
+    start = arm.get_state()
+    p0, c0 = start["actual_tcp_pose"], start["counter"]
+    n0, _ = fake.servo_log()
+    (client,) = ur_client_pids(arm.pid)
+    goal = p0
+    for k, pause_s in enumerate((0.1, 0.2, 0.1, 0.2)):
+        goal = p0 + [0.05 if k % 2 == 0 else 0.0, 0, 0, 0, 0, 0]
+        arm.servo_to(goal, 0.3)  # 0.17 m/s, the limit is 0.25 m/s
+        hold(arm, 0.1)
+        with paused(client):  # the controller queues targets meanwhile; the arm holds
+            hold(arm, pause_s)
+        wait_at(fake, arm, goal, "the goal")
+    # Every target the arm received is within the speed limit of the one before it: the
+    # resumed client ramped toward the newest target (before: the sum of up to 64 capped
+    # steps in one, 21-42 mm here).
+    steps = servo_steps(fake, n0)
+    assert steps.max() <= max_step_m(arm), (steps.max(), max_step_m(arm))
+    assert not flags_since(arm, c0) & StatusFlag.DISCONNECTED  # a short stall is not a lost link
+    arm.check()
 
 
-@pytest.mark.timeout(90)
 def test_client_paused_past_the_state_timeout_is_ended_and_nothing_it_queued_reaches_the_arm(capfd):
-    version, name = ESERIES
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+    with ur_rig(ESERIES) as (fake, arm):
         p0 = arm.get_state()["actual_tcp_pose"]
         (client,) = ur_client_pids(arm.pid)
         arm.servo_to(p0 + [0.05, 0, 0, 0, 0, 0], 0.3)
@@ -108,13 +127,7 @@ def test_client_paused_past_the_state_timeout_is_ended_and_nothing_it_queued_rea
         with paused(client):
             # The controller keeps queueing targets (its queue fills after 64), then declares
             # the link lost (ur.state_timeout_s) while the client is still paused.
-            wait_until(
-                lambda: arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED,
-                20,
-                "the stalled client declared lost",
-                arm,
-                check=False,
-            )
+            wait_flag(arm, StatusFlag.DISCONNECTED, "the stalled client declared lost")
             hold(arm, 0.1)
             received, _ = fake.servo_log()
         hold(arm, 0.5)  # the client, had it been resumed, would send its newest target now
@@ -131,49 +144,40 @@ def test_client_paused_past_the_state_timeout_is_ended_and_nothing_it_queued_rea
         assert fresh != client
         n0, _ = fake.servo_log()
         arm.servo_to(p0, 0.5)
-        wait_until(lambda: pose_distance(fake.state()["actual_tcp_pose"], p0)[0] < 5e-4, 20, "back", arm)
+        wait_at(fake, arm, p0, "back")
         assert servo_steps(fake, n0).max() <= max_step_m(arm)
 
 
-@pytest.mark.timeout(90)
-@pytest.mark.parametrize("generation", [CB3, ESERIES], ids=["cb3-125Hz", "eseries-500Hz"])
-def test_paused_controller_is_reported_by_name_and_the_arm_holds(generation):
-    version, name = generation
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
-        p0 = arm.get_state()["actual_tcp_pose"]
-        c0 = arm.get_state()["counter"]
-        n_arm, _ = fake.arm_log()
-        n_servo, _ = fake.servo_log()
-        arm.servo_to(p0 + [0.05, 0, 0, 0, 0, 0], 1.0)  # 0.05 m/s
-        hold(arm, 0.2)
-        assert fake.pid is not None
-        with paused(fake.pid):  # no RTDE packages, no replies; the sockets stay open
-            wait_until(
-                lambda: arm.get_state()["status_flags"] & StatusFlag.DISCONNECTED,
-                20,
-                "the silent controller reported",
-                arm,
-                check=False,
-            )
-        s = arm.get_state()
-        assert s["status_flags"] & StatusFlag.CONTROLLER_SILENT
-        assert not flags_since(arm, c0) & StatusFlag.CLIENT_STALLED
-        with pytest.raises(ArmFaultError, match=f"UR at {fake.host}.*the UR controller stopped answering"):
-            arm.check()
-        hold(arm, 0.5)  # the fake reads what was sent to it meanwhile
-        # The arm held: the target its script took at the first tick after the pause is within a
-        # step of the one before (before: the client kept sending for 0.5 s, 25 mm on).
-        _, rows = fake.arm_log(n_arm)
-        log = np.asarray(rows)
-        gap = int(np.argmax(np.diff(log[:, 0])))
-        assert log[gap + 1, 0] - log[gap, 0] > 10 * arm.config.period_s  # found the pause
-        jump = float(np.linalg.norm(log[gap + 1, 5:8] - log[gap, 5:8]))
-        assert jump <= max_step_m(arm), (jump, max_step_m(arm))
-        assert servo_steps(fake, n_servo).max() <= max_step_m(arm)
-        assert not ur_client_pids(arm.pid)  # the client ended with the lost link
-        arm.reconnect(timeout_s=20)
-        arm.servo_to(p0, 0.5)
-        wait_until(lambda: pose_distance(fake.state()["actual_tcp_pose"], p0)[0] < 5e-4, 20, "back", arm)
+def test_paused_controller_is_reported_by_name_and_the_arm_holds(rig):
+    fake, arm = rig
+    start = arm.get_state()
+    p0, c0 = start["actual_tcp_pose"], start["counter"]
+    n_arm, _ = fake.arm_log()
+    n_servo, _ = fake.servo_log()
+    arm.servo_to(p0 + [0.05, 0, 0, 0, 0, 0], 1.0)  # 0.05 m/s
+    hold(arm, 0.2)
+    assert fake.pid is not None
+    with paused(fake.pid):  # no RTDE packages, no replies; the sockets stay open
+        wait_flag(arm, StatusFlag.DISCONNECTED, "the silent controller reported")
+    s = arm.get_state()
+    assert s["status_flags"] & StatusFlag.CONTROLLER_SILENT
+    assert not flags_since(arm, c0) & StatusFlag.CLIENT_STALLED
+    with pytest.raises(ArmFaultError, match=f"UR at {fake.host}.*the UR controller stopped answering"):
+        arm.check()
+    hold(arm, 0.5)  # the fake reads what was sent to it meanwhile
+    # The arm held: the target its script took at the first tick after the pause is within a
+    # step of the one before (before: the client kept sending for 0.5 s, 25 mm on).
+    _, rows = fake.arm_log(n_arm)
+    log = np.asarray(rows)
+    gap = int(np.argmax(np.diff(log[:, 0])))
+    assert log[gap + 1, 0] - log[gap, 0] > 10 * arm.config.period_s  # found the pause
+    jump = float(np.linalg.norm(log[gap + 1, 5:8] - log[gap, 5:8]))
+    assert jump <= max_step_m(arm), (jump, max_step_m(arm))
+    assert servo_steps(fake, n_servo).max() <= max_step_m(arm)
+    assert not ur_client_pids(arm.pid)  # the client ended with the lost link
+    arm.reconnect(timeout_s=20)
+    arm.servo_to(p0, 0.5)
+    wait_at(fake, arm, p0, "back")
 
 
 @pytest.mark.timeout(120)
@@ -194,9 +198,7 @@ def test_reconnect_that_outlasts_the_state_timeout_keeps_its_client():
         (client,) = ur_client_pids(arm.pid)
         for k in range(2):
             fake.inject_emergency_stop()
-            wait_until(
-                lambda: arm.get_state()["status_flags"] & StatusFlag.EMERGENCY_STOP, 20, "e-stop", arm, False
-            )
+            wait_flag(arm, StatusFlag.EMERGENCY_STOP, "e-stop")
             fake.clear_faults()
             c0 = arm.get_state()["counter"]
             arm.reconnect(timeout_s=20)
@@ -207,19 +209,17 @@ def test_reconnect_that_outlasts_the_state_timeout_keeps_its_client():
             arm.check()
 
 
-@pytest.mark.timeout(90)
 def test_stop_after_a_late_tick_decelerates_from_the_measured_speed():
     """stop_motion() during a home-speed move, right after the controller was paused 100 ms (late
     ticks catching up): the arm comes to rest within 1.2 v^2/2a + 1 mm of the last target it had received
     (v: its measured speed then). A speed estimated from a catching-up tick's capped step reads as
     the 0.25 m/s limit: 31 mm on, at 0.05 m/s."""
-    version, name = ESERIES
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+    with ur_rig(ESERIES) as (fake, arm):
         cfg = arm.config
         home = np.asarray(cfg.start_pose, dtype=np.float64)
         away = home + [0.04, 0, 0, 0, 0, 0]
         arm.servo_to(away, 1.0)
-        wait_until(lambda: pose_distance(fake.state()["actual_tcp_pose"], away)[0] < 5e-4, 20, "away", arm)
+        wait_at(fake, arm, away, "away")
         c0 = arm.get_state()["counter"]
         n0, _ = fake.servo_log()
         arm.home(wait=False)
