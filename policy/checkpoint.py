@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +78,18 @@ def save_checkpoint(run_dir: Path, step: int, payload: dict[str, Any], keep: int
         for old in sorted(ckpt_dir.glob("step_*.pt"))[:-keep]:
             old.unlink()
     return path
+
+
+def state_dict_mismatch(
+    own: Mapping[str, torch.Tensor], given: Mapping[str, torch.Tensor]
+) -> tuple[list[str], list[str], list[str]]:
+    """How ``given`` fails to fit a model whose state dict is ``own``: the keys it lacks and the keys
+    the model lacks (both sorted), and the shared keys whose shapes differ (in the model's order). All
+    three empty: it loads with ``strict=True``."""
+    missing = sorted(set(own) - set(given))
+    unexpected = sorted(set(given) - set(own))
+    reshaped = [k for k in own if k in given and given[k].shape != own[k].shape]
+    return missing, unexpected, reshaped
 
 
 def git_revision() -> str | None:

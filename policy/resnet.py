@@ -14,6 +14,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import nn
 
+from policy.checkpoint import state_dict_mismatch
+
 
 def group_norm(channels: int) -> nn.GroupNorm:
     """GroupNorm with channels // 16 groups (as the Diffusion Policy reference), at least 1."""
@@ -97,14 +99,9 @@ def load_torchvision_state_dict(model: ResNetGN, state_dict: Mapping[str, torch.
         if not k.startswith("fc.") and not k.endswith(dropped)
     }
     own = model.state_dict()
-    missing = sorted(set(own) - set(sd))
-    unexpected = sorted(set(sd) - set(own))
-    mismatched = [
-        f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in sd and sd[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
+    missing, unexpected, reshaped = state_dict_mismatch(own, sd)
+    if missing or unexpected or reshaped:
+        mismatched = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in reshaped]
         raise ValueError(
             "torchvision ResNet weights do not fit this encoder: "
             f"missing {missing[:5]}{'...' if len(missing) > 5 else ''}, "

@@ -495,19 +495,15 @@ def _convert(
 
 def _check_against_model(config: Any, shape_meta: dict[str, Any], state: dict[str, torch.Tensor]) -> None:
     """The mapped state must be exactly our model's (built on the meta device: no memory)."""
+    from policy.checkpoint import state_dict_mismatch
     from policy.diffusion import DiffusionPolicy
 
     with torch.device("meta"):
         model = DiffusionPolicy(config.policy, shape_meta)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or shapes:
+    missing, unexpected, reshaped = state_dict_mismatch(own, state)
+    if missing or unexpected or reshaped:
+        shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in reshaped]
         raise ReferenceCheckpointError(
             f"the checkpoint's weights do not map onto the converted model: missing {missing[:4]}, "
             f"unexpected {unexpected[:4]}, shapes {shapes[:3]}"
