@@ -28,7 +28,7 @@ from scipy.spatial.transform import Rotation
 from calibration.capture import View, check_views, run_capture
 from calibration.procedures import HandEyeProcedure, load_procedure
 from calibration.result import CalibrationError, emit_json, progress, result_path, update_calibration
-from robot.calibration_data import ExtrinsicsValue, IntrinsicsValue
+from robot.calibration_data import ExtrinsicsValue
 from robot.geometry.transforms import invert, matrix_to_pose, pose_to_matrix
 from robot.rig_config import RigConfig
 
@@ -309,16 +309,7 @@ def run(args: argparse.Namespace, rig: RigConfig) -> int:
             rotation_residual_deg=r.rotation_residual_deg,
         )
         if intr_res is not None:
-            cal.camera(camera).intrinsics = IntrinsicsValue.from_camera_matrix(
-                w,
-                h,
-                K,
-                dist,
-                method="ChArUco (hand-eye views), cv2.calibrateCamera",
-                residual=intr_res.rms_px,
-                residual_unit="px RMS reprojection",
-                n_samples=len(intr_res.used),
-            )
+            cal.camera(camera).intrinsics = intr_res.value("ChArUco (hand-eye views), cv2.calibrateCamera")
 
     update_calibration(out, rig.name, apply)
     progress(f"hand-eye: wrote {out}")

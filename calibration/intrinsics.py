@@ -45,6 +45,19 @@ class IntrinsicsResult:
     width: int
     height: int
 
+    def value(self, method: str) -> IntrinsicsValue:
+        """The calibration file's entry for this result, measured by ``method`` (what was run)."""
+        return IntrinsicsValue.from_camera_matrix(
+            self.width,
+            self.height,
+            self.K,
+            self.dist,
+            method=method,
+            residual=self.rms_px,
+            residual_unit="px RMS reprojection",
+            n_samples=len(self.used),
+        )
+
 
 def coverage(views: list[View], width: int, height: int) -> float:
     """Fraction of an 8x6 grid of image cells that contain at least one corner of the views."""
@@ -218,16 +231,9 @@ def run(args: argparse.Namespace, rig: RigConfig) -> int:
     )
 
     def apply(cal):
-        cal.camera(camera).intrinsics = IntrinsicsValue.from_camera_matrix(
-            w,
-            h,
-            K,
-            r.dist,
-            method=f"ChArUco {spec.squares_x}x{spec.squares_y} {spec.dictionary}, cv2.calibrateCamera "
-            f"({proc.distortion_model}), coverage {r.coverage:.0%}",
-            residual=r.rms_px,
-            residual_unit="px RMS reprojection",
-            n_samples=len(r.used),
+        cal.camera(camera).intrinsics = r.value(
+            f"ChArUco {spec.squares_x}x{spec.squares_y} {spec.dictionary}, cv2.calibrateCamera "
+            f"({proc.distortion_model}), coverage {r.coverage:.0%}"
         )
 
     update_calibration(out, rig.name, apply)
