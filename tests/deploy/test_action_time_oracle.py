@@ -15,21 +15,13 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 
+from benchmarks.time_alignment_bench import CAM120, RIG  # the rig and 120 ms cameras the benchmark runs
 from collection import action_time
 from collection.episode_store import EpisodeStore
-
-RIG = [sys.executable, "-m", "robot.cli"]
-CAM120 = [
-    "rig.cameras.cameras.scene.sim.latency_s=0.12",
-    "rig.cameras.cameras.wrist.sim.latency_s=0.12",
-    "rig.obs.camera_time_source=receive",
-    "rig.latency.camera_latency_s={scene: 0.12, wrist: 0.12}",
-]
 
 
 def rig(*args: object, timeout: float = 240) -> subprocess.CompletedProcess:
