@@ -1,5 +1,6 @@
 """`rig collect` through its real entry point on the simulated rig (scripted SpaceMouse)."""
 
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,36 @@ RIG = [sys.executable, "-m", "robot.cli", "collect", "--config", "collect/sim_re
 FAST = ["auto.episode_timeout_s=10"]
 
 
+def _run(*overrides: str, timeout: float) -> subprocess.CompletedProcess:
+    """`rig collect` with ``overrides`` to its end, no keyboard; its output captured."""
+    return subprocess.run(
+        [*RIG, *overrides], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+    )
+
+
+@contextlib.contextmanager
+def _collector(*overrides: str, keys: bool = False):
+    """`rig collect` with ``overrides`` running for the block, its output piped (and its stdin, for
+    the keys, with ``keys``); killed after the block if it is still running."""
+    stdin = subprocess.PIPE if keys else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [*RIG, *overrides], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _end_keys(proc: subprocess.Popen) -> tuple[str, str]:
+    """Close the collector's stdin (while idle: it finishes and exits) and wait: its stdout, stderr."""
+    proc.stdin.close()
+    proc.stdin = None
+    return proc.communicate(timeout=60)
+
+
 def _check_store(path, n):
     store = EpisodeStore.open(path, "r")
     assert store.n_episodes == n
@@ -34,13 +65,7 @@ def _check_store(path, n):
 @pytest.mark.timeout(300)
 def test_collect_records_n_scripted_episodes(tmp_path):
     store = tmp_path / "demos.zarr"
-    out = subprocess.run(
-        [*RIG, f"store={store}", "auto.episodes=2", "record_video=false", *FAST],
-        capture_output=True,
-        text=True,
-        timeout=170,
-        stdin=subprocess.DEVNULL,
-    )
+    out = _run(f"store={store}", "auto.episodes=2", "record_video=false", *FAST, timeout=170)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "press s" not in out.stdout and "saved when the task succeeds" in out.stdout  # auto mode
     summary = json.loads(out.stdout.strip().splitlines()[-1])
@@ -66,10 +91,7 @@ def test_collect_records_n_scripted_episodes(tmp_path):
     assert "exec_actions: dropped" not in out.stdout + out.stderr
     # Appending continues the world seeds instead of repeating the first episodes' worlds.
     first_seeds = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", out.stdout)]
-    more = subprocess.run(
-        [*RIG, f"store={store}", "auto.episodes=1", "record_video=false", *FAST],
-        capture_output=True, text=True, timeout=170, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
+    more = _run(f"store={store}", "auto.episodes=1", "record_video=false", *FAST, timeout=170)
     assert more.returncode == 0, more.stderr[-3000:]
     (seed,) = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", more.stdout)]
     assert seed == max(first_seeds) + 1 and f"world seeds continue from {seed}" in more.stdout
@@ -78,25 +100,13 @@ def test_collect_records_n_scripted_episodes(tmp_path):
 @pytest.mark.timeout(180)
 def test_new_episode_starts_right_after_save_from_keys(tmp_path):
     store = tmp_path / "keys.zarr"
-    proc = subprocess.Popen(
-        [*RIG, f"store={store}", "record_video=false"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _collector(f"store={store}", "record_video=false", keys=True) as proc:
         _wait_line(proc, "episodes already", 60)
         for key, pause in (("c", 1.5), ("s", 0.0), ("c", 1.5), ("s", 0.3)):
             proc.stdin.write(key)
             proc.stdin.flush()
             time.sleep(pause)
-        proc.stdin.close()  # stdin closed while idle: the collector finishes and exits
-        proc.stdin = None
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        _, err = _end_keys(proc)
     assert proc.returncode == 0, err[-3000:]
     s = _check_store(store, 2)
     first, second = s.get_episode(0), s.get_episode(1)
@@ -123,22 +133,12 @@ def test_sigkill_mid_episode_keeps_saved_episodes_and_their_videos(tmp_path):
     import av
 
     store = tmp_path / "kill.zarr"
-    proc = subprocess.Popen(
-        [*RIG, f"store={store}", "auto.episodes=5", *FAST],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
+    with _collector(f"store={store}", "auto.episodes=5", *FAST) as proc:
         _wait_line(proc, "episode 1: saved", 150)
         _wait_line(proc, "episode 2: recording", 60)
         time.sleep(1.0)  # in the middle of episode 2
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
     time.sleep(1.0)  # the orphaned device processes notice their parent is gone and exit
     subprocess.run([sys.executable, "-m", "robot.cli", "shm", "clean", "--quiet"], timeout=30, check=True)
     s = _check_store(store, 2)
@@ -189,10 +189,7 @@ def test_sigint_mid_episode_removes_the_discarded_episodes_partial_videos(tmp_pa
 @pytest.mark.timeout(180)
 def test_backspace_while_recording_discards_the_episode_and_its_videos(tmp_path):
     store = tmp_path / "keys.zarr"
-    proc = subprocess.Popen(
-        [*RIG, f"store={store}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )  # fmt: skip
-    try:
+    with _collector(f"store={store}", keys=True) as proc:
         _wait_line(proc, "episodes already", 60)
         proc.stdin.write("c")
         proc.stdin.flush()
@@ -202,13 +199,7 @@ def test_backspace_while_recording_discards_the_episode_and_its_videos(tmp_path)
         proc.stdin.write("\x7f")  # Backspace
         proc.stdin.flush()
         _wait_line(proc, "episode 0: discarded", 60)
-        proc.stdin.close()
-        proc.stdin = None
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
+        _, err = _end_keys(proc)
     assert proc.returncode == 0, err[-3000:]
     assert _episode_videos(store, 0) == []
     assert EpisodeStore.open(store, "r").n_episodes == 0
@@ -218,9 +209,8 @@ def test_backspace_while_recording_discards_the_episode_and_its_videos(tmp_path)
 def test_an_arm_that_cannot_follow_is_flagged_stall_when_saved_stored_and_listed(tmp_path):
     store = tmp_path / "stall.zarr"
     # The simulated arm's own speed limit (5 mm/s) far below what teleop commands: it falls behind.
-    cmd = [*RIG, f"store={store}", "auto.episodes=1", "record_video=false", "auto.episode_timeout_s=3",
-           "auto.save_failed=true", "rig.arm.sim.max_linear_speed_m_s=0.005"]  # fmt: skip
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=150, stdin=subprocess.DEVNULL)
+    out = _run(f"store={store}", "auto.episodes=1", "record_video=false", "auto.episode_timeout_s=3",
+               "auto.save_failed=true", "rig.arm.sim.max_linear_speed_m_s=0.005", timeout=150)  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     (line,) = [x for x in out.stdout.splitlines() if "episode 0: saved" in x]
     assert "FLAGGED" in line and "stall" in line and "behind its action by > 10 mm" in line, line
