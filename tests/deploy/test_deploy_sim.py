@@ -559,9 +559,8 @@ def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoin
     backbone, and a chunk over the wire, committed actions inpainted, equals the in-process one."""
     import torch
 
-    from deploy.serving import RemotePolicyClient
     from policy.inference import Policy
-    from tests.deploy.test_serving import start_server, stop_server
+    from tests.deploy.test_serving import predict_served
 
     local = Policy.load(tiny_checkpoint)
     rng = np.random.default_rng(1)
@@ -577,17 +576,8 @@ def test_a_trained_checkpoint_is_served_as_it_predicts_in_process(tiny_checkpoin
         want = local.predict(obs, committed_actions=committed, seed=1).actions
     finally:
         torch.set_num_threads(threads)
-    proc, address = start_server("--checkpoint", tiny_checkpoint, "--torch-threads", "1")
-    try:
-        client = RemotePolicyClient(address, timeout_s=60)
-        try:
-            assert client.meta.description.endswith(f"({local.backbone})")
-            client.request(obs, committed, seed=1)
-            res = client.wait(60.0)
-        finally:
-            client.close()
-    finally:
-        stop_server(proc)
+    meta, res = predict_served(tiny_checkpoint, obs, committed, seed=1, timeout_s=60)
+    assert meta.description.endswith(f"({local.backbone})")
     assert res is not None and res.error is None, res
     np.testing.assert_array_equal(res.actions[:2], committed)
     np.testing.assert_allclose(res.actions, want, rtol=0, atol=1e-9)

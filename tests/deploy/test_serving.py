@@ -32,6 +32,22 @@ def stop_server(proc):
         proc.wait(5)
 
 
+def predict_served(checkpoint, obs, committed, seed: int, timeout_s: float):
+    """One chunk from a policy server process on ``checkpoint`` with one torch thread (as a test's
+    in-process reference runs): the server's PolicyMeta and its ChunkResult (None: not within
+    ``timeout_s``)."""
+    proc, address = start_server("--checkpoint", str(checkpoint), "--torch-threads", "1")
+    try:
+        client = RemotePolicyClient(address, timeout_s=timeout_s)
+        try:
+            client.request(obs, committed, seed=seed)
+            return client.meta, client.wait(timeout_s)
+        finally:
+            client.close()
+    finally:
+        stop_server(proc)
+
+
 def test_arrays_round_trip_without_pickle():
     msg = {"a": np.arange(12, dtype=np.uint8).reshape(2, 2, 3), "b": np.eye(3), "c": None, "d": 3}
     out = unpack(pack(msg))

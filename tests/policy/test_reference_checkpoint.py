@@ -262,22 +262,12 @@ def test_rig_train_resume_fine_tunes_an_imported_run(mapped_run: Path, tmp_path:
 def test_deploy_serving_serves_the_references_action(converted) -> None:
     if converted["kind"] != "image":
         pytest.skip("one policy class is enough for the server (the hybrid one drives the simulated rig)")
-    from deploy.serving import RemotePolicyClient
-    from tests.deploy.test_serving import start_server, stop_server
+    from tests.deploy.test_serving import predict_served
 
     ref, obs = converted["ref"], dict(converted["obs"])
     pose = np.concatenate([obs["robot_eef_pose"], np.zeros((len(obs["robot_eef_pose"]), 4))], axis=1)
     obs["robot_eef_pose"] = pose
-    proc, address = start_server("--checkpoint", str(converted["run"]), "--torch-threads", "1")
-    try:
-        client = RemotePolicyClient(address, timeout_s=120)
-        try:
-            client.request(obs, None, seed=int(ref["seed"]))
-            res = client.wait(120.0)
-        finally:
-            client.close()
-    finally:
-        stop_server(proc)
+    _, res = predict_served(converted["run"], obs, None, seed=int(ref["seed"]), timeout_s=120)
     assert res is not None and res.error is None, res
     from policy.checkpoint import load_checkpoint
 
