@@ -94,13 +94,13 @@ from robot.sim.ur5_model import SimUR5, UR5ModelParams
 DELAY_S = 0.04
 STANDIN = "py:deploy.standin:ReferencePolicy"
 START = [0.45, 0.0, 0.2, math.pi, 0.0, 0.0]
-OVERRIDES = [
+# The arm: a 40 ms action delay and a calibration that says so, homed at START (also the deploy tests').
+ARM_40MS = [
     f"rig.arm.sim.action_delay_s={DELAY_S}",
     f"rig.latency.action_latency_s={DELAY_S}",
     f"rig.arm.start_pose={START}",
-    "spacemouse=false",
-    "store=null",
 ]
+OVERRIDES = [*ARM_40MS, "spacemouse=false", "store=null"]
 SECOND_ORDER_TAU_S = 0.02
 SECOND_ORDER = ["rig.arm.sim.tracking_order=2", f"rig.arm.sim.tracking_time_constant_s={SECOND_ORDER_TAU_S}"]
 

@@ -4,22 +4,18 @@ running rig."""
 from __future__ import annotations
 
 import io
-import math
 from typing import Any
 
+from benchmarks.chunking_bench import ARM_40MS, DELAY_S, STANDIN, START  # noqa: F401 (DELAY_S for the tests)
 from collection.episode_store import EpisodeStore
 from deploy.deploy_cli import close_client, make_client
 from deploy.policy_client import PolicySpec
 from deploy.runner import DeployRunner, EpisodeResult
 
-# The deploy tests' rig: a 40 ms arm (and a calibration that says so), homed at START, a scripted
-# SpaceMouse, small scene frames; and the stand-in policy (deploy/standin.py).
-DELAY_S = 0.04
-START = [0.45, 0.0, 0.2, math.pi, 0.0, 0.0]
+# The deploy tests' rig: the chunking benchmark's (a 40 ms arm and a calibration that says so, homed at
+# START), a scripted SpaceMouse, small scene frames; and its stand-in policy (deploy/standin.py).
 RIG = [
-    f"rig.arm.sim.action_delay_s={DELAY_S}",
-    f"rig.latency.action_latency_s={DELAY_S}",
-    f"rig.arm.start_pose={START}",
+    *ARM_40MS,
     "rig.spacemouse.scripted.expert=null",
     "rig.spacemouse.scripted.loop=true",
     # A person pushing the SpaceMouse to +y (only obeyed during takeover).
@@ -32,7 +28,6 @@ RIG = [
     "rig.cameras.cameras.scene.height=24",
     "rig.cameras.cameras.scene.sim.intrinsics={fx: 28.0, fy: 28.0, cx: 15.5, cy: 11.5}",
 ]
-STANDIN = "py:deploy.standin:ReferencePolicy"
 
 
 def run_episode_once(
