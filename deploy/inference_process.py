@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import pickle
 import threading
-from typing import Any
-
-import numpy as np
 
 from deploy.policy_client import (
     ChunkResult,
     OneRequestInFlight,
     PolicyMeta,
     PolicySpec,
+    PredictRequest,
     load_policy,
     policy_meta,
     run_predict,
@@ -84,20 +82,15 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
             raise DeviceProcessError(f"{self.name}: protocol error, expected meta, got {kind}")
         self.meta = PolicyMeta.from_dict(payload)
 
-    def request(
-        self,
-        obs: dict[str, Any],
-        committed_actions: np.ndarray | None = None,
-        seed: int | None = None,
-        warm_up: bool = False,
-    ) -> int:
-        """Send one request (non-blocking). Raises RuntimeError if one is already in flight."""
+    def _request(self, req: PredictRequest) -> int:
         if self._writer is not None and self._writer.is_alive():
             # The previous request is still being written: the child is not reading.
             self.check()
             raise DeviceProcessError(f"{self.name}: the inference process is not reading requests")
-        kind = "warm_up" if warm_up else "predict"
-        return self._send_request(lambda rid: self._write((kind, rid, obs, committed_actions, seed)))
+        kind = "warm_up" if req.warm_up else "predict"
+        return self._send_request(
+            lambda rid: self._write((kind, rid, req.obs, req.committed_actions, req.seed))
+        )
 
     def _write(self, msg: tuple) -> None:
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -261,7 +261,39 @@ def run_predict(
         return None, 0, f"{type(exc).__name__}: {exc}", now() - t0
 
 
-class OneRequestInFlight:
+class PredictRequest(NamedTuple):
+    """One request's arguments, in :func:`run_predict`'s order (after the policy)."""
+
+    obs: dict[str, Any]
+    committed_actions: np.ndarray | None
+    seed: int | None
+    warm_up: bool
+
+
+class PolicyClient:
+    """What every policy client has (see the module docstring); each gives ``_request``."""
+
+    transport: str
+    meta: PolicyMeta | None  # None only before an inference process has started
+
+    def request(
+        self,
+        obs: dict[str, Any],
+        committed_actions: np.ndarray | None = None,
+        seed: int | None = None,
+        warm_up: bool = False,
+    ) -> int:
+        """Hand one observation (and the committed actions the chunk must start with) to the policy;
+        returns the request id. Only the in-process client blocks here (it predicts at once); the
+        others return at once and raise RuntimeError while a request is in flight. ``warm_up``: see
+        :func:`run_predict`."""
+        return self._request(PredictRequest(obs, committed_actions, seed, warm_up))
+
+    def _request(self, req: PredictRequest) -> int:
+        raise NotImplementedError
+
+
+class OneRequestInFlight(PolicyClient):
     """Request bookkeeping of the asynchronous policy clients (inference process, policy server):
     one request at a time, ids counted up from 0, and a cancelled request's result dropped when it
     arrives (the policy is still busy with it until then, so ``busy`` stays true)."""
@@ -312,7 +344,7 @@ class OneRequestInFlight:
             self._cancelled.add(self._in_flight[0])
 
 
-class LocalPolicyClient:
+class LocalPolicyClient(PolicyClient):
     """Runs ``predict`` in the caller's thread inside :meth:`request` (sync mode, the reference)."""
 
     def __init__(self, policy: Any, description: str = "in-process policy") -> None:
@@ -326,17 +358,11 @@ class LocalPolicyClient:
     def busy(self) -> bool:
         return False
 
-    def request(
-        self,
-        obs: dict[str, Any],
-        committed_actions: np.ndarray | None = None,
-        seed: int | None = None,
-        warm_up: bool = False,
-    ) -> int:
+    def _request(self, req: PredictRequest) -> int:
         rid = self._next_id
         self._next_id += 1
         t0 = now()
-        actions, first, err, compute_s = run_predict(self.policy, obs, committed_actions, seed, warm_up)
+        actions, first, err, compute_s = run_predict(self.policy, *req)
         self._result = ChunkResult(rid, actions, first, t0, now(), err, compute_s)
         return rid
 

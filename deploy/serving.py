@@ -54,6 +54,7 @@ from deploy.policy_client import (
     OneRequestInFlight,
     PolicyMeta,
     PolicySpec,
+    PredictRequest,
     load_policy,
     policy_meta,
     run_predict,
@@ -265,15 +266,15 @@ class RemotePolicyClient(OneRequestInFlight):
         sock.connect(self.address)
         return sock
 
-    def request(
-        self,
-        obs: dict[str, Any],
-        committed_actions: np.ndarray | None = None,
-        seed: int | None = None,
-        warm_up: bool = False,
-    ) -> int:
-        obs = {k: np.asarray(v) for k, v in obs.items()}
-        msg = {"op": "predict", "obs": obs, "committed": committed_actions, "seed": seed, "warm_up": warm_up}
+    def _request(self, req: PredictRequest) -> int:
+        obs = {k: np.asarray(v) for k, v in req.obs.items()}
+        msg = {
+            "op": "predict",
+            "obs": obs,
+            "committed": req.committed_actions,
+            "seed": req.seed,
+            "warm_up": req.warm_up,
+        }
         return self._send_request(lambda rid: self.sock.send(pack({**msg, "id": rid})))
 
     def poll(self) -> ChunkResult | None:
