@@ -27,21 +27,27 @@ from typing import Any, TextIO
 FORMATS: dict[str, str] = {"lerobot": "collection.export_lerobot"}
 
 
+EPISODES_HELP = "store indices (negative from the end); default all"
+"""Help of the episodes a command on one store takes (read with :func:`select_episodes`)."""
+
+
+def store_subcommand(sub: Any, name: str, summary: str, module_doc: str) -> argparse.ArgumentParser:
+    """Add ``rig episodes NAME PATH ...`` to ``rig episodes``' subparsers: ``summary`` in the command
+    list, the first paragraph of ``module_doc`` as its description, the episode store's ``path``."""
+    p = sub.add_parser(name, help=summary, description=module_doc.split("\n\n")[0])
+    p.add_argument("path", type=Path, help="episode store (.zarr directory)")
+    return p
+
+
 def add_parser(sub: Any) -> None:
     """Add the ``export`` subcommand to ``rig episodes``' subparsers."""
-    p = sub.add_parser(
+    p = store_subcommand(
+        sub,
         "export",
-        help="write episodes as mp4 videos, PNG frames, PNG plots (or --format DIR: another dataset format)",
-        description=__doc__.split("\n\n")[0],
+        "write episodes as mp4 videos, PNG frames, PNG plots (or --format DIR: another dataset format)",
+        __doc__,
     )
-    p.add_argument("path", type=Path, help="episode store (.zarr directory)")
-    p.add_argument(
-        "--episodes",
-        type=int,
-        nargs="+",
-        default=None,
-        help="store indices (negative from the end); default all",
-    )
+    p.add_argument("--episodes", type=int, nargs="+", default=None, help=EPISODES_HELP)
     p.add_argument("--video", type=Path, metavar="DIR", help="one mp4 per camera and episode")
     p.add_argument("--frames", type=Path, metavar="DIR", help="every camera image as PNG")
     p.add_argument("--plots", type=Path, metavar="DIR", help="pose vs action over time, one PNG per episode")

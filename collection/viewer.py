@@ -40,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from collection.export_cli import EPISODES_HELP, store_subcommand
 from collection.export_media import (
     ACTION_KEY,
     POSE_KEY,
@@ -56,13 +57,9 @@ JPEG_QUALITY = 85  # raw 640x480 frames would make a minute of two cameras ~1 GB
 
 def add_parser(sub: Any) -> None:
     """Add the ``view`` subcommand to ``rig episodes``' subparsers."""
-    p = sub.add_parser(
-        "view",
-        help="open episodes in the rerun viewer (cameras, 3D path, channels, evaluation timing)",
-        description=__doc__.split("\n\n")[0],
-    )
-    p.add_argument("path", type=Path, help="episode store (.zarr directory)")
-    p.add_argument("episodes", type=int, nargs="*", help="store indices (negative from the end); default all")
+    summary = "open episodes in the rerun viewer (cameras, 3D path, channels, evaluation timing)"
+    p = store_subcommand(sub, "view", summary, __doc__)
+    p.add_argument("episodes", type=int, nargs="*", help=EPISODES_HELP)
     p.add_argument(
         "--save", type=Path, metavar="FILE.rrd", help="write a rerun file instead of opening the viewer"
     )
