@@ -25,6 +25,12 @@ from tests.robot.gripper.conftest import UNIT
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 STROKE_M = 0.085
+RIG_GRIPPER = [sys.executable, "-m", "robot.cli", "gripper"]
+
+
+def rig_gripper(*args: str) -> subprocess.CompletedProcess:
+    """``rig gripper ARGS`` to its end (50 s at most), output captured."""
+    return subprocess.run([*RIG_GRIPPER, *args], capture_output=True, text=True, timeout=50)
 
 
 def shipped(host: str, *overrides: str) -> GripperConfig:
@@ -202,10 +208,9 @@ def _zombie(pid: int) -> bool:
 def test_rig_gripper_close_reports_the_object_and_unreachable_is_one_line(fake):
     import json
 
-    rig = [sys.executable, "-m", "robot.cli", "gripper"]
     cfg = ["--config", "gripper/robotiq_2f85.yaml", f"host={fake.host}"]
     proc = subprocess.Popen(
-        [*rig, "close", *cfg, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        [*RIG_GRIPPER, "close", *cfg, "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
         # An object between the fingers once calibration (open, close, open) has started its last move.
@@ -219,12 +224,7 @@ def test_rig_gripper_close_reports_the_object_and_unreachable_is_one_line(fake):
     assert proc.returncode == 0, stderr
     info = json.loads(stdout.strip().splitlines()[-1])
     assert info["object_detected"] and info["width_m"] == pytest.approx(0.05, abs=1e-3)
-    bad = subprocess.run(
-        [*rig, "status", "--config", "gripper/robotiq_2f85.yaml", "host=127.0.0.1", "port=1"],
-        capture_output=True,
-        text=True,
-        timeout=50,
-    )
+    bad = rig_gripper("status", "--config", "gripper/robotiq_2f85.yaml", "host=127.0.0.1", "port=1")
     lines = bad.stderr.strip().splitlines()
     assert bad.returncode == 1 and len(lines) == 2, bad.stderr  # the message, and where the traceback is
     assert "127.0.0.1:1" in lines[0] and "connection refused" in lines[0]
@@ -258,25 +258,11 @@ def test_fingers_stop_on_the_sim_worlds_box_which_then_moves_with_the_tool():
             b.close()
 
 
-RIG_GRIPPER = [sys.executable, "-m", "robot.cli", "gripper"]
-
-
 @pytest.mark.timeout(60)
 def test_rig_gripper_reports_a_fault_present_at_start(fake):
     fake.gripper_inject_fault(0x0C)  # left by an earlier run; the reset at start clears it
-    out = subprocess.run(
-        [
-            *RIG_GRIPPER,
-            "status",
-            "--config",
-            "gripper/robotiq_2f85.yaml",
-            f"host={fake.host}",
-            "--seconds",
-            "0.2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=50,
+    out = rig_gripper(
+        "status", "--config", "gripper/robotiq_2f85.yaml", f"host={fake.host}", "--seconds", "0.2"
     )
     assert out.returncode == 1, out.stderr
     lines = out.stderr.strip().splitlines()

@@ -17,6 +17,13 @@ from robot.fake_ur.handle import FakeURController
 from tests.robot.arm.ur.helpers import ARM_PARAMS, CB3, ESERIES
 
 
+def _rig_arm(*args: str) -> subprocess.CompletedProcess:
+    """``rig ARGS`` to its end (90 s at most), output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "robot.cli", *args], capture_output=True, text=True, timeout=90
+    )
+
+
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize(("version", "config"), [CB3, ESERIES], ids=["cb3", "eseries"])
 def test_rig_arm_status_runs_the_shipped_config_against_a_slow_controller(version, config):
@@ -24,31 +31,11 @@ def test_rig_arm_status_runs_the_shipped_config_against_a_slow_controller(versio
         version, process=True, arm_kind="sim", arm_params=dict(ARM_PARAMS), script_start_delay_s=3.0
     )
     with fake:
-        out = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "robot.cli",
-                "arm",
-                "status",
-                "--config",
-                f"arm/{config}.yaml",
-                f"host={fake.host}",
-                "--seconds",
-                "1.5",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=90,
+        out = _rig_arm(
+            "arm", "status", "--config", f"arm/{config}.yaml", f"host={fake.host}", "--seconds", "1.5"
         )
     assert out.returncode == 0, out.stderr
     assert "status:      OK" in out.stdout and "no heartbeat" not in out.stderr
-
-
-def _rig_arm(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "robot.cli", *args], capture_output=True, text=True, timeout=90
-    )
 
 
 def _message_and_log_hint(stderr: str) -> tuple[str, str]:
