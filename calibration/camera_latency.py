@@ -353,8 +353,15 @@ def measure(rig, calibration, proc: CameraLatencyProcedure) -> list[LatencyResul
                         f"camera {n}: its screen plane is {plane.screen_width_px}x{plane.screen_height_px} px, "
                         f"the code is {code.width_px}x{code.height_px}: set -p screen_width_px/screen_height_px"
                     )
-                # Deep enough for a camera that renders up to ~0.25 s late (grayscale: small records).
-                rings[n] = create_screen_ring(plane, capacity=int(0.25 * proc.refresh_hz) + 16, channels=1)
+                # Deep enough for a frame rendered as late as the camera renders at all (its backlog,
+                # then it skips frames): the camera looks back over half the ring, the other half is
+                # the writer's slack. Sized for a quarter second of the whole ring, a wrist camera on a
+                # host at load 16 decoded 16 of 114 frames. Grayscale records: ~12 MB at 500 Hz, 30 fps.
+                cam = rig.cameras.cameras[n]
+                late_s = cam.sim.max_backlog_frames / cam.fps + 0.05
+                rings[n] = create_screen_ring(
+                    plane, capacity=int(2 * late_s * proc.refresh_hz) + 16, channels=1
+                )
         progress(f"camera-latency: starting the rig ({', '.join(names)}; screen: {mode})")
         with open_env(rig, calibration, screen_rings=rings) as env:
             if mode == "sim":

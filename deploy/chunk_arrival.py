@@ -176,6 +176,7 @@ class ChunkHandling:
             "t_obs": req["t_obs"],
             "t_request": req["t_request"],
             "t_done": res.t_done,
+            "t_merged": t,  # when this loop took the chunk (after t_done by as much as it was busy)
             "latency_s": res.latency_s,
             "compute_s": res.compute_s,
             "committed_rows": m,

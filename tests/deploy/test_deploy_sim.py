@@ -313,8 +313,11 @@ def test_inference_slower_than_the_chunk_holds_then_continues_without_burst(env,
         rows = [w for w in runner.sent_log if w["chunk"] == c["chunk"]]
         assert len(rows) == 1  # only the newest action, never the stale ones in a burst
         assert rows[0]["row"] == c["rows"] - 1
-        lead = rows[0]["target_time"] - c["t_done"]
-        assert DELAY_S + margin <= lead <= DELAY_S + margin + 0.05
+        # At the earliest feasible time: the action latency and margin after the loop took the chunk
+        # (never before the inference finished; how long after is the loaded machine's: seen 67 ms).
+        assert rows[0]["target_time"] - c["t_done"] >= DELAY_S + margin
+        lead = rows[0]["target_time"] - c["t_merged"]
+        assert DELAY_S + margin <= lead <= DELAY_S + margin + 0.05, (lead, c["t_merged"] - c["t_done"])
     arm = runner.arm_history()
     _, idle_s = idle_ticks(arm, first_merge_time(runner), arm["tick_time"][-1])
     assert idle_s > 0.5  # it holds while waiting...

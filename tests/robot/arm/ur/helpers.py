@@ -7,8 +7,10 @@ carries a ``pytest.mark.timeout`` on top.
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -39,8 +41,33 @@ def make_fake(version: str) -> FakeURController:
 
 def ur_config(name: str, host: str, *overrides: str) -> ArmConfig:
     """``configs/arm/<name>.yaml`` as shipped, pointed at ``host`` (its 1 s heartbeat watchdog stays on:
-    tests wait with :func:`wait_until` / :func:`hold`, which beat)."""
+    tests wait with :func:`wait_until` / :func:`hold`, which beat, or keep it fed with :func:`arm_on`)."""
     return load_config(ArmConfig, config_path(f"arm/{name}.yaml"), [f"host={host}", *overrides])
+
+
+@contextlib.contextmanager
+def arm_on(config: ArmConfig) -> Iterator[ArmController]:
+    """An arm controller on ``config`` whose parent heartbeats every 0.1 s from a thread, as a
+    deploy or collection loop does from its own, while the test analyses between its waits.
+
+    A test's analysis of the logs between two waits (fake-controller RPCs, numpy) took over the
+    watchdog's 1 s on a host at load 16, and the controller rightly brought the arm to rest and
+    exited ("no heartbeat from the parent for 1.00 s"). The watchdog itself has its own tests.
+    """
+    with ArmController(config) as arm:
+        done = threading.Event()
+
+        def beat() -> None:
+            while not done.wait(0.1):
+                arm.heartbeat()
+
+        beater = threading.Thread(target=beat, name="heartbeat", daemon=True)
+        beater.start()
+        try:
+            yield arm
+        finally:
+            done.set()
+            beater.join()
 
 
 def wait_until(

@@ -29,6 +29,7 @@ from tests.robot.arm.ur.helpers import (
     CB3,
     ESERIES,
     SET_TCP,
+    arm_on,
     make_fake,
     servo_packets,
     ur_config,
@@ -98,7 +99,7 @@ def fake_arm(request: pytest.FixtureRequest):
     """``(fake, arm)``: a fake controller of the generation ``request.param`` (an e-Series when the
     test does not parametrize it) and an arm controller streaming to it on its shipped config."""
     version, name = getattr(request, "param", ESERIES)
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+    with make_fake(version) as fake, arm_on(ur_config(name, fake.host)) as arm:
         yield fake, arm
 
 

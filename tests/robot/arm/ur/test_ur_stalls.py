@@ -27,6 +27,7 @@ from tests.robot.arm.ur.helpers import (
     ARM_PARAMS,
     CB3,
     ESERIES,
+    arm_on,
     hold,
     make_fake,
     ur_config,
@@ -68,7 +69,7 @@ def ur_rig(generation: tuple[str, str]):
     """A fake UR controller of ``generation`` (helpers.CB3 / ESERIES) and the arm controller on it, as
     shipped: yields ``(fake, arm)``, ends both after the block."""
     version, name = generation
-    with make_fake(version) as fake, ArmController(ur_config(name, fake.host)) as arm:
+    with make_fake(version) as fake, arm_on(ur_config(name, fake.host)) as arm:
         yield fake, arm
 
 
@@ -193,7 +194,7 @@ def test_reconnect_that_outlasts_the_state_timeout_keeps_its_client():
     fake = FakeURController(
         version, process=True, arm_kind="sim", arm_params=dict(ARM_PARAMS), script_start_delay_s=1.0
     )
-    with fake, ArmController(ur_config(name, fake.host)) as arm:
+    with fake, arm_on(ur_config(name, fake.host)) as arm:
         assert arm.config.ur.state_timeout_s < 1.0
         (client,) = ur_client_pids(arm.pid)
         for k in range(2):

@@ -36,6 +36,7 @@ from tests.robot.arm.ur.helpers import (
     SET_PAYLOAD,
     SET_TCP,
     STOP_SCRIPT,
+    arm_on,
     hold,
     make_fake,
     servo_packets,
@@ -76,7 +77,7 @@ def rig(request):
             f"ur.servo_lookahead_time_s={LOOKAHEAD_S}",
             f"ur.servo_gain={GAIN}",
         )
-        with ArmController(cfg) as arm:
+        with arm_on(cfg) as arm:
             yield Rig(fake, arm, cfg)
 
 
