@@ -325,6 +325,18 @@ def plot_histogram(res: LatencyResult, path: Path, bins: int) -> Path:
     return path
 
 
+def screen_ring_capacity(camera, refresh_hz: float) -> int:
+    """Records in a sim camera's screen ring: enough for a frame rendered as late as the camera
+    renders at all (its backlog, then it skips frames; ``camera``: a CameraConfig).
+
+    The camera looks back over half the ring (the other half is the writer's slack), plus the images
+    the writer puts ahead of their time. Sized for a quarter second of the whole ring, a wrist
+    camera on a host at load 16 decoded 16 of 114 frames. Grayscale records: ~12 MB at 500 Hz.
+    """
+    late_s = camera.sim.max_backlog_frames / camera.fps + 0.05
+    return int(2 * late_s * refresh_hz) + 16
+
+
 def measure(rig, calibration, proc: CameraLatencyProcedure) -> list[LatencyResult]:
     """Run the measurement on the rig for ``proc.cameras`` (all when empty); see the module docstring."""
     from calibration.rig_session import check_cameras, open_env, screen_plane_in_front, with_sim_plane
@@ -353,15 +365,8 @@ def measure(rig, calibration, proc: CameraLatencyProcedure) -> list[LatencyResul
                         f"camera {n}: its screen plane is {plane.screen_width_px}x{plane.screen_height_px} px, "
                         f"the code is {code.width_px}x{code.height_px}: set -p screen_width_px/screen_height_px"
                     )
-                # Deep enough for a frame rendered as late as the camera renders at all (its backlog,
-                # then it skips frames): the camera looks back over half the ring, the other half is
-                # the writer's slack. Sized for a quarter second of the whole ring, a wrist camera on a
-                # host at load 16 decoded 16 of 114 frames. Grayscale records: ~12 MB at 500 Hz, 30 fps.
-                cam = rig.cameras.cameras[n]
-                late_s = cam.sim.max_backlog_frames / cam.fps + 0.05
-                rings[n] = create_screen_ring(
-                    plane, capacity=int(2 * late_s * proc.refresh_hz) + 16, channels=1
-                )
+                capacity = screen_ring_capacity(rig.cameras.cameras[n], proc.refresh_hz)
+                rings[n] = create_screen_ring(plane, capacity=capacity, channels=1)
         progress(f"camera-latency: starting the rig ({', '.join(names)}; screen: {mode})")
         with open_env(rig, calibration, screen_rings=rings) as env:
             if mode == "sim":

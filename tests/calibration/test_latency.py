@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from robot.calibration_data import load_calibration
@@ -29,6 +30,35 @@ def test_camera_latency_recovers_injected_latency_per_camera(tmp_path, calibrate
     assert abs(cal.cameras["wrist"].latency.value_s - 0.0342) < 0.003
     assert cal.cameras["scene"].latency.n_samples >= 60
     assert (tmp_path / "camera_latency_scene.png").stat().st_size > 1000
+
+
+def test_a_frame_rendered_at_the_end_of_the_cameras_backlog_still_finds_its_screen_image():
+    """The sim camera renders a frame up to its backlog late (then it skips frames) and shows the
+    screen image of its capture time: the calibration's screen ring must still hold that image where
+    the camera looks (half the ring), with the writer ahead of time at the shipped refresh rate."""
+    from calibration.camera_latency import screen_ring_capacity
+    from calibration.procedures import CameraLatencyProcedure
+    from robot.cameras.config import CameraConfig
+    from robot.cameras.sim import _newest_at_or_before, create_screen_ring
+    from robot.config import config_path, load_config
+    from robot.geometry.camera_geometry import PlaneConfig
+
+    proc = load_config(CameraLatencyProcedure, config_path("calibration/procedures/camera_latency.yaml"))
+    cam = CameraConfig(name="wrist")
+    plane = PlaneConfig(kind="screen", screen_width_px=8, screen_height_px=8)
+    ring = create_screen_ring(plane, capacity=screen_ring_capacity(cam, proc.refresh_hz), channels=1)
+    try:
+        period = 1.0 / proc.refresh_hz
+        t_cap = 10.0
+        late = cam.sim.max_backlog_frames / cam.fps  # the latest the camera renders a frame
+        k = 0
+        while k * period < t_cap + late + 0.02:  # the writer: 20 ms ahead of the render's time
+            ring.put({"image": np.zeros((8, 8), np.uint8), "display_time": k * period})
+            k += 1
+        rec = _newest_at_or_before(ring, "display_time", t_cap)
+        assert t_cap - period <= rec["display_time"] <= t_cap, rec["display_time"]
+    finally:
+        ring.close()
 
 
 @pytest.mark.timeout(90)
