@@ -240,12 +240,16 @@ def run_replay(config: ReplayConfig, episode: dict[str, np.ndarray], out: Any = 
         next_i = 0
         loop = RateLoop(config.loop_hz)
         end_t = t0 + ts[-1] + offset_s + 0.3  # the last action reached and the arm settled
+        last_t, max_gap_s = None, 0.0  # the loop's longest stall (an action drops only after one)
         while True:
             loop.wait()
             env.check()
             env.heartbeat()
             states.poll()
             t = now()
+            if last_t is not None:
+                max_gap_s = max(max_gap_s, t - last_t)
+            last_t = t
             if t > end_t:
                 break
             due = next_i
@@ -273,6 +277,7 @@ def run_replay(config: ReplayConfig, episode: dict[str, np.ndarray], out: Any = 
             grip_log.poll()
     times, poses = states.arrays()
     figures = tracking_figures(times, poses, t0 + ts, episode["robot_eef_pose"], dropped)
+    figures["loop_max_gap_ms"] = round(max_gap_s * 1e3, 1)
     if grip_log is not None and "gripper_width" in episode:
         figures.update(width_figures(*grip_log.arrays(), t0 + ts, episode["gripper_width"]))
     return figures
@@ -355,7 +360,12 @@ def format_table(f: dict[str, Any], offset_s: float) -> str:
             f"{f['shifted_pos_err_mean_mm']:.2f} mm, p50 {f['shifted_pos_err_p50_mm']:.2f} mm",
             f"             (action_time_offset_s={offset_s - shift / 1e3:.3f} would replay in step; deploy "
             f"stamps actions as this replay does, {offset_s:.3f} s after the observation)",
-            f"  actions dropped (out of reach on time) {f['actions_dropped']}",
+            f"  actions dropped (out of reach on time) {f['actions_dropped']}"
+            + (
+                f" (the replay loop stalled up to {f['loop_max_gap_ms']:.0f} ms: a busy host)"
+                if f["actions_dropped"] and "loop_max_gap_ms" in f
+                else ""
+            ),
         ]
         + (
             [

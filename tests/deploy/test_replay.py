@@ -212,7 +212,15 @@ def test_a_real_arm_moves_only_after_the_typed_confirmation(tmp_path):
         with EpisodeStore.open(store, "r") as s:
             last_action = s.get_episode(0)["action"][-1]
         assert pose_distance(fake.state()["actual_tcp_pose"], last_action)[0] < 3e-3
-    assert figures["compared_steps"] == 40 and figures["actions_dropped"] == 0
+    assert figures["compared_steps"] == 40
+    # None dropped, unless the replay loop itself stalled past the commit window (actions are
+    # committed that far ahead of their send time): seen once beside three busy loops at load 13.
+    from deploy.replay import ReplayConfig
+
+    shipped = ReplayConfig()  # the lab config above sets neither
+    stall_s = figures["loop_max_gap_ms"] / 1e3
+    room_s = shipped.commit_window_s - shipped.action_margin_s - 1 / shipped.loop_hz
+    assert figures["actions_dropped"] == 0 or stall_s > room_s, figures
     # The UR's servoL lookahead (0.1 s) is not in the configured action latency: the replay shows it.
     assert 40 <= figures["best_shift_ms"] <= 200, figures
     assert figures["shifted_pos_err_p50_mm"] < 6, figures

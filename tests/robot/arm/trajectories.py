@@ -7,6 +7,9 @@ import time
 import numpy as np
 
 from robot.arm.controller import ArmController
+from robot.arm.interpolator import pose_distance
+
+HOLD_S = 0.3  # each corner of the square is held this long
 
 
 def schedule_square_then_too_fast(
@@ -27,7 +30,7 @@ def schedule_square_then_too_fast(
     for dx, dy in legs:
         t += 0.5
         waypoints.append((t, p0 + [dx, dy, 0, 0, 0, 0]))
-        t += 0.3
+        t += HOLD_S
         waypoints.append((t, p0 + [dx, dy, 0, 0, 0, 0]))
     fast_goal = p0 + [0.15, 0.0, 0, 0, 0, 0]
     fast_time = t + 0.3  # 0.5 m/s requested
@@ -65,3 +68,26 @@ def commanded_arrival_index(tick_time: np.ndarray, waypoint_time: float, period_
         if j <= i:
             return i
         i = j
+
+
+def corner_arrival(
+    target_poses: np.ndarray, tick_time: np.ndarray, waypoint_time: float, pose: np.ndarray, period_s: float
+) -> int | None:
+    """The first tick at which the commanded target is at a corner of the square (to 1 um), looked
+    for from one tick after the corner's time up to :func:`commanded_arrival_index`.
+
+    None when the corner is not to be judged: skipped periods pushed that bound past the end of the
+    corner's hold and the target never got there (a stall that eats the hold lets the path turn
+    before the speed-limited target catches up: seen at load 13, still 8.5 mm off 0.39 s later).
+    Raises AssertionError when the target missed a corner it had time to reach.
+    """
+    tt = np.asarray(tick_time, dtype=np.float64)
+    first = int(np.searchsorted(tt, waypoint_time + period_s))
+    last = commanded_arrival_index(tt, waypoint_time, period_s)
+    for i in range(first, last + 1):
+        if pose_distance(target_poses[i], pose)[0] < 1e-6:
+            return i
+    if tt[last] > waypoint_time + HOLD_S:
+        return None
+    off = pose_distance(target_poses[last], pose)[0]
+    raise AssertionError(f"commanded target {off * 1e3:.2f} mm from the corner due at {waypoint_time:.3f}")

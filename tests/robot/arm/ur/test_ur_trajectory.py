@@ -22,7 +22,7 @@ from robot.arm.controller import ArmController
 from robot.arm.interpolator import pose_distance
 from robot.fake_ur.handle import FakeURController
 from tests.robot.arm.trajectories import (
-    commanded_arrival_index,
+    corner_arrival,
     schedule_square_then_too_fast,
     skipped_periods,
 )
@@ -130,12 +130,12 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
     # The link: a command reaches the arm at the fake's next cycle, a state reaches the controller
     # at its next tick after the fake sent it.
     link_s = rig.fake_period_s + dt
+    judged = 0
     for wt, wp in waypoints[0::2]:  # arrivals (each is held for 0.3 s)
         # Commanded target: at the waypoint within one tick of its time, plus one per period the
         # controller's loop skipped (one late tick can skip many: seen 3.7 mm short one tick after a
         # single flagged overrun on a loaded machine).
-        i = commanded_arrival_index(tt, wt, dt)
-        assert pose_distance(h["target_tcp_pose"][i], wp)[0] < 1e-6, (wt, tt[i] - wt)
+        judged += corner_arrival(h["target_tcp_pose"], tt, wt, wp, dt) is not None
         # Actual arm: at the waypoint (up to the tracking lag of a 0.1 m/s move), from one tick plus
         # the arm's delay and the link on, before the next corner's time (the arm leaves this corner
         # 0.3 s after reaching it). How soon is not asserted: the targets pass through the ur_rtde
@@ -145,6 +145,7 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
         held = (ct >= wt + dt + ARM_DELAY_S + link_s) & (ct <= wt + 0.8)
         dist = [pose_distance(p, wp)[0] for p in h["actual_tcp_pose"][held]]
         assert dist and min(dist) < 0.1 * ARM_TAU_S * 1.5 + 0.001, (wt, min(dist, default=None))
+    assert judged >= 1, "every corner's hold was eaten by controller stalls: machine too loaded"
     # The too-fast segment is stretched: commands never faster than the limit, arrival at distance / vmax.
     steps = np.linalg.norm(np.diff(h["target_tcp_pose"][:, :3], axis=0), axis=1)
     assert 0.95 * vmax * dt <= steps.max() <= vmax * dt * (1 + 1e-6)  # at the limit, never above
