@@ -105,6 +105,8 @@ def test_new_episode_starts_right_after_save_from_keys(tmp_path):
         for key, pause in (("c", 1.5), ("s", 0.0), ("c", 1.5), ("s", 0.3)):
             proc.stdin.write(key)
             proc.stdin.flush()
+            if key == "c":  # as a person does: moves once the terminal says it records (typed
+                _wait_line(proc, "recording", 60)  # blind, an episode at load 12 held 2 steps)
             time.sleep(pause)
         _, err = _end_keys(proc)
     assert proc.returncode == 0, err[-3000:]
