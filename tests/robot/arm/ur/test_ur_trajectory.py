@@ -119,9 +119,13 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
     start = arm.get_state()
     c0 = start["counter"]
     p0 = start["actual_tcp_pose"]
+    n_wire, _ = rig.fake.servo_log()
+    n_arm, _ = rig.fake.arm_log()
     waypoints, fast_goal, expected_fast_arrival = schedule_square_then_too_fast(arm, p0, vmax)
     wait_until(lambda: time.monotonic() > expected_fast_arrival + 0.4, 30, "the trajectory to end", arm)
     h = arm.state_ring.get_since(c0)
+    wire = np.asarray(rig.fake.servo_log(n_wire)[1])  # (arrival, pose) per servoL on the wire
+    held_by_script = np.asarray(rig.fake.arm_log(n_arm)[1])  # (host t, ctrl t, xyz, target xyz) per tick
     # Put the arm back for the next test.
     arm.servo_to(p0, 1.0)
     wait_until(lambda: pose_distance(arm.get_state()["actual_tcp_pose"], p0)[0] < 5e-4, 10, "back at p0", arm)
@@ -144,7 +148,15 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
         # timing is asserted above, and a stall of 0.5 s (ur.state_timeout_s) would fault the arm.
         held = (ct >= wt + dt + ARM_DELAY_S + link_s) & (ct <= wt + 0.8)
         dist = [pose_distance(p, wp)[0] for p in h["actual_tcp_pose"][held]]
-        assert dist and min(dist) < 0.1 * ARM_TAU_S * 1.5 + 0.001, (wt, min(dist, default=None))
+        if not (dist and min(dist) < 0.1 * ARM_TAU_S * 1.5 + 0.001):
+            # Where the target was held up on its way (seen once on a quiet clean clone: the fake arm
+            # entered the window 30.6 mm away and came no closer than 9.9 mm).
+            raise AssertionError(
+                f"the arm did not reach the corner due at {wt:.3f} (closest {min(dist, default=-1) * 1e3:.1f} mm); "
+                f"s after its time: commanded {_first_at(tt, h['target_tcp_pose'][:, :3], wt, wp)}, on the "
+                f"wire {_first_at(wire[:, 0], wire[:, 1:4], wt, wp)}, held by the script "
+                f"{_first_at(held_by_script[:, 0], held_by_script[:, 5:8], wt, wp)}"
+            )
     assert judged >= 1, "every corner's hold was eaten by controller stalls: machine too loaded"
     # The too-fast segment is stretched: commands never faster than the limit, arrival at distance / vmax.
     steps = np.linalg.norm(np.diff(h["target_tcp_pose"][:, :3], axis=0), axis=1)
@@ -167,6 +179,12 @@ def test_waypoints_reached_on_time_within_speed_limits(rig: Rig):
     assert actual_v.max() <= vmax * 1.2
     assert not np.any(h["status_flags"] & (StatusFlag.UNREACHABLE | StatusFlag.REJECTED_TARGET))
     assert not np.any(h["status_flags"] & (StatusFlag.FAULTED | StatusFlag.DISCONNECTED))
+
+
+def _first_at(times: np.ndarray, xyz: np.ndarray, wt: float, wp: np.ndarray) -> float | None:
+    """Seconds after ``wt`` of the first row (from the leg into the corner on) at ``wp``'s position."""
+    at = np.flatnonzero((times >= wt - 0.5) & (np.linalg.norm(xyz - wp[:3], axis=1) < 1e-6))
+    return round(float(times[at[0]] - wt), 4) if len(at) else None
 
 
 @pytest.mark.timeout(60)
