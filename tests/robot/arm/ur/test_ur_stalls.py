@@ -202,10 +202,15 @@ def test_reconnect_that_outlasts_the_state_timeout_keeps_its_client():
             wait_flag(arm, StatusFlag.EMERGENCY_STOP, "e-stop")
             fake.clear_faults()
             c0 = arm.get_state()["counter"]
+            time.sleep(0.2)  # as a person does: released, then reconnect (the script stays stopped)
             arm.reconnect(timeout_s=20)
             assert fake.state()["script_uploads"] == 2 + k  # the reconnect re-uploaded the script
             assert ur_client_pids(arm.pid) == [client]  # the same client: the link was never lost
-            assert not flags_since(arm, c0) & StatusFlag.DISCONNECTED
+            # Neither the backend (CLIENT_STALLED) nor the client (CONTROLLER_SILENT) declared it lost.
+            # DISCONNECTED alone is the truth between clear_faults() and the reconnect: the e-stop is
+            # released and the control script is not running (a loaded host makes that window longer
+            # than the client's 50 ms grace; seen beside three busy loops at load 11).
+            assert not flags_since(arm, c0) & (StatusFlag.CLIENT_STALLED | StatusFlag.CONTROLLER_SILENT)
             hold(arm, 0.1)
             arm.check()
 
