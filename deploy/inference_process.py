@@ -98,7 +98,9 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
         def write() -> None:
             try:
                 self._req_send.send_bytes(data)
-            except (OSError, ValueError) as exc:  # the child is gone (broken pipe) or we closed
+            except (OSError, ValueError, TypeError) as exc:
+                # The child is gone (broken pipe) or we closed the pipe (between two partial writes of
+                # a large request multiprocess reads the closed handle as None: TypeError).
                 self._send_error = exc
 
         self._writer = threading.Thread(target=write, name="inference-request", daemon=True)
@@ -142,6 +144,8 @@ class InferenceProcess(OneRequestInFlight, DeviceProcess):
         return None
 
     def close(self) -> None:
+        if self._writer is not None:
+            self._writer.join(0.5)  # after stop() the child is gone: a pending write breaks at once
         for conn in (self._req_send, self._res_recv, self._req_recv, self._res_send):
             try:
                 conn.close()
