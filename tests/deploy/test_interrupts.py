@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -35,6 +36,25 @@ def test_request_to_a_dead_inference_child_fails_instead_of_blocking():
             while time.monotonic() < deadline:
                 proc.poll()
                 time.sleep(0.01)
+
+
+@pytest.mark.timeout(60)
+def test_closing_under_a_pending_request_write_is_a_failed_send(monkeypatch):
+    """Ctrl-C closes the pipe while the writer thread is part-way through a request (seen beside three
+    busy loops: multiprocess then wrote to a handle of None, a TypeError in the thread). The pending
+    write ends as a failed send, not as an exception in the thread."""
+    errors: list[BaseException] = []
+    monkeypatch.setattr(threading, "excepthook", lambda args: errors.append(args.exc_value))
+    proc = InferenceProcess(PolicySpec(STANDIN))  # not started: nobody reads the request pipe
+    # Far larger than a pipe's buffer: the writer fills the pipe and blocks part-way.
+    proc._write(("predict", 0, np.zeros(4_000_000, np.uint8), None, 0))
+    time.sleep(0.2)
+    assert proc._writer.is_alive()
+    proc.close()  # closes our end of the request pipe, then the read end: the blocked write breaks
+    proc._writer.join(5)
+    assert not proc._writer.is_alive()
+    assert errors == []
+    assert proc._send_error is not None
 
 
 @pytest.fixture
