@@ -50,7 +50,7 @@ test: setup
 	# wait for them on a lock (tests/compat_venv.py).
 	@mkdir -p .cache; $(PY) -m tests.compat_venv > .cache/compat-venvs.log 2>&1 & \
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q $(PYTEST_PARALLEL); rc=$$?; wait; exit $$rc
-	$(VENV)/bin/rig shm clean --quiet
+	flock -w 120 /tmp/rig-tests-shm-clean.lock $(VENV)/bin/rig shm clean --quiet
 
 demo: setup
 	$(VENV)/bin/rig demo

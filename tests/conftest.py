@@ -27,6 +27,16 @@ def no_leaked_segments():
     assert not mine, f"tests of this module leaked shared-memory segments: {mine}"
 
 
+@pytest.fixture
+def shm_clean_exclusive():
+    """Held by a test that leaves a dead run's semaphores or segments in /dev/shm to be found by
+    `rig shm list|clean` (tests/shm_clean_lock.py says why)."""
+    from tests.shm_clean_lock import shm_clean_lock
+
+    with shm_clean_lock():
+        yield
+
+
 @pytest.fixture(scope="session")
 def reach_demos(tmp_path_factory) -> dict:
     """Three episodes of ``rig collect --config collect/sim_reach.yaml`` recorded once per run, shared

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from collection.episode_store import EpisodeStore
+from tests.shm_clean_lock import shm_clean_lock
 
 RIG = [sys.executable, "-m", "robot.cli", "collect", "--config", "collect/sim_reach.yaml"]
 FAST = ["auto.episode_timeout_s=10"]
@@ -142,7 +143,8 @@ def test_sigkill_mid_episode_keeps_saved_episodes_and_their_videos(tmp_path):
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(10)
     time.sleep(1.0)  # the orphaned device processes notice their parent is gone and exit
-    subprocess.run([sys.executable, "-m", "robot.cli", "shm", "clean", "--quiet"], timeout=30, check=True)
+    with shm_clean_lock():  # not while another test's dead run waits to be found
+        subprocess.run([sys.executable, "-m", "robot.cli", "shm", "clean", "--quiet"], timeout=30, check=True)
     s = _check_store(store, 2)
     with EpisodeStore.open(store, "a") as again:  # truncates the trailing data of episode 2
         assert again.n_episodes == 2

@@ -62,7 +62,7 @@ def test_owner_unlinks_on_every_exit_path(mode):
 
 
 @pytest.mark.timeout(60)
-def test_sigkilled_owner_segment_is_removed_by_rig_shm_clean():
+def test_sigkilled_owner_segment_is_removed_by_rig_shm_clean(shm_clean_exclusive):
     proc, name = _start_owner("sleep")
     assert _exists(name)
     proc.kill()

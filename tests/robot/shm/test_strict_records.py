@@ -139,7 +139,7 @@ def test_writer_and_reader_issue_the_seqlock_fences(monkeypatch):
     layout_mod.fence_release()
 
 
-def test_shm_clean_removes_semaphores_of_a_killed_process_group_and_keeps_live_ones():
+def test_shm_clean_removes_semaphores_of_a_killed_process_group_and_keeps_live_ones(shm_clean_exclusive):
     import multiprocessing
     import os
     import signal
