@@ -28,23 +28,13 @@ from tests.robot.arm.trajectories import (
     schedule_square_then_too_fast,
     skipped_periods,
 )
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 
 def sim_config(*overrides: str) -> ArmConfig:
     return load_config(ArmConfig, config_path("arm/sim_ur5.yaml"), overrides)
-
-
-def wait_until(cond, timeout_s: float, arm: ArmController | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if arm is not None:
-            arm.check()
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
 
 
 def history_since(arm: ArmController, counter: int) -> dict[str, np.ndarray]:
@@ -63,7 +53,7 @@ def test_waypoints_reached_on_time_within_speed_limits():
         c0 = start["counter"]
         p0 = start["actual_tcp_pose"]
         waypoints, fast_goal, expected_fast_arrival = schedule_square_then_too_fast(arm, p0, vmax)
-        wait_until(lambda: time.monotonic() > expected_fast_arrival + 0.4, 30, arm)
+        wait_until(lambda: time.monotonic() > expected_fast_arrival + 0.4, 30, each=arm.check)
         h = history_since(arm, c0)
 
     tt = h["tick_time"]
@@ -125,7 +115,7 @@ def test_bad_targets_rejected_clipped_or_slowed():
         # NaN target: rejected, counted, flagged, the arm holds.
         arm.schedule_waypoint(p0 + [np.nan, 0, 0, 0, 0, 0], time.monotonic() + 0.2)
         arm.servo_to(np.array([0.45, 0, 0.2, 50.0, 0, 0]), 0.2)  # absurd rotation vector
-        wait_until(lambda: arm.get_state()["rejected_count"] >= 2, 5, arm)
+        wait_until(lambda: arm.get_state()["rejected_count"] >= 2, 5, each=arm.check)
         s = arm.get_state()
         assert s["status_flags"] & StatusFlag.REJECTED_TARGET
         time.sleep(0.3)
@@ -135,7 +125,11 @@ def test_bad_targets_rejected_clipped_or_slowed():
         goal = np.array([1.0, 0.0, -0.2, math.pi, 0, 0])
         arm.servo_to(goal, 0.5)
         clipped = np.array([lim.workspace_max_m[0], 0.0, lim.workspace_min_m[2]])
-        wait_until(lambda: np.linalg.norm(arm.get_state()["actual_tcp_pose"][:3] - clipped) < 5e-4, 10, arm)
+        wait_until(
+            lambda: np.linalg.norm(arm.get_state()["actual_tcp_pose"][:3] - clipped) < 5e-4,
+            10,
+            each=arm.check,
+        )
         s = arm.get_state()
         assert not s["status_flags"] & StatusFlag.REJECTED_TARGET
         h = history_since(arm, c0)
@@ -149,7 +143,7 @@ def test_bad_targets_rejected_clipped_or_slowed():
                 pose_distance(arm.get_state()["target_tcp_pose"], [0.45, 0, 0.2, math.pi, 0, 0])[0] < 1e-6
             ),
             10,
-            arm,
+            each=arm.check,
         )
         took_s = time.monotonic() - t_cmd
         h = history_since(arm, c1)
@@ -165,7 +159,7 @@ def test_unreachable_target_is_flagged_and_the_arm_holds_at_its_reach():
     with ArmController(cfg) as arm:
         p0 = arm.get_state()["actual_tcp_pose"]
         arm.servo_to(p0 + [0.9, 0, 0, 0, 0, 0], 0.1)  # x = 1.35 m: beyond the UR5's reach
-        wait_until(lambda: arm.get_state()["status_flags"] & StatusFlag.UNREACHABLE, 10, arm)
+        wait_until(lambda: arm.get_state()["status_flags"] & StatusFlag.UNREACHABLE, 10, each=arm.check)
         time.sleep(0.5)
         s = arm.get_state()
     assert s["status_flags"] & StatusFlag.UNREACHABLE
@@ -216,7 +210,7 @@ def test_world_ring_task_reset_and_success():
         np.testing.assert_allclose(world.latest()["object_pose"][0], marker)  # deterministic in the seed
         assert not arm.get_state()["task_success"]
         arm.servo_to(np.array([marker[0], marker[1], 0.02, math.pi, 0, 0]), 1.5)
-        wait_until(lambda: arm.get_state()["task_success"], 10, arm)
+        wait_until(lambda: arm.get_state()["task_success"], 10, each=arm.check)
         last = world.latest()
         assert last["task_success"]
         # The world shows the arm as it was at the record's time.
@@ -235,7 +229,7 @@ def test_fault_is_reported_and_reconnect_resumes():
         time.sleep(0.3)
         arm.inject_fault(StatusFlag.PROTECTIVE_STOP)
         with pytest.raises(ArmFaultError, match="PROTECTIVE STOP"):
-            wait_until(lambda: False, 5, arm)
+            wait_until(lambda: False, 5, each=arm.check)
         stopped_at = arm.get_state()["actual_tcp_pose"]
         arm.servo_to(p0, 0.5)  # ignored while faulted
         time.sleep(0.3)
@@ -246,7 +240,9 @@ def test_fault_is_reported_and_reconnect_resumes():
         arm.check()
         assert pose_distance(arm.get_state()["actual_tcp_pose"], stopped_at)[0] < 1e-6  # resumes in place
         arm.servo_to(p0, 1.0)
-        wait_until(lambda: pose_distance(arm.get_state()["actual_tcp_pose"], p0)[0] < 1e-3, 10, arm)
+        wait_until(
+            lambda: pose_distance(arm.get_state()["actual_tcp_pose"], p0)[0] < 1e-3, 10, each=arm.check
+        )
 
 
 @pytest.mark.timeout(60)

@@ -51,6 +51,11 @@ def skipped_periods(tick_time: np.ndarray, period_s: float) -> int:
     return int(np.maximum(gaps, 0).sum())
 
 
+def _first_judged_tick(tick_time: np.ndarray, waypoint_time: float, period_s: float) -> int:
+    """One tick after a corner's time: the earliest the commanded target can be judged at it."""
+    return int(np.searchsorted(tick_time, waypoint_time + period_s))
+
+
 def commanded_arrival_index(tick_time: np.ndarray, waypoint_time: float, period_s: float) -> int:
     """The tick by which the commanded target must be at a corner of the square, due at ``waypoint_time``.
 
@@ -60,7 +65,7 @@ def commanded_arrival_index(tick_time: np.ndarray, waypoint_time: float, period_
     corner it catches up 2.5 times that per tick (0.25 m/s limit).
     """
     tt = np.asarray(tick_time, dtype=np.float64)
-    first = int(np.searchsorted(tt, waypoint_time + period_s))
+    first = _first_judged_tick(tt, waypoint_time, period_s)
     leg_start = int(np.searchsorted(tt, waypoint_time - 0.5))
     i = first
     while True:
@@ -82,7 +87,7 @@ def corner_arrival(
     Raises AssertionError when the target missed a corner it had time to reach.
     """
     tt = np.asarray(tick_time, dtype=np.float64)
-    first = int(np.searchsorted(tt, waypoint_time + period_s))
+    first = _first_judged_tick(tt, waypoint_time, period_s)
     last = commanded_arrival_index(tt, waypoint_time, period_s)
     for i in range(first, last + 1):
         if pose_distance(target_poses[i], pose)[0] < 1e-6:

@@ -15,6 +15,7 @@ from robot.cameras.multi_camera import MultiCamera
 from robot.config import ConfigError, config_path, load_config
 from robot.process import DeviceProcessError
 from robot.shm.segments import list_segments
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -108,9 +109,7 @@ def test_a_dying_camera_is_reported_with_its_traceback_and_the_others_keep_runni
         mc.start()
         time.sleep(0.3)
         os.kill(mc.cameras["killed"].pid, signal.SIGKILL)
-        deadline = time.monotonic() + 10
-        while len(mc.failures()) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: len(mc.failures()) >= 2, 10, "both cameras' failures")
         failures = mc.failures()
         assert set(failures) == {"boom", "killed"}
         assert "camera boom" in failures["boom"] and "check the USB3 cable" in failures["boom"]
@@ -121,12 +120,8 @@ def test_a_dying_camera_is_reported_with_its_traceback_and_the_others_keep_runni
         # Still delivering: 5 more frames (0.17 s at 30 fps; beside three busy loops at load 12 the
         # camera got 4 out in 0.3 s, so the wait is bounded generously, not timed).
         n = mc.cameras["good"].ring.count
-        deadline = time.monotonic() + 5
-        while mc.cameras["good"].ring.count < n + 5 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert mc.cameras["good"].ring.count >= n + 5
-        assert mc.cameras["good"].is_alive
-        mc.cameras["good"].check()
+        wait_until(lambda: mc.cameras["good"].ring.count >= n + 5, 5, "5 more frames from the good camera")
+        mc.cameras["good"].check()  # alive and not failed
     finally:
         mc.close()
     assert not any(s.owner_pid == os.getpid() for s in list_segments())

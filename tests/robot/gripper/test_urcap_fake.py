@@ -22,6 +22,7 @@ from robot.gripper.robotiq import RobotiqBackend
 from robot.gripper.urcap import URCapClient, URCapError
 from robot.process import DeviceProcessError
 from tests.robot.gripper.conftest import UNIT
+from tests.waiting import wait_until
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 STROKE_M = 0.085
@@ -37,18 +38,6 @@ def shipped(host: str, *overrides: str) -> GripperConfig:
     return load_config(GripperConfig, config_path("gripper/robotiq_2f85.yaml"), [f"host={host}", *overrides])
 
 
-def wait_for(cond, timeout_s: float, what: str, dev: GripperController | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if dev is not None:
-            dev.check()
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError(f"not within {timeout_s} s: {what}")
-
-
 @pytest.mark.timeout(30)
 def test_client_speaks_urcap_and_goto_before_activation_is_a_fault(fake):
     with URCapClient(fake.host, reply_timeout_s=1.0) as c:
@@ -58,7 +47,7 @@ def test_client_speaks_urcap_and_goto_before_activation_is_a_fault(fake):
         assert fake.gripper_state()["gotos"] == 0
         c.set(ACT=1)
         assert c.get("STA") == 1
-        wait_for(lambda: c.get("STA") == 3, 5, "activation")
+        wait_until(lambda: c.get("STA") == 3, 5, "activation")
         with pytest.raises(ValueError, match="unknown URCap variable"):
             c.get("XYZ")
 
@@ -78,7 +67,7 @@ def test_backend_activates_calibrates_and_speaks_metres(fake):
         time.sleep(0.3)
         mid = b.read_state(time.monotonic())
         assert mid.moving and 0.0425 + 1e-3 < mid.width_m < STROKE_M - 2e-3
-        wait_for(lambda: not b.read_state(time.monotonic()).moving, 5, "stop at the target")
+        wait_until(lambda: not b.read_state(time.monotonic()).moving, 5, "stop at the target")
         end = b.read_state(time.monotonic())
         assert end.width_m == pytest.approx(0.0425, abs=0.5e-3) and not end.object_detected
         # The fake's counts agree: POS is the closed count minus half the calibrated span.
@@ -86,7 +75,7 @@ def test_backend_activates_calibrates_and_speaks_metres(fake):
         # An object 3 cm wide: closing fully stops on it and reports it.
         fake.gripper_set_object(0.03)
         b.command(0.0, 0.15, 100.0, time.monotonic())
-        wait_for(lambda: b.read_state(time.monotonic()).object_detected, 5, "object detected")
+        wait_until(lambda: b.read_state(time.monotonic()).object_detected, 5, "object detected")
         assert b.read_state(time.monotonic()).width_m == pytest.approx(0.03, abs=0.5e-3)
     finally:
         b.close()
@@ -113,13 +102,15 @@ def test_gripper_process_schedules_widths_and_reports_objects(fake):
         time.sleep(0.2)
         assert fake.gripper_state()["target_width_m"] == pytest.approx(STROKE_M)  # not before its time
         fake.gripper_set_object(0.04)
-        st = wait_for(lambda: (s := g.get_state())["object_detected"] and s, 5, "object detected", g)
+        st = wait_until(
+            lambda: (s := g.get_state())["object_detected"] and s, 5, "object detected", each=g.check
+        )
         assert st["width_m"] == pytest.approx(0.04, abs=1e-3)
         hist = g.get_state_history(g.state_ring.capacity - 1)
         first_move = hist["capture_time"][hist["width_m"] < STROKE_M - 1e-3][0]
         assert first_move >= t_cmd - 0.5 * g.config.period_s  # sent on its tick, not earlier
         g.set_width(0.085)
-        wait_for(lambda: g.get_state()["width_m"] > 0.084, 5, "open again", g)
+        wait_until(lambda: g.get_state()["width_m"] > 0.084, 5, "open again", each=g.check)
         assert g.get_state()["commands_sent"] == 2
 
 
@@ -127,12 +118,12 @@ def test_gripper_process_schedules_widths_and_reports_objects(fake):
 def test_major_fault_is_reported_by_check_and_a_minor_one_is_not(fake):
     with GripperController(shipped(fake.host)) as g:
         fake.gripper_inject_fault(0x0E)  # overcurrent: minor per the URCap's driver
-        wait_for(lambda: g.get_state()["fault_code"] == 0x0E, 5, "the minor fault published", g)
+        wait_until(lambda: g.get_state()["fault_code"] == 0x0E, 5, "the minor fault published", each=g.check)
         g.set_width(0.04)
-        wait_for(lambda: abs(g.get_state()["width_m"] - 0.04) < 1e-3, 5, "moved despite it", g)
+        wait_until(lambda: abs(g.get_state()["width_m"] - 0.04) < 1e-3, 5, "moved despite it", each=g.check)
         fake.gripper_inject_fault(0x0F)
         with pytest.raises(GripperFaultError, match="major fault 0x0F: automatic release completed"):
-            wait_for(lambda: False, 5, "a fault", g)
+            wait_until(lambda: False, 5, "a fault", each=g.check)
 
 
 @pytest.mark.timeout(60)
@@ -144,7 +135,7 @@ def test_silent_or_closed_socket_fails_the_process_with_one_line(fake, how):
         else:
             fake.drop_connections(refuse_new=True)
         with pytest.raises(DeviceProcessError) as err:
-            wait_for(lambda: False, 10, "a failure", g)
+            wait_until(lambda: False, 10, "a failure", each=g.check)
     msg = str(err.value)
     assert "\n" not in msg and f"{fake.host}:63352" in msg
     assert ("no answer" in msg) if how == "silent" else ("closed the connection" in msg)
@@ -180,11 +171,11 @@ def test_parent_death_holds_the_fingers_where_they_are(fake):
     )
     try:
         child_pid = int(parent.stdout.readline())
-        wait_for(lambda: fake.gripper_state()["moving"], 5, "fingers moving")
+        wait_until(lambda: fake.gripper_state()["moving"], 5, "fingers moving")
         time.sleep(0.3)
         os.kill(parent.pid, signal.SIGKILL)
         parent.wait(10)
-        wait_for(lambda: not os.path.exists(f"/proc/{child_pid}") or _zombie(child_pid), 10, "child exits")
+        wait_until(lambda: not os.path.exists(f"/proc/{child_pid}") or _zombie(child_pid), 10, "child exits")
         st = fake.gripper_state()
         assert not st["moving"] and st["obj"] == 3
         assert 0.01 < st["width_m"] < STROKE_M - 2e-3  # stopped mid-stroke: held, not closed, not opened
@@ -214,7 +205,7 @@ def test_rig_gripper_close_reports_the_object_and_unreachable_is_one_line(fake):
     )
     try:
         # An object between the fingers once calibration (open, close, open) has started its last move.
-        wait_for(lambda: fake.gripper_state()["gotos"] >= 3, 30, "calibration")
+        wait_until(lambda: fake.gripper_state()["gotos"] >= 3, 30, "calibration")
         fake.gripper_set_object(0.05)
         stdout, stderr = proc.communicate(timeout=50)
     finally:
@@ -244,16 +235,16 @@ def test_fingers_stop_on_the_sim_worlds_box_which_then_moves_with_the_tool():
             grasp = np.array([box[0], box[1], 0.025, np.pi, 0.0, 0.0])
             fake.set_joint_positions(ur5_ik_closest(grasp, UR5_HOME_Q, np.zeros(6)))
             b.command(0.0, 0.15, 60.0, time.monotonic())
-            wait_for(lambda: b.read_state(time.monotonic()).object_detected, 5, "object detected")
+            wait_until(lambda: b.read_state(time.monotonic()).object_detected, 5, "object detected")
             assert b.read_state(time.monotonic()).width_m == pytest.approx(0.04, abs=1e-3)  # the 4 cm box
             lifted = grasp + [0, 0, 0.1, 0, 0, 0]
             fake.set_joint_positions(ur5_ik_closest(lifted, UR5_HOME_Q, np.zeros(6)))
-            z = wait_for(
+            z = wait_until(
                 lambda: (p := fake.gripper_state()["world_object_poses"][0])[2] > 0.09 and p[2], 5, "lift"
             )
             assert z == pytest.approx(0.1, abs=0.005)  # carried with the tool
             b.command(0.085, 0.15, 60.0, time.monotonic())  # opening drops it onto the table
-            wait_for(lambda: fake.gripper_state()["world_object_poses"][0][2] == 0.0, 5, "dropped")
+            wait_until(lambda: fake.gripper_state()["world_object_poses"][0][2] == 0.0, 5, "dropped")
         finally:
             b.close()
 
@@ -308,16 +299,16 @@ def test_rig_gripper_status_notices_a_failed_gripper_process_within_its_window(f
     )
     try:
         # Once the process runs (activated and calibrated: it polls the socket), it fails.
-        done = wait_for(
+        done = wait_until(
             lambda: (s := fake.gripper_state())["gotos"] >= 3 and not s["moving"] and s, 30, "calib"
         )
         # ... and the process polls on its own (ready: its status window runs).
-        wait_for(lambda: fake.gripper_state()["requests"] > done["requests"] + 50, 10, "polling")
+        wait_until(lambda: fake.gripper_state()["requests"] > done["requests"] + 50, 10, "polling")
         assert proc.poll() is None
         if how == "link dropped":
             fake.drop_connections(refuse_new=True)
         else:
-            child = wait_for(lambda: _gripper_child(proc.pid), 10, "the gripper process")
+            child = wait_until(lambda: _gripper_child(proc.pid), 10, "the gripper process")
             os.kill(child, signal.SIGKILL)
         t_fail = time.monotonic()
         _, stderr = proc.communicate(timeout=30)  # long before its 60 s window ends

@@ -14,7 +14,7 @@ from robot.shm.ring_buffer import RingBuffer
 from robot.spacemouse.config import ExpertSpec, ScriptedConfig, ScriptedKeyframe, SpaceMouseConfig
 from robot.spacemouse.device import SpaceMouse
 from robot.spacemouse.scripted import WaypointExpert
-from tests.robot.spacemouse.conftest import wait_until
+from tests.waiting import wait_until
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.robot.spacemouse.conftest import wait_until
+from tests.waiting import wait_until
 
 REPO = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.timeout(60)

@@ -13,8 +13,8 @@ from robot.process import DeviceProcessError
 from robot.spacemouse.config import SpaceMouseConfig
 from robot.spacemouse.device import SpaceMouse, normalize_axes
 from robot.spacemouse.spnav import SpnavConnection, SpnavDisconnected, SpnavNotRunning
-from tests.robot.spacemouse.conftest import wait_until
 from tests.robot.spacemouse.fake_spacenavd import FakeSpacenavd
+from tests.waiting import wait_until
 
 IDENTITY = {"axis_map": [0, 1, 2, 3, 4, 5], "sign": [1] * 6, "scale": [1.0] * 6}
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -20,6 +19,7 @@ from robot.arm.controller import ArmController
 from robot.config import config_path, load_config
 from robot.fake_ur.handle import FakeURController
 from robot.fake_ur.observe import hold  # noqa: F401 (the tests' wait, shared with benchmarks)
+from tests.waiting import wait_until as shared_wait_until
 
 # The simulated UR5 behind the fake controller (robot.sim.ur5_model.UR5ModelParams fields): the
 # same ground truth as the arm controller's own sim backend (configs/arm/sim_ur5.yaml).
@@ -77,18 +77,15 @@ def wait_until(
     arm: ArmController | None = None,
     check: bool = True,
 ) -> None:
-    """Poll ``cond`` until true, beating ``arm``'s heartbeat (and calling ``arm.check()`` first
-    unless ``check`` is False); AssertionError on timeout."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if arm is not None:
-            if check:
-                arm.check()
-            arm.heartbeat()
-        if cond():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for: {what}")
+    """tests.waiting.wait_until, beating ``arm``'s heartbeat meanwhile (after ``arm.check()`` unless
+    ``check`` is False)."""
+
+    def beat() -> None:
+        if check:
+            arm.check()
+        arm.heartbeat()
+
+    shared_wait_until(cond, timeout_s, what, each=beat if arm is not None else None)
 
 
 def servo_packets(fake: FakeURController) -> int:
