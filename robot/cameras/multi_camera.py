@@ -196,7 +196,10 @@ class MultiCamera(ClosedOnFailedStart):
         the oldest of the cameras' newest capture times, so every camera has a frame at or before
         every target. Each camera's result holds its ring fields stacked over the targets (the
         newest frame captured at or before each target) plus ``target_time``. Raises LookupError when a
-        camera has no frame yet.
+        camera has no frame yet, or when its ring no longer holds one at or before the first target
+        (it keeps ``ring_capacity`` frames: another camera lagging by about that long, as a starved
+        camera process does on a loaded machine): a frame captured after its target is never returned
+        in its place.
         """
         newest = {}
         for name, cam in self.cameras.items():
@@ -216,6 +219,13 @@ class MultiCamera(ClosedOnFailedStart):
             span = float(newest[name] - targets[0])
             n = min(cam.ring.capacity - 1, max(2, int(math.ceil(span * cam.config.fps)) + 3))
             recs = cam.ring.get_last(n)
+            if recs["capture_time"][0] > targets[0]:
+                slowest = min(newest, key=newest.get)
+                raise LookupError(
+                    f"camera {name} holds no frame captured at or before {targets[0]:.3f} (its oldest of "
+                    f"{len(recs['capture_time'])} is {recs['capture_time'][0] - targets[0]:.3f} s later): "
+                    f"camera {slowest}'s newest frame is {newest[name] - newest[slowest]:.2f} s behind its own"
+                )
             idx = align_indices(recs["capture_time"], targets)
             sel = {key: v[idx] for key, v in recs.items()}
             sel["target_time"] = targets.copy()
