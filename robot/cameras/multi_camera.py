@@ -221,10 +221,15 @@ class MultiCamera(ClosedOnFailedStart):
             recs = cam.ring.get_last(n)
             if recs["capture_time"][0] > targets[0]:
                 slowest = min(newest, key=newest.get)
+                why = (
+                    f"camera {slowest}'s newest frame is {newest[name] - newest[slowest]:.2f} s behind its own"
+                    if newest[slowest] < newest[name]
+                    else f"the targets reach {newest[name] - targets[0]:.2f} s back from its newest frame, "
+                    f"further than the frames it holds (its ring keeps {cam.ring.capacity})"
+                )
                 raise LookupError(
                     f"camera {name} holds no frame captured at or before {targets[0]:.3f} (its oldest of "
-                    f"{len(recs['capture_time'])} is {recs['capture_time'][0] - targets[0]:.3f} s later): "
-                    f"camera {slowest}'s newest frame is {newest[name] - newest[slowest]:.2f} s behind its own"
+                    f"{len(recs['capture_time'])} is {recs['capture_time'][0] - targets[0]:.3f} s later): {why}"
                 )
             idx = align_indices(recs["capture_time"], targets)
             sel = {key: v[idx] for key, v in recs.items()}

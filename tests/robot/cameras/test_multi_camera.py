@@ -116,6 +116,13 @@ def test_a_camera_lagging_past_the_others_ring_is_refused_not_misaligned():
         assert np.all(t - got["a"]["capture_time"] >= 0) and np.all(t - got["a"]["capture_time"] < 1 / 30)
     finally:
         mc.close()
+    alone = MultiCamera({"b": _cams()["b"]})
+    try:
+        _put_frames(alone.cameras["b"], 100.0 + np.arange(15) / 15.0)
+        with pytest.raises(LookupError, match=r"camera b holds no frame .* the targets reach 1\.90 s back"):
+            alone.get_frames(k=20, dt_s=0.1)  # further back than the camera has frames
+    finally:
+        alone.close()
 
 
 class ExplodingCamera(Camera):
