@@ -214,22 +214,23 @@ class MultiCamera(ClosedOnFailedStart):
             targets = t_end - dt * np.arange(k - 1, -1, -1, dtype=np.float64)
         else:
             targets = np.asarray(target_times, dtype=np.float64)
+        earliest = float(targets.min())  # explicit targets need not be sorted
         out = {}
         for name, cam in self.cameras.items():
-            span = float(newest[name] - targets[0])
+            span = float(newest[name] - earliest)
             n = min(cam.ring.capacity - 1, max(2, int(math.ceil(span * cam.config.fps)) + 3))
             recs = cam.ring.get_last(n)
-            if recs["capture_time"][0] > targets[0]:
+            if recs["capture_time"][0] > earliest:
                 slowest = min(newest, key=newest.get)
                 why = (
                     f"camera {slowest}'s newest frame is {newest[name] - newest[slowest]:.2f} s behind its own"
                     if newest[slowest] < newest[name]
-                    else f"the targets reach {newest[name] - targets[0]:.2f} s back from its newest frame, "
+                    else f"the targets reach {span:.2f} s back from its newest frame, "
                     f"further than the frames it holds (its ring keeps {cam.ring.capacity})"
                 )
                 raise LookupError(
-                    f"camera {name} holds no frame captured at or before {targets[0]:.3f} (its oldest of "
-                    f"{len(recs['capture_time'])} is {recs['capture_time'][0] - targets[0]:.3f} s later): {why}"
+                    f"camera {name} holds no frame captured at or before {earliest:.3f} (its oldest of "
+                    f"{len(recs['capture_time'])} is {recs['capture_time'][0] - earliest:.3f} s later): {why}"
                 )
             idx = align_indices(recs["capture_time"], targets)
             sel = {key: v[idx] for key, v in recs.items()}

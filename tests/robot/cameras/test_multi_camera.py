@@ -110,6 +110,8 @@ def test_a_camera_lagging_past_the_others_ring_is_refused_not_misaligned():
             LookupError, match=r"camera a holds no frame .* camera b's newest frame is 1\.\d+ s behind"
         ):
             mc.get_frames(k=4, dt_s=0.1)
+        with pytest.raises(LookupError, match=r"camera a holds no frame captured at or before 100\.500"):
+            mc.get_frames(target_times=[101.9, 100.5])  # unsorted: the earliest target is judged
         # Targets a still holds are served, each from a frame at or before it.
         t = 100.0 + 59 / 30.0 - np.array([0.3, 0.2, 0.1, 0.0])
         got = mc.get_frames(target_times=t)
