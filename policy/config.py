@@ -130,6 +130,12 @@ class PolicyConfig(StrictModel):
     obs: dict[str, ObsKeyConfig] = Field(default_factory=_default_obs)
     action_key: str = "action"
     action_dims: list[int] | None = None  # subset of the stored action columns (None = all)
+    relative_action: bool = False
+    """Predict the action's x, y, z (stored columns 0-2) relative to the TCP position at the last
+    observation step (UMI's relative trajectories): the denoiser learns offsets and the model adds the
+    observed position back, in training and in ``Policy.predict`` alike (committed actions are
+    converted the same way). Needs ``robot_eef_pose`` among the observations with those columns in its
+    ``dims``; rotation and width columns stay absolute."""
     horizon: int = 16
     n_obs_steps: int = 2
     n_action_steps: int = 8

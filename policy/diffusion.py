@@ -47,6 +47,27 @@ def make_schedulers(cfg: PolicyConfig) -> tuple[Any, Any]:
     return ddpm, ddim
 
 
+def relative_pairs(shape_meta: dict[str, Any]) -> list[tuple[int, int]]:
+    """(action column, ``robot_eef_pose`` column) for each predicted position (stored columns 0-2),
+    for ``policy.relative_action``; ValueError when the observations cannot give them."""
+    adims = list(shape_meta["action"].get("dims") or range(shape_meta["action"]["shape"][0]))
+    eef = shape_meta["obs"].get("robot_eef_pose")
+    edims = (
+        None if eef is None or eef["type"] != "low_dim" else list(eef.get("dims") or range(eef["shape"][0]))
+    )
+    wanted = [(j, d) for j, d in enumerate(adims) if d in (0, 1, 2)]
+    if not wanted:
+        raise ValueError(f"policy.relative_action: the action columns {adims} hold no position (0, 1, 2)")
+    missing = [d for _, d in wanted if edims is None or d not in edims]
+    if missing:
+        raise ValueError(
+            f"policy.relative_action needs robot_eef_pose among the observations with columns {missing} in "
+            f"its dims (it has {'no robot_eef_pose' if edims is None else edims})"
+        )
+    assert edims is not None
+    return [(j, edims.index(d)) for j, d in wanted]
+
+
 class DiffusionPolicy(nn.Module):
     def __init__(self, cfg: PolicyConfig, shape_meta: dict[str, Any]) -> None:
         super().__init__()
@@ -57,6 +78,8 @@ class DiffusionPolicy(nn.Module):
         dims["action"] = self.action_dim
         self.normalizer = LinearNormalizer(dims)
         self.obs_encoder = ObsEncoder(shape_meta, cfg.vision, self.normalizer)
+        # policy.relative_action: (action column, robot_eef_pose column) of each predicted position.
+        self.relative_pairs = relative_pairs(shape_meta) if cfg.relative_action else []
         self.obs_feature_dim = self.obs_encoder.out_dim
         self.backbone = cfg.model.backbone
         # registered under the backbone's name, so the state dict's keys say which it is
@@ -131,9 +154,31 @@ class DiffusionPolicy(nn.Module):
         feats = self.obs_encoder({k: v[:, :n] for k, v in obs.items()})
         return feats.reshape(feats.shape[0], -1).to(self.dtype)
 
+    def _shift_positions(
+        self, actions: torch.Tensor, obs: dict[str, torch.Tensor], sign: float
+    ) -> torch.Tensor:
+        """``actions`` (B, T, Da) raw, with ``sign`` x the TCP position at the last observation step
+        added to the position columns (-1: absolute -> relative, +1: back); unchanged without
+        ``policy.relative_action``."""
+        if not self.relative_pairs:
+            return actions
+        a_cols = [a for a, _ in self.relative_pairs]
+        e_cols = [e for _, e in self.relative_pairs]
+        ref = obs["robot_eef_pose"][:, self.cfg.n_obs_steps - 1, e_cols].to(actions.device, actions.dtype)
+        out = actions.clone()
+        out[..., a_cols] = out[..., a_cols] + sign * ref[:, None, :]
+        return out
+
+    def to_relative(self, actions: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._shift_positions(actions, obs, -1.0)
+
+    def to_absolute(self, actions: torch.Tensor, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self._shift_positions(actions, obs, 1.0)
+
     def compute_loss(self, batch: dict[str, Any]) -> torch.Tensor:
         """Denoising MSE on a batch ``{"obs": {key: (B, T, ...)}, "action": (B, horizon, Da)}``."""
-        actions = self.normalizer.normalize("action", batch["action"].to(self.dtype))
+        raw = self.to_relative(batch["action"].to(self.dtype), batch["obs"])
+        actions = self.normalizer.normalize("action", raw)
         global_cond = self.encode_obs(batch["obs"])
         noise = torch.randn_like(actions)
         b = actions.shape[0]
@@ -268,7 +313,8 @@ class DiffusionPolicy(nn.Module):
             global_cond = self.encode_obs(obs)
         known = None
         if committed is not None:
-            known = self.normalizer.normalize("action", committed.to(self.device, torch.float32))
+            rel = self.to_relative(committed.to(self.device, torch.float32), obs)
+            known = self.normalizer.normalize("action", rel)
         norm = self.sample(
             global_cond,
             generator,
@@ -278,4 +324,4 @@ class DiffusionPolicy(nn.Module):
             caches=caches,
         )
         self.last_normalized_actions = norm
-        return self.normalizer.unnormalize("action", norm.float())
+        return self.to_absolute(self.normalizer.unnormalize("action", norm.float()), obs)

@@ -240,7 +240,10 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     if ckpt:
         model.load_state_dict(ckpt["model"])
     else:
-        for key, data in train_ds.low_dim_data().items():
+        fit = train_ds.low_dim_data()
+        if model.relative_pairs:  # the action ranges the model sees: offsets from the observed TCP
+            fit["action"] = train_ds.relative_action_data(model.relative_pairs)
+        for key, data in fit.items():
             model.normalizer.fit(key, data)
     model.to(device)
 
