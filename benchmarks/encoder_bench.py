@@ -3,7 +3,8 @@
     python benchmarks/encoder_bench.py [--config policy/tiny_pick_place.yaml] [--steps N] [--threads N]
                                        [--variant NAME=KEY=VALUE,KEY=VALUE ...] [--only NAME ...]
 
-Each variant is the config plus overrides (``policy.vision.stage_strides=[2,2,1]`` ...). For each: the
+Each variant is the config plus overrides (``policy.vision.stage_strides=[2,2,1]`` ...; ``-KEY`` drops
+the observation KEY, e.g. ``-camera_1``: the scene camera alone). For each: the
 last feature map's size (where spatial softmax finds its keypoints), the encoder's parameters, training
 steps/s (forward + backward + AdamW on a synthetic batch of ``training.batch_size`` windows at the
 config's ``image_size``: what ``rig train`` does per step minus data loading, which the image cache
@@ -50,7 +51,7 @@ DEFAULT_VARIANTS = {
         "policy.vision.crop_shape=[88,116]",
         "policy.vision.stage_strides=[2,2,1]",
     ],
-    "wrist": ["policy.obs.camera_1={type: rgb}"],
+    "scene_only": ["-camera_1"],  # the config shipped before the wrist camera (issue 31)
 }
 
 
@@ -95,7 +96,12 @@ def make_batch(cfg: TrainConfig, sm: dict, rng: np.random.Generator) -> dict:
 class Variant:
     def __init__(self, name: str, config: str, overrides: list[str]) -> None:
         self.name, self.overrides = name, overrides
-        self.cfg = load_config(TrainConfig, config_path(config), overrides)
+        self.cfg = load_config(TrainConfig, config_path(config), [o for o in overrides if o[:1] != "-"])
+        for key in (o[1:] for o in overrides if o[:1] == "-"):  # "-KEY": without that observation
+            if self.cfg.policy.obs.pop(key, None) is None:
+                raise SystemExit(
+                    f"variant {name}: no observation '{key}' to drop ({', '.join(self.cfg.policy.obs)})"
+                )
         self.sm = shape_meta_for(self.cfg)
         vc = self.cfg.policy.vision
         self.map_hw = feature_map_size(vc, tuple(vc.crop_shape or vc.image_size or STORED_HW))
