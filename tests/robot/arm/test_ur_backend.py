@@ -11,14 +11,14 @@ from robot.arm.interpolator import pose_distance
 from robot.arm.ur_client import parse_polyscope_version
 from robot.fake_ur.handle import FakeURController
 from robot.process import DeviceProcessError
-from tests.robot.arm.ur.helpers import hold, ur_config, wait_until
+from tests.robot.arm.ur.helpers import arm_on, hold, ur_config, wait_until
 
 
 @pytest.mark.timeout(120)
 def test_servo_fake_ur5e_fault_reconnect_and_clean_exit():
     with FakeURController("5.11", process=True, arm_kind="sim") as fake:
         cfg = ur_config("ur5e", fake.host)
-        with ArmController(cfg) as arm:
+        with arm_on(cfg) as arm:  # beaten from a process of its own (tests/robot/arm/ur/beat.py)
             p0 = arm.get_state()["actual_tcp_pose"]
             assert pose_distance(p0, fake.state()["actual_tcp_pose"])[0] < 1e-6
             goal = p0 + [0.04, -0.03, 0.02, 0, 0, 0]

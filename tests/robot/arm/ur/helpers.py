@@ -8,7 +8,6 @@ carries a ``pytest.mark.timeout`` on top.
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,6 +18,7 @@ from robot.arm.controller import ArmController
 from robot.config import config_path, load_config
 from robot.fake_ur.handle import FakeURController
 from robot.fake_ur.observe import hold  # noqa: F401 (the tests' wait, shared with benchmarks)
+from tests.robot.arm.ur.beat import beating
 from tests.waiting import wait_until as shared_wait_until
 
 # The simulated UR5 behind the fake controller (robot.sim.ur5_model.UR5ModelParams fields): the
@@ -47,27 +47,21 @@ def ur_config(name: str, host: str, *overrides: str) -> ArmConfig:
 
 @contextlib.contextmanager
 def arm_on(config: ArmConfig) -> Iterator[ArmController]:
-    """An arm controller on ``config`` whose parent heartbeats every 0.1 s from a thread, as a
-    deploy or collection loop does from its own, while the test analyses between its waits.
+    """An arm controller on ``config`` whose heartbeat is fed every 0.1 s by a process of its own
+    (:func:`tests.robot.arm.ur.beat.beating`) while the test analyses between its waits.
 
     A test's analysis of the logs between two waits (fake-controller RPCs, numpy) took over the
     watchdog's 1 s on a host at load 16, and the controller rightly brought the arm to rest and
-    exited ("no heartbeat from the parent for 1.00 s"). The watchdog itself has its own tests.
+    exited ("no heartbeat from the parent for 1.00 s"); a beating thread of the test's own process
+    then still missed the second once on CI beside other work (beat.py says why). The watchdog itself
+    has its own tests.
     """
-    with ArmController(config) as arm:
-        done = threading.Event()
-
-        def beat() -> None:
-            while not done.wait(0.1):
-                arm.heartbeat()
-
-        beater = threading.Thread(target=beat, name="heartbeat", daemon=True)
-        beater.start()
-        try:
+    arm = ArmController(config)
+    try:
+        with beating(arm), arm:
             yield arm
-        finally:
-            done.set()
-            beater.join()
+    finally:
+        arm.close()  # its rings, also when the heartbeat process failed to start (idempotent)
 
 
 def wait_until(
