@@ -337,18 +337,13 @@ class EpisodeDataset(torch.utils.data.Dataset):
         out["action"] = self._action[m]
         return out
 
-    def relative_action_data(self, pairs: list[tuple[int, int]]) -> np.ndarray:
-        """This split's action windows (every window's ``horizon`` rows, stacked) with the TCP position
-        at each window's last observation step subtracted from the position columns (``pairs``: action
-        column, robot_eef_pose column): what the model predicts with ``policy.relative_action``, for
-        fitting its normalizer."""
-        n = self.policy_cfg.n_obs_steps
+    def action_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        """Every window of this split without its images: the ``horizon`` action rows (N, horizon, Da)
+        and the robot_eef_pose observations (N, n_obs_steps, De), as ``self[i]`` gives them. Training
+        fits the action normalizer on them, through the model's own conversion where it predicts
+        offsets (``policy.relative_action``: DiffusionPolicy.to_relative)."""
         idx = np.stack([self.window_indices(i) for i in range(len(self))])  # (N, horizon)
-        actions = self._action[idx].astype(np.float64)
-        a_cols = [a for a, _ in pairs]
-        ref = self._low_dim["robot_eef_pose"][idx[:, n - 1]][:, [e for _, e in pairs]]
-        actions[:, :, a_cols] -= ref[:, None, :]
-        return actions.reshape(-1, actions.shape[-1])
+        return self._action[idx], self._low_dim["robot_eef_pose"][idx[:, : self.policy_cfg.n_obs_steps]]
 
     def _frame(self, key: str, kept_idx: int) -> np.ndarray:
         ck = (key, kept_idx)

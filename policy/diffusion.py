@@ -59,12 +59,11 @@ def relative_pairs(shape_meta: dict[str, Any]) -> list[tuple[int, int]]:
     if not wanted:
         raise ValueError(f"policy.relative_action: the action columns {adims} hold no position (0, 1, 2)")
     missing = [d for _, d in wanted if edims is None or d not in edims]
-    if missing:
+    if edims is None or missing:
         raise ValueError(
             f"policy.relative_action needs robot_eef_pose among the observations with columns {missing} in "
             f"its dims (it has {'no robot_eef_pose' if edims is None else edims})"
         )
-    assert edims is not None
     return [(j, edims.index(d)) for j, d in wanted]
 
 

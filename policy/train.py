@@ -242,7 +242,9 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
     else:
         fit = train_ds.low_dim_data()
         if model.relative_pairs:  # the action ranges the model sees: offsets from the observed TCP
-            fit["action"] = train_ds.relative_action_data(model.relative_pairs)
+            actions, eef = (torch.from_numpy(a).double() for a in train_ds.action_windows())
+            rel = model.to_relative(actions, {"robot_eef_pose": eef})
+            fit["action"] = rel.reshape(-1, rel.shape[-1]).numpy()
         for key, data in fit.items():
             model.normalizer.fit(key, data)
     model.to(device)

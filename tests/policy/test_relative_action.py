@@ -82,7 +82,10 @@ def test_a_relative_policy_trains_on_offsets_and_predicts_absolute_positions(
     # The normalizer was fit on the offsets of the training windows (x and y: their min and max map
     # to -1 and 1), not on the absolute actions.
     ds = EpisodeDataset(reach_store, policy.config.policy, policy.config.dataset, "train")
-    offsets = ds.relative_action_data(model.relative_pairs)
+    last = policy.n_obs_steps - 1
+    offsets = np.concatenate(
+        [ds[i]["action"][:, :3] - ds[i]["obs"]["robot_eef_pose"][last, :3] for i in range(len(ds))]
+    )
     ends = model.normalizer.unnormalize("action", torch.tensor([[-1.0] * 6, [1.0] * 6])).double().numpy()
     np.testing.assert_allclose(ends[:, :2], [offsets[:, :2].min(0), offsets[:, :2].max(0)], atol=1e-5)
     absolute = np.asarray(data["action"][:])
@@ -93,13 +96,15 @@ def test_a_relative_policy_trains_on_offsets_and_predicts_absolute_positions(
     assert np.allclose(again[:3], committed)
 
 
-def test_relative_action_data_is_each_window_minus_the_tcp_at_its_last_observation_step(reach_store):
+def test_action_windows_are_the_items_without_their_images(reach_store):
     cfg = TrainConfig.model_validate({"policy": {"relative_action": True}, "dataset": {"val_ratio": 0.0}})
     ds = EpisodeDataset(reach_store, cfg.policy, cfg.dataset, "train")
-    pairs = [(0, 0), (1, 1), (2, 2)]
-    got = ds.relative_action_data(pairs).reshape(len(ds), cfg.policy.horizon, -1)
+    actions, eef = ds.action_windows()
+    assert actions.shape[:2] == (len(ds), cfg.policy.horizon) and eef.shape[:2] == (
+        len(ds),
+        cfg.policy.n_obs_steps,
+    )
     for i in (0, 5, len(ds) - 1):  # a padded start, the middle, a padded end
         item = ds[i]
-        want = item["action"].astype(np.float64).copy()
-        want[:, :3] -= item["obs"]["robot_eef_pose"][cfg.policy.n_obs_steps - 1, :3]
-        np.testing.assert_allclose(got[i], want, atol=1e-6)
+        np.testing.assert_array_equal(actions[i], item["action"])
+        np.testing.assert_array_equal(eef[i], item["obs"]["robot_eef_pose"])
