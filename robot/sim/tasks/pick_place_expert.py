@@ -4,12 +4,13 @@ Phases (the tool keeps its orientation; teleop with ``rotation_locked``):
 
 1. ``approach``: to ``travel_z_m`` above the box (x-y noise fading within ``slow_radius_m``);
 2. ``descend``: down to the grasp height (TCP ``grasp_offset_m`` above the box centre);
-3. ``close``: hold the close button until the opening (world record ``gripper_width_m``) has stopped
+3. ``dwell``: hold still there, fingers open, for ``dwell_s`` (0: close at once);
+4. ``close``: hold the close button until the opening (world record ``gripper_width_m``) has stopped
    on the box for ``settle_s``;
-4. ``carry``: up to ``travel_z_m``, then over the target;
-5. ``place``: down until the box is ``drop_height_m`` above the table;
-6. ``open``: hold the open button until the pads are clear of the box;
-7. ``retreat``: back up to ``travel_z_m`` and stay.
+5. ``carry``: up to ``travel_z_m``, then over the target;
+6. ``place``: down until the box is ``drop_height_m`` above the table;
+7. ``open``: hold the open button until the pads are clear of the box;
+8. ``retreat``: back up to ``travel_z_m`` and stay.
 
 If the box leaves the fingers while carrying (the opening grew), it starts over at ``approach``.
 Buttons: ``close_button`` / ``open_button`` must match the teleop's gripper buttons.
@@ -39,6 +40,7 @@ class PickPlaceExpert(ExpertBase):
     xy_tolerance_m: float = 0.004
     z_tolerance_m: float = 0.003
     slow_radius_m: float = 0.04
+    dwell_s: float = 0.0
     settle_s: float = 0.15
     close_button: int = 0
     open_button: int = 1
@@ -96,10 +98,14 @@ class PickPlaceExpert(ExpertBase):
             return self._goto(tcp_pose, above_box, noise)
         if self.phase == "descend":
             if self._at(tcp_pose, grasp):
-                self._enter("close")
+                self._enter("dwell" if self.dwell_s > 0 else "close")
             # Go down only once over the box (the fingers must not land on it).
             if float(np.linalg.norm(grasp[:2] - tcp_pose[:2])) > 2 * self.xy_tolerance_m:
                 return self._goto(tcp_pose, above_box)
+            return self._goto(tcp_pose, grasp)
+        if self.phase == "dwell":
+            if self._since >= self.dwell_s:
+                self._enter("close")
             return self._goto(tcp_pose, grasp)
         if self.phase == "close":
             self._buttons[self.close_button] = True

@@ -18,9 +18,16 @@ MAX_W = 0.085
 DOWN = np.array([np.pi, 0.0, 0.0])
 
 
-def rollout(seed: int, max_time_s: float = 30.0, dt_s: float = 0.01, delay_ticks: int = 3, **task_params):
+def rollout(
+    seed: int,
+    max_time_s: float = 30.0,
+    dt_s: float = 0.01,
+    delay_ticks: int = 3,
+    expert_params: dict | None = None,
+    **task_params,
+):
     task = make_task("pick_place", **task_params)
-    expert = make_expert("pick_place", seed=7)
+    expert = make_expert("pick_place", seed=7, **(expert_params or {}))
     world = SimWorld(task)
     world.reset(seed)
     pose = np.array([0.45, 0.0, 0.20, *DOWN])
@@ -28,10 +35,13 @@ def rollout(seed: int, max_time_s: float = 30.0, dt_s: float = 0.01, delay_ticks
     pending = deque([np.zeros(3)] * delay_ticks)
     t = 0.0
     world.step(pose, 0.0, float("nan"))
-    log = {"held": [], "box_z": [], "width": []}
+    log = {"held": [], "box_z": [], "width": [], "z": [], "close": [], "phase": []}
     for _ in range(int(max_time_s / dt_s)):
         rec = world.record(t, pose, np.zeros(6))
         axes, buttons = expert({"arm": {"actual_tcp_pose": pose.copy()}, "world": rec, "time": t})
+        log["z"].append(pose[2])
+        log["close"].append(bool(buttons[0]))
+        log["phase"].append(expert.phase)
         if buttons[0]:
             fingers.command(0.0, 0.15, t) if fingers.target_width_m != 0.0 else None
         elif buttons[1]:
@@ -56,6 +66,22 @@ def test_expert_picks_and_places_the_box(seed):
     assert any(log["held"]) and max(log["box_z"]) > 0.04  # it really was lifted
     assert np.linalg.norm(task.box_pose[:2] - task.target_xy) <= task.success_radius_m
     assert not task.grasp.held and task.box_pose[2] == TABLE_Z_M  # released, resting on the table
+
+
+def test_expert_dwells_open_at_the_grasp_height_then_holds_the_closed_grip_before_lifting():
+    dt = 0.01
+    ok, t, task, log = rollout(1, dt_s=dt, expert_params={"dwell_s": 0.4, "settle_s": 0.4})
+    assert ok, f"no success in {t:.1f} s"
+    phase, z, close, width = (np.asarray(log[k]) for k in ("phase", "z", "close", "width"))
+    arrived = int(np.argmax(phase == "dwell"))  # the first tick at the grasp height
+    pressed = int(np.argmax(close))
+    assert arrived > 0 and (pressed - arrived) * dt >= 0.4 - dt
+    # Fingers open meanwhile, and the tool settles (converging on the grasp height: under 2 mm).
+    assert np.ptp(z[arrived:pressed]) < 2e-3 and width[pressed - 1] > 0.08
+    # Closed on the box, then held there settle_s before going up.
+    lifted = int(np.argmax(phase[pressed:] == "carry")) + pressed
+    stopped = int(np.argmax(width[pressed:] <= task.box_size_m + 0.001)) + pressed
+    assert (lifted - stopped) * dt >= 0.4 - 2 * dt and np.ptp(z[pressed:lifted]) < 2e-3
 
 
 def test_a_fixed_target_stays_put_while_the_box_moves_and_the_expert_places_on_it():
