@@ -9,9 +9,10 @@ the whole pytest worker runs and it holds the GIL; the kernel groups processes b
 (``sched_autogroup``), so one busy session next door leaves every thread of ours runnable but not
 run (robot.fake_ur.handle._prioritize measured the fake's own ticks stalled up to 1.0 s that way).
 
-So the beat comes from a process of its own, at real-time round-robin priority where permitted (root, CAP_SYS_NICE), writing the controller's
-shared heartbeat value every ``period_s``. The watchdog itself is tested elsewhere
-(tests/robot/arm/test_arm_process.py), with the parent's own beats."""
+So the beat comes from a process of its own, at real-time round-robin priority where permitted
+(root, CAP_SYS_NICE), writing the controller's shared heartbeat value every ``period_s``. The
+watchdog itself is tested elsewhere (tests/robot/arm/test_arm_process.py, with the parent's own
+beats); that this beat outlasts a stopped test process, in tests/robot/arm/ur/test_ur_trajectory.py."""
 
 from __future__ import annotations
 

@@ -9,9 +9,13 @@ that stops the controller and checks what it sent on the way out.
 from __future__ import annotations
 
 import math
+import os
+import signal
 import time
 from dataclasses import dataclass
+from typing import Any
 
+import multiprocess
 import numpy as np
 import pytest
 from scipy.spatial.transform import Rotation
@@ -21,6 +25,7 @@ from robot.arm.config import ArmConfig
 from robot.arm.controller import ArmController
 from robot.arm.interpolator import pose_distance
 from robot.fake_ur.handle import FakeURController
+from robot.process import DEFAULT_START_METHOD
 from tests.robot.arm.trajectories import (
     corner_arrival,
     schedule_square_then_too_fast,
@@ -272,6 +277,36 @@ def test_home_is_slow_and_ends_at_the_start_pose(rig: Rig):
     dist = np.linalg.norm(away[:3] - home[:3])
     took = h["tick_time"][-1] - h["tick_time"][0]
     assert took >= dist / cfg.home_speed_m_s - 2 * dt
+
+
+def _stop_for(pid: int, seconds: float, out: Any) -> None:
+    """SIGSTOP ``pid`` for ``seconds`` (measured into ``out``), then SIGCONT, whatever happens."""
+    os.kill(pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        time.sleep(seconds)
+    finally:
+        out.value = time.monotonic() - t0
+        os.kill(pid, signal.SIGCONT)
+
+
+@pytest.mark.timeout(60)
+def test_the_arm_outlives_a_test_process_stopped_past_the_watchdog(rig: Rig):
+    """The fixture's heartbeat (tests/robot/arm/ur/beat.py) does not depend on the test process being
+    run: on CI beside other work a beating thread in the pytest worker missed the shipped 1 s watchdog,
+    the controller exited and the three tests after it failed on it. Here the test process is stopped
+    outright for 1.5 s (fails with the former thread: the controller exits)."""
+    arm = rig.arm
+    assert rig.cfg.heartbeat_timeout_s == 1.0  # the shipped watchdog, not widened
+    ctx = multiprocess.get_context(DEFAULT_START_METHOD)
+    stopped = ctx.Value("d", 0.0, lock=False)
+    helper = ctx.Process(target=_stop_for, args=(os.getpid(), 1.5, stopped), daemon=True)
+    helper.start()
+    helper.join(30)
+    assert helper.exitcode == 0 and stopped.value >= 1.5
+    counter = arm.get_state()["counter"]
+    wait_until(lambda: arm.get_state()["counter"] > counter + 10, 5, "new states", arm)
+    assert arm.stop_reason is None
 
 
 @pytest.mark.timeout(60)
