@@ -83,6 +83,11 @@ class AutoConfig(StrictModel):
     before the success shows)."""
     save_failed: bool = False
     """Save episodes that timed out without success (default: discard them)."""
+    spread_candidates: int = Field(1, ge=1)
+    """Sim rigs: >1 takes each episode's world seed from the next this-many unused ones, the one whose
+    objects (x, y) lie farthest from those of the episodes already in the store (max-min, greedy), so
+    a few dozen demonstrations cover the task's layouts evenly, the edges of its range included;
+    1: consecutive seeds. Each episode's seed is stored with it (episode attribute ``world_seed``)."""
 
 
 class CollectConfig(StrictModel):
@@ -129,6 +134,8 @@ class Collector:
         self.saved = 0
         self.discarded = 0
         self.seed = config.rig.task.seed
+        self.layouts: list[np.ndarray] = []  # object x-y of the seeds recorded (auto.spread_candidates)
+        self._layout_task: Any = None
         self.loop_errors_ms: list[float] = []
         self._success_since: float | None = None
         self.pending_commits: list[Any] = []
@@ -190,6 +197,10 @@ class Collector:
             self.events.append(("save_pressed", index, now()))
             quality = self.quality.result()
             attrs = {"quality": quality.to_attrs()}
+            if env.config.is_sim:
+                attrs["world_seed"] = self.seed
+                if self.cfg.auto.spread_candidates > 1:
+                    self.layouts.append(self._layout(self.seed))
             if self.latency_watch is not None:
                 attrs["latency_watch"] = self.latency_watch.episode_summary()
             fut = ep.commit(wait=False, attrs=attrs)
@@ -210,7 +221,29 @@ class Collector:
                 f"episode {self.episode_index}: discarded"
                 + (" with its videos" if self._videos_on(env) else "")
             )
-        self.seed += 1
+        self.seed = self._spread_seed(self.seed + 1)
+
+    # ------------------------------------------------------------------ world seeds
+    def _layout(self, seed: int) -> np.ndarray:
+        """x, y of every object of the sim task's world for ``seed`` (the task's own reset)."""
+        if self._layout_task is None:
+            from robot.sim.tasks import make_task
+
+            self._layout_task = make_task(self.cfg.rig.task.name, **self.cfg.rig.task.params)  # as the env
+        return np.concatenate([np.asarray(o.pose[:2], float) for o in self._layout_task.reset(seed)])
+
+    def _spread_seed(self, start: int) -> int:
+        """``start``, or with ``auto.spread_candidates`` K > 1 the seed in [start, start + K) whose layout
+        lies farthest from the recorded ones (the lowest seed on a tie)."""
+        k = self.cfg.auto.spread_candidates
+        if k <= 1 or not self.layouts:
+            return start
+        seen = np.stack(self.layouts)
+
+        def gap(seed: int) -> tuple[float, int]:
+            return float(np.min(np.linalg.norm(seen - self._layout(seed), axis=1))), -seed
+
+        return max(range(start, start + k), key=gap)
 
     def _videos_on(self, env: Any) -> bool:
         return bool(self.cfg.record_video and env.cameras is not None)
@@ -312,6 +345,12 @@ class Collector:
                 f"world seeds continue from {store.next_seed} (the store's next seed; task.seed={self.seed})"
             )
             self.seed = store.next_seed
+        if env.config.is_sim and cfg.auto.spread_candidates > 1:
+            for i in range(store.n_episodes):
+                seed = store.episode_attrs(i).get("world_seed")
+                if seed is not None:
+                    self.layouts.append(self._layout(int(seed)))
+            self.seed = self._spread_seed(self.seed)
         try:
             env.home()
             self.latency_watch = LatencyWatch.for_env(env)

@@ -13,7 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from collection.collect import CollectConfig
 from collection.episode_store import EpisodeStore
+from robot.config import config_path, load_config
+from robot.sim.tasks import make_task
 from tests.shm_clean_lock import shm_clean_lock
 
 RIG = [sys.executable, "-m", "robot.cli", "collect", "--config", "collect/sim_reach.yaml"]
@@ -90,12 +93,34 @@ def test_collect_records_n_scripted_episodes(tmp_path):
     assert out.stdout.count("preview: no display") == 1  # said once, not per tick
     assert len(re.findall(r"late, \d+ teleop targets dropped", out.stdout)) == 2  # one count per episode
     assert "exec_actions: dropped" not in out.stdout + out.stderr
-    # Appending continues the world seeds instead of repeating the first episodes' worlds.
+    # Appending continues the world seeds instead of repeating the first episodes' worlds; with
+    # auto.spread_candidates it takes, of the next 8, the world farthest from those in the store.
     first_seeds = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", out.stdout)]
-    more = _run(f"store={store}", "auto.episodes=1", "record_video=false", *FAST, timeout=170)
+    assert [s.episode_attrs(i)["world_seed"] for i in (0, 1)] == first_seeds
+    more = _run(
+        f"store={store}",
+        "auto.episodes=1",
+        "auto.spread_candidates=8",
+        "record_video=false",
+        *FAST,
+        timeout=170,
+    )
     assert more.returncode == 0, more.stderr[-3000:]
     (seed,) = [int(x) for x in re.findall(r"recording \(seed (\d+)\)", more.stdout)]
-    assert seed == max(first_seeds) + 1 and f"world seeds continue from {seed}" in more.stdout
+    start = max(first_seeds) + 1
+    assert f"world seeds continue from {start}" in more.stdout
+    rig_task = load_config(CollectConfig, config_path("collect/sim_reach.yaml")).rig.task
+    task = make_task(rig_task.name, **rig_task.params)
+
+    def layout(world_seed: int) -> np.ndarray:
+        return np.concatenate([o.pose[:2] for o in task.reset(world_seed)])
+
+    def gap(world_seed: int) -> float:
+        return min(float(np.linalg.norm(layout(world_seed) - layout(f))) for f in first_seeds)
+
+    gaps = {c: gap(c) for c in range(start, start + 8)}
+    assert seed == max(gaps, key=gaps.get) and gaps[seed] > gaps[start], gaps
+    assert EpisodeStore.open(store, "r").episode_attrs(2)["world_seed"] == seed
 
 
 @pytest.mark.timeout(180)
