@@ -128,7 +128,9 @@ def test_new_episode_starts_right_after_save_from_keys(tmp_path):
     store = tmp_path / "keys.zarr"
     with _collector(f"store={store}", "record_video=false", keys=True) as proc:
         _wait_line(proc, "episodes already", 60)
-        for key, pause in (("c", 1.5), ("s", 0.0), ("c", 1.5), ("s", 0.3)):
+        # 3 s per episode: every episode must hold more than 3 steps, and beside a full clean-clone
+        # suite (3 workers and the compat virtualenvs' builds) 1.5 s once recorded only 3.
+        for key, pause in (("c", 3.0), ("s", 0.0), ("c", 3.0), ("s", 0.3)):
             proc.stdin.write(key)
             proc.stdin.flush()
             if key == "c":  # as a person does: moves once the terminal says it records (typed
