@@ -6,9 +6,9 @@
 Each variant is the config plus overrides (``policy.vision.stage_strides=[2,2,1]`` ...; ``-KEY`` drops
 the observation KEY, e.g. ``-camera_1``: the scene camera alone). For each: the
 last feature map's size (where spatial softmax finds its keypoints), the encoder's parameters, training
-steps/s (forward + backward + AdamW on a synthetic batch of ``training.batch_size`` windows at the
-config's ``image_size``: what ``rig train`` does per step minus data loading, which the image cache
-makes small), the minutes 3000 steps would take at that rate, and the latency of ``Policy.predict``
+steps/s (forward + backward + AdamW, under the autocast of ``training.mixed_precision`` as ``rig train``
+runs it, on a synthetic batch of ``training.batch_size`` windows at the config's ``image_size``: what
+``rig train`` does per step minus data loading, which the image cache makes small), the minutes 3000 steps would take at that rate, and the latency of ``Policy.predict``
 after ``optimize_for_inference`` (the deploy path: resize from the stored 240x320 frames, encoders,
 16 DDIM steps), p50 and p99. Freshly initialised weights: speed does not depend on training.
 
@@ -37,6 +37,7 @@ from policy.config import TrainConfig  # noqa: E402
 from policy.diffusion import DiffusionPolicy  # noqa: E402
 from policy.inference import Policy  # noqa: E402
 from policy.obs_encoder import feature_map_size  # noqa: E402
+from policy.train import _autocast_dtype  # noqa: E402
 from robot.config import config_path, load_config  # noqa: E402
 
 STORED_HW = (240, 320)  # the sim cameras' frames
@@ -52,6 +53,9 @@ DEFAULT_VARIANTS = {
         "policy.vision.stage_strides=[2,2,1]",
     ],
     "scene_only": ["-camera_1"],  # the config shipped before the wrist camera (issue 31)
+    # bf16 autocast on the CPU (rig train's training.mixed_precision; the weights stay fp32): oneDNN's
+    # bf16 convolutions where the CPU has AVX512-BF16 or AMX
+    "bf16": ["training.mixed_precision=bf16"],
 }
 
 
@@ -107,6 +111,7 @@ class Variant:
         self.map_hw = feature_map_size(vc, tuple(vc.crop_shape or vc.image_size or STORED_HW))
         self.model = make_model(self.cfg, self.sm).train()
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.amp_dtype = _autocast_dtype(self.cfg.training.mixed_precision, torch.device("cpu"))
         self.batch = make_batch(self.cfg, self.sm, np.random.default_rng(0))
         self.step_s: list[float] = []
         self.step_cpu_s: list[float] = []
@@ -117,7 +122,8 @@ class Variant:
     def train_steps(self, n: int) -> None:
         for _ in range(n):
             t0, c0 = time.perf_counter(), time.process_time()
-            loss = self.model.compute_loss(self.batch)
+            with torch.autocast("cpu", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                loss = self.model.compute_loss(self.batch)
             self.opt.zero_grad(set_to_none=True)
             loss.backward()
             self.opt.step()

@@ -26,19 +26,22 @@ from typing import Any
 from robot.interrupt import Interrupted
 
 EVAL_SEED_OFFSET = 100_000  # evaluation seeds never overlap the collection seeds
-# Per task: the configs of each stage and how long an evaluation episode may take (the scripted expert
-# reaches in ~2-4 s and picks and places in ~11 s; a failing episode costs at most this).
+# Per task: the configs of each stage, the demonstrations to collect and how long an evaluation episode
+# may take (the scripted expert reaches in ~2-4 s and picks and places in ~11 s; a failing episode costs
+# at most this).
 TASKS: dict[str, dict[str, Any]] = {
     "reach": {
         "collect": "collect/sim_reach.yaml",
         "policy": "policy/tiny_reach.yaml",
         "deploy": "deploy/sim_reach.yaml",
+        "episodes": 40,
         "max_episode_s": 15.0,
     },
     "pick_place": {
         "collect": "collect/sim_pick_place.yaml",
         "policy": "policy/tiny_pick_place.yaml",
         "deploy": "deploy/sim_pick_place.yaml",
+        "episodes": 48,
         "max_episode_s": 30.0,
     },
 }
@@ -117,7 +120,9 @@ def policy_config(name: str) -> str:
 
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="rig demo", description=__doc__.splitlines()[0])
-    ap.add_argument("--episodes", type=int, default=40, help="demonstrations to collect")
+    ap.add_argument(
+        "--episodes", type=int, default=None, help="demonstrations to collect (default: the task's, 40 or 48)"
+    )
     ap.add_argument("--eval-episodes", type=int, default=20, help="deployment episodes to evaluate")
     ap.add_argument("--train-steps", type=int, default=None, help="optimizer steps (default: the config's)")
     ap.add_argument("--out", default=None, help="run folder (default runs/<UTC time>)")
@@ -149,6 +154,7 @@ def main(argv: list[str]) -> int:
     ap.add_argument("overrides", nargs="*", metavar="key=value", help="extra overrides for rig deploy")
     args = ap.parse_args(argv)
     task = TASKS[args.task]
+    args.episodes = task["episodes"] if args.episodes is None else args.episodes
     args.collect_config = args.collect_config or task["collect"]
     args.policy_config = args.policy_config or task["policy"]
     args.deploy_config = args.deploy_config or task["deploy"]

@@ -82,6 +82,12 @@ def _autocast_dtype(mode: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16
 
 
+def _cpu_has_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): there autocast's bf16 convolutions
+    are faster than fp32 (benchmarks/encoder_bench.py, variant bf16); elsewhere oneDNN emulates them."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: _to_device(v, device) for k, v in batch.items()}
@@ -298,6 +304,13 @@ def _train(cfg: TrainConfig, run_dir: Path, resume: bool) -> dict[str, Any]:
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     amp_dtype = _autocast_dtype(tc.mixed_precision, device)
+    if amp_dtype == torch.bfloat16 and device.type == "cpu" and is_main and not _cpu_has_bf16():
+        print(
+            "train: training.mixed_precision=bf16 on a CPU without AVX512-BF16 or AMX: bf16 is emulated "
+            "there and slower than fp32; set training.mixed_precision=no",
+            file=sys.stderr,
+            flush=True,
+        )
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16 and device.type == "cuda")
     run_dir.mkdir(parents=True, exist_ok=True)
     log_path = run_dir / "log.jsonl"

@@ -241,3 +241,32 @@ def test_a_damaged_frame_met_mid_training_is_named_by_array_episode_and_step(tmp
     ):
         for i in range(len(ds)):
             ds[i]
+
+
+@pytest.mark.parametrize("downsample", [1, 2])
+@pytest.mark.parametrize("cache_mb", [0.0, 512.0, 0.0005])  # 0.0005 MB: two 240-byte frames, not an episode
+def test_every_sampled_frame_is_its_window_step_whatever_the_cache(tmp_path, downsample, cache_mb):
+    """A cache miss decodes the frame's whole episode in one read; with no cache, or one smaller than an
+    episode, frames are read one by one. Each sample's frames are its window's steps either way."""
+    store = _write_index_store(tmp_path / "s.zarr", ENDS)
+    pc, dc = _cfgs(downsample=downsample, image_cache_mb=cache_mb)
+    ds = EpisodeDataset(store, pc, dc, "train")
+    for _ in range(2):  # the first pass fills the cache, the second reads from it
+        for i in range(len(ds)):
+            rows = ds._layout.step_index[ds.window_indices(i)[: pc.n_obs_steps]]
+            frames = ds[i]["obs"]["camera_0"]
+            assert frames.shape == (pc.n_obs_steps, 8, 10, 3)
+            assert frames[:, 0, 0, 0].tolist() == rows.tolist()
+    assert (ds._cache_bytes > 0) == (cache_mb > 0) and ds._cache_bytes <= cache_mb * 1e6
+
+
+def test_a_chunk_that_cannot_be_decoded_mid_training_is_named_by_episode_and_step(tmp_path):
+    """`rig train` checks the store first; a chunk damaged after that (or a check skipped) still fails
+    with its array, episode and step, although a miss reads the whole episode at once."""
+    store = _write_index_store(tmp_path / "s.zarr", ENDS)
+    (store / "data" / "camera_0" / "c" / "6" / "0" / "0" / "0").write_bytes(b"\x00\x01\x02")  # episode 1 step 1
+    pc, dc = _cfgs(image_cache_mb=512.0)
+    ds = EpisodeDataset(store, pc, dc, "train")
+    with pytest.raises(ValueError, match=r"data/camera_0 episode 1 step 1 \(row 6\) cannot be decoded"):
+        for i in range(len(ds)):
+            ds[i]

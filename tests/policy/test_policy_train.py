@@ -240,6 +240,23 @@ def test_bf16_autocast_trains_on_cpu(trained_run, tiny_overrides, tmp_path):
     assert bf16["val_loss"] == pytest.approx(fp32["val_loss"], rel=0.05)
 
 
+def test_bf16_on_a_cpu_without_native_bf16_says_it_is_slower(
+    trained_run, tiny_overrides, tmp_path, monkeypatch, capsys
+):
+    """configs/policy/tiny_pick_place.yaml trains in bf16 (faster where the CPU computes bf16: AVX512-BF16
+    or AMX); on a CPU that emulates it, rig train still trains and says in one line how to turn it off."""
+    import policy.train
+
+    monkeypatch.setattr(policy.train, "_cpu_has_bf16", lambda: False)
+    rc, summary, _ = run_train(
+        "--dataset", trained_run["store"], "--out", tmp_path / "emulated", "--max-steps", "2",
+        "training.device=cpu", "training.mixed_precision=bf16", *tiny_overrides,
+    )  # fmt: skip
+    assert rc == 0 and summary["mixed_precision"] == "bfloat16"
+    said = [line for line in capsys.readouterr().err.splitlines() if "AVX512-BF16" in line]
+    assert len(said) == 1 and "training.mixed_precision=no" in said[0]
+
+
 def test_train_on_an_empty_folder_is_one_line_exit_2_and_writes_nothing(tmp_path):
     (tmp_path / "empty").mkdir()
     out = subprocess.run(
