@@ -264,7 +264,9 @@ def test_a_chunk_that_cannot_be_decoded_mid_training_is_named_by_episode_and_ste
     """`rig train` checks the store first; a chunk damaged after that (or a check skipped) still fails
     with its array, episode and step, although a miss reads the whole episode at once."""
     store = _write_index_store(tmp_path / "s.zarr", ENDS)
-    (store / "data" / "camera_0" / "c" / "6" / "0" / "0" / "0").write_bytes(b"\x00\x01\x02")  # episode 1 step 1
+    (store / "data" / "camera_0" / "c" / "6" / "0" / "0" / "0").write_bytes(
+        b"\x00\x01\x02"
+    )  # episode 1 step 1
     pc, dc = _cfgs(image_cache_mb=512.0)
     ds = EpisodeDataset(store, pc, dc, "train")
     with pytest.raises(ValueError, match=r"data/camera_0 episode 1 step 1 \(row 6\) cannot be decoded"):
