@@ -356,8 +356,8 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if self._root is None:
             self._root = open_store(self.path)
         if self.dataset_cfg.image_cache_mb > 0:
-            # A miss decodes the frame's whole episode in one read: ~1.6 ms a frame against ~4.5 ms one
-            # row at a time (zarr's per-call cost), the first epoch of `rig train` being mostly misses.
+            # A miss decodes the frame's whole episode in one read: zarr's cost per call made row-by-row
+            # reads of `rig train`'s first epoch (mostly misses) 2.6-2.8x slower (benchmarks/dataset_bench.py).
             self._cache_episode(key, kept_idx)
             hit = self._cache.get(ck)
             if hit is not None:
