@@ -42,7 +42,7 @@ class RowByRow(EpisodeDataset):
     def _array(self, key: str) -> Any:
         return self._root["data"][key]
 
-    def _cache_episode(self, key: str, kept_idx: int) -> None:
+    def _read_episode(self, key: str, kept_idx: int) -> None:
         return None
 
 

@@ -8,9 +8,10 @@ the observation KEY, e.g. ``-camera_1``: the scene camera alone). For each: the
 last feature map's size (where spatial softmax finds its keypoints), the encoder's parameters, training
 steps/s (forward + backward + AdamW, under the autocast of ``training.mixed_precision`` as ``rig train``
 runs it, on a synthetic batch of ``training.batch_size`` windows at the config's ``image_size``: what
-``rig train`` does per step minus data loading, which the image cache makes small), the minutes 3000 steps would take at that rate, and the latency of ``Policy.predict``
-after ``optimize_for_inference`` (the deploy path: resize from the stored 240x320 frames, encoders,
-16 DDIM steps), p50 and p99. Freshly initialised weights: speed does not depend on training.
+``rig train`` does per step minus data loading, which the image cache makes small), the minutes 3000
+steps would take at that rate, and the latency of ``Policy.predict`` after ``optimize_for_inference``
+(the deploy path: resize from the stored 240x320 frames, encoders, 16 DDIM steps), p50 and p99.
+Freshly initialised weights: speed does not depend on training.
 
 With ``--threads 1`` the CPU time a step consumed (``cpu_steps_per_s``, ``cpu_min_3000``) is its cost
 on an idle core, whatever else runs: the figure to compare on a shared machine (wall-clock figures

@@ -358,17 +358,15 @@ class EpisodeDataset(torch.utils.data.Dataset):
         if self.dataset_cfg.image_cache_mb > 0:
             # A miss decodes the frame's whole episode in one read: zarr's cost per call made row-by-row
             # reads of `rig train`'s first epoch (mostly misses) 2.6-2.8x slower (benchmarks/dataset_bench.py).
-            self._cache_episode(key, kept_idx)
-            hit = self._cache.get(ck)
-            if hit is not None:
-                return hit
+            frame = self._read_episode(key, kept_idx)
+            if frame is not None:
+                return frame
         row = int(self._layout.step_index[kept_idx])
         try:
             frame = np.asarray(self._array(key)[row])
         except Exception as exc:  # a damaged chunk found mid-training: name the array, episode and step
-            ends = self._layout.episode_ends
-            ep = int(np.searchsorted(ends, kept_idx, side="right"))
-            step = row - int(self._layout.step_index[ends[ep - 1]] if ep else 0)
+            ep, k0, _ = self._episode_span(kept_idx)
+            step = row - int(self._layout.step_index[k0])
             raise ValueError(
                 f"episode store {self.path}: data/{key} episode {ep} step {step} (row {row}) cannot be "
                 f"decoded ({type(exc).__name__}: {exc}); `rig episodes check {self.path}` lists every "
@@ -383,12 +381,17 @@ class EpisodeDataset(torch.utils.data.Dataset):
             self._arrays[key] = self._root["data"][key]
         return self._arrays[key]
 
-    def _cache_episode(self, key: str, kept_idx: int) -> None:
-        """Decode and cache the ``key`` frames of ``kept_idx``'s episode in one read. A read that fails
-        (a damaged chunk) caches nothing: the row-by-row read then names the step."""
+    def _episode_span(self, kept_idx: int) -> tuple[int, int, int]:
+        """The episode of kept step ``kept_idx`` and its kept steps' range [k0, k1)."""
         ends = self._layout.episode_ends
         ep = int(np.searchsorted(ends, kept_idx, side="right"))
-        k0, k1 = (int(ends[ep - 1]) if ep else 0), int(ends[ep])
+        return ep, (int(ends[ep - 1]) if ep else 0), int(ends[ep])
+
+    def _read_episode(self, key: str, kept_idx: int) -> np.ndarray | None:
+        """Decode the ``key`` frames of ``kept_idx``'s episode in one read, cache them and return
+        ``kept_idx``'s. A read that fails (a damaged chunk) gives None: the row-by-row read then names
+        the step."""
+        _, k0, k1 = self._episode_span(kept_idx)
         rows = self._layout.step_index[k0:k1]
         try:
             if len(rows) == int(rows[-1]) - int(rows[0]) + 1:  # contiguous (no downsampling)
@@ -396,10 +399,12 @@ class EpisodeDataset(torch.utils.data.Dataset):
             else:
                 block = np.asarray(self._array(key).oindex[rows])
         except Exception:
-            return
+            return None
         size = self.policy_cfg.vision.image_size
-        for k, frame in zip(range(k0, k1), block, strict=True):
-            self._cache_put((key, k), resize_image(frame, size))
+        frames = [resize_image(frame, size) for frame in block]
+        for k, frame in zip(range(k0, k1), frames, strict=True):
+            self._cache_put((key, k), frame)
+        return frames[kept_idx - k0]
 
     def _cache_put(self, ck: tuple[str, int], frame: np.ndarray) -> None:
         limit = self.dataset_cfg.image_cache_mb * 1e6
